@@ -1,0 +1,1 @@
+from cext._speed import add

@@ -1,0 +1,6 @@
+import sys
+
+
+def main():
+    print("hello from", sys.prefix)
+    return 0
