@@ -1,0 +1,361 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+)
+
+// scenario is one thing a user does, timed for ptest-snap and its peers.
+// runOnce performs one run: untimed setup, then each tool's timed step, and
+// returns the samples by tool.
+type scenario struct {
+	name    string
+	about   string
+	runOnce func(ctx context.Context, e *benchEnv, run int) (map[string]Sample, error)
+	// once: a single run is the figure (a series, not a repeated timing).
+	once bool
+}
+
+// target is an acceptance ratio from the issues: subject / peer ≤ max.
+type target struct {
+	scenario, subject, peer string
+	max                     float64
+}
+
+var targets = []target{
+	{"initial snapshot", toolSnap, toolTarZstd1, 1.5},
+	{"second snapshot after small", toolSnap, toolSnapInitial, 0.15},
+	{"restore to empty dir", toolSnap, toolCp, 1.0},
+	{"in-place restore undoing small", toolSnap, toolSnapFull, 0.1},
+	{"in-place restore undoing small", toolSnap, toolRmCp, 0.1},
+	{"second snapshot after large", toolSnap, toolSnapInitial, 1.0},
+}
+
+func scenarios() []scenario {
+	return []scenario{
+		{name: "initial snapshot", about: "first snapshot of the dataset into an empty store", runOnce: initialSnapshot},
+		{name: "second snapshot after small", about: "snapshot again after change `small`, with the first as parent", runOnce: secondSnapshot(changeSmall)},
+		{name: "second snapshot after large", about: "snapshot again after change `large` (a third of the files rewritten)", runOnce: secondSnapshot(changeLarge)},
+		{name: "restore to empty dir", about: "restore the dataset into a new directory", runOnce: restoreEmpty},
+		{name: "in-place restore undoing small", about: "reset the changed dataset to its snapshot", runOnce: restoreInPlace},
+		{name: "verify", about: "check every stored byte", runOnce: verifyAll},
+		{name: "growth", about: "20 snapshots of the dataset changing a little each time", runOnce: growth, once: true},
+	}
+}
+
+func initialSnapshot(ctx context.Context, e *benchEnv, _ int) (map[string]Sample, error) {
+	res := map[string]Sample{}
+	store := e.fresh("store")
+	s, err := e.timed(ctx, e.create(store, "base", e.data), store)
+	if err != nil {
+		return nil, err
+	}
+	res[toolSnap] = s
+	for _, p := range []struct {
+		tool  string
+		level int
+	}{{toolTarZstd1, 1}, {toolTarZstd3, 3}} {
+		out := e.fresh("archive") + ".tar.zst"
+		if s, err = e.timed(ctx, tarZstd(e.data, out, p.level), out); err != nil {
+			return nil, err
+		}
+		res[p.tool] = s
+	}
+	if s, err = e.timed(ctx, cmd("cp", "-a", e.data, e.fresh("copy")), ""); err != nil {
+		return nil, err
+	}
+	res[toolCp] = s
+	if e.restic {
+		repo := e.fresh("restic")
+		if err := run(ctx, e.resticCmd(repo, "init")); err != nil {
+			return nil, err
+		}
+		if s, err = e.timed(ctx, e.resticCmd(repo, "backup", e.data), repo); err != nil {
+			return nil, err
+		}
+		res[toolRestic] = s
+	}
+	if e.kopia {
+		cfgFile, repo := e.fresh("kopia.config"), e.fresh("kopia")
+		if err := run(ctx, e.kopiaCmd(cfgFile, "repository", "create", "filesystem", "--path", repo)); err != nil {
+			return nil, err
+		}
+		if s, err = e.timed(ctx, e.kopiaCmd(cfgFile, "snapshot", "create", e.data), repo); err != nil {
+			return nil, err
+		}
+		res[toolKopia] = s
+	}
+	return res, nil
+}
+
+// secondSnapshot returns the scenario: snapshot a copy of the dataset, apply
+// change, snapshot again with the first as parent.
+func secondSnapshot(change func(dir string, seed uint64) error) func(context.Context, *benchEnv, int) (map[string]Sample, error) {
+	return func(ctx context.Context, e *benchEnv, run int) (map[string]Sample, error) {
+		return secondSnapshotRun(ctx, e, run, change)
+	}
+}
+
+func secondSnapshotRun(ctx context.Context, e *benchEnv, run int, change func(string, uint64) error) (map[string]Sample, error) {
+	res := map[string]Sample{}
+	x := e.fresh("dataset")
+	if err := copyTree(ctx, e.data, x); err != nil {
+		return nil, err
+	}
+	store := e.fresh("store")
+	s, err := e.timed(ctx, e.create(store, "base", x), store)
+	if err != nil {
+		return nil, err
+	}
+	res[toolSnapInitial] = s
+	var repo string
+	if e.restic {
+		repo = e.fresh("restic")
+		if err := runAll(ctx, e.resticCmd(repo, "init"), e.resticCmd(repo, "backup", x)); err != nil {
+			return nil, err
+		}
+	}
+	if err := change(x, uint64(run)+1); err != nil {
+		return nil, err
+	}
+	if s, err = e.timed(ctx, e.create(store, "second", x), store); err != nil {
+		return nil, err
+	}
+	res[toolSnap] = s
+	if e.restic {
+		if s, err = e.timed(ctx, e.resticCmd(repo, "backup", x), repo); err != nil {
+			return nil, err
+		}
+		res[toolRestic] = s
+	}
+	out := e.fresh("archive") + ".tar.zst"
+	if s, err = e.timed(ctx, tarZstd(x, out, 1), out); err != nil {
+		return nil, err
+	}
+	res[toolTarZstd1] = s
+	return res, nil
+}
+
+// prepared returns a store holding a snapshot named "base" of the dataset
+// (and the peers' equivalents), made once for all runs of the scenarios that
+// only read it.
+func (e *benchEnv) prepared(ctx context.Context) (store, archive, repo string, err error) {
+	if s, ok := e.cache["store"]; ok {
+		return s, e.cache["archive"], e.cache["restic"], nil
+	}
+	store, archive = e.fresh("store"), e.fresh("archive")+".tar.zst"
+	if err := runAll(ctx, e.create(store, "base", e.data), tarZstd(e.data, archive, 1)); err != nil {
+		return "", "", "", err
+	}
+	if e.restic {
+		repo = e.fresh("restic")
+		if err := runAll(ctx, e.resticCmd(repo, "init"), e.resticCmd(repo, "backup", e.data)); err != nil {
+			return "", "", "", err
+		}
+	}
+	e.cache["store"], e.cache["archive"], e.cache["restic"] = store, archive, repo
+	return store, archive, repo, nil
+}
+
+func restoreEmpty(ctx context.Context, e *benchEnv, _ int) (map[string]Sample, error) {
+	store, archive, repo, err := e.prepared(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res := map[string]Sample{}
+	if res[toolSnap], err = e.timed(ctx, e.snap(store, "restore", "base", "--target", e.fresh("restored")), ""); err != nil {
+		return nil, err
+	}
+	if res[toolCp], err = e.timed(ctx, cmd("cp", "-a", e.data, e.fresh("copy")), ""); err != nil {
+		return nil, err
+	}
+	dst := e.fresh("untar")
+	if err := os.Mkdir(dst, 0o755); err != nil {
+		return nil, err
+	}
+	if res[toolUntar], err = e.timed(ctx, shell(fmt.Sprintf("zstd -dc -q %q | tar -xf - -C %q", archive, dst)), ""); err != nil {
+		return nil, err
+	}
+	if e.restic {
+		if res[toolRestic], err = e.timed(ctx, e.resticCmd(repo, "restore", "latest", "--target", e.fresh("restic-restored")), ""); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func restoreInPlace(ctx context.Context, e *benchEnv, run int) (map[string]Sample, error) {
+	res := map[string]Sample{}
+	x, y := e.fresh("dataset"), e.fresh("dataset-peer")
+	if err := runAll(ctx, cmd("cp", "-a", e.data, x), cmd("cp", "-a", e.data, y)); err != nil {
+		return nil, err
+	}
+	store := e.fresh("store")
+	if err := run2(ctx, e.create(store, "base", x)); err != nil {
+		return nil, err
+	}
+	// The full restore this is compared with, made before any deletion.
+	s, err := e.timed(ctx, e.snap(store, "restore", "base", "--target", e.fresh("restored")), "")
+	if err != nil {
+		return nil, err
+	}
+	res[toolSnapFull] = s
+	for _, d := range []string{x, y} {
+		if err := changeSmall(d, uint64(run)+1); err != nil {
+			return nil, err
+		}
+	}
+	if err := e.settle(ctx); err != nil {
+		return nil, err
+	}
+	if res[toolSnap], err = e.timed(ctx, e.snap(store, "restore", "base", "--in-place"), ""); err != nil {
+		return nil, err
+	}
+	if res[toolRmCp], err = e.timed(ctx, shell(fmt.Sprintf("rm -rf %q && cp -a %q %q", y, e.data, y)), ""); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func verifyAll(ctx context.Context, e *benchEnv, _ int) (map[string]Sample, error) {
+	store, archive, repo, err := e.prepared(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res := map[string]Sample{}
+	if res[toolSnap], err = e.timed(ctx, e.snap(store, "verify"), ""); err != nil {
+		return nil, err
+	}
+	if res["zstd -t"], err = e.timed(ctx, cmd("zstd", "-t", "-q", archive), ""); err != nil {
+		return nil, err
+	}
+	if e.restic {
+		if res["restic check --read-data"], err = e.timed(ctx, e.resticCmd(repo, "check", "--read-data"), ""); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// growthSteps is how many snapshots the growth scenario takes.
+const growthSteps = 20
+
+// growth takes growthSteps snapshots of a copy of the dataset changing a
+// little each time; each sample is one step, Bytes what the step added.
+func growth(ctx context.Context, e *benchEnv, _ int) (map[string]Sample, error) {
+	x := e.fresh("dataset")
+	if err := copyTree(ctx, e.data, x); err != nil {
+		return nil, err
+	}
+	store := e.fresh("store")
+	var repo string
+	if e.restic {
+		repo = e.fresh("restic")
+		if err := run(ctx, e.resticCmd(repo, "init")); err != nil {
+			return nil, err
+		}
+	}
+	series := map[string][]Sample{}
+	steps := e.cfg.GrowthSteps
+	for i := 0; i < steps; i++ {
+		if i > 0 {
+			if err := changeTiny(x, i, 7); err != nil {
+				return nil, err
+			}
+		}
+		s, err := e.timed(ctx, e.create(store, fmt.Sprintf("step-%02d", i), x), store)
+		if err != nil {
+			return nil, err
+		}
+		series[toolSnap] = append(series[toolSnap], s)
+		if e.restic {
+			if s, err = e.timed(ctx, e.resticCmd(repo, "backup", x), repo); err != nil {
+				return nil, err
+			}
+			series[toolRestic] = append(series[toolRestic], s)
+		}
+		out := e.fresh("archive") + ".tar.zst"
+		if s, err = e.timed(ctx, tarZstd(x, out, 3), out); err != nil {
+			return nil, err
+		}
+		series[toolTarZstd3] = append(series[toolTarZstd3], s)
+	}
+	e.growthSeries = series
+	// The scenario's figure per tool: the total stored after all steps.
+	res := map[string]Sample{}
+	for tool, ss := range series {
+		var total Sample
+		for _, s := range ss {
+			total.Wall += s.Wall
+			total.CPU += s.CPU
+			total.MaxRSS = max(total.MaxRSS, s.MaxRSS)
+			total.Bytes += s.Bytes
+		}
+		res[tool] = total
+	}
+	return res, nil
+}
+
+func runAll(ctx context.Context, cs ...command) error {
+	for _, c := range cs {
+		if err := run(ctx, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// run2 is run with a sync after, for setup whose writes must not be charged
+// to the next timed step.
+func run2(ctx context.Context, c command) error {
+	if err := run(ctx, c); err != nil {
+		return err
+	}
+	syncDisks()
+	return nil
+}
+
+// scaling measures how capture, restore and store size grow with the
+// dataset: synthetic trees at 1×, 2× and 4× the base spec.
+type scalePoint struct {
+	Scale     int     `json:"scale"`
+	Files     int     `json:"files"`
+	MB        float64 `json:"logical_mb"`
+	CreateS   float64 `json:"create_seconds"`
+	RestoreS  float64 `json:"restore_seconds"`
+	StoreMB   float64 `json:"store_mb"`
+	TarS      float64 `json:"tar_zstd1_seconds"`
+	ArchiveMB float64 `json:"tar_zstd1_mb"`
+}
+
+func scaling(ctx context.Context, e *benchEnv, base SyntheticSpec, scales []int) ([]scalePoint, error) {
+	var pts []scalePoint
+	for _, k := range scales {
+		spec := base
+		spec.Files *= k
+		spec.Seed += uint64(k)
+		dir := e.fresh(fmt.Sprintf("synthetic-%dx", k))
+		logical, err := makeSynthetic(dir, spec)
+		if err != nil {
+			return nil, err
+		}
+		store, out := e.fresh("store"), e.fresh("archive")+".tar.zst"
+		c, err := e.timed(ctx, e.snap(store, "create", "--engine", "dir", "--name", "s", dir), store)
+		if err != nil {
+			return nil, err
+		}
+		r, err := e.timed(ctx, e.snap(store, "restore", "s", "--target", e.fresh("restored")), "")
+		if err != nil {
+			return nil, err
+		}
+		t, err := e.timed(ctx, tarZstd(dir, out, 1), out)
+		if err != nil {
+			return nil, err
+		}
+		pts = append(pts, scalePoint{Scale: k, Files: spec.Files, MB: float64(logical) / 1e6,
+			CreateS: c.Wall.Seconds(), RestoreS: r.Wall.Seconds(), StoreMB: float64(c.Bytes) / 1e6,
+			TarS: t.Wall.Seconds(), ArchiveMB: float64(t.Bytes) / 1e6})
+	}
+	return pts, nil
+}
