@@ -1,0 +1,32 @@
+// Package store is ptest-snap's content-addressed snapshot store, embedded in
+// Badger v4. It keeps chunks (pieces of file bodies, named by the BLAKE3-256
+// of their uncompressed bytes, compressed by package compress), trees (one
+// canonically encoded directory each, stored as a chunk, so an unchanged
+// directory is the same chunk in every snapshot), snapshot records with their
+// indexes (by env and time, by name) and change indexes, and it collects
+// garbage, verifies integrity and keeps a second process out.
+//
+// It knows nothing of virtualenvs or Docker: core/ decides what a snapshot
+// holds, the store keeps it safe.
+//
+// Layout of a store directory:
+//
+//	lock          our lock file (flock), holding the holder's pid, command and start
+//	events.jsonl  the append-only event log (readable without the lock)
+//	db/           the Badger database
+//
+// Keys in Badger (first byte is the kind):
+//
+//	'c' hash(32)                      → encoded chunk (compress header + payload)
+//	'D' id(4, big-endian)             → compression dictionary (never deleted)
+//	's' id                            → snapshot record (JSON, versioned)
+//	'n' name                          → snapshot id
+//	'e' engine 0 env 0 time(8) id     → nothing (the env/time index)
+//	'x' id                            → change index of the snapshot
+//	'm' name                          → store metadata (format, current dictionary)
+//
+// Invariants: a snapshot record is written only after every chunk it
+// references is synced (Writer.Commit), in one transaction with its indexes;
+// every chunk read is re-hashed (GetChunk); GC never deletes a chunk a
+// snapshot or a live Writer references (gc.go explains the race it closes).
+package store

@@ -1,0 +1,286 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// GC and live writers.
+//
+// The race GC must not lose: a Writer finds chunk X already stored and does
+// not write it; GC, which did not see the Writer's snapshot (it is not
+// committed yet), deletes X; the Writer commits a record that references a
+// missing chunk. Two rules close it:
+//
+//  1. A Writer registers every chunk it puts or finds in s.refs (under
+//     s.refMu) BEFORE it asks whether the chunk exists. GC's sweep checks
+//     s.refs under the same mutex, in the same critical section as it
+//     commits the deletions. So either GC deleted X first (and the Writer,
+//     looking afterwards, stores X again) or the Writer registered first
+//     (and GC keeps X).
+//  2. A Writer that commits while a GC runs may have committed after GC
+//     listed the snapshots: its chunks must stay protected until that GC
+//     ends. So while s.gcRunning, released references move to s.gcHeld,
+//     which the sweep also respects.
+//
+// Chunks still held for dictionary training or queued in memory are not in
+// Badger yet, so the sweep cannot see them; they are in their Writer's refs.
+
+func (s *Store) addRef(h Hash) {
+	s.refMu.Lock()
+	s.refs[h]++
+	s.refMu.Unlock()
+}
+
+func (s *Store) dropRefs(refs map[Hash]struct{}) {
+	s.refMu.Lock()
+	defer s.refMu.Unlock()
+	for h := range refs {
+		if n := s.refs[h] - 1; n > 0 {
+			s.refs[h] = n
+		} else {
+			delete(s.refs, h)
+		}
+		if s.gcRunning {
+			s.gcHeld[h] = struct{}{}
+		}
+	}
+}
+
+// protectedLocked reports whether a chunk must survive the sweep; refMu held.
+func (s *Store) protectedLocked(h Hash) bool {
+	if s.refs[h] > 0 {
+		return true
+	}
+	_, ok := s.gcHeld[h]
+	return ok
+}
+
+// GCStats report a garbage collection.
+type GCStats struct {
+	ChunksKept     int64
+	ChunksDeleted  int64
+	BytesReclaimed int64 // stored bytes of deleted chunks
+	DiskBefore     int64
+	DiskAfter      int64
+	Duration       time.Duration
+}
+
+// sweepBatch is how many deletions are committed per critical section:
+// writers wait for at most one batch.
+const sweepBatch = 1000
+
+// GC deletes every chunk no snapshot (and no live Writer) references, then
+// makes Badger give the space back: the deletions are flushed from the
+// memtable and compacted into one level (which drops the deleted values
+// stored in the LSM and tells the value log what is garbage), then the
+// value-log GC rewrites the files that are mostly garbage.
+func (s *Store) GC(ctx context.Context) (GCStats, error) {
+	if err := s.check(ctx); err != nil {
+		return GCStats{}, err
+	}
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
+	start := time.Now()
+	st := GCStats{}
+	var err error
+	if st.DiskBefore, err = dirSize(s.dir); err != nil {
+		return st, err
+	}
+
+	s.refMu.Lock()
+	s.gcRunning, s.gcHeld = true, map[Hash]struct{}{}
+	s.refMu.Unlock()
+	defer func() {
+		s.refMu.Lock()
+		s.gcRunning, s.gcHeld = false, nil
+		s.refMu.Unlock()
+	}()
+
+	live, err := s.mark(ctx)
+	if err != nil {
+		return st, fmt.Errorf("gc: %w", err)
+	}
+	if err := s.sweep(ctx, live, &st); err != nil {
+		return st, fmt.Errorf("gc: %w", err)
+	}
+	if st.ChunksDeleted > 0 {
+		if err := s.reclaim(ctx); err != nil {
+			return st, fmt.Errorf("gc: %w", err)
+		}
+	}
+	if st.DiskAfter, err = dirSize(s.dir); err != nil {
+		return st, err
+	}
+	st.Duration = time.Since(start)
+	return st, nil
+}
+
+// mark returns every chunk reachable from a snapshot: its trees and the
+// files' chunks. Each tree is read once however many snapshots share it.
+func (s *Store) mark(ctx context.Context) (map[Hash]struct{}, error) {
+	snaps, err := s.Snapshots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	live := map[Hash]struct{}{}
+	var walk func(h Hash) error
+	walk = func(h Hash) error {
+		if _, ok := live[h]; ok {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		live[h] = struct{}{}
+		t, err := s.GetTree(ctx, h)
+		if err != nil {
+			// A missing or corrupt tree hides what it references: do
+			// not guess, do not delete anything.
+			return err
+		}
+		for i := range t.Nodes {
+			n := &t.Nodes[i]
+			for _, c := range n.Content {
+				live[c] = struct{}{}
+			}
+			if n.Type == NodeDir {
+				if err := walk(n.Subtree); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	for _, snap := range snaps {
+		for _, stream := range snap.Streams {
+			if err := walk(stream.Root); err != nil {
+				return nil, fmt.Errorf("mark snapshot %s stream %s: %w", snap.ID, stream.Name, err)
+			}
+		}
+	}
+	return live, nil
+}
+
+type sweepCandidate struct {
+	h    Hash
+	size int64
+}
+
+func (s *Store) sweep(ctx context.Context, live map[Hash]struct{}, st *GCStats) error {
+	var dead []sweepCandidate
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindChunk}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) != 1+len(Hash{}) {
+				continue
+			}
+			var h Hash
+			copy(h[:], k[1:])
+			if _, ok := live[h]; ok {
+				st.ChunksKept++
+				continue
+			}
+			dead = append(dead, sweepCandidate{h, it.Item().ValueSize()})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for len(dead) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		batch := dead[:min(sweepBatch, len(dead))]
+		dead = dead[len(batch):]
+		if err := s.deleteUnprotected(batch, st); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deleteUnprotected deletes the chunks of batch no writer protects, checking
+// and deleting in one critical section of refMu (rule 1 above).
+func (s *Store) deleteUnprotected(batch []sweepCandidate, st *GCStats) error {
+	s.refMu.Lock()
+	defer s.refMu.Unlock()
+	var del []sweepCandidate
+	for _, c := range batch {
+		if s.protectedLocked(c.h) {
+			st.ChunksKept++
+			continue
+		}
+		del = append(del, c)
+	}
+	if len(del) == 0 {
+		return nil
+	}
+	err := s.gated(func() error {
+		return s.update(func(txn *badger.Txn) error {
+			for _, c := range del {
+				if err := txn.Delete(chunkKey(c.h)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("delete chunks: %w", err)
+	}
+	for _, c := range del {
+		st.ChunksDeleted++
+		st.BytesReclaimed += c.size
+	}
+	return nil
+}
+
+// reclaim makes Badger return the space of deleted chunks to the file
+// system. Deletions are tombstones in the memtable at first; nothing on
+// disk shrinks until (1) the memtable is flushed, (2) compaction meets the
+// tombstones and the old values and drops both, which also counts the
+// value-log bytes they pointed to as discardable, and (3) the value-log GC
+// rewrites the files that are mostly discardable. Badger flushes memtables
+// only when they are full or on DropPrefix of a prefix that exists, so we
+// drop a marker key's prefix (writes are paused by s.gate meanwhile, since
+// Badger refuses writes during a drop), then Flatten, then run the
+// value-log GC until it finds nothing more to rewrite.
+func (s *Store) reclaim(ctx context.Context) error {
+	marker := metaKey("gc-flush-marker")
+	err := s.gated(func() error {
+		return s.db.Update(func(txn *badger.Txn) error { return txn.Set(marker, []byte{1}) })
+	})
+	if err != nil {
+		return err
+	}
+	s.gate.Lock()
+	err = s.db.DropPrefix(marker)
+	s.gate.Unlock()
+	if err != nil {
+		return fmt.Errorf("flush memtable: %w", err)
+	}
+	if err := s.db.Flatten(2); err != nil {
+		return fmt.Errorf("flatten: %w", err)
+	}
+	for i := 0; i < 1000; i++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		err := s.db.RunValueLogGC(0.3)
+		if errors.Is(err, badger.ErrNoRewrite) || errors.Is(err, badger.ErrRejected) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("value log gc: %w", err)
+		}
+	}
+	return nil
+}

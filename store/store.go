@@ -1,0 +1,244 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/pypj/ptest-snap/compress"
+)
+
+// StoreFormat is the version of the store's key layout, kept in the
+// database; a store of a newer major layout is refused with ErrNewerFormat.
+const StoreFormat = 1
+
+// Options configure Open.
+type Options struct {
+	// Dir is the store's directory, created if missing.
+	Dir string
+	// LockTimeout is how long Open waits for another process holding the
+	// store before failing with ErrBusy. Zero means do not wait.
+	LockTimeout time.Duration
+	// OnWait, if set, is called once when Open has to wait, with a
+	// description of the holder (pid, command, since when).
+	OnWait func(holder string)
+	// CompressionLevel overrides the measured default zstd level (1 fastest,
+	// 2 default, 3 better, 4 best, as zstd.EncoderLevel); 0 keeps it.
+	CompressionLevel int
+	// Logf, if set, receives Badger's warnings and errors.
+	Logf func(format string, args ...any)
+}
+
+// Store is an open content-addressed store. It is safe for concurrent use.
+type Store struct {
+	dir    string
+	opts   Options
+	db     *badger.DB
+	lock   *dirLock
+	codec  *compress.Codec
+	events *EventLog
+	closed atomic.Bool
+
+	// live writers and the chunks they reference, protected from GC (see
+	// gc.go): refs counts, per chunk, the live writers that put or found it.
+	refMu     sync.Mutex
+	refs      map[Hash]int32
+	gcRunning bool
+	gcHeld    map[Hash]struct{}
+
+	gcMu sync.Mutex // one GC at a time
+
+	// gate pauses every Badger write while GC flushes the memtable with
+	// DropPrefix, during which Badger refuses writes (gc.go, reclaim).
+	gate sync.RWMutex
+
+	chunks chunkQueue
+	dict   dictTrainer
+}
+
+// dbDir is where Badger lives inside the store directory.
+func dbDir(dir string) string { return filepath.Join(dir, "db") }
+
+// badgerOptions tunes Badger for this workload:
+//   - values are our compressed chunks: Badger's own compression is off
+//     (it would only burn CPU on zstd output) and so is its block cache's
+//     main reason to exist; a small block cache still helps key lookups;
+//   - chunks above 1 KiB go to the value log (big sequential writes, no
+//     rewriting by LSM compactions); small chunks and keys stay in the LSM,
+//     which compaction reclaims on its own after GC;
+//   - value-log files of 64 MiB, so that value-log GC can rewrite one file
+//     at a time and give space back (the default 1 GiB file would hold a
+//     whole venv and never be collectable while it is the active file);
+//   - memtables of 32 MiB, two of them, and small caches: the whole process
+//     must stay under 300 MB peak RSS while it also compresses and restores;
+//   - SyncWrites off: Writer.Commit calls Sync once, after the chunks and
+//     before the record, which is all the durability the invariants need.
+func badgerOptions(dir string, logf func(string, ...any)) badger.Options {
+	return badger.DefaultOptions(dbDir(dir)).
+		WithLogger(badgerLogger{logf}).
+		WithSyncWrites(false).
+		WithCompression(options.None).
+		WithValueThreshold(1 << 10).
+		WithValueLogFileSize(64 << 20).
+		WithMemTableSize(32 << 20).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(4).
+		WithNumLevelZeroTablesStall(8).
+		WithBaseTableSize(8 << 20).
+		WithBlockCacheSize(16 << 20).
+		WithIndexCacheSize(8 << 20).
+		WithNumCompactors(2).
+		WithNumVersionsToKeep(1).
+		WithCompactL0OnClose(true).
+		WithDetectConflicts(true)
+}
+
+type badgerLogger struct{ logf func(string, ...any) }
+
+func (l badgerLogger) Errorf(f string, a ...any) { l.log("badger error: "+f, a...) }
+func (l badgerLogger) Warningf(f string, a ...any) {
+	l.log("badger warning: "+f, a...)
+}
+func (badgerLogger) Infof(string, ...any)  {}
+func (badgerLogger) Debugf(string, ...any) {}
+func (l badgerLogger) log(f string, a ...any) {
+	if l.logf != nil {
+		l.logf(f, a...)
+	}
+}
+
+// Open opens (creating if needed) the store in opts.Dir. If another process
+// holds the store, Open waits up to opts.LockTimeout (calling opts.OnWait
+// once) and then fails with an error wrapping ErrBusy that names the holder.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("open store: no directory given")
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	lk, err := acquireLock(ctx, opts.Dir, opts.LockTimeout, opts.OnWait)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
+	}
+	s, err := open(opts, lk)
+	if err != nil {
+		lk.release()
+		return nil, fmt.Errorf("open store %s: %w", opts.Dir, err)
+	}
+	return s, nil
+}
+
+func open(opts Options, lk *dirLock) (*Store, error) {
+	level := compress.DefaultLevel
+	if opts.CompressionLevel != 0 {
+		level = compressLevel(opts.CompressionLevel)
+	}
+	codec, err := compress.NewCodec(compress.Options{Level: level})
+	if err != nil {
+		return nil, err
+	}
+	db, err := badger.Open(badgerOptions(opts.Dir, opts.Logf))
+	if err != nil {
+		codec.Close()
+		return nil, fmt.Errorf("badger: %w", err)
+	}
+	s := &Store{
+		dir: opts.Dir, opts: opts, db: db, lock: lk, codec: codec,
+		refs: map[Hash]int32{},
+	}
+	s.chunks.init(s)
+	if err := s.checkFormat(); err != nil {
+		s.closeParts()
+		return nil, err
+	}
+	if err := s.loadDicts(); err != nil {
+		s.closeParts()
+		return nil, err
+	}
+	s.events, err = openEventLog(opts.Dir, true)
+	if err != nil {
+		s.closeParts()
+		return nil, err
+	}
+	return s, nil
+}
+
+// checkFormat records the layout version in a new store and refuses a store
+// written by a newer major layout.
+func (s *Store) checkFormat() error {
+	key := metaKey("format")
+	return s.db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get(key)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return txn.Set(key, []byte{StoreFormat})
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			if len(v) != 1 {
+				return fmt.Errorf("%w: store format record", ErrCorrupt)
+			}
+			if v[0] > StoreFormat {
+				return fmt.Errorf("store layout %d, this build reads %d: %w", v[0], StoreFormat, ErrNewerFormat)
+			}
+			return nil
+		})
+	})
+}
+
+// Close flushes and closes the store and releases its lock. Writers still
+// open are aborted.
+func (s *Store) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return ErrClosed
+	}
+	// Chunks queued but not written belong to writers that will never
+	// commit now; writing them anyway keeps the store's state simple.
+	flushErr := s.chunks.flush()
+	err := s.closeParts()
+	if err == nil && flushErr != nil && !errors.Is(flushErr, ErrClosed) {
+		err = flushErr
+	}
+	return err
+}
+
+func (s *Store) closeParts() error {
+	var err error
+	if s.events != nil {
+		err = errors.Join(err, s.events.Close())
+	}
+	if s.db != nil {
+		if e := s.db.Close(); e != nil {
+			err = errors.Join(err, fmt.Errorf("close badger: %w", e))
+		}
+	}
+	s.codec.Close()
+	s.lock.release()
+	return err
+}
+
+// Dir returns the store's directory.
+func (s *Store) Dir() string { return s.dir }
+
+// gated runs a Badger write under the write gate.
+func (s *Store) gated(fn func() error) error {
+	s.gate.RLock()
+	defer s.gate.RUnlock()
+	return fn()
+}
+
+func (s *Store) check(ctx context.Context) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return ctx.Err()
+}

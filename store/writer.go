@@ -1,0 +1,235 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Writer writes one snapshot: chunks and trees, then Commit makes the record
+// visible. Chunks a live Writer has put or found are protected from GC until
+// Commit or Abort. A Writer is safe for concurrent use: the core calls
+// PutChunk from a pool of workers.
+type Writer struct {
+	s *Store
+
+	mu   sync.Mutex
+	refs map[Hash]struct{} // every chunk this writer put or found
+	done bool
+
+	newChunks, newBytes, storedBytes atomic.Int64
+}
+
+// NewWriter starts writing a snapshot.
+func (s *Store) NewWriter(ctx context.Context) (*Writer, error) {
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	return &Writer{s: s, refs: map[Hash]struct{}{}}, nil
+}
+
+// PutChunk stores data (hashing and compressing it) unless already present,
+// and returns its hash. data may be reused by the caller after return.
+func (w *Writer) PutChunk(ctx context.Context, data []byte) (Hash, error) {
+	h := SumChunk(data)
+	return h, w.put(ctx, h, data, true)
+}
+
+// PutTree stores a tree and returns its hash.
+func (w *Writer) PutTree(ctx context.Context, t *Tree) (Hash, error) {
+	b, err := EncodeTree(t)
+	if err != nil {
+		return Hash{}, err
+	}
+	h := SumChunk(b)
+	// Trees are mostly hashes: not samples for the file dictionary.
+	return h, w.put(ctx, h, b, false)
+}
+
+// put stores one chunk under the GC protocol: the chunk is registered as
+// referenced by this writer BEFORE the store is asked whether it exists, so
+// GC either sees the reference and keeps the chunk, or deleted it before
+// and then this writer does not find it and stores it again.
+func (w *Writer) put(ctx context.Context, h Hash, data []byte, sample bool) error {
+	if err := w.s.check(ctx); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	if w.done {
+		w.mu.Unlock()
+		return errors.New("put chunk: writer already committed or aborted")
+	}
+	if _, ok := w.refs[h]; ok {
+		w.mu.Unlock()
+		return nil
+	}
+	w.refs[h] = struct{}{}
+	w.mu.Unlock()
+	w.s.addRef(h)
+
+	ok, err := w.s.has(h)
+	if err != nil {
+		return fmt.Errorf("put chunk %s: %w", h, err)
+	}
+	if ok {
+		return nil
+	}
+	w.newChunks.Add(1)
+	w.newBytes.Add(int64(len(data)))
+	if err := w.s.storeNew(w, h, data, sample); err != nil {
+		return fmt.Errorf("put chunk %s: %w", h, err)
+	}
+	return nil
+}
+
+func (w *Writer) addStored(raw, stored int) {
+	if w != nil {
+		w.storedBytes.Add(int64(stored))
+	}
+}
+
+// WriterStats are the figures of what a Writer added.
+type WriterStats struct {
+	NewChunks   int64
+	NewBytes    int64
+	StoredBytes int64 // exact after Commit; chunks held for dictionary training count when encoded
+}
+
+// Stats returns what the Writer has added so far.
+func (w *Writer) Stats() WriterStats {
+	return WriterStats{
+		NewChunks:   w.newChunks.Load(),
+		NewBytes:    w.newBytes.Load(),
+		StoredBytes: w.storedBytes.Load(),
+	}
+}
+
+// Commit makes every chunk durable, then writes the record, its indexes and
+// the change index atomically. A record whose Name (or ID) is taken fails
+// with ErrExists and nothing becomes visible; the Writer stays open then, so
+// the caller may retry with another name or Abort.
+//
+// If snap.Stats.NewBytes and StoredBytes are zero they are filled in from
+// the Writer's stats.
+func (w *Writer) Commit(ctx context.Context, snap *Snapshot, idx ChangeIndex) error {
+	s := w.s
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	done := w.done
+	w.mu.Unlock()
+	if done {
+		return errors.New("commit: writer already committed or aborted")
+	}
+	for _, st := range snap.Streams {
+		w.mu.Lock()
+		_, ok := w.refs[st.Root]
+		w.mu.Unlock()
+		if !ok {
+			if has, err := s.has(st.Root); err != nil || !has {
+				return fmt.Errorf("commit %s: root of stream %q: chunk %s: %w", snap.ID, st.Name, st.Root, ErrNotFound)
+			}
+		}
+	}
+	// 1. Every chunk durable: held chunks queued, queue written, one sync.
+	if err := s.flushHeld(); err != nil {
+		return fmt.Errorf("commit %s: %w", snap.ID, err)
+	}
+	if err := s.chunks.flush(); err != nil {
+		return fmt.Errorf("commit %s: %w", snap.ID, err)
+	}
+	if err := s.gated(s.db.Sync); err != nil {
+		return fmt.Errorf("commit %s: sync chunks: %w", snap.ID, err)
+	}
+	// 2. The record, its indexes and the change index in one transaction.
+	rec := *snap
+	if rec.FormatMajor == 0 {
+		rec.FormatMajor, rec.FormatMinor = FormatMajor, FormatMinor
+	}
+	if rec.Stats.NewBytes == 0 && rec.Stats.StoredBytes == 0 {
+		st := w.Stats()
+		rec.Stats.NewBytes, rec.Stats.StoredBytes = st.NewBytes, st.StoredBytes
+	}
+	b, err := EncodeSnapshot(&rec)
+	if err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	var ib []byte
+	if idx != nil {
+		if ib, err = s.encodeChangeIndex(idx); err != nil {
+			return fmt.Errorf("commit %s: %w", snap.ID, err)
+		}
+	}
+	err = s.gated(func() error {
+		return s.update(func(txn *badger.Txn) error {
+			if _, err := txn.Get(snapshotKey(rec.ID)); err == nil {
+				return fmt.Errorf("snapshot id %s: %w", rec.ID, ErrExists)
+			} else if !errors.Is(err, badger.ErrKeyNotFound) {
+				return err
+			}
+			if rec.Name != "" {
+				if _, err := txn.Get(nameKey(rec.Name)); err == nil {
+					return fmt.Errorf("snapshot name %q: %w", rec.Name, ErrExists)
+				} else if !errors.Is(err, badger.ErrKeyNotFound) {
+					return err
+				}
+				if err := txn.Set(nameKey(rec.Name), []byte(rec.ID)); err != nil {
+					return err
+				}
+			}
+			if err := txn.Set(snapshotKey(rec.ID), b); err != nil {
+				return err
+			}
+			if err := txn.Set(envKey(rec.Engine, rec.EnvID, rec.CreatedAt, rec.ID), nil); err != nil {
+				return err
+			}
+			if ib != nil {
+				return txn.Set(indexKey(rec.ID), ib)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("commit %s: %w", snap.ID, err)
+	}
+	// 3. Durable before we say so.
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("commit %s: sync record: %w", snap.ID, err)
+	}
+	snap.FormatMajor, snap.FormatMinor, snap.Stats = rec.FormatMajor, rec.FormatMinor, rec.Stats
+	w.release()
+	return nil
+}
+
+// Abort drops the Writer; its chunks become garbage for the next GC.
+func (w *Writer) Abort() { w.release() }
+
+// release ends the writer's protection of its chunks (once).
+func (w *Writer) release() {
+	w.mu.Lock()
+	if w.done {
+		w.mu.Unlock()
+		return
+	}
+	w.done = true
+	refs := w.refs
+	w.refs = nil
+	w.mu.Unlock()
+	w.s.dropRefs(refs)
+}
+
+// update runs fn in a read-write transaction, retrying on conflicts with
+// concurrent commits (Badger detects them on the keys fn read).
+func (s *Store) update(fn func(txn *badger.Txn) error) error {
+	for {
+		err := s.db.Update(fn)
+		if !errors.Is(err, badger.ErrConflict) {
+			return err
+		}
+	}
+}
