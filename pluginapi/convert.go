@@ -1,0 +1,156 @@
+package pluginapi
+
+import (
+	enginepb "github.com/pypj/ptest-snap/pluginapi/proto"
+)
+
+// This file converts between the Go contract's types and their wire form.
+// Conversions copy nothing large: byte slices are shared.
+
+func entryToProto(e *Entry) *enginepb.Entry {
+	return &enginepb.Entry{
+		Path:       e.Path,
+		Type:       enginepb.EntryType(e.Type),
+		Mode:       e.Mode,
+		Uid:        e.UID,
+		Gid:        e.GID,
+		MtimeNs:    e.MtimeNs,
+		CtimeNs:    e.CtimeNs,
+		Inode:      e.Inode,
+		Size:       e.Size,
+		LinkTarget: e.LinkTarget,
+		Xattrs:     e.Xattrs,
+		Unchanged:  e.Unchanged,
+	}
+}
+
+func entryFromProto(p *enginepb.Entry) *Entry {
+	return &Entry{
+		Path:       p.GetPath(),
+		Type:       EntryType(p.GetType()),
+		Mode:       p.GetMode(),
+		UID:        p.GetUid(),
+		GID:        p.GetGid(),
+		MtimeNs:    p.GetMtimeNs(),
+		CtimeNs:    p.GetCtimeNs(),
+		Inode:      p.GetInode(),
+		Size:       p.GetSize(),
+		LinkTarget: p.GetLinkTarget(),
+		Xattrs:     p.GetXattrs(),
+		Unchanged:  p.GetUnchanged(),
+	}
+}
+
+func infoToProto(i Info) *enginepb.InfoResponse {
+	caps := make([]string, len(i.Capabilities))
+	for n, c := range i.Capabilities {
+		caps[n] = string(c)
+	}
+	return &enginepb.InfoResponse{
+		Name:            i.Name,
+		Version:         i.Version,
+		ProtocolVersion: int32(i.ProtocolVersion),
+		Capabilities:    caps,
+	}
+}
+
+func infoFromProto(p *enginepb.InfoResponse) Info {
+	caps := make([]Capability, len(p.GetCapabilities()))
+	for n, c := range p.GetCapabilities() {
+		caps[n] = Capability(c)
+	}
+	return Info{
+		Name:            p.GetName(),
+		Version:         p.GetVersion(),
+		ProtocolVersion: int(p.GetProtocolVersion()),
+		Capabilities:    caps,
+	}
+}
+
+func metadataToProto(m Metadata) *enginepb.Metadata {
+	return &enginepb.Metadata{Version: int32(m.Version), Json: m.JSON}
+}
+
+func metadataFromProto(p *enginepb.Metadata) Metadata {
+	return Metadata{Version: int(p.GetVersion()), JSON: p.GetJson()}
+}
+
+func captureRequestToProto(r *CaptureRequest) *enginepb.CaptureRequest {
+	ports := make([]int32, len(r.Ports))
+	for i, p := range r.Ports {
+		ports[i] = int32(p)
+	}
+	var parent []*enginepb.ParentStream
+	for name, entries := range r.Parent {
+		ps := &enginepb.ParentStream{Name: name, Entries: make([]*enginepb.IndexEntry, 0, len(entries))}
+		for path, ie := range entries {
+			ps.Entries = append(ps.Entries, &enginepb.IndexEntry{
+				Path: path, Size: ie.Size, MtimeNs: ie.MtimeNs, CtimeNs: ie.CtimeNs, Inode: ie.Inode,
+			})
+		}
+		parent = append(parent, ps)
+	}
+	return &enginepb.CaptureRequest{
+		Target:    r.Target,
+		Excludes:  r.Excludes,
+		Env:       r.Env,
+		Ports:     ports,
+		Options:   r.Options,
+		Parent:    parent,
+		IndexOnly: r.IndexOnly,
+	}
+}
+
+func captureRequestFromProto(p *enginepb.CaptureRequest) *CaptureRequest {
+	ports := make([]int, len(p.GetPorts()))
+	for i, port := range p.GetPorts() {
+		ports[i] = int(port)
+	}
+	var parent ParentIndex
+	if len(p.GetParent()) > 0 {
+		parent = make(ParentIndex, len(p.GetParent()))
+		for _, ps := range p.GetParent() {
+			m := parent[ps.GetName()]
+			if m == nil {
+				m = make(map[string]IndexEntry, len(ps.GetEntries()))
+				parent[ps.GetName()] = m
+			}
+			for _, ie := range ps.GetEntries() {
+				m[ie.GetPath()] = IndexEntry{Size: ie.GetSize(), MtimeNs: ie.GetMtimeNs(), CtimeNs: ie.GetCtimeNs(), Inode: ie.GetInode()}
+			}
+		}
+	}
+	return &CaptureRequest{
+		Target:    p.GetTarget(),
+		Excludes:  p.GetExcludes(),
+		Env:       p.GetEnv(),
+		Ports:     ports,
+		Options:   p.GetOptions(),
+		Parent:    parent,
+		IndexOnly: p.GetIndexOnly(),
+	}
+}
+
+func restoreRequestToProto(r *RestoreRequest) *enginepb.RestoreRequest {
+	return &enginepb.RestoreRequest{
+		Target:         r.Target,
+		OriginalTarget: r.OriginalTarget,
+		InPlace:        r.InPlace,
+		Replace:        r.Replace,
+		Options:        r.Options,
+		Metadata:       metadataToProto(r.Metadata),
+		Streams:        r.Streams,
+	}
+}
+
+func restoreRequestFromProto(p *enginepb.RestoreRequest) *RestoreRequest {
+	return &RestoreRequest{
+		Target:         p.GetTarget(),
+		OriginalTarget: p.GetOriginalTarget(),
+		InPlace:        p.GetInPlace(),
+		Replace:        p.GetReplace(),
+		Options:        p.GetOptions(),
+		Metadata:       metadataFromProto(p.GetMetadata()),
+		Streams:        p.GetStreams(),
+	}
+}

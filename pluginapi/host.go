@@ -1,0 +1,310 @@
+package pluginapi
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	enginepb "github.com/pypj/ptest-snap/pluginapi/proto"
+)
+
+// ErrHostClosed: Launch was called after Host.Close.
+var ErrHostClosed = errors.New("plugin host closed")
+
+// HostOptions configure a Host.
+type HostOptions struct {
+	// Logger receives go-plugin's log and the plugins' own log lines (they
+	// log to stderr through hclog). Nil discards them.
+	Logger hclog.Logger
+	// Stderr, if set, also receives whatever a plugin writes to stderr that
+	// is not a log line. Nothing of a plugin ever reaches the host's stdout:
+	// what a plugin prints to stdout after the handshake goes to Logger.
+	Stderr io.Writer
+	// StartTimeout bounds the launch of a plugin up to its handshake
+	// (default 20 s); the Launch context can only shorten it.
+	StartTimeout time.Duration
+}
+
+// Spec names an engine binary to launch.
+type Spec struct {
+	// Name is the engine's name ("dir" for ptest-snap-engine-dir).
+	Name string
+	// Path is the executable.
+	Path string
+	// SHA256, if set, is the checksum the user pinned: a binary with
+	// another checksum is refused before it runs (ErrChecksumMismatch).
+	SHA256 []byte
+}
+
+// Host launches engine plugins and owns their processes: every plugin it
+// launched is killed by Plugin.Close, by Host.Close (call it from the
+// CLI's signal handling), when an RPC's context ends before the engine
+// answers, or when the plugin breaks the protocol. Plugins also get SIGKILL
+// from the kernel if the host process dies (Linux parent-death signal), so
+// none outlives it. A Host is safe for concurrent use.
+type Host struct {
+	opts HostOptions
+
+	mu      sync.Mutex
+	closed  bool
+	plugins map[*Plugin]struct{}
+}
+
+// NewHost returns a Host.
+func NewHost(opts HostOptions) *Host {
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	if opts.StartTimeout <= 0 {
+		opts.StartTimeout = 20 * time.Second
+	}
+	return &Host{opts: opts, plugins: map[*Plugin]struct{}{}}
+}
+
+// Plugin is a running engine plugin: an Engine whose calls go to the plugin
+// process over gRPC.
+type Plugin struct {
+	name string
+	path string
+	pid  int
+	host *Host
+
+	client *plugin.Client
+	rpc    enginepb.EngineClient
+	// stopProcess cancels the command's context: SIGKILL to the process.
+	stopProcess context.CancelFunc
+	once        sync.Once
+}
+
+// Name returns the engine's name.
+func (p *Plugin) Name() string { return p.name }
+
+// Path returns the engine's executable.
+func (p *Plugin) Path() string { return p.path }
+
+// PID returns the plugin's process ID.
+func (p *Plugin) PID() int { return p.pid }
+
+// Exited reports whether the plugin's process has ended (and was reaped).
+func (p *Plugin) Exited() bool { return p.client.Exited() }
+
+// Close stops the plugin: politely (go-plugin's shutdown call), then by
+// SIGKILL if it has not exited within a few seconds. It waits until the
+// process is reaped. It is safe to call more than once.
+func (p *Plugin) Close() error {
+	p.once.Do(func() {
+		t := time.AfterFunc(5*time.Second, p.stopProcess)
+		p.client.Kill()
+		t.Stop()
+		p.stopProcess()
+		p.host.forget(p)
+	})
+	return nil
+}
+
+// kill stops the plugin at once (it may be hung) and reaps it.
+func (p *Plugin) kill() {
+	p.once.Do(func() {
+		p.stopProcess()
+		p.client.Kill()
+		p.host.forget(p)
+	})
+}
+
+// waitExited waits up to d for the plugin's process to end.
+func (p *Plugin) waitExited(d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if p.client.Exited() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (h *Host) forget(p *Plugin) {
+	h.mu.Lock()
+	delete(h.plugins, p)
+	h.mu.Unlock()
+}
+
+// Close kills every plugin the host launched, at once, waits until their
+// processes are reaped, and makes further Launch calls fail.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	h.closed = true
+	ps := make([]*Plugin, 0, len(h.plugins))
+	for p := range h.plugins {
+		ps = append(ps, p)
+	}
+	h.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range ps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.kill()
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// Launch starts the engine binary spec.Path, completes the go-plugin
+// handshake (protocol version, gRPC, automatic mutual TLS) and returns the
+// running plugin. ctx bounds the launch only; cancelling it during the
+// launch kills the process. The caller must Close the plugin (or the Host).
+func (h *Host) Launch(ctx context.Context, spec Spec) (*Plugin, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("engine %q: launch: %w", spec.Name, err)
+	}
+	h.mu.Lock()
+	closed := h.closed
+	h.mu.Unlock()
+	if closed {
+		return nil, fmt.Errorf("engine %q: launch: %w", spec.Name, ErrHostClosed)
+	}
+
+	logger := h.opts.Logger.Named("engine-" + spec.Name)
+	startTimeout := h.opts.StartTimeout
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < startTimeout {
+		startTimeout = max(time.Until(dl), time.Millisecond)
+	}
+
+	procCtx, stopProcess := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(procCtx, spec.Path)
+	// The kernel kills the plugin if the host dies without cleaning up.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	var secure *plugin.SecureConfig
+	if len(spec.SHA256) > 0 {
+		secure = &plugin.SecureConfig{Checksum: spec.SHA256, Hash: sha256.New()}
+	}
+	stdout := &lineLogger{logger: logger, stream: "stdout"}
+	cfg := &plugin.ClientConfig{
+		HandshakeConfig:  HandshakeConfig(),
+		Plugins:          plugin.PluginSet{pluginName: &enginePlugin{}},
+		Cmd:              cmd,
+		SecureConfig:     secure,
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		Logger:           logger,
+		Stderr:           h.opts.Stderr,
+		SyncStdout:       stdout,
+		SyncStderr:       &lineLogger{logger: logger, stream: "stderr"},
+		StartTimeout:     startTimeout,
+		GRPCDialOptions: []grpc.DialOption{
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize)),
+			grpc.WithInitialWindowSize(flowWindow),
+			grpc.WithInitialConnWindowSize(flowWindow),
+		},
+	}
+	client := plugin.NewClient(cfg)
+
+	stopOnCancel := context.AfterFunc(ctx, stopProcess)
+	rpcClient, err := client.Client()
+	var raw any
+	if err == nil {
+		raw, err = rpcClient.Dispense(pluginName)
+	}
+	stopped := !stopOnCancel()
+	if err == nil && stopped {
+		err = ctx.Err()
+	}
+	if err != nil {
+		stopProcess()
+		client.Kill()
+		switch {
+		case errors.Is(err, plugin.ErrChecksumsDoNotMatch):
+			have := "unreadable"
+			if sum, serr := FileSHA256(spec.Path); serr == nil {
+				have = hex.EncodeToString(sum)
+			}
+			return nil, fmt.Errorf("engine %q: %s has SHA-256 %s, not the pinned %s; not run: %w",
+				spec.Name, spec.Path, have, hex.EncodeToString(spec.SHA256), ErrChecksumMismatch)
+		case stopped:
+			return nil, fmt.Errorf("engine %q: launch %s: %w (the engine process was stopped)", spec.Name, spec.Path, context.Cause(ctx))
+		}
+		return nil, fmt.Errorf("engine %q: launch %s: %w", spec.Name, spec.Path, err)
+	}
+	pid, _ := strconv.Atoi(client.ID())
+	p := &Plugin{
+		name:        spec.Name,
+		path:        spec.Path,
+		pid:         pid,
+		host:        h,
+		client:      client,
+		rpc:         raw.(enginepb.EngineClient),
+		stopProcess: stopProcess,
+	}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		p.kill()
+		return nil, fmt.Errorf("engine %q: launch: %w", spec.Name, ErrHostClosed)
+	}
+	h.plugins[p] = struct{}{}
+	h.mu.Unlock()
+	return p, nil
+}
+
+// FileSHA256 returns the SHA-256 of the file at path: what a user pins for
+// an engine binary, and what the CLI's engines command shows.
+func FileSHA256(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, fmt.Errorf("hash %s: %w", path, err)
+	}
+	return h.Sum(nil), nil
+}
+
+// lineLogger logs what a plugin writes to its stdout or stderr after the
+// handshake (go-plugin forwards both over gRPC), a line at a time, so none
+// of it reaches the user's terminal.
+type lineLogger struct {
+	logger hclog.Logger
+	stream string
+	mu     sync.Mutex
+	buf    []byte
+}
+
+func (l *lineLogger) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf = append(l.buf, p...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			break
+		}
+		l.logger.Debug("plugin output", "stream", l.stream, "line", string(l.buf[:i]))
+		l.buf = l.buf[i+1:]
+	}
+	if len(l.buf) > bufio.MaxScanTokenSize {
+		l.logger.Debug("plugin output", "stream", l.stream, "line", string(l.buf))
+		l.buf = l.buf[:0]
+	}
+	return len(p), nil
+}

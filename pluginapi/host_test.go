@@ -1,0 +1,397 @@
+package pluginapi_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pypj/ptest-snap/pluginapi"
+)
+
+// recorded is one entry a capture delivered, with its body.
+type recorded struct {
+	stream string
+	entry  pluginapi.Entry
+	body   []byte
+}
+
+// recordingWriter keeps a whole capture in memory.
+type recordingWriter struct {
+	meta    pluginapi.Metadata
+	streams []string
+	entries []recorded
+}
+
+func (w *recordingWriter) WriteMetadata(_ context.Context, m pluginapi.Metadata) error {
+	w.meta = m
+	return nil
+}
+
+func (w *recordingWriter) BeginStream(_ context.Context, name string) error {
+	w.streams = append(w.streams, name)
+	return nil
+}
+
+func (w *recordingWriter) WriteEntry(_ context.Context, e *pluginapi.Entry, body io.Reader) error {
+	r := recorded{stream: w.streams[len(w.streams)-1], entry: *e}
+	if body != nil {
+		b, err := io.ReadAll(body)
+		if err != nil {
+			return err
+		}
+		r.body = b
+	}
+	w.entries = append(w.entries, r)
+	return nil
+}
+
+// sliceReader replays recorded entries as a restore's RestoreReader.
+type sliceReader struct{ entries []recorded }
+
+func (r *sliceReader) Next(context.Context) (string, *pluginapi.Entry, io.Reader, error) {
+	if len(r.entries) == 0 {
+		return "", nil, nil, io.EOF
+	}
+	e := r.entries[0]
+	r.entries = r.entries[1:]
+	var body io.Reader
+	if e.entry.Type == pluginapi.TypeFile && !e.entry.Unchanged {
+		body = bytes.NewReader(e.body)
+	}
+	return e.stream, &e.entry, body, nil
+}
+
+func newHost(t *testing.T) *pluginapi.Host {
+	t.Helper()
+	h := pluginapi.NewHost(pluginapi.HostOptions{
+		Logger: hclog.New(&hclog.LoggerOptions{Output: io.Discard, Level: hclog.Debug}),
+	})
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+func launch(t *testing.T, h *pluginapi.Host, name string) *pluginapi.Plugin {
+	t.Helper()
+	p, err := h.Launch(context.Background(), spec(name))
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// requireGone checks that the process pid no longer exists, not even as a
+// zombie.
+func requireGone(t *testing.T, pid int) {
+	t.Helper()
+	require.NotZero(t, pid)
+	_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+	require.True(t, os.IsNotExist(err), "process %d still exists", pid)
+}
+
+// makeTree writes a directory tree exercising the capture: nested
+// directories, empty, small and multi-frame files, a symlink, names that
+// sort differently by element than as strings.
+func makeTree(t *testing.T) string {
+	t.Helper()
+	root := t.TempDir()
+	files := map[string][]byte{
+		"a-b":           []byte("dash"),
+		"a/b":           []byte("slash"),
+		"a/empty":       nil,
+		"a/sub/deep.py": []byte("print('hi')\n"),
+		"big.bin":       bytes.Repeat([]byte("0123456789abcdef"), 3*pluginapi.MaxFrameSize/16+7),
+		"z":             []byte("last"),
+	}
+	for p, b := range files {
+		full := filepath.Join(root, p)
+		require.NoError(t, os.MkdirAll(filepath.Dir(full), 0o755))
+		require.NoError(t, os.WriteFile(full, b, 0o640))
+	}
+	for i := range 300 {
+		require.NoError(t, os.WriteFile(filepath.Join(root, "a", "sub", fmt.Sprintf("f%03d", i)), bytes.Repeat([]byte{byte(i)}, i*37), 0o644))
+	}
+	require.NoError(t, os.Symlink("a/b", filepath.Join(root, "link")))
+	return root
+}
+
+func TestRoundTripThroughPlugin(t *testing.T) {
+	for _, name := range []string{"good", "dir"} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := os.Stat(spec(name).Path); err != nil {
+				t.Skipf("engine %s not built: %v", name, err)
+			}
+			h := newHost(t)
+			p := launch(t, h, name)
+			ctx := context.Background()
+
+			info, err := p.Info(ctx)
+			require.NoError(t, err)
+			assert.Equal(t, pluginapi.ProtocolVersion, info.ProtocolVersion)
+
+			root := makeTree(t)
+			id, err := p.Identify(ctx, root, nil)
+			require.NoError(t, err)
+			assert.NotEmpty(t, id.EnvID)
+
+			var w recordingWriter
+			require.NoError(t, p.Capture(ctx, &pluginapi.CaptureRequest{Target: root}, &w))
+			require.NotEmpty(t, w.streams)
+			byPath := map[string]recorded{}
+			for _, r := range w.entries {
+				byPath[r.entry.Path] = r
+			}
+			require.Contains(t, byPath, "big.bin")
+			want, err := os.ReadFile(filepath.Join(root, "big.bin"))
+			require.NoError(t, err)
+			assert.True(t, bytes.Equal(want, byPath["big.bin"].body), "big body differs")
+			assert.Equal(t, "a/b", byPath["link"].entry.LinkTarget)
+			assert.Equal(t, pluginapi.TypeDir, byPath["a/sub"].entry.Type)
+
+			target := filepath.Join(t.TempDir(), "restored")
+			res, err := p.Restore(ctx, &pluginapi.RestoreRequest{
+				Target: target, OriginalTarget: root, Metadata: w.meta, Streams: w.streams,
+			}, &sliceReader{entries: w.entries})
+			require.NoError(t, err)
+			assert.NotEmpty(t, res.Target)
+			requireSameTree(t, root, res.Target)
+
+			var again recordingWriter
+			require.NoError(t, p.Capture(ctx, &pluginapi.CaptureRequest{Target: res.Target, IndexOnly: true}, &again))
+			assert.Len(t, again.entries, len(w.entries))
+			for _, r := range again.entries {
+				assert.Nil(t, r.body, r.entry.Path)
+			}
+		})
+	}
+}
+
+// requireSameTree compares two trees' paths, types, modes and contents.
+func requireSameTree(t *testing.T, want, got string) {
+	t.Helper()
+	list := func(root string) map[string]string {
+		out := map[string]string{}
+		require.NoError(t, filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+			require.NoError(t, err)
+			rel, _ := filepath.Rel(root, p)
+			desc := fi.Mode().String()
+			switch {
+			case fi.Mode()&os.ModeSymlink != 0:
+				l, _ := os.Readlink(p)
+				desc += " -> " + l
+			case fi.Mode().IsRegular():
+				b, err := os.ReadFile(p)
+				require.NoError(t, err)
+				desc += " " + strconv.Itoa(len(b)) + " " + fmt.Sprintf("%x", b[:min(len(b), 64)])
+				if !bytes.Equal(b, mustRead(t, filepath.Join(want, rel))) {
+					desc += " DIFFERENT"
+				}
+			}
+			if rel != "." {
+				out[rel] = desc
+			}
+			return nil
+		}))
+		return out
+	}
+	require.Equal(t, list(want), list(got))
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+func TestEngineErrorsKeepTheirIdentity(t *testing.T) {
+	h := newHost(t)
+	p := launch(t, h, "good")
+	ctx := context.Background()
+
+	_, err := p.Identify(ctx, "/nonexistent/ptest-snap", nil)
+	require.ErrorIs(t, err, pluginapi.ErrTargetNotFound)
+	assert.Contains(t, err.Error(), `engine "good"`)
+	assert.Contains(t, err.Error(), "/nonexistent/ptest-snap")
+
+	err = p.Capture(ctx, &pluginapi.CaptureRequest{Target: "/nonexistent/ptest-snap"}, &recordingWriter{})
+	require.ErrorIs(t, err, pluginapi.ErrTargetNotFound)
+
+	existing := t.TempDir()
+	_, err = p.Restore(ctx, &pluginapi.RestoreRequest{Target: existing}, &sliceReader{})
+	require.ErrorIs(t, err, pluginapi.ErrTargetExists)
+	assert.NotErrorIs(t, err, pluginapi.ErrTargetNotFound)
+
+	// The plugin survives engine errors and keeps serving.
+	_, err = p.Info(ctx)
+	require.NoError(t, err)
+}
+
+func TestCrashMidCaptureNamesTheEngine(t *testing.T) {
+	h := newHost(t)
+	p := launch(t, h, "crash")
+	var w recordingWriter
+	err := p.Capture(context.Background(), &pluginapi.CaptureRequest{Target: makeTree(t)}, &w)
+	require.Error(t, err)
+	require.ErrorIs(t, err, pluginapi.ErrPluginExited)
+	assert.Contains(t, err.Error(), `engine "crash"`)
+	requireGone(t, p.PID())
+}
+
+func TestHungPluginIsCutOffAndKilled(t *testing.T) {
+	h := newHost(t)
+	p := launch(t, h, "hang")
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err := p.Capture(ctx, &pluginapi.CaptureRequest{Target: t.TempDir()}, &recordingWriter{})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Contains(t, err.Error(), `engine "hang"`)
+	requireGone(t, p.PID())
+
+	// The killed plugin answers nothing more, with an error naming it.
+	_, err = p.Info(context.Background())
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `engine "hang"`)
+}
+
+func TestCancelKillsHungPlugin(t *testing.T) {
+	h := newHost(t)
+	p := launch(t, h, "hang")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Capture(ctx, &pluginapi.CaptureRequest{Target: t.TempDir()}, &recordingWriter{}) }()
+	// Cancel once the engine is inside Capture: its metadata has arrived.
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	err := <-done
+	require.ErrorIs(t, err, context.Canceled)
+	requireGone(t, p.PID())
+}
+
+func TestChecksumPinning(t *testing.T) {
+	marker := filepath.Join(t.TempDir(), "ran")
+	t.Setenv("PTEST_SNAP_TESTENGINE_MARKER", marker)
+	h := newHost(t)
+
+	s := spec("good")
+	sum, err := pluginapi.FileSHA256(s.Path)
+	require.NoError(t, err)
+	wrong := bytes.Clone(sum)
+	wrong[0] ^= 0xff
+
+	s.SHA256 = wrong
+	_, err = h.Launch(context.Background(), s)
+	require.ErrorIs(t, err, pluginapi.ErrChecksumMismatch)
+	assert.Contains(t, err.Error(), `engine "good"`)
+	_, statErr := os.Stat(marker)
+	require.True(t, os.IsNotExist(statErr), "the engine ran although its checksum did not match")
+
+	s.SHA256 = sum
+	p, err := h.Launch(context.Background(), s)
+	require.NoError(t, err)
+	defer p.Close()
+	_, err = os.Stat(marker)
+	require.NoError(t, err, "the pinned engine should have run")
+}
+
+// markedPID returns the pid the testengine wrote to the marker file.
+func markedPID(t *testing.T, marker string) int {
+	t.Helper()
+	b, err := os.ReadFile(marker)
+	require.NoError(t, err)
+	f := strings.Fields(string(b))
+	require.Len(t, f, 2)
+	pid, err := strconv.Atoi(f[1])
+	require.NoError(t, err)
+	return pid
+}
+
+func TestBadHandshakes(t *testing.T) {
+	for _, tc := range []struct {
+		mode, want string
+	}{
+		{"stdout", "hello from an engine"},
+		{"version", "ncompatible API version"},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			marker := filepath.Join(t.TempDir(), "ran")
+			t.Setenv("PTEST_SNAP_TESTENGINE_MARKER", marker)
+			h := newHost(t)
+			_, err := h.Launch(context.Background(), spec(tc.mode))
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), fmt.Sprintf("engine %q", tc.mode))
+			assert.Contains(t, err.Error(), tc.want)
+			requireGone(t, markedPID(t, marker))
+		})
+	}
+}
+
+func TestHostileCapturesAreRefused(t *testing.T) {
+	for _, tc := range []struct {
+		mode string
+		want error
+		msg  string
+	}{
+		{"dotdot", pluginapi.ErrUnsafePath, `".." element`},
+		{"abs", pluginapi.ErrUnsafePath, "is absolute"},
+		{"bigframe", pluginapi.ErrProtocol, "exceeds"},
+		{"unsorted", pluginapi.ErrProtocol, "sorted pre-order"},
+		{"longbody", pluginapi.ErrProtocol, "longer than its size"},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			h := newHost(t)
+			p := launch(t, h, tc.mode)
+			var w recordingWriter
+			err := p.Capture(context.Background(), &pluginapi.CaptureRequest{Target: "x"}, &w)
+			require.ErrorIs(t, err, tc.want)
+			assert.Contains(t, err.Error(), fmt.Sprintf("engine %q", tc.mode))
+			assert.Contains(t, err.Error(), tc.msg)
+			for _, r := range w.entries {
+				require.NoError(t, pluginapi.ValidatePath(r.entry.Path), "an unsafe path reached the writer")
+			}
+			requireGone(t, p.PID())
+		})
+	}
+}
+
+func TestHostCloseKillsEveryPlugin(t *testing.T) {
+	h := pluginapi.NewHost(pluginapi.HostOptions{})
+	var pids []int
+	for _, name := range []string{"good", "hang"} {
+		p, err := h.Launch(context.Background(), spec(name))
+		require.NoError(t, err)
+		pids = append(pids, p.PID())
+	}
+	require.NoError(t, h.Close())
+	for _, pid := range pids {
+		requireGone(t, pid)
+	}
+	_, err := h.Launch(context.Background(), spec("good"))
+	require.ErrorIs(t, err, pluginapi.ErrHostClosed)
+}
+
+func TestLaunchMissingBinary(t *testing.T) {
+	h := newHost(t)
+	_, err := h.Launch(context.Background(), pluginapi.Spec{Name: "ghost", Path: filepath.Join(t.TempDir(), "nope")})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), `engine "ghost"`)
+}
+
+func TestLaunchHonoursCancelledContext(t *testing.T) {
+	h := newHost(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := h.Launch(ctx, spec("good"))
+	require.True(t, errors.Is(err, context.Canceled), "%v", err)
+}

@@ -1,0 +1,75 @@
+package pluginapi_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/pypj/ptest-snap/pluginapi"
+)
+
+// engineDir holds the test engines, built once per test binary: the
+// testengine binary linked under each mode's name, and the directory
+// engine when its package exists.
+var engineDir string
+
+// testModes are the names the testengine binary is linked under.
+var testModes = []string{"good", "crash", "hang", "stdout", "version", "dotdot", "abs", "bigframe", "unsorted", "longbody"}
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "pluginapi-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	engineDir = dir
+	bin := filepath.Join(dir, "testengine")
+	if out, err := exec.Command("go", "build", "-o", bin, "./internal/testengine").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build testengine: %v\n%s", err, out)
+		return 1
+	}
+	for _, mode := range testModes {
+		if err := os.Symlink(bin, filepath.Join(dir, pluginapi.BinaryPrefix+mode)); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	if err := buildDirEngine(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goroutines leaked on the host side: %v\n", err)
+			return 1
+		}
+	}
+	return code
+}
+
+// buildDirEngine builds the directory engine's binary if its command exists.
+func buildDirEngine(dir string) error {
+	const pkg = "../plugins/dir/cmd/ptest-snap-engine-dir"
+	if _, err := os.Stat(filepath.Join(pkg, "main.go")); err != nil {
+		return nil
+	}
+	if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, pluginapi.BinaryPrefix+"dir"), pkg).CombinedOutput(); err != nil {
+		return fmt.Errorf("build the dir engine: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// spec returns the Spec of a test engine.
+func spec(name string) pluginapi.Spec {
+	return pluginapi.Spec{Name: name, Path: filepath.Join(engineDir, pluginapi.BinaryPrefix+name)}
+}

@@ -1,0 +1,380 @@
+package pluginapi
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	enginepb "github.com/pypj/ptest-snap/pluginapi/proto"
+)
+
+// This file holds the record layer both directions share: a recordSource
+// reads records across messages, an entryReader turns them back into
+// validated entries with bodies, and a batcher packs entries and their
+// bodies into messages of about BatchBytes.
+
+// BatchBytes is how many body bytes a batch message carries before it is
+// sent: many small files share one message, a large file's body is cut into
+// frames that fill messages to this size. Together with the entries a
+// message stays well under gRPC's default 4 MiB message limit.
+const BatchBytes = MaxFrameSize
+
+// maxBatchRecords bounds the records of one message, so a tree of empty
+// files or directories still goes out in messages of reasonable size.
+const maxBatchRecords = 4096
+
+// MaxMessageSize is the largest batch message either side accepts: gRPC's
+// default, which every implementation applies unless told otherwise.
+const MaxMessageSize = 4 << 20
+
+// recordSource yields the records of successive messages.
+type recordSource struct {
+	// recv returns the next message's records, io.EOF after the last.
+	recv func() ([]*enginepb.Record, error)
+	recs []*enginepb.Record
+	err  error
+}
+
+func (s *recordSource) next() (*enginepb.Record, error) {
+	for len(s.recs) == 0 {
+		if s.err != nil {
+			return nil, s.err
+		}
+		s.recs, s.err = s.recv()
+	}
+	r := s.recs[0]
+	s.recs[0] = nil // let the GC have bodies already consumed
+	s.recs = s.recs[1:]
+	return r, nil
+}
+
+// protocolErrorf reports what a peer sent that breaks the protocol.
+func protocolErrorf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, args...))
+}
+
+// entryReader reads streams, entries and bodies from records, refusing
+// anything the protocol does not allow: unsafe paths, entries out of order,
+// frames larger than MaxFrameSize, bodies whose length is not Size.
+type entryReader struct {
+	src recordSource
+	// bodies is false for an index-only capture: no entry has a body.
+	bodies bool
+
+	stream  string
+	streams map[string]bool
+	order   orderChecker
+	body    bodyReader
+}
+
+func newEntryReader(recv func() ([]*enginepb.Record, error), bodies bool) *entryReader {
+	return &entryReader{src: recordSource{recv: recv}, bodies: bodies, streams: map[string]bool{}}
+}
+
+// next returns either the name of a stream that begins (e == nil) or the
+// next entry of the current stream with its body (nil when it has none).
+// The previous body is drained, and checked, first. It returns io.EOF after
+// the last record.
+func (r *entryReader) next() (begin string, e *Entry, body io.Reader, err error) {
+	if err := r.body.drain(); err != nil {
+		return "", nil, nil, err
+	}
+	rec, err := r.src.next()
+	if err != nil {
+		return "", nil, nil, err
+	}
+	switch k := rec.GetKind().(type) {
+	case *enginepb.Record_BeginStream:
+		name := k.BeginStream
+		if name == "" {
+			return "", nil, nil, protocolErrorf("stream with an empty name")
+		}
+		if r.streams[name] {
+			return "", nil, nil, protocolErrorf("stream %q sent twice", name)
+		}
+		r.streams[name] = true
+		r.stream = name
+		r.order = orderChecker{}
+		return name, nil, nil, nil
+	case *enginepb.Record_Entry:
+		if r.stream == "" {
+			return "", nil, nil, protocolErrorf("entry %q before any stream began", k.Entry.GetPath())
+		}
+		e := entryFromProto(k.Entry)
+		if err := r.order.check(e); err != nil {
+			return "", nil, nil, fmt.Errorf("stream %q: %w", r.stream, err)
+		}
+		if r.bodies && e.Type == TypeFile && !e.Unchanged {
+			r.body = bodyReader{src: &r.src, path: e.Path, remaining: e.Size}
+			return "", e, &r.body, nil
+		}
+		r.body = bodyReader{}
+		return "", e, nil, nil
+	case *enginepb.Record_Data:
+		return "", nil, nil, protocolErrorf("stream %q: data frame of %d bytes without a file to belong to", r.stream, len(k.Data))
+	default:
+		return "", nil, nil, protocolErrorf("empty or unknown record")
+	}
+}
+
+// bodyReader yields one file's body from the data records that follow its
+// entry.
+type bodyReader struct {
+	src       *recordSource
+	path      string
+	remaining int64
+	frame     []byte
+	err       error
+}
+
+// nextFrame loads the next frame of the body.
+func (b *bodyReader) nextFrame() error {
+	for len(b.frame) == 0 {
+		rec, err := b.src.next()
+		if err == io.EOF {
+			err = protocolErrorf("body of %q ends %d bytes short of its size", b.path, b.remaining)
+		}
+		if err != nil {
+			return err
+		}
+		d, ok := rec.GetKind().(*enginepb.Record_Data)
+		if !ok {
+			return protocolErrorf("body of %q ends %d bytes short of its size", b.path, b.remaining)
+		}
+		if len(d.Data) > MaxFrameSize {
+			return protocolErrorf("frame of %d bytes in %q exceeds the %d-byte limit", len(d.Data), b.path, MaxFrameSize)
+		}
+		if int64(len(d.Data)) > b.remaining {
+			return protocolErrorf("body of %q is longer than its size", b.path)
+		}
+		b.frame = d.Data
+	}
+	return nil
+}
+
+// Read implements io.Reader.
+func (b *bodyReader) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.remaining == 0 {
+		return 0, io.EOF
+	}
+	if len(b.frame) == 0 {
+		if b.err = b.nextFrame(); b.err != nil {
+			return 0, b.err
+		}
+	}
+	n := copy(p, b.frame)
+	b.frame = b.frame[n:]
+	b.remaining -= int64(n)
+	return n, nil
+}
+
+// WriteTo implements io.WriterTo, so io.Copy hands the frames to w without
+// an intermediate copy.
+func (b *bodyReader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for b.err == nil && b.remaining > 0 {
+		if len(b.frame) == 0 {
+			if b.err = b.nextFrame(); b.err != nil {
+				break
+			}
+		}
+		n, err := w.Write(b.frame)
+		total += int64(n)
+		b.frame = b.frame[n:]
+		b.remaining -= int64(n)
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, b.err
+}
+
+// drain consumes what the receiver of the body left unread, so the next
+// record is read from the right place, and reports a malformed body.
+func (b *bodyReader) drain() error {
+	if b.src == nil {
+		return nil
+	}
+	_, err := b.WriteTo(io.Discard)
+	b.src = nil
+	return err
+}
+
+// orderChecker enforces the order of a stream's entries: safe paths,
+// depth-first pre-order with siblings sorted by name, every entry's parent
+// directory sent before it, hard links naming an earlier path.
+type orderChecker struct {
+	prev string
+	// dirs is the chain of directories from the root to the previous entry.
+	dirs []string
+}
+
+func (o *orderChecker) check(e *Entry) error {
+	if err := ValidatePath(e.Path); err != nil {
+		return err
+	}
+	switch e.Type {
+	case TypeFile, TypeDir, TypeSymlink, TypeHardlink:
+	default:
+		return protocolErrorf("%q has invalid entry type %d", e.Path, e.Type)
+	}
+	if e.Mode&^07777 != 0 {
+		return protocolErrorf("%q has mode %#o with bits beyond 07777", e.Path, e.Mode)
+	}
+	if e.Size < 0 {
+		return protocolErrorf("%q has negative size %d", e.Path, e.Size)
+	}
+	if o.prev != "" && comparePaths(o.prev, e.Path) >= 0 {
+		return protocolErrorf("%q comes after %q: entries must be in sorted pre-order", e.Path, o.prev)
+	}
+	parent := ""
+	if i := strings.LastIndexByte(e.Path, '/'); i >= 0 {
+		parent = e.Path[:i]
+	}
+	for len(o.dirs) > 0 && o.dirs[len(o.dirs)-1] != parent {
+		o.dirs = o.dirs[:len(o.dirs)-1]
+	}
+	if parent != "" && len(o.dirs) == 0 {
+		return protocolErrorf("%q arrives before its parent directory %q", e.Path, parent)
+	}
+	if e.Type == TypeHardlink {
+		if err := ValidatePath(e.LinkTarget); err != nil {
+			return fmt.Errorf("hard link %q: %w", e.Path, err)
+		}
+		if comparePaths(e.LinkTarget, e.Path) >= 0 {
+			return protocolErrorf("hard link %q names %q, which is not an earlier entry", e.Path, e.LinkTarget)
+		}
+	}
+	if e.Type == TypeDir {
+		o.dirs = append(o.dirs, e.Path)
+	}
+	o.prev = e.Path
+	return nil
+}
+
+// comparePaths orders two valid paths element by element, byte order within
+// an element: the order of a depth-first walk with sorted siblings. That is
+// byte order with '/' sorting before every other byte.
+func comparePaths(a, b string) int {
+	n := min(len(a), len(b))
+	for i := 0; i < n; i++ {
+		ca, cb := a[i], b[i]
+		if ca == cb {
+			continue
+		}
+		if ca == '/' {
+			return -1
+		}
+		if cb == '/' {
+			return 1
+		}
+		if ca < cb {
+			return -1
+		}
+		return 1
+	}
+	switch {
+	case len(a) < len(b):
+		return -1
+	case len(a) > len(b):
+		return 1
+	}
+	return 0
+}
+
+// batcher packs streams, entries and bodies into messages. Bodies are read
+// straight into the batch's buffer (one allocation per message, not per
+// file) and cut into frames that fill it.
+type batcher struct {
+	// send delivers one message's records. It may keep them: every batch
+	// gets fresh buffers.
+	send func([]*enginepb.Record) error
+
+	recs  []*enginepb.Record
+	buf   []byte // body bytes of the batch being filled
+	extra int    // estimated bytes of the batch's entries
+	order orderChecker
+}
+
+func (b *batcher) flush() error {
+	if len(b.recs) == 0 {
+		return nil
+	}
+	err := b.send(b.recs)
+	// gRPC may use a sent message lazily (stats handlers), so neither the
+	// records nor the body buffer are reused.
+	b.recs = make([]*enginepb.Record, 0, len(b.recs))
+	b.buf = nil
+	b.extra = 0
+	return err
+}
+
+func (b *batcher) add(r *enginepb.Record, size int) error {
+	b.recs = append(b.recs, r)
+	b.extra += size
+	if len(b.recs) >= maxBatchRecords || b.extra >= BatchBytes {
+		return b.flush()
+	}
+	return nil
+}
+
+func (b *batcher) beginStream(name string) error {
+	if name == "" {
+		return errors.New("stream with an empty name")
+	}
+	b.order = orderChecker{}
+	return b.add(&enginepb.Record{Kind: &enginepb.Record_BeginStream{BeginStream: name}}, len(name)+8)
+}
+
+// entry adds e and, when withBody, exactly e.Size bytes read from body.
+func (b *batcher) entry(e *Entry, body io.Reader, withBody bool) error {
+	if err := b.order.check(e); err != nil {
+		return err
+	}
+	size := len(e.Path) + len(e.LinkTarget) + 64
+	for k, v := range e.Xattrs {
+		size += len(k) + len(v) + 8
+	}
+	if err := b.add(&enginepb.Record{Kind: &enginepb.Record_Entry{Entry: entryToProto(e)}}, size); err != nil {
+		return err
+	}
+	if !withBody {
+		return nil
+	}
+	if body == nil {
+		return fmt.Errorf("%q: no body for a file of %d bytes", e.Path, e.Size)
+	}
+	for remaining := e.Size; remaining > 0; {
+		if b.buf == nil {
+			b.buf = make([]byte, 0, BatchBytes)
+		}
+		free := int64(cap(b.buf) - len(b.buf))
+		if free == 0 {
+			if err := b.flush(); err != nil {
+				return err
+			}
+			continue
+		}
+		n := min(remaining, free)
+		frame := b.buf[len(b.buf) : int64(len(b.buf))+n]
+		if _, err := io.ReadFull(body, frame); err != nil {
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				return fmt.Errorf("body of %q is shorter than its size %d", e.Path, e.Size)
+			}
+			return fmt.Errorf("read %q: %w", e.Path, err)
+		}
+		b.buf = b.buf[:int64(len(b.buf))+n]
+		remaining -= n
+		b.recs = append(b.recs, &enginepb.Record{Kind: &enginepb.Record_Data{Data: frame}})
+		if len(b.buf) == cap(b.buf) || len(b.recs) >= maxBatchRecords {
+			if err := b.flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

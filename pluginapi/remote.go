@@ -1,0 +1,257 @@
+package pluginapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	enginepb "github.com/pypj/ptest-snap/pluginapi/proto"
+)
+
+// This file is the host's Engine over gRPC: Plugin's Engine methods, with
+// every answer the plugin sends validated before the core sees it.
+
+var _ Engine = (*Plugin)(nil)
+
+// exitGrace is how long the host waits, after the connection to a plugin
+// broke, for its process to be seen gone, to tell a crash from a transport
+// hiccup.
+const exitGrace = 2 * time.Second
+
+// prefetch is how many capture messages are received (and decoded) ahead of
+// the writer, so decoding overlaps with the writer's hashing.
+const prefetch = 4
+
+// Info asks the engine to describe itself.
+func (p *Plugin) Info(ctx context.Context) (Info, error) {
+	resp, err := p.rpc.Info(ctx, &enginepb.InfoRequest{})
+	if err != nil {
+		return Info{}, p.fail(ctx, "info", err)
+	}
+	return infoFromProto(resp), nil
+}
+
+// Identify asks the engine which environment target is.
+func (p *Plugin) Identify(ctx context.Context, target string, options map[string]string) (Identity, error) {
+	resp, err := p.rpc.Identify(ctx, &enginepb.IdentifyRequest{Target: target, Options: options})
+	if err != nil {
+		return Identity{}, p.fail(ctx, "identify "+target, err)
+	}
+	return Identity{EnvID: resp.GetEnvId(), Target: resp.GetTarget()}, nil
+}
+
+// Capture runs the engine's capture and hands what it streams to w, after
+// checking it: metadata first, streams with unique names, entries with safe
+// paths in sorted pre-order, bodies of exactly their size in frames of at
+// most MaxFrameSize. On any failure the plugin's stream is cancelled and the
+// error names the engine; a plugin that broke the protocol, crashed, or did
+// not answer before ctx ended is killed.
+func (p *Plugin) Capture(ctx context.Context, req *CaptureRequest, w CaptureWriter) error {
+	op := "capture " + req.Target
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := p.rpc.Capture(sctx, captureRequestToProto(req))
+	if err != nil {
+		return p.fail(ctx, op, err)
+	}
+
+	// The receiver goroutine decodes ahead of the writer; it stops when the
+	// stream ends or sctx is cancelled, and Capture waits for it.
+	type received struct {
+		msg *enginepb.CaptureResponse
+		err error
+	}
+	msgs := make(chan received, prefetch)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(msgs)
+		for {
+			msg, err := stream.Recv()
+			select {
+			case msgs <- received{msg, err}:
+			case <-sctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	defer wg.Wait()
+	defer cancel()
+
+	recv := func() (*enginepb.CaptureResponse, error) {
+		r, ok := <-msgs
+		if !ok {
+			return nil, context.Cause(sctx)
+		}
+		return r.msg, r.err
+	}
+
+	first, err := recv()
+	if err == io.EOF {
+		err = protocolErrorf("capture stream ended before the metadata")
+	}
+	if err != nil {
+		return p.fail(ctx, op, err)
+	}
+	if first.GetMetadata() == nil {
+		return p.fail(ctx, op, protocolErrorf("the first capture message has no metadata"))
+	}
+	if err := w.WriteMetadata(ctx, metadataFromProto(first.GetMetadata())); err != nil {
+		return err
+	}
+	firstRecs := first.GetRecords()
+	entries := newEntryReader(func() ([]*enginepb.Record, error) {
+		if firstRecs != nil {
+			recs := firstRecs
+			firstRecs = nil
+			return recs, nil
+		}
+		msg, err := recv()
+		if err != nil {
+			return nil, err
+		}
+		if msg.GetMetadata() != nil {
+			return nil, protocolErrorf("metadata sent twice")
+		}
+		return msg.GetRecords(), nil
+	}, !req.IndexOnly)
+
+	for {
+		begin, e, body, err := entries.next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return p.fail(ctx, op, err)
+		}
+		if e == nil {
+			if err := w.BeginStream(ctx, begin); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := w.WriteEntry(ctx, e, body); err != nil {
+			// A body that failed to arrive is the engine's failure, not
+			// the writer's.
+			if entries.body.err != nil {
+				return p.fail(ctx, op, entries.body.err)
+			}
+			return err
+		}
+	}
+}
+
+// Restore streams the request and then every entry r yields, with bodies, to
+// the engine, and returns the engine's answer.
+func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreReader) (*RestoreResult, error) {
+	op := "restore " + req.Target
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := p.rpc.Restore(sctx)
+	if err != nil {
+		return nil, p.fail(ctx, op, err)
+	}
+	// A send fails with io.EOF when the engine has ended the call; its
+	// reason then comes from CloseAndRecv.
+	engineEnded := false
+	if err := stream.Send(&enginepb.RestoreMessage{Request: restoreRequestToProto(req)}); err != nil {
+		if err != io.EOF {
+			return nil, p.fail(ctx, op, err)
+		}
+		engineEnded = true
+	}
+	b := batcher{send: func(recs []*enginepb.Record) error {
+		return stream.Send(&enginepb.RestoreMessage{Records: recs})
+	}}
+	current := ""
+	for !engineEnded {
+		name, e, body, err := r.Next(ctx)
+		if err == io.EOF {
+			if err := b.flush(); err == io.EOF {
+				engineEnded = true
+			} else if err != nil {
+				return nil, p.fail(ctx, op, err)
+			}
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if name != current {
+			current = name
+			err = b.beginStream(name)
+		}
+		if err == nil {
+			err = b.entry(e, body, e.Type == TypeFile && !e.Unchanged)
+		}
+		if err == io.EOF {
+			engineEnded = true
+			break
+		}
+		if err != nil {
+			if errors.Is(err, ErrUnsafePath) || errors.Is(err, ErrProtocol) {
+				return nil, fmt.Errorf("restore to engine %q: %w", p.name, err)
+			}
+			if ctx.Err() == nil && isTransport(err) {
+				return nil, p.fail(ctx, op, err)
+			}
+			return nil, err
+		}
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		return nil, p.fail(ctx, op, err)
+	}
+	return &RestoreResult{Target: resp.GetTarget(), Messages: resp.GetMessages()}, nil
+}
+
+// isTransport reports whether err came from the gRPC stream rather than
+// from reading the snapshot.
+func isTransport(err error) bool {
+	_, fromEngine := fromStatus(err)
+	return !fromEngine && !errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// fail turns an error of an RPC into the error the core sees, naming the
+// engine, and kills the plugin when it can no longer be trusted: ctx ended
+// (it may be hung), it broke the protocol, or its process died.
+func (p *Plugin) fail(ctx context.Context, op string, err error) error {
+	ctxErr := ctx.Err()
+	if _, hasDeadline := ctx.Deadline(); ctxErr == nil && hasDeadline && status.Code(err) == codes.DeadlineExceeded {
+		// The engine's side saw the deadline (sent along as grpc-timeout)
+		// pass a moment before ctx did here.
+		ctxErr = context.DeadlineExceeded
+	}
+	if ctxErr != nil {
+		p.kill()
+		return fmt.Errorf("engine %q: %s: %w (the engine process was stopped)", p.name, op, ctxErr)
+	}
+	if errors.Is(err, ErrProtocol) || errors.Is(err, ErrUnsafePath) && !isRemote(err) {
+		p.kill()
+		return fmt.Errorf("engine %q: %s: refused what the engine sent: %w", p.name, op, err)
+	}
+	mapped, fromEngine := fromStatus(err)
+	if fromEngine {
+		return fmt.Errorf("engine %q: %s: %w", p.name, op, mapped)
+	}
+	if p.waitExited(exitGrace) {
+		p.kill()
+		return fmt.Errorf("engine %q: %s: %w unexpectedly (%v)", p.name, op, ErrPluginExited, mapped)
+	}
+	return fmt.Errorf("engine %q: %s: %w", p.name, op, mapped)
+}
+
+func isRemote(err error) bool {
+	var r *remoteError
+	return errors.As(err, &r)
+}

@@ -1,0 +1,178 @@
+package pluginapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	enginepb "github.com/pypj/ptest-snap/pluginapi/proto"
+)
+
+// Serve serves engine as a ptest-snap engine plugin and never returns: the
+// one call an engine binary's main makes. The process must not write to
+// stdout before this call (the handshake line goes there); logs go to
+// stderr through hclog and reach the host's log.
+func Serve(engine Engine) {
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig: HandshakeConfig(),
+		Plugins:         plugin.PluginSet{pluginName: &enginePlugin{impl: engine}},
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			return grpc.NewServer(append(opts,
+				// The capture request carries the parent's change index,
+				// which for a large tree exceeds gRPC's default 4 MiB.
+				grpc.MaxRecvMsgSize(1<<30),
+				grpc.InitialWindowSize(flowWindow),
+				grpc.InitialConnWindowSize(flowWindow),
+			)...)
+		},
+		Logger: hclog.New(&hclog.LoggerOptions{
+			Level:      hclog.Info,
+			Output:     os.Stderr,
+			JSONFormat: true,
+		}),
+	})
+}
+
+// engineServer serves an Engine over gRPC (plugin side).
+type engineServer struct {
+	enginepb.UnimplementedEngineServer
+	impl Engine
+}
+
+func (s *engineServer) Info(ctx context.Context, _ *enginepb.InfoRequest) (*enginepb.InfoResponse, error) {
+	info, err := s.impl.Info(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if info.ProtocolVersion == 0 {
+		info.ProtocolVersion = ProtocolVersion
+	}
+	return infoToProto(info), nil
+}
+
+func (s *engineServer) Identify(ctx context.Context, req *enginepb.IdentifyRequest) (*enginepb.IdentifyResponse, error) {
+	id, err := s.impl.Identify(ctx, req.GetTarget(), req.GetOptions())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &enginepb.IdentifyResponse{EnvId: id.EnvID, Target: id.Target}, nil
+}
+
+func (s *engineServer) Capture(req *enginepb.CaptureRequest, stream grpc.ServerStreamingServer[enginepb.CaptureResponse]) error {
+	w := &captureSender{stream: stream, indexOnly: req.GetIndexOnly()}
+	w.batch.send = func(recs []*enginepb.Record) error {
+		return stream.Send(&enginepb.CaptureResponse{Records: recs})
+	}
+	err := s.impl.Capture(stream.Context(), captureRequestFromProto(req), w)
+	if err == nil && !w.metadataSent {
+		err = errors.New("engine returned without writing its metadata")
+	}
+	if err == nil {
+		err = w.batch.flush()
+	}
+	return toStatus(err)
+}
+
+// captureSender is the CaptureWriter a plugin's engine writes to: it
+// batches what it gets into CaptureResponse messages and checks the order
+// of calls and entries, so an engine's mistake shows up in its own error.
+type captureSender struct {
+	stream       grpc.ServerStreamingServer[enginepb.CaptureResponse]
+	indexOnly    bool
+	metadataSent bool
+	inStream     bool
+	batch        batcher
+}
+
+func (w *captureSender) WriteMetadata(_ context.Context, m Metadata) error {
+	if w.metadataSent {
+		return errors.New("metadata written twice")
+	}
+	w.metadataSent = true
+	return w.stream.Send(&enginepb.CaptureResponse{Metadata: metadataToProto(m)})
+}
+
+func (w *captureSender) BeginStream(ctx context.Context, name string) error {
+	if !w.metadataSent {
+		return errors.New("stream begun before the metadata was written")
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	w.inStream = true
+	return w.batch.beginStream(name)
+}
+
+func (w *captureSender) WriteEntry(ctx context.Context, e *Entry, body io.Reader) error {
+	if !w.inStream {
+		return fmt.Errorf("entry %q written before any stream began", e.Path)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	withBody := e.Type == TypeFile && !e.Unchanged && !w.indexOnly
+	return w.batch.entry(e, body, withBody)
+}
+
+func (s *engineServer) Restore(stream grpc.ClientStreamingServer[enginepb.RestoreMessage, enginepb.RestoreResponse]) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	if first.GetRequest() == nil {
+		return toStatus(protocolErrorf("the first restore message has no request"))
+	}
+	firstRecs := first.GetRecords()
+	entries := newEntryReader(func() ([]*enginepb.Record, error) {
+		if firstRecs != nil {
+			recs := firstRecs
+			firstRecs = nil
+			return recs, nil
+		}
+		msg, err := stream.Recv()
+		if err != nil {
+			return nil, err
+		}
+		if msg.GetRequest() != nil {
+			return nil, protocolErrorf("a second restore request")
+		}
+		return msg.GetRecords(), nil
+	}, true)
+	res, err := s.impl.Restore(stream.Context(), restoreRequestFromProto(first.GetRequest()), &restoreReceiver{entries: entries})
+	if err != nil {
+		return toStatus(err)
+	}
+	if res == nil {
+		res = &RestoreResult{}
+	}
+	return stream.SendAndClose(&enginepb.RestoreResponse{Target: res.Target, Messages: res.Messages})
+}
+
+// restoreReceiver is the RestoreReader a plugin's engine reads from.
+type restoreReceiver struct {
+	entries *entryReader
+	stream  string
+}
+
+func (r *restoreReceiver) Next(ctx context.Context) (string, *Entry, io.Reader, error) {
+	for {
+		if err := ctx.Err(); err != nil {
+			return "", nil, nil, err
+		}
+		begin, e, body, err := r.entries.next()
+		if err != nil {
+			return "", nil, nil, err
+		}
+		if e == nil {
+			r.stream = begin
+			continue
+		}
+		return r.stream, e, body, nil
+	}
+}
