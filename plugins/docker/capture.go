@@ -1,0 +1,298 @@
+package docker
+
+import (
+	"archive/tar"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+
+	"github.com/pypj/ptest-snap/pluginapi"
+)
+
+// cleanupTimeout bounds the calls that undo a capture's side effects
+// (unpause, remove the commit image); they run even when the capture's
+// context was cancelled.
+const cleanupTimeout = 30 * time.Second
+
+// Capture captures a container: metadata, then one stream per volume, then
+// the committed image.
+//
+// A running container is paused from before the commit until its volumes
+// are read, so the image and the volumes are one consistent instant; it is
+// unpaused on every path out (and as soon as ctx is cancelled). A container
+// the user had paused stays paused.
+//
+// Options: "flatten-layers=N" (default 100): a commit with more layers is
+// flattened; "keep-image=true": leave the commit image in the engine
+// (otherwise it is removed once streamed).
+func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w pluginapi.CaptureWriter) error {
+	if req.IndexOnly {
+		return fmt.Errorf("docker: index-only capture: %w", pluginapi.ErrUnsupported)
+	}
+	threshold, err := e.flattenThreshold(req.Options)
+	if err != nil {
+		return err
+	}
+	keepImage, err := boolOption(req.Options, "keep-image")
+	if err != nil {
+		return err
+	}
+	cli, err := e.client()
+	if err != nil {
+		return err
+	}
+	c, err := cli.ContainerInspect(ctx, req.Target)
+	if err != nil {
+		return containerErr("inspect", req.Target, err)
+	}
+	if c.Config == nil || c.HostConfig == nil {
+		return fmt.Errorf("docker: container %q: inspect returned no config", req.Target)
+	}
+	meta := &Metadata{
+		DockerInfo: dockerInfo(&c),
+		Config:     c.Config,
+		HostConfig: c.HostConfig,
+		Request:    RequestInfo{Env: req.Env, Ports: req.Ports},
+	}
+	if v, err := cli.ServerVersion(ctx); err == nil {
+		meta.Server = ServerInfo{Version: v.Version, APIVersion: v.APIVersion}
+	}
+	if err := e.describeNetworks(ctx, cli, &c, meta); err != nil {
+		return err
+	}
+	describeMounts(&c, meta)
+	for i := range meta.Volumes {
+		v := &meta.Volumes[i]
+		if vol, err := cli.VolumeInspect(ctx, v.Name); err == nil {
+			v.Labels, v.Options = vol.Labels, vol.Options
+		}
+	}
+
+	unpause := func() {}
+	if c.State != nil && c.State.Running && !c.State.Paused {
+		if err := cli.ContainerPause(ctx, c.ID); err != nil {
+			return containerErr("pause", req.Target, err)
+		}
+		var once sync.Once
+		unpause = func() {
+			once.Do(func() {
+				uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+				defer cancel()
+				_ = cli.ContainerUnpause(uctx, c.ID)
+			})
+		}
+		stop := context.AfterFunc(ctx, unpause)
+		defer stop()
+		defer unpause()
+	}
+
+	imageID, diffIDs, flattened, err := e.commit(ctx, cli, &c, threshold)
+	if err != nil {
+		return err
+	}
+	if !keepImage {
+		defer func() {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+			defer cancel()
+			_, _ = cli.ImageRemove(rctx, imageID, image.RemoveOptions{PruneChildren: true})
+		}()
+	}
+	meta.DockerInfo.SnapshotImage = imageID
+	meta.Image = ImageInfo{ID: imageID, DiffIDs: diffIDs, Flattened: flattened}
+
+	pm, err := encodeMetadata(meta)
+	if err != nil {
+		return err
+	}
+	if err := w.WriteMetadata(ctx, pm); err != nil {
+		return err
+	}
+	for _, v := range meta.Volumes {
+		if err := e.captureVolume(ctx, cli, c.ID, v, w); err != nil {
+			return err
+		}
+	}
+	unpause()
+
+	tempDir, err := os.MkdirTemp(e.opts.TempDir, "ptest-snap-docker-")
+	if err != nil {
+		return fmt.Errorf("docker: temp dir: %w", err)
+	}
+	defer os.RemoveAll(tempDir)
+	ic := &imageCapture{cli: cli, imageID: imageID, diffIDs: diffIDs, parent: req.Parent, tempDir: tempDir}
+	return ic.run(ctx, w)
+}
+
+// commit commits the container to an image and returns its ID and diff
+// IDs. Past threshold layers the commit is replaced by an export + import
+// of the container's file system (one layer); the container's config is
+// kept in the metadata, so the image's own config does not matter.
+func (e *Engine) commit(ctx context.Context, cli *client.Client, c *container.InspectResponse, threshold int) (id string, diffIDs []string, flattened bool, err error) {
+	resp, err := cli.ContainerCommit(ctx, c.ID, container.CommitOptions{
+		Comment: "ptest-snap capture",
+		Pause:   false, // paused by Capture if it runs
+	})
+	if err != nil {
+		return "", nil, false, containerErr("commit", c.ID, err)
+	}
+	id = resp.ID
+	img, err := cli.ImageInspect(ctx, id)
+	if err != nil {
+		return "", nil, false, engineErr("inspect commit "+id, err)
+	}
+	if len(img.RootFS.Layers) <= threshold {
+		return id, img.RootFS.Layers, false, nil
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	_, _ = cli.ImageRemove(rctx, id, image.RemoveOptions{PruneChildren: true})
+	cancel()
+	flatID, err := flatten(ctx, cli, c.ID)
+	if err != nil {
+		return "", nil, false, err
+	}
+	img, err = cli.ImageInspect(ctx, flatID)
+	if err != nil {
+		return "", nil, false, engineErr("inspect flattened image "+flatID, err)
+	}
+	return flatID, img.RootFS.Layers, true, nil
+}
+
+// flatten imports the container's exported file system as a one-layer image.
+func flatten(ctx context.Context, cli *client.Client, containerID string) (string, error) {
+	exp, err := cli.ContainerExport(ctx, containerID)
+	if err != nil {
+		return "", containerErr("export", containerID, err)
+	}
+	defer exp.Close()
+	out, err := cli.ImageImport(ctx, image.ImportSource{Source: exp, SourceName: "-"}, "", image.ImportOptions{Message: "ptest-snap flatten"})
+	if err != nil {
+		return "", engineErr("import flattened image", err)
+	}
+	defer out.Close()
+	var id string
+	if err := readJSONMessages(out, func(m jsonMessage) { id = strings.TrimSpace(m.Status) }); err != nil {
+		return "", engineErr("import flattened image", err)
+	}
+	if !strings.HasPrefix(id, "sha256:") {
+		return "", fmt.Errorf("docker: import flattened image: no image ID in the reply (%q)", id)
+	}
+	return id, nil
+}
+
+// jsonMessage is one line of the engine's progress stream.
+type jsonMessage struct {
+	Status      string `json:"status"`
+	Stream      string `json:"stream"`
+	Error       string `json:"error"`
+	ErrorDetail *struct {
+		Message string `json:"message"`
+	} `json:"errorDetail"`
+}
+
+// readJSONMessages reads a progress stream to its end, calling f on each
+// message, and returns the first error it reports.
+func readJSONMessages(r io.Reader, f func(jsonMessage)) error {
+	dec := json.NewDecoder(r)
+	for {
+		var m jsonMessage
+		if err := dec.Decode(&m); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		if m.ErrorDetail != nil && m.ErrorDetail.Message != "" {
+			return fmt.Errorf("%s", m.ErrorDetail.Message)
+		}
+		if m.Error != "" {
+			return fmt.Errorf("%s", m.Error)
+		}
+		if f != nil {
+			f(m)
+		}
+	}
+}
+
+// predefinedNetworks are never created or removed by a restore.
+var predefinedNetworks = map[string]bool{"bridge": true, "host": true, "none": true, "default": true}
+
+// describeNetworks records each attached network with its own config.
+func (e *Engine) describeNetworks(ctx context.Context, cli *client.Client, c *container.InspectResponse, meta *Metadata) error {
+	if c.NetworkSettings == nil {
+		return nil
+	}
+	names := make([]string, 0, len(c.NetworkSettings.Networks))
+	for name := range c.NetworkSettings.Networks {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	shortID := c.ID[:min(12, len(c.ID))]
+	for _, name := range names {
+		ep := c.NetworkSettings.Networks[name]
+		ni := NetworkInfo{Name: name, Endpoint: ep}
+		if ep != nil {
+			ni.ID = ep.NetworkID
+			for _, a := range ep.Aliases {
+				if a != shortID {
+					ni.Aliases = append(ni.Aliases, a)
+				}
+			}
+		}
+		n, err := cli.NetworkInspect(ctx, name, network.InspectOptions{})
+		if err != nil {
+			return engineErr("inspect network "+name, err)
+		}
+		ni.Driver = n.Driver
+		if !predefinedNetworks[name] {
+			ipam := n.IPAM
+			enableIPv6 := n.EnableIPv6
+			ni.Create = &network.CreateOptions{
+				Driver: n.Driver, Scope: n.Scope, EnableIPv6: &enableIPv6, IPAM: &ipam,
+				Internal: n.Internal, Attachable: n.Attachable, Ingress: n.Ingress,
+				Options: n.Options, Labels: n.Labels,
+			}
+		}
+		meta.Networks = append(meta.Networks, ni)
+	}
+	return nil
+}
+
+// describeMounts records the mounts, and the volume mounts as volumes.
+func describeMounts(c *container.InspectResponse, meta *Metadata) {
+	seen := map[string]bool{}
+	for _, m := range c.Mounts {
+		meta.Mounts = append(meta.Mounts, MountInfo{Type: string(m.Type), Name: m.Name, Source: m.Source, Destination: m.Destination, RW: m.RW})
+		// A volume mounted twice is captured once (stream names are unique).
+		if m.Type == "volume" && m.Name != "" && !seen[m.Name] {
+			seen[m.Name] = true
+			meta.Volumes = append(meta.Volumes, VolumeInfo{Name: m.Name, Destination: m.Destination, Driver: m.Driver, RW: m.RW})
+		}
+	}
+	sort.Slice(meta.Volumes, func(i, j int) bool { return meta.Volumes[i].Name < meta.Volumes[j].Name })
+}
+
+// captureVolume streams a volume's files, read through the container.
+func (e *Engine) captureVolume(ctx context.Context, cli *client.Client, containerID string, v VolumeInfo, w pluginapi.CaptureWriter) error {
+	rc, _, err := cli.CopyFromContainer(ctx, containerID, v.Destination)
+	if err != nil {
+		return containerErr("read volume "+v.Name+" of", containerID, err)
+	}
+	defer rc.Close()
+	if err := w.BeginStream(ctx, volumeStream(v.Name)); err != nil {
+		return err
+	}
+	if _, err := tarToEntries(ctx, tar.NewReader(rc), w); err != nil {
+		return fmt.Errorf("docker: volume %s: %w", v.Name, err)
+	}
+	return nil
+}
