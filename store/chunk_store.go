@@ -24,65 +24,71 @@ func compressLevel(l int) zstd.EncoderLevel {
 	}
 }
 
-// chunkQueue batches encoded chunks into Badger write batches: one
-// transaction per chunk would cost a commit each (~40,000 for a venv), while
-// a batch of a few MiB amortizes it and lets Badger write the value log
-// sequentially. Chunks queued but not yet written are readable from the
-// queue, so a chunk is visible from the moment PutChunk returns.
+// kv is one Badger entry.
+type kv struct {
+	key, val []byte
+	meta     byte // Badger user meta: metaRef marks a pack reference
+}
+
+// metaRef is the user meta of a chunk entry whose value is a pack
+// reference, so GC can tell references from chunks without reading values.
+const metaRef = 1
+
+// chunkQueue batches chunk writes into Badger transactions: one transaction
+// per chunk would cost a commit each (~40,000 for a venv), while a batch of
+// a few MiB amortizes it and lets Badger write the value log sequentially.
+// Entries come in groups that must be written atomically (a pack and its
+// members' references); a group never spans two transactions. Queued
+// entries are readable from the queue until they are in Badger.
 type chunkQueue struct {
 	s *Store
 
 	mu        sync.Mutex
 	cond      *sync.Cond
-	batch     []queuedChunk
-	bytes     int
-	unflushed map[Hash][]byte // encoded
-	writing   int             // batches being written
-	err       error           // first write error: sticky, no commit succeeds after it
-}
-
-type queuedChunk struct {
-	h   Hash
-	enc []byte
+	batch     [][]kv
+	size      int
+	count     int
+	unflushed map[string][]byte
+	writing   int   // batches being written
+	err       error // first write error: sticky, no commit succeeds after it
 }
 
 // Batch limits: large enough to amortize a Badger commit, small enough to
-// keep memory low and stay under Badger's transaction size limit.
+// keep memory low. Badger's own transaction limits are checked in write.
 const (
-	maxBatchBytes  = 8 << 20
-	maxBatchChunks = 2048
+	maxBatchBytes   = 8 << 20
+	maxBatchEntries = 4096
 )
 
 func (q *chunkQueue) init(s *Store) {
 	q.s = s
 	q.cond = sync.NewCond(&q.mu)
-	q.unflushed = map[Hash][]byte{}
+	q.unflushed = map[string][]byte{}
 }
 
-// get returns a queued chunk's encoded bytes.
-func (q *chunkQueue) get(h Hash) ([]byte, bool) {
+// get returns a queued value.
+func (q *chunkQueue) get(key []byte) ([]byte, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	enc, ok := q.unflushed[h]
-	return enc, ok
+	v, ok := q.unflushed[string(key)]
+	return v, ok
 }
 
-// add queues an encoded chunk; when the batch is full the caller writes it.
-func (q *chunkQueue) add(h Hash, enc []byte) error {
+// add queues a group of entries; when the batch is full the caller writes it.
+func (q *chunkQueue) add(group []kv) error {
 	q.mu.Lock()
 	if q.err != nil {
 		err := q.err
 		q.mu.Unlock()
 		return err
 	}
-	if _, ok := q.unflushed[h]; ok {
-		q.mu.Unlock()
-		return nil
+	for _, e := range group {
+		q.unflushed[string(e.key)] = e.val
+		q.size += len(e.key) + len(e.val)
 	}
-	q.unflushed[h] = enc
-	q.batch = append(q.batch, queuedChunk{h, enc})
-	q.bytes += len(enc)
-	if q.bytes < maxBatchBytes && len(q.batch) < maxBatchChunks {
+	q.count += len(group)
+	q.batch = append(q.batch, group)
+	if q.size < maxBatchBytes && q.count < maxBatchEntries {
 		q.mu.Unlock()
 		return nil
 	}
@@ -93,7 +99,7 @@ func (q *chunkQueue) add(h Hash, enc []byte) error {
 // and released on return.
 func (q *chunkQueue) writeLocked() error {
 	batch := q.batch
-	q.batch, q.bytes = nil, 0
+	q.batch, q.size, q.count = nil, 0, 0
 	if len(batch) == 0 {
 		q.mu.Unlock()
 		return nil
@@ -104,8 +110,10 @@ func (q *chunkQueue) writeLocked() error {
 	err := q.s.gated(func() error { return q.write(batch) })
 
 	q.mu.Lock()
-	for _, c := range batch {
-		delete(q.unflushed, c.h)
+	for _, g := range batch {
+		for _, e := range g {
+			delete(q.unflushed, string(e.key))
+		}
 	}
 	if err != nil && q.err == nil {
 		q.err = fmt.Errorf("write chunks: %w", err)
@@ -117,19 +125,47 @@ func (q *chunkQueue) writeLocked() error {
 	return err
 }
 
-func (q *chunkQueue) write(batch []queuedChunk) error {
-	wb := q.s.db.NewWriteBatch()
-	defer wb.Cancel()
-	for _, c := range batch {
-		if err := wb.Set(chunkKey(c.h), c.enc); err != nil {
-			return err
-		}
+// entryCost estimates what an entry counts against Badger's transaction
+// limits: values at or above the value threshold count as a pointer.
+func entryCost(e kv) int64 {
+	v := int64(len(e.val))
+	if v >= valueThreshold {
+		v = 12
 	}
-	return wb.Flush()
+	return int64(len(e.key)) + v + 32
+}
+
+func (q *chunkQueue) write(batch [][]kv) error {
+	db := q.s.db
+	maxSize, maxCount := db.MaxBatchSize()/2, db.MaxBatchCount()/2
+	txn := db.NewTransaction(true)
+	defer func() { txn.Discard() }()
+	var size, count int64
+	for _, g := range batch {
+		var gs int64
+		for _, e := range g {
+			gs += entryCost(e)
+		}
+		if count > 0 && (size+gs > maxSize || count+int64(len(g)) > maxCount) {
+			if err := txn.Commit(); err != nil {
+				return err
+			}
+			txn = db.NewTransaction(true)
+			size, count = 0, 0
+		}
+		for _, e := range g {
+			if err := txn.SetEntry(badger.NewEntry(e.key, e.val).WithMeta(e.meta)); err != nil {
+				return err
+			}
+		}
+		size += gs
+		count += int64(len(g))
+	}
+	return txn.Commit()
 }
 
 // flush writes everything queued so far and waits for batches other
-// goroutines are writing; after it returns every chunk queued before the
+// goroutines are writing; after it returns every entry queued before the
 // call is in Badger (not yet synced).
 func (q *chunkQueue) flush() error {
 	q.mu.Lock()
@@ -145,12 +181,34 @@ func (q *chunkQueue) flush() error {
 	return err
 }
 
-// has reports whether a chunk is queued or stored.
+// value returns a stored value (a copy) from the queue or Badger.
+func (s *Store) value(key []byte) ([]byte, error) {
+	if v, ok := s.chunks.get(key); ok {
+		return v, nil
+	}
+	var v []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(key)
+		if err != nil {
+			return err
+		}
+		v, err = item.ValueCopy(nil)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, ErrNotFound
+	}
+	return v, err
+}
+
+// has reports whether a chunk is stored or on its way (open pack, queue).
+// The order of the checks follows the way a chunk moves: packer, queue,
+// Badger, so a chunk moving meanwhile is still found.
 func (s *Store) has(h Hash) (bool, error) {
-	if _, ok := s.chunks.get(h); ok {
+	if _, ok := s.packer.get(h); ok {
 		return true, nil
 	}
-	if s.dict.has(h) {
+	if _, ok := s.chunks.get(chunkKey(h)); ok {
 		return true, nil
 	}
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -175,56 +233,76 @@ func (s *Store) HasChunk(ctx context.Context, h Hash) (bool, error) {
 	return ok, nil
 }
 
-// getEncoded returns a chunk's stored bytes (a copy).
-func (s *Store) getEncoded(h Hash) ([]byte, error) {
-	if enc, ok := s.chunks.get(h); ok {
-		return enc, nil
-	}
-	var enc []byte
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(chunkKey(h))
-		if err != nil {
-			return err
-		}
-		enc, err = item.ValueCopy(nil)
-		return err
-	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, fmt.Errorf("chunk %s: %w", h, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("chunk %s: %w", h, err)
-	}
-	return enc, nil
-}
-
 // GetChunk returns a chunk's bytes, verified against h; a mismatch is an
 // error wrapping ErrCorrupt naming the chunk; a missing chunk ErrNotFound.
 func (s *Store) GetChunk(ctx context.Context, h Hash) ([]byte, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	if raw, ok := s.dict.get(h); ok {
+	if raw, ok := s.packer.get(h); ok {
 		return raw, nil
 	}
-	enc, err := s.getEncoded(h)
+	v, err := s.value(chunkKey(h))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("chunk %s: %w", h, err)
 	}
-	return s.decodeVerified(h, enc)
-}
-
-func (s *Store) decodeVerified(h Hash, enc []byte) ([]byte, error) {
-	raw, err := s.codec.Decode(nil, enc)
+	var raw []byte
+	if isRef(v) {
+		raw, err = s.readPacked(v)
+		if errors.Is(err, ErrNotFound) {
+			// GC may have moved the chunk to a new pack (repack)
+			// between our two reads: read the reference again.
+			if v, err = s.value(chunkKey(h)); err == nil {
+				raw, err = s.readPacked(v)
+			}
+		}
+	} else {
+		raw, err = s.codec.Decode(nil, v)
+	}
 	if err != nil {
-		if errors.Is(err, compress.ErrUnknownDict) {
-			return nil, fmt.Errorf("chunk %s: %w (%w)", h, ErrCorrupt, err)
+		if errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("chunk %s: %w", h, err)
 		}
 		return nil, fmt.Errorf("chunk %s: %w: %w", h, ErrCorrupt, err)
 	}
 	if SumChunk(raw) != h {
 		return nil, fmt.Errorf("chunk %s: %w: content does not match its hash", h, ErrCorrupt)
 	}
+	return raw, nil
+}
+
+// readPacked returns a copy of a packed chunk's bytes (not yet verified).
+func (s *Store) readPacked(ref []byte) ([]byte, error) {
+	id, off, n, err := decodeRef(ref)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := s.pack(id)
+	if err != nil {
+		return nil, err
+	}
+	if off+n > len(raw) {
+		return nil, fmt.Errorf("%w: reference past the end of pack %s", ErrCorrupt, id)
+	}
+	out := make([]byte, n)
+	copy(out, raw[off:])
+	return out, nil
+}
+
+// pack returns a pack's decompressed bytes, through the cache.
+func (s *Store) pack(id packID) ([]byte, error) {
+	if raw, ok := s.packCache.get(id); ok {
+		return raw, nil
+	}
+	v, err := s.value(packKey(id))
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: %w", id, err)
+	}
+	raw, err := s.codec.Decode(nil, v)
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: %w", id, err)
+	}
+	s.packCache.put(id, raw)
 	return raw, nil
 }
 
@@ -241,31 +319,44 @@ func (s *Store) GetTree(ctx context.Context, h Hash) (*Tree, error) {
 	return t, nil
 }
 
-// ChunkStoredSize returns the stored (compressed) size of a chunk.
+// ChunkStoredSize returns the stored (compressed) size of a chunk; for a
+// packed chunk its share of the pack's stored size.
 func (s *Store) ChunkStoredSize(ctx context.Context, h Hash) (int64, error) {
 	if err := s.check(ctx); err != nil {
 		return 0, err
 	}
-	if enc, ok := s.chunks.get(h); ok {
-		return int64(len(enc)), nil
-	}
-	if raw, ok := s.dict.get(h); ok {
+	if raw, ok := s.packer.get(h); ok {
 		return int64(len(raw)), nil
 	}
-	var n int64
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(chunkKey(h))
-		if err != nil {
-			return err
-		}
-		n = item.ValueSize()
-		return nil
-	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return 0, fmt.Errorf("chunk %s: %w", h, ErrNotFound)
-	}
+	v, err := s.value(chunkKey(h))
 	if err != nil {
 		return 0, fmt.Errorf("chunk %s: %w", h, err)
 	}
-	return n, nil
+	if !isRef(v) {
+		return int64(len(v)), nil
+	}
+	id, _, n, err := decodeRef(v)
+	if err != nil {
+		return 0, fmt.Errorf("chunk %s: %w", h, err)
+	}
+	pv, err := s.value(packKey(id))
+	if err != nil {
+		return 0, fmt.Errorf("chunk %s: pack %s: %w", h, id, err)
+	}
+	ph, err := compress.ParseHeader(pv)
+	if err != nil || ph.RawLen == 0 {
+		return 0, fmt.Errorf("chunk %s: pack %s: %w", h, id, ErrCorrupt)
+	}
+	return int64(len(pv)) * int64(n) / int64(ph.RawLen), nil
+}
+
+// storeNew stores a chunk that is not in the store: small file chunks go
+// into a pack (packer.go), the rest is compressed alone.
+func (s *Store) storeNew(w *Writer, h Hash, data []byte, packable bool) error {
+	if packable && len(data) <= packMaxChunk {
+		return s.packer.add(w, h, data)
+	}
+	enc := s.codec.Encode(nil, data, 0)
+	w.addStored(int64(len(enc)))
+	return s.chunks.add([]kv{{key: chunkKey(h), val: enc}})
 }

@@ -17,13 +17,14 @@
 //
 // Keys in Badger (first byte is the kind):
 //
-//	'c' hash(32)                      → encoded chunk (compress header + payload)
-//	'D' id(4, big-endian)             → compression dictionary (never deleted)
+//	'c' hash(32)                      → encoded chunk (compress header + payload),
+//	                                    or a reference into a pack (packer.go)
+//	'p' id(16)                        → a pack of small chunks, compressed as one
 //	's' id                            → snapshot record (JSON, versioned)
 //	'n' name                          → snapshot id
 //	'e' engine 0 env 0 time(8) id     → nothing (the env/time index)
 //	'x' id                            → change index of the snapshot
-//	'm' name                          → store metadata (format, current dictionary)
+//	'm' name                          → store metadata (format)
 //
 // Invariants: a snapshot record is written only after every chunk it
 // references is synced (Writer.Commit), in one transaction with its indexes;

@@ -108,7 +108,7 @@ func (s *Store) GC(ctx context.Context) (GCStats, error) {
 	if err := s.sweep(ctx, live, &st); err != nil {
 		return st, fmt.Errorf("gc: %w", err)
 	}
-	if st.ChunksDeleted > 0 {
+	if st.ChunksDeleted > 0 || st.BytesReclaimed > 0 {
 		if err := s.reclaim(ctx); err != nil {
 			return st, fmt.Errorf("gc: %w", err)
 		}
@@ -169,25 +169,71 @@ func (s *Store) mark(ctx context.Context) (map[Hash]struct{}, error) {
 type sweepCandidate struct {
 	h    Hash
 	size int64
+	ref  bool
+	pack packID
+	n    int
 }
+
+// packUse is what the sweep learns about one pack from its members.
+type packUse struct {
+	live    []packMember // live members, with their hashes in liveH
+	liveH   []Hash
+	members int
+}
+
+// repackBelow: a pack whose live bytes fall below this fraction of its
+// size is rewritten with only its live members, so a deleted package's
+// files do not keep whole packs alive.
+const repackBelow = 0.5
 
 func (s *Store) sweep(ctx context.Context, live map[Hash]struct{}, st *GCStats) error {
 	var dead []sweepCandidate
+	packs := map[packID]*packUse{}
+	use := func(id packID) *packUse {
+		u := packs[id]
+		if u == nil {
+			u = &packUse{}
+			packs[id] = u
+		}
+		return u
+	}
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindChunk}})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
-			k := it.Item().Key()
+			item := it.Item()
+			k := item.Key()
 			if len(k) != 1+len(Hash{}) {
 				continue
 			}
-			var h Hash
-			copy(h[:], k[1:])
-			if _, ok := live[h]; ok {
+			c := sweepCandidate{size: item.ValueSize()}
+			copy(c.h[:], k[1:])
+			if item.UserMeta() == metaRef {
+				// References are small and live in the LSM: cheap to read.
+				err := item.Value(func(v []byte) error {
+					var err error
+					var off int
+					c.pack, off, c.n, err = decodeRef(v)
+					if err == nil {
+						u := use(c.pack)
+						u.members++
+						if _, ok := live[c.h]; ok {
+							u.live = append(u.live, packMember{off: off, n: c.n})
+							u.liveH = append(u.liveH, c.h)
+						}
+					}
+					return err
+				})
+				if err != nil {
+					return fmt.Errorf("chunk %s: %w", c.h, err)
+				}
+				c.ref = true
+			}
+			if _, ok := live[c.h]; ok {
 				st.ChunksKept++
 				continue
 			}
-			dead = append(dead, sweepCandidate{h, it.Item().ValueSize()})
+			dead = append(dead, c)
 		}
 		return nil
 	})
@@ -200,22 +246,30 @@ func (s *Store) sweep(ctx context.Context, live map[Hash]struct{}, st *GCStats) 
 		}
 		batch := dead[:min(sweepBatch, len(dead))]
 		dead = dead[len(batch):]
-		if err := s.deleteUnprotected(batch, st); err != nil {
+		if err := s.deleteUnprotected(batch, packs, st); err != nil {
 			return err
 		}
 	}
-	return nil
+	return s.sweepPacks(ctx, packs, st)
 }
 
 // deleteUnprotected deletes the chunks of batch no writer protects, checking
-// and deleting in one critical section of refMu (rule 1 above).
-func (s *Store) deleteUnprotected(batch []sweepCandidate, st *GCStats) error {
+// and deleting in one critical section of refMu (rule 1 above). A protected
+// packed chunk keeps its pack alive.
+func (s *Store) deleteUnprotected(batch []sweepCandidate, packs map[packID]*packUse, st *GCStats) error {
 	s.refMu.Lock()
 	defer s.refMu.Unlock()
 	var del []sweepCandidate
 	for _, c := range batch {
 		if s.protectedLocked(c.h) {
 			st.ChunksKept++
+			if c.ref {
+				u := packs[c.pack]
+				// Offset unknown here; a protected member makes the
+				// pack live and exempt from repacking.
+				u.live = append(u.live, packMember{off: -1, n: c.n})
+				u.liveH = append(u.liveH, c.h)
+			}
 			continue
 		}
 		del = append(del, c)
@@ -238,9 +292,111 @@ func (s *Store) deleteUnprotected(batch []sweepCandidate, st *GCStats) error {
 	}
 	for _, c := range del {
 		st.ChunksDeleted++
-		st.BytesReclaimed += c.size
+		if !c.ref {
+			st.BytesReclaimed += c.size
+		}
 	}
 	return nil
+}
+
+// sweepPacks deletes packs none of whose members is left and rewrites packs
+// that are mostly garbage. Only packs whose members the sweep saw are
+// considered: a pack sealed after the sweep's scan is left alone.
+func (s *Store) sweepPacks(ctx context.Context, packs map[packID]*packUse, st *GCStats) error {
+	for id, u := range packs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if len(u.live) > 0 && !s.wantRepack(id, u) {
+			continue
+		}
+		v, err := s.value(packKey(id))
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("pack %s: %w", id, err)
+		}
+		if len(u.live) == 0 {
+			err = s.gated(func() error {
+				return s.update(func(txn *badger.Txn) error { return txn.Delete(packKey(id)) })
+			})
+			if err != nil {
+				return fmt.Errorf("delete pack %s: %w", id, err)
+			}
+			s.packCache.drop(id)
+			st.BytesReclaimed += int64(len(v))
+			continue
+		}
+		freed, err := s.repack(id, u, int64(len(v)))
+		if err != nil {
+			return err
+		}
+		st.BytesReclaimed += freed
+	}
+	return nil
+}
+
+// wantRepack reports whether a pack is mostly garbage (and no member is
+// protected by a writer, whose offset the sweep did not learn).
+func (s *Store) wantRepack(id packID, u *packUse) bool {
+	liveBytes := 0
+	for _, m := range u.live {
+		if m.off < 0 {
+			return false
+		}
+		liveBytes += m.n
+	}
+	raw, err := s.pack(id)
+	if err != nil {
+		return false
+	}
+	return float64(liveBytes) < repackBelow*float64(len(raw))
+}
+
+// repack writes a pack's live members into a new pack and, in the same
+// transaction, points their references at it and deletes the old pack. A
+// reader that read an old reference retries (GetChunk).
+func (s *Store) repack(old packID, u *packUse, oldStored int64) (int64, error) {
+	raw, err := s.pack(old)
+	if err != nil {
+		return 0, fmt.Errorf("repack %s: %w", old, err)
+	}
+	b := newPackBuf()
+	for i, m := range u.live {
+		if m.off+m.n > len(raw) {
+			return 0, fmt.Errorf("repack %s: %w: member past the end", old, ErrCorrupt)
+		}
+		data := raw[m.off : m.off+m.n]
+		if SumChunk(data) != u.liveH[i] {
+			// Never copy a corrupt member: leave the pack for Verify.
+			return 0, nil
+		}
+		b.members[u.liveH[i]] = packMember{off: len(b.raw), n: m.n}
+		b.order = append(b.order, u.liveH[i])
+		b.raw = append(b.raw, data...)
+	}
+	enc := s.codec.Encode(nil, b.raw, 0)
+	err = s.gated(func() error {
+		return s.update(func(txn *badger.Txn) error {
+			if err := txn.Set(packKey(b.id), enc); err != nil {
+				return err
+			}
+			for _, h := range b.order {
+				m := b.members[h]
+				e := badger.NewEntry(chunkKey(h), encodeRef(b.id, m.off, m.n)).WithMeta(metaRef)
+				if err := txn.SetEntry(e); err != nil {
+					return err
+				}
+			}
+			return txn.Delete(packKey(old))
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("repack %s: %w", old, err)
+	}
+	s.packCache.drop(old)
+	return oldStored - int64(len(enc)), nil
 }
 
 // reclaim makes Badger return the space of deleted chunks to the file

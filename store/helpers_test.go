@@ -2,10 +2,10 @@ package store
 
 import (
 	"bytes"
-	"sort"
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"sort"
 	"testing"
 	"time"
 

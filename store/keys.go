@@ -8,7 +8,7 @@ import (
 // Key kinds; see doc.go for the layout.
 const (
 	kindChunk    = 'c'
-	kindDict     = 'D'
+	kindPack     = 'p'
 	kindSnapshot = 's'
 	kindName     = 'n'
 	kindEnv      = 'e'
@@ -21,10 +21,6 @@ func chunkKey(h Hash) []byte {
 	k[0] = kindChunk
 	copy(k[1:], h[:])
 	return k
-}
-
-func dictKey(id uint32) []byte {
-	return binary.BigEndian.AppendUint32([]byte{kindDict}, id)
 }
 
 func snapshotKey(id string) []byte { return append([]byte{kindSnapshot}, id...) }

@@ -59,18 +59,22 @@ type Store struct {
 	// DropPrefix, during which Badger refuses writes (gc.go, reclaim).
 	gate sync.RWMutex
 
-	chunks chunkQueue
-	dict   dictTrainer
+	chunks    chunkQueue
+	packer    packer
+	packCache packCache
 }
 
 // dbDir is where Badger lives inside the store directory.
 func dbDir(dir string) string { return filepath.Join(dir, "db") }
 
+// valueThreshold: values at least this big go to the value log.
+const valueThreshold = 1 << 10
+
 // badgerOptions tunes Badger for this workload:
 //   - values are our compressed chunks: Badger's own compression is off
 //     (it would only burn CPU on zstd output) and so is its block cache's
 //     main reason to exist; a small block cache still helps key lookups;
-//   - chunks above 1 KiB go to the value log (big sequential writes, no
+//   - values above 1 KiB (packs, large chunks) go to the value log (big sequential writes, no
 //     rewriting by LSM compactions); small chunks and keys stay in the LSM,
 //     which compaction reclaims on its own after GC;
 //   - value-log files of 64 MiB, so that value-log GC can rewrite one file
@@ -85,7 +89,7 @@ func badgerOptions(dir string, logf func(string, ...any)) badger.Options {
 		WithLogger(badgerLogger{logf}).
 		WithSyncWrites(false).
 		WithCompression(options.None).
-		WithValueThreshold(1 << 10).
+		WithValueThreshold(valueThreshold).
 		WithValueLogFileSize(64 << 20).
 		WithMemTableSize(32 << 20).
 		WithNumMemtables(2).
@@ -155,11 +159,8 @@ func open(opts Options, lk *dirLock) (*Store, error) {
 		refs: map[Hash]int32{},
 	}
 	s.chunks.init(s)
+	s.packer.init(s)
 	if err := s.checkFormat(); err != nil {
-		s.closeParts()
-		return nil, err
-	}
-	if err := s.loadDicts(); err != nil {
 		s.closeParts()
 		return nil, err
 	}
@@ -203,7 +204,7 @@ func (s *Store) Close() error {
 	}
 	// Chunks queued but not written belong to writers that will never
 	// commit now; writing them anyway keeps the store's state simple.
-	flushErr := s.chunks.flush()
+	flushErr := errors.Join(s.packer.flush(), s.chunks.flush())
 	err := s.closeParts()
 	if err == nil && flushErr != nil && !errors.Is(flushErr, ErrClosed) {
 		err = flushErr

@@ -14,13 +14,15 @@ import (
 // Usage is the store's size figures.
 type Usage struct {
 	Chunks      int64
+	Packs       int64 // packs holding the small chunks
 	ChunkBytes  int64 // uncompressed
 	StoredBytes int64 // compressed, as kept
 	DiskBytes   int64 // the directory's size on disk (allocated blocks, like du)
 }
 
 // Usage returns the store's size figures. It reads every chunk's header
-// (value-log files are memory-mapped, so that touches one page per chunk).
+// (value-log files are memory-mapped, so that touches one page per chunk);
+// chunks still being written are not counted.
 func (s *Store) Usage(ctx context.Context) (Usage, error) {
 	if err := s.check(ctx); err != nil {
 		return Usage{}, err
@@ -35,9 +37,16 @@ func (s *Store) Usage(ctx context.Context) (Usage, error) {
 			}
 			item := it.Item()
 			u.Chunks++
-			u.StoredBytes += item.ValueSize()
+			packed := item.UserMeta() == metaRef
+			if !packed {
+				u.StoredBytes += item.ValueSize()
+			}
 			err := item.Value(func(v []byte) error {
-				if h, err := compress.ParseHeader(v); err == nil {
+				if packed {
+					if _, _, n, err := decodeRef(v); err == nil {
+						u.ChunkBytes += int64(n)
+					}
+				} else if h, err := compress.ParseHeader(v); err == nil {
 					u.ChunkBytes += int64(h.RawLen)
 				}
 				return nil
@@ -45,6 +54,12 @@ func (s *Store) Usage(ctx context.Context) (Usage, error) {
 			if err != nil {
 				return err
 			}
+		}
+		pit := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindPack}})
+		defer pit.Close()
+		for pit.Rewind(); pit.Valid(); pit.Next() {
+			u.Packs++
+			u.StoredBytes += pit.Item().ValueSize()
 		}
 		return nil
 	})

@@ -46,7 +46,8 @@ func (w *Writer) PutTree(ctx context.Context, t *Tree) (Hash, error) {
 		return Hash{}, err
 	}
 	h := SumChunk(b)
-	// Trees are mostly hashes: not samples for the file dictionary.
+	// Trees are mostly hashes, which do not compress: a pack would only
+	// make GC's mark phase decompress more.
 	return h, w.put(ctx, h, b, false)
 }
 
@@ -86,9 +87,9 @@ func (w *Writer) put(ctx context.Context, h Hash, data []byte, sample bool) erro
 	return nil
 }
 
-func (w *Writer) addStored(raw, stored int) {
+func (w *Writer) addStored(stored int64) {
 	if w != nil {
-		w.storedBytes.Add(int64(stored))
+		w.storedBytes.Add(stored)
 	}
 }
 
@@ -96,7 +97,7 @@ func (w *Writer) addStored(raw, stored int) {
 type WriterStats struct {
 	NewChunks   int64
 	NewBytes    int64
-	StoredBytes int64 // exact after Commit; chunks held for dictionary training count when encoded
+	StoredBytes int64 // packed chunks count when their pack is sealed (at the latest in Commit)
 }
 
 // Stats returns what the Writer has added so far.
@@ -136,8 +137,8 @@ func (w *Writer) Commit(ctx context.Context, snap *Snapshot, idx ChangeIndex) er
 			}
 		}
 	}
-	// 1. Every chunk durable: held chunks queued, queue written, one sync.
-	if err := s.flushHeld(); err != nil {
+	// 1. Every chunk durable: the open pack sealed, the queue written, one sync.
+	if err := s.packer.flush(); err != nil {
 		return fmt.Errorf("commit %s: %w", snap.ID, err)
 	}
 	if err := s.chunks.flush(); err != nil {

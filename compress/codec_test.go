@@ -1,0 +1,131 @@
+package compress
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func pySource(seed uint64, size int) []byte {
+	r := rand.New(rand.NewPCG(seed, 7))
+	words := []string{"import os\n", "def ", "return ", "self.", "class ", "None", " if ", " else ", "for x in ", "print(", "value", "(self, *args, **kwargs):\n    ", "\"\"\"Docstring.\"\"\"\n"}
+	var b []byte
+	for len(b) < size {
+		b = append(b, words[r.IntN(len(words))]...)
+		if r.IntN(5) == 0 {
+			b = fmt.Appendf(b, "%d", r.IntN(100000))
+		}
+	}
+	return b[:size]
+}
+
+func TestRoundTrip(t *testing.T) {
+	c, err := NewCodec(Options{})
+	require.NoError(t, err)
+	defer c.Close()
+	random := make([]byte, 10000)
+	for i := range random {
+		random[i] = byte(rand.Uint32())
+	}
+	for _, tc := range []struct {
+		name   string
+		data   []byte
+		method Method
+	}{
+		{"empty", nil, MethodRaw},
+		{"tiny", []byte("x"), MethodRaw},
+		{"text", pySource(1, 20000), MethodZstd},
+		{"random stays raw", random, MethodRaw},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			enc := c.Encode(nil, tc.data, 0)
+			h, err := ParseHeader(enc)
+			require.NoError(t, err)
+			assert.Equal(t, tc.method, h.Method)
+			assert.Equal(t, len(tc.data), h.RawLen)
+			dec, err := c.Decode(nil, enc)
+			require.NoError(t, err)
+			assert.Equal(t, len(tc.data), len(dec))
+			assert.True(t, bytes.Equal(tc.data, dec))
+		})
+	}
+}
+
+func TestDictionary(t *testing.T) {
+	var samples [][]byte
+	for i := 0; i < 400; i++ {
+		samples = append(samples, pySource(uint64(i), 1500))
+	}
+	d, err := BuildDict(7, samples, 0)
+	require.NoError(t, err)
+	c, err := NewCodec(Options{})
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.AddDict(7, d))
+
+	file := pySource(9999, 2000)
+	plain := c.Encode(nil, file, 0)
+	withDict := c.Encode(nil, file, 7)
+	h, err := ParseHeader(withDict)
+	require.NoError(t, err)
+	assert.Equal(t, MethodZstdDict, h.Method)
+	assert.Equal(t, uint32(7), h.DictID)
+	assert.Less(t, len(withDict), len(plain), "the dictionary must help a small file")
+	got, err := c.Decode(nil, withDict)
+	require.NoError(t, err)
+	assert.Equal(t, file, got)
+
+	// A codec that lacks the dictionary says so.
+	other, err := NewCodec(Options{})
+	require.NoError(t, err)
+	defer other.Close()
+	_, err = other.Decode(nil, withDict)
+	assert.ErrorIs(t, err, ErrUnknownDict)
+
+	_, err = BuildDict(8, samples[:3], 0)
+	assert.ErrorIs(t, err, ErrTooFewSamples)
+}
+
+func TestCorruptInput(t *testing.T) {
+	c, err := NewCodec(Options{})
+	require.NoError(t, err)
+	defer c.Close()
+	enc := c.Encode(nil, pySource(3, 5000), 0)
+	for _, bad := range [][]byte{
+		nil,
+		{9, 1},
+		{byte(MethodRaw), 5, 'a'},
+		append([]byte{byte(MethodZstd), 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01}, enc[3:]...),
+		enc[:len(enc)-3],
+		append(bytes.Clone(enc[:len(enc)/2]), make([]byte, len(enc)/2)...),
+	} {
+		_, err := c.Decode(nil, bad)
+		assert.True(t, errors.Is(err, ErrCorrupt), "%x: %v", bad, err)
+	}
+}
+
+func TestConcurrentUse(t *testing.T) {
+	c, err := NewCodec(Options{Concurrency: 2})
+	require.NoError(t, err)
+	defer c.Close()
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				data := pySource(uint64(g*1000+i), 3000+i)
+				got, err := c.Decode(nil, c.Encode(nil, data, 0))
+				assert.NoError(t, err)
+				assert.Equal(t, data, got)
+			}
+		}()
+	}
+	wg.Wait()
+}

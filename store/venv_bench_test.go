@@ -1,0 +1,188 @@
+package store
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const venvFull = "/work/data/venv-full"
+
+// dirJob is one file body to chunk and store.
+type dirJob struct {
+	path string
+	node *Node
+}
+
+// snapshotDir stores the directory tree at root through w with a pool of
+// workers (as the core does): one pass builds the trees' nodes, the workers
+// store the file bodies, then the trees are stored bottom-up.
+func snapshotDir(ctx context.Context, w *Writer, root string, workers int) (Hash, int64, error) {
+	var jobs []dirJob
+	var logical int64
+	type dir struct {
+		tree Tree
+		subs map[int]*dir
+	}
+	var build func(p string) (*dir, error)
+	build = func(p string) (*dir, error) {
+		ents, err := os.ReadDir(p)
+		if err != nil {
+			return nil, err
+		}
+		d := &dir{subs: map[int]*dir{}}
+		d.tree.Nodes = make([]Node, 0, len(ents))
+		for _, e := range ents {
+			fp := filepath.Join(p, e.Name())
+			info, err := os.Lstat(fp)
+			if err != nil {
+				return nil, err
+			}
+			st := info.Sys().(*syscall.Stat_t)
+			n := Node{Name: e.Name(), Mode: uint32(info.Mode().Perm()), UID: st.Uid, GID: st.Gid, MtimeNs: info.ModTime().UnixNano()}
+			switch {
+			case info.Mode().IsRegular():
+				n.Type, n.Size = NodeFile, info.Size()
+				logical += n.Size
+			case info.IsDir():
+				n.Type = NodeDir
+				sub, err := build(fp)
+				if err != nil {
+					return nil, err
+				}
+				d.subs[len(d.tree.Nodes)] = sub
+			case info.Mode()&os.ModeSymlink != 0:
+				n.Type = NodeSymlink
+				if n.LinkTarget, err = os.Readlink(fp); err != nil {
+					return nil, err
+				}
+			default:
+				continue
+			}
+			d.tree.Nodes = append(d.tree.Nodes, n)
+		}
+		for i := range d.tree.Nodes {
+			if d.tree.Nodes[i].Type == NodeFile {
+				jobs = append(jobs, dirJob{filepath.Join(p, d.tree.Nodes[i].Name), &d.tree.Nodes[i]})
+			}
+		}
+		return d, nil
+	}
+	top, err := build(root)
+	if err != nil {
+		return Hash{}, 0, err
+	}
+	ch := make(chan dirJob)
+	errs := make(chan error, workers)
+	var wg sync.WaitGroup
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var c *Chunker
+			for j := range ch {
+				f, err := os.Open(j.path)
+				if err != nil {
+					errs <- err
+					continue
+				}
+				if c == nil {
+					c = NewChunker(f)
+				} else {
+					c.Reset(f)
+				}
+				for {
+					data, err := c.Next()
+					if err == io.EOF {
+						break
+					}
+					if err != nil {
+						errs <- err
+						break
+					}
+					h, err := w.PutChunk(ctx, data)
+					if err != nil {
+						errs <- err
+						break
+					}
+					j.node.Content = append(j.node.Content, h)
+				}
+				f.Close()
+			}
+		}()
+	}
+	for _, j := range jobs {
+		ch <- j
+	}
+	close(ch)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return Hash{}, 0, err
+	default:
+	}
+	var put func(d *dir) (Hash, error)
+	put = func(d *dir) (Hash, error) {
+		for i, sub := range d.subs {
+			h, err := put(sub)
+			if err != nil {
+				return Hash{}, err
+			}
+			d.tree.Nodes[i].Subtree = h
+		}
+		return w.PutTree(ctx, &d.tree)
+	}
+	h, err := put(top)
+	return h, logical, err
+}
+
+// BenchmarkStoreVenvFull stores every file of venv-full into a new store
+// through a Writer with 3 workers (as the core does), commits, closes, and
+// reports throughput over the logical bytes and the store's final size.
+func BenchmarkStoreVenvFull(b *testing.B) {
+	if _, err := os.Stat(venvFull); err != nil {
+		b.Skip("dataset absent: ", venvFull)
+	}
+	ctx := context.Background()
+	for i := 0; i < b.N; i++ {
+		dir := b.TempDir()
+		s, err := Open(ctx, Options{Dir: dir})
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		w, _ := s.NewWriter(ctx)
+		root, logical, err := snapshotDir(ctx, w, venvFull, 3)
+		if err != nil {
+			b.Fatal(err)
+		}
+		snap := &Snapshot{ID: "venv", Engine: "dir", EnvID: "venv-full", CreatedAt: time.Now(), Streams: []Stream{{Name: "rootfs", Root: root}}}
+		if err := w.Commit(ctx, snap, nil); err != nil {
+			b.Fatal(err)
+		}
+		elapsed := time.Since(start)
+		u, err := s.Usage(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			b.Fatal(err)
+		}
+		disk, _ := dirSize(dir)
+		b.SetBytes(logical)
+		b.ReportMetric(float64(logical)/1e6/elapsed.Seconds(), "MB/s")
+		b.ReportMetric(float64(u.StoredBytes)/1e6, "MB-stored")
+		b.ReportMetric(float64(disk)/1e6, "MB-disk-closed")
+		b.ReportMetric(float64(u.Chunks), "chunks")
+		b.ReportMetric(float64(u.Packs), "packs")
+		var ru syscall.Rusage
+		if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+			b.ReportMetric(float64(ru.Maxrss)/1024, "MB-peak-rss")
+		}
+	}
+}
