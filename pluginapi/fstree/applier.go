@@ -1,0 +1,795 @@
+package fstree
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pypj/ptest-snap/pluginapi"
+)
+
+// Defaults of ApplyOptions.
+const (
+	// DefaultWorkers is the default number of goroutines writing files.
+	// Creating a file is mostly kernel work (inode, directory entry,
+	// journal), which parallelises beyond the core count.
+	DefaultWorkers = 8
+	// DefaultWriteBehindBytes bounds the memory of bodies queued for the
+	// workers.
+	DefaultWriteBehindBytes = 64 << 20
+	// writeBehindMax: bodies up to this size are copied and written by a
+	// worker; larger ones are written by Apply itself, streaming.
+	writeBehindMax = 1 << 20
+)
+
+// ApplyOptions configures an Applier.
+type ApplyOptions struct {
+	// InPlace restores over an existing tree: entries marked Unchanged are
+	// left alone (they must exist), others are replaced atomically (written
+	// under a temporary name, then renamed), and at Finish everything under
+	// the root that the stream did not mention is deleted. Without InPlace
+	// the root must not exist or be an empty directory.
+	InPlace bool
+	// Workers is the number of goroutines writing file bodies
+	// (0: DefaultWorkers).
+	Workers int
+	// WriteBehindBytes bounds the memory of bodies waiting for a worker
+	// (0: DefaultWriteBehindBytes).
+	WriteBehindBytes int64
+	// Rewrite, if set, is asked about every regular file; when it returns
+	// ok, the file's whole body is passed through rewrite before it is
+	// written (the size may change). The virtualenv engine relocates
+	// scripts and pyvenv.cfg with it. rewrite runs on a worker goroutine.
+	Rewrite func(e *pluginapi.Entry) (rewrite func([]byte) ([]byte, error), ok bool)
+}
+
+// Applier writes the entries of one stream into a directory. Call Apply for
+// every entry in stream order, then Finish; Close releases everything if
+// the restore is abandoned. An Applier is used from one goroutine.
+//
+// Safety: every entry path is checked with pluginapi.ValidatePath, an
+// entry's parent must be a directory entry seen earlier in the stream, and
+// directories are opened with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS),
+// entries created with O_NOFOLLOW/*at calls, so nothing is written outside
+// root, not through a symlink planted in the target nor one created by an
+// earlier entry. A hard link must name a regular file of the same stream.
+// Such refusals wrap pluginapi.ErrUnsafePath.
+//
+// Directories are created mode 0700 and get their mode, owner, xattrs and
+// mtime at Finish, after their contents. Files get content, owner (when
+// running as root; best effort otherwise), mode, xattrs and mtime before
+// they appear under their name in place mode. A new-target restore that
+// fails leaves what it wrote so far.
+type Applier struct {
+	root   string
+	opts   ApplyOptions
+	isRoot bool
+	euid   uint32
+	egid   uint32
+
+	rootDir *dirHandle
+	stack   []openDir // directories open along the current path; [0] is root
+	// seen is the type of every path applied so far: it checks the stream's
+	// order and hard-link targets, and tells Finish what to keep.
+	seen  map[string]pluginapi.EntryType
+	dirs  []dirMeta       // directory entries, in stream order
+	dirty map[string]bool // in place: directories whose children changed
+
+	jobs       chan *fileJob
+	jobsClosed bool
+	pending    sync.WaitGroup // jobs queued and not yet written
+	workers    sync.WaitGroup
+	memory     *budget
+	tmpSeq     atomic.Uint64
+
+	errMu sync.Mutex
+	err   error // the first failure; the Applier is unusable afterwards
+
+	stopped atomic.Bool
+	done    bool // Finish or Close ran
+}
+
+// dirHandle is an open directory shared by the stack and queued jobs; the
+// last user closes it.
+type dirHandle struct {
+	fd   int
+	refs atomic.Int32
+}
+
+func newDirHandle(fd int) *dirHandle {
+	d := &dirHandle{fd: fd}
+	d.refs.Store(1)
+	return d
+}
+
+func (d *dirHandle) ref() *dirHandle { d.refs.Add(1); return d }
+
+func (d *dirHandle) unref() {
+	if d.refs.Add(-1) == 0 {
+		unix.Close(d.fd)
+	}
+}
+
+type openDir struct {
+	path string
+	dir  *dirHandle
+}
+
+type dirMeta struct {
+	e         pluginapi.Entry
+	unchanged bool
+}
+
+// fileJob is a file body handed to a worker.
+type fileJob struct {
+	dir     *dirHandle
+	name    string
+	e       pluginapi.Entry
+	data    []byte
+	cost    int64
+	rewrite func([]byte) ([]byte, error)
+}
+
+// NewApplier prepares a restore into root. Without opts.InPlace, root must
+// not exist (it is created, with its parents) or be an empty directory;
+// otherwise the error wraps pluginapi.ErrTargetExists. With opts.InPlace a
+// missing root is created and an existing one must be a directory.
+func NewApplier(root string, opts ApplyOptions) (*Applier, error) {
+	root = filepath.Clean(root)
+	if err := prepareRoot(root, opts.InPlace); err != nil {
+		return nil, err
+	}
+	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open target %s: %w", root, err)
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = DefaultWorkers
+	}
+	if opts.WriteBehindBytes <= 0 {
+		opts.WriteBehindBytes = DefaultWriteBehindBytes
+	}
+	a := &Applier{
+		root:    root,
+		opts:    opts,
+		isRoot:  os.Geteuid() == 0,
+		euid:    uint32(os.Geteuid()),
+		egid:    uint32(os.Getegid()),
+		rootDir: newDirHandle(fd),
+		seen:    make(map[string]pluginapi.EntryType),
+		dirty:   make(map[string]bool),
+		jobs:    make(chan *fileJob, 4*opts.Workers),
+		memory:  newBudget(opts.WriteBehindBytes),
+	}
+	a.stack = []openDir{{path: "", dir: a.rootDir}}
+	for range opts.Workers {
+		a.workers.Add(1)
+		go a.work(a.jobs)
+	}
+	return a, nil
+}
+
+func prepareRoot(root string, inPlace bool) error {
+	fi, err := os.Lstat(root)
+	if errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(root, 0o755); err != nil {
+			return fmt.Errorf("create target %s: %w", root, err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("target %s: %w", root, err)
+	}
+	if fi.Mode()&os.ModeSymlink != 0 {
+		// The user named a symlink: restore where it points.
+		if fi, err = os.Stat(root); err != nil {
+			return fmt.Errorf("target %s: %w", root, err)
+		}
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%w: %s is not a directory", pluginapi.ErrTargetExists, root)
+	}
+	if inPlace {
+		return nil
+	}
+	f, err := os.Open(root)
+	if err != nil {
+		return fmt.Errorf("target %s: %w", root, err)
+	}
+	defer f.Close()
+	if names, _ := f.Readdirnames(1); len(names) > 0 {
+		return fmt.Errorf("%w: %s is not empty (restore in place to overwrite it)", pluginapi.ErrTargetExists, root)
+	}
+	return nil
+}
+
+// Err returns the first error the Applier met, if any.
+func (a *Applier) Err() error {
+	a.errMu.Lock()
+	defer a.errMu.Unlock()
+	return a.err
+}
+
+func (a *Applier) fail(err error) error {
+	a.errMu.Lock()
+	defer a.errMu.Unlock()
+	if a.err == nil {
+		a.err = err
+		a.stopped.Store(true)
+	}
+	return a.err
+}
+
+// Apply writes one entry. body yields the file's Size bytes for a regular
+// file that is not Unchanged, and is read before Apply returns (small
+// bodies are copied and written by a worker). After an error the Applier
+// is unusable: Close it.
+func (a *Applier) Apply(ctx context.Context, e *pluginapi.Entry, body io.Reader) error {
+	if err := a.Err(); err != nil {
+		return err
+	}
+	if a.done {
+		return errors.New("apply: applier already finished")
+	}
+	if err := ctx.Err(); err != nil {
+		return a.fail(err)
+	}
+	if err := a.apply(ctx, e, body); err != nil {
+		return a.fail(fmt.Errorf("apply %q: %w", e.Path, err))
+	}
+	return nil
+}
+
+func (a *Applier) apply(ctx context.Context, e *pluginapi.Entry, body io.Reader) error {
+	if err := pluginapi.ValidatePath(e.Path); err != nil {
+		return err
+	}
+	if _, dup := a.seen[e.Path]; dup {
+		return fmt.Errorf("%w: path sent twice", pluginapi.ErrUnsafePath)
+	}
+	parent, name := splitPath(e.Path)
+	if parent != "" && a.seen[parent] != pluginapi.TypeDir {
+		return fmt.Errorf("%w: parent %q is not a directory sent earlier", pluginapi.ErrUnsafePath, parent)
+	}
+	switch e.Type {
+	case pluginapi.TypeFile, pluginapi.TypeDir, pluginapi.TypeSymlink, pluginapi.TypeHardlink:
+	default:
+		return fmt.Errorf("invalid entry type %d", e.Type)
+	}
+	a.seen[e.Path] = e.Type
+	dir, err := a.openParent(parent)
+	if err != nil {
+		return err
+	}
+	if e.Unchanged {
+		return a.keep(dir, name, e)
+	}
+	if a.opts.InPlace {
+		a.dirty[parent] = true
+	}
+	switch e.Type {
+	case pluginapi.TypeDir:
+		return a.applyDir(dir, name, e)
+	case pluginapi.TypeFile:
+		return a.applyFile(ctx, dir, name, e, body)
+	case pluginapi.TypeSymlink:
+		return a.applySymlink(dir, name, e)
+	default:
+		return a.applyHardlink(dir, name, e)
+	}
+}
+
+func splitPath(p string) (parent, name string) {
+	i := strings.LastIndexByte(p, '/')
+	if i < 0 {
+		return "", p
+	}
+	return p[:i], p[i+1:]
+}
+
+// openParent returns the open directory parent, reusing the stack of
+// directories along the previous entry's path: in pre-order most entries
+// share their parent with the previous one.
+func (a *Applier) openParent(parent string) (*dirHandle, error) {
+	for len(a.stack) > 1 {
+		top := a.stack[len(a.stack)-1].path
+		if parent == top || strings.HasPrefix(parent, top+"/") {
+			break
+		}
+		a.stack[len(a.stack)-1].dir.unref()
+		a.stack = a.stack[:len(a.stack)-1]
+	}
+	top := a.stack[len(a.stack)-1]
+	rest := parent
+	if top.path != "" {
+		rest = strings.TrimPrefix(parent[len(top.path):], "/")
+	}
+	cur := top.path
+	for rest != "" {
+		name, tail, _ := strings.Cut(rest, "/")
+		rest = tail
+		if cur == "" {
+			cur = name
+		} else {
+			cur += "/" + name
+		}
+		fd, err := openDirBeneath(a.stack[len(a.stack)-1].dir.fd, name)
+		if err != nil {
+			return nil, err
+		}
+		a.stack = append(a.stack, openDir{path: cur, dir: newDirHandle(fd)})
+	}
+	return a.stack[len(a.stack)-1].dir, nil
+}
+
+// keep handles an entry marked Unchanged: in place it must already be
+// there with the right type.
+func (a *Applier) keep(dir *dirHandle, name string, e *pluginapi.Entry) error {
+	if !a.opts.InPlace {
+		return fmt.Errorf("entry marked unchanged in a restore to a new target")
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(dir.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("unchanged entry missing from target: %w", err)
+	}
+	if e.Type == pluginapi.TypeDir && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		// Following it would put the entries beneath it wherever it points.
+		return fmt.Errorf("%w: unchanged directory is a symlink in the target", pluginapi.ErrUnsafePath)
+	}
+	if st.Mode&unix.S_IFMT != fileTypeBits[e.Type] {
+		return fmt.Errorf("unchanged %s is something else in the target", e.Type)
+	}
+	if e.Type == pluginapi.TypeDir {
+		a.dirs = append(a.dirs, dirMeta{e: cloneEntry(e), unchanged: true})
+	}
+	return nil
+}
+
+// fileTypeBits is the st_mode type of each entry type.
+var fileTypeBits = map[pluginapi.EntryType]uint32{
+	pluginapi.TypeFile: unix.S_IFREG, pluginapi.TypeHardlink: unix.S_IFREG,
+	pluginapi.TypeDir: unix.S_IFDIR, pluginapi.TypeSymlink: unix.S_IFLNK,
+}
+
+// applyDir creates a directory (mode 0700 until Finish, so it can be
+// filled without root). In place, an existing directory is kept and
+// anything else of that name replaced.
+func (a *Applier) applyDir(dir *dirHandle, name string, e *pluginapi.Entry) error {
+	if a.opts.InPlace {
+		var st unix.Stat_t
+		err := unix.Fstatat(dir.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		switch {
+		case err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR:
+			a.dirs = append(a.dirs, dirMeta{e: cloneEntry(e)})
+			return nil
+		case err == nil:
+			if err := unix.Unlinkat(dir.fd, name, 0); err != nil {
+				return fmt.Errorf("replace with a directory: %w", err)
+			}
+		case !errors.Is(err, unix.ENOENT):
+			return err
+		}
+	}
+	if err := unix.Mkdirat(dir.fd, name, 0o700); err != nil {
+		return fmt.Errorf("mkdir: %w", err)
+	}
+	a.dirs = append(a.dirs, dirMeta{e: cloneEntry(e)})
+	return nil
+}
+
+// clearForReplace, in place, removes a directory standing where a
+// non-directory entry goes (a rename cannot replace it). Files and
+// symlinks are replaced by the rename itself.
+func (a *Applier) clearForReplace(dir *dirHandle, name string) error {
+	if !a.opts.InPlace {
+		return nil
+	}
+	var st unix.Stat_t
+	err := unix.Fstatat(dir.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return removeAllAt(dir.fd, name)
+	}
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	return nil
+}
+
+func (a *Applier) applyFile(ctx context.Context, dir *dirHandle, name string, e *pluginapi.Entry, body io.Reader) error {
+	if e.Size < 0 {
+		return fmt.Errorf("negative size %d", e.Size)
+	}
+	if body == nil {
+		return errors.New("file without a body")
+	}
+	if err := a.clearForReplace(dir, name); err != nil {
+		return err
+	}
+	var rewrite func([]byte) ([]byte, error)
+	if a.opts.Rewrite != nil {
+		if rw, ok := a.opts.Rewrite(e); ok {
+			rewrite = rw
+		}
+	}
+	if e.Size > writeBehindMax && rewrite == nil {
+		// Large: stream it here; the caller's body is only valid now.
+		return a.writeFile(dir, name, e, nil, body)
+	}
+	job := &fileJob{name: name, e: cloneEntry(e), rewrite: rewrite, cost: a.memory.clamp(e.Size)}
+	if err := a.memory.acquire(ctx, job.cost); err != nil {
+		return err
+	}
+	job.data = getBuf(int(e.Size))
+	if _, err := io.ReadFull(body, job.data); err != nil {
+		putBuf(job.data)
+		a.memory.release(job.cost)
+		return fmt.Errorf("read body: %w", err)
+	}
+	job.dir = dir.ref()
+	a.pending.Add(1)
+	select {
+	case a.jobs <- job:
+		return nil
+	case <-ctx.Done():
+		a.finishJob(job)
+		return ctx.Err()
+	}
+}
+
+// work writes queued file bodies until the job channel closes.
+func (a *Applier) work(jobs <-chan *fileJob) {
+	defer a.workers.Done()
+	for job := range jobs {
+		if !a.stopped.Load() {
+			data := job.data
+			var err error
+			if job.rewrite != nil {
+				data, err = job.rewrite(data)
+				job.e.Size = int64(len(data))
+			}
+			if err == nil {
+				err = a.writeFile(job.dir, job.name, &job.e, data, nil)
+			}
+			if err != nil {
+				a.fail(fmt.Errorf("apply %q: %w", job.e.Path, err))
+			}
+		}
+		a.finishJob(job)
+	}
+}
+
+func (a *Applier) finishJob(job *fileJob) {
+	putBuf(job.data)
+	job.data = nil
+	a.memory.release(job.cost)
+	job.dir.unref()
+	a.pending.Done()
+}
+
+// tempName returns a name for a file being written in place; Finish of a
+// later in-place restore deletes any left by a crash, as it is not in the
+// stream.
+func (a *Applier) tempName() string {
+	return fmt.Sprintf(".ptest-snap-%d-%d.tmp", os.Getpid(), a.tmpSeq.Add(1))
+}
+
+// create makes a new entry of some kind under a fresh temporary name (in
+// place) or under its own name (new target), retrying on a name clash.
+func (a *Applier) create(name string, make func(string) error) (string, error) {
+	if !a.opts.InPlace {
+		return name, make(name)
+	}
+	for {
+		tmp := a.tempName()
+		err := make(tmp)
+		if errors.Is(err, unix.EEXIST) {
+			continue
+		}
+		return tmp, err
+	}
+}
+
+// publish moves a finished temporary entry over its real name (in place).
+func (a *Applier) publish(dir *dirHandle, tmp, name string) error {
+	if tmp == name {
+		return nil
+	}
+	if err := unix.Renameat(dir.fd, tmp, dir.fd, name); err != nil {
+		_ = unix.Unlinkat(dir.fd, tmp, 0)
+		return fmt.Errorf("rename into place: %w", err)
+	}
+	return nil
+}
+
+// writeFile writes a regular file from data, or else from the first e.Size
+// bytes of src, with all its metadata.
+func (a *Applier) writeFile(dir *dirHandle, name string, e *pluginapi.Entry, data []byte, src io.Reader) error {
+	var fd int
+	tmp, err := a.create(name, func(n string) (err error) {
+		fd, err = unix.Openat(dir.fd, n, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("create: %w", err)
+	}
+	err = a.fillFile(fd, e, data, src)
+	if cerr := unix.Close(fd); err == nil && cerr != nil {
+		err = fmt.Errorf("close: %w", cerr)
+	}
+	if err != nil {
+		_ = unix.Unlinkat(dir.fd, tmp, 0)
+		return err
+	}
+	return a.publish(dir, tmp, name)
+}
+
+func (a *Applier) fillFile(fd int, e *pluginapi.Entry, data []byte, src io.Reader) error {
+	if src == nil {
+		if err := writeAll(fd, data); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+	} else if err := copyExact(fd, src, e.Size); err != nil {
+		return err
+	}
+	return a.setMeta(fd, e, false)
+}
+
+// copyExact copies exactly size bytes from src to fd.
+func copyExact(fd int, src io.Reader, size int64) error {
+	buf := getBuf(int(min(size, 1<<20)))
+	defer putBuf(buf)
+	for size > 0 {
+		n := int(min(int64(len(buf)), size))
+		if _, err := io.ReadFull(src, buf[:n]); err != nil {
+			return fmt.Errorf("read body: %w", err)
+		}
+		if err := writeAll(fd, buf[:n]); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		size -= int64(n)
+	}
+	return nil
+}
+
+// setMeta gives an open file or directory its owner, mode, xattrs and
+// mtime. Owner first: chown clears the setuid and setgid bits.
+func (a *Applier) setMeta(fd int, e *pluginapi.Entry, pruneXattrs bool) error {
+	if err := a.chown(func() error { return unix.Fchown(fd, int(e.UID), int(e.GID)) }, e); err != nil {
+		return err
+	}
+	if err := unix.Fchmod(fd, e.Mode&0o7777); err != nil {
+		return fmt.Errorf("chmod: %w", err)
+	}
+	if len(e.Xattrs) > 0 || pruneXattrs {
+		if err := setFdXattrs(fd, e.Xattrs, pruneXattrs); err != nil {
+			return err
+		}
+	}
+	if err := futimens(fd, e.MtimeNs); err != nil {
+		return fmt.Errorf("set mtime: %w", err)
+	}
+	return nil
+}
+
+// chown sets ownership: required as root, best effort otherwise (an
+// unprivileged user can only give files its own uid and its groups).
+func (a *Applier) chown(do func() error, e *pluginapi.Entry) error {
+	if !a.isRoot && e.UID == a.euid && e.GID == a.egid {
+		return nil
+	}
+	if err := do(); err != nil {
+		if !a.isRoot && (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL)) {
+			return nil
+		}
+		return fmt.Errorf("chown: %w", err)
+	}
+	return nil
+}
+
+func (a *Applier) applySymlink(dir *dirHandle, name string, e *pluginapi.Entry) error {
+	if strings.IndexByte(e.LinkTarget, 0) >= 0 || e.LinkTarget == "" {
+		return fmt.Errorf("invalid symlink target %q", e.LinkTarget)
+	}
+	if err := a.clearForReplace(dir, name); err != nil {
+		return err
+	}
+	tmp, err := a.create(name, func(n string) error { return unix.Symlinkat(e.LinkTarget, dir.fd, n) })
+	if err != nil {
+		return fmt.Errorf("symlink: %w", err)
+	}
+	err = a.chown(func() error { return unix.Fchownat(dir.fd, tmp, int(e.UID), int(e.GID), unix.AT_SYMLINK_NOFOLLOW) }, e)
+	if err == nil && len(e.Xattrs) > 0 {
+		// No fd can be opened on a symlink for writing; the l* call on
+		// the name inside our already-checked directory fd does not
+		// follow it.
+		p := fmt.Sprintf("/proc/self/fd/%d/%s", dir.fd, tmp)
+		for k, v := range e.Xattrs {
+			if err = unix.Lsetxattr(p, k, v, 0); err != nil {
+				err = fmt.Errorf("set xattr %s: %w", k, err)
+				break
+			}
+		}
+	}
+	if err == nil {
+		if err = lutimensAt(dir.fd, tmp, e.MtimeNs); err != nil {
+			err = fmt.Errorf("set mtime: %w", err)
+		}
+	}
+	if err != nil {
+		_ = unix.Unlinkat(dir.fd, tmp, 0)
+		return err
+	}
+	return a.publish(dir, tmp, name)
+}
+
+func (a *Applier) applyHardlink(dir *dirHandle, name string, e *pluginapi.Entry) error {
+	if err := pluginapi.ValidatePath(e.LinkTarget); err != nil {
+		return fmt.Errorf("hard link target: %w", err)
+	}
+	if a.seen[e.LinkTarget] != pluginapi.TypeFile {
+		return fmt.Errorf("%w: hard link target %q is not a file earlier in the stream", pluginapi.ErrUnsafePath, e.LinkTarget)
+	}
+	// The target may still be queued for a worker (and, in place, not yet
+	// renamed to its name): wait for every queued file.
+	a.pending.Wait()
+	if err := a.Err(); err != nil {
+		return err
+	}
+	if err := a.clearForReplace(dir, name); err != nil {
+		return err
+	}
+	tparent, tname := splitPath(e.LinkTarget)
+	tfd := a.rootDir.fd
+	if tparent != "" {
+		fd, err := openDirBeneath(a.rootDir.fd, tparent)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		tfd = fd
+	}
+	tmp, err := a.create(name, func(n string) error { return unix.Linkat(tfd, tname, dir.fd, n, 0) })
+	if err != nil {
+		return fmt.Errorf("link: %w", err)
+	}
+	if err := a.publish(dir, tmp, name); err != nil {
+		return err
+	}
+	if tmp != name {
+		// rename(2) does nothing when both names are already links to
+		// the same file; do not leave the temporary name behind.
+		_ = unix.Unlinkat(dir.fd, tmp, 0)
+	}
+	return nil
+}
+
+// Finish waits for every queued file, deletes (in place) whatever the
+// stream did not mention, then sets each directory's owner, mode, xattrs
+// and mtime, deepest first, so writing into a directory does not change
+// its restored mtime afterwards. It releases the Applier's resources.
+func (a *Applier) Finish(ctx context.Context) error {
+	if a.done {
+		return errors.New("finish: applier already finished")
+	}
+	a.stopWorkers()
+	defer a.release()
+	if err := a.Err(); err != nil {
+		return err
+	}
+	if a.opts.InPlace {
+		if err := a.deleteExtras(ctx, a.rootDir.fd, ""); err != nil {
+			return a.fail(fmt.Errorf("delete extra entries: %w", err))
+		}
+	}
+	for i := len(a.dirs) - 1; i >= 0; i-- {
+		if err := ctx.Err(); err != nil {
+			return a.fail(err)
+		}
+		d := &a.dirs[i]
+		if d.unchanged && !a.dirty[d.e.Path] {
+			continue
+		}
+		if err := a.finishDir(d); err != nil {
+			return a.fail(fmt.Errorf("finish directory %q: %w", d.e.Path, err))
+		}
+	}
+	return nil
+}
+
+func (a *Applier) finishDir(d *dirMeta) error {
+	fd, err := openDirBeneath(a.rootDir.fd, d.e.Path)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if d.unchanged {
+		// Its metadata was right; only our writes inside moved its mtime.
+		return futimens(fd, d.e.MtimeNs)
+	}
+	return a.setMeta(fd, &d.e, a.opts.InPlace)
+}
+
+// deleteExtras removes, beneath the directory dirFd at rel, every entry
+// the stream did not mention, and descends into those it did.
+func (a *Applier) deleteExtras(ctx context.Context, dirFd int, rel string) error {
+	names, err := readDirNames(dirFd)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		child := name
+		if rel != "" {
+			child = rel + "/" + name
+		}
+		t, ok := a.seen[child]
+		if !ok {
+			if err := removeAllAt(dirFd, name); err != nil {
+				return fmt.Errorf("remove %q: %w", child, err)
+			}
+			a.dirty[rel] = true
+			continue
+		}
+		if t != pluginapi.TypeDir {
+			continue
+		}
+		fd, err := openDirBeneath(dirFd, name)
+		if err != nil {
+			return err
+		}
+		err = a.deleteExtras(ctx, fd, child)
+		unix.Close(fd)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close abandons the restore if Finish has not run: queued files are
+// dropped, workers stopped and waited for, and directories closed. What was
+// written stays. Close after Finish does nothing.
+func (a *Applier) Close() error {
+	if a.done {
+		return nil
+	}
+	a.stopped.Store(true)
+	a.stopWorkers()
+	a.release()
+	return nil
+}
+
+func (a *Applier) stopWorkers() {
+	if !a.jobsClosed {
+		close(a.jobs)
+		a.jobsClosed = true
+		a.workers.Wait()
+	}
+}
+
+func (a *Applier) release() {
+	a.done = true
+	for _, d := range a.stack {
+		d.dir.unref()
+	}
+	a.stack = nil
+}
+
+func cloneEntry(e *pluginapi.Entry) pluginapi.Entry {
+	c := *e
+	if e.Xattrs != nil {
+		c.Xattrs = maps.Clone(e.Xattrs)
+	}
+	return c
+}

@@ -1,0 +1,624 @@
+package fstree
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pypj/ptest-snap/pluginapi"
+)
+
+// ErrFileChanged is returned (wrapped) when a file keeps changing while it is
+// read, so no consistent body can be sent for it.
+var ErrFileChanged = errors.New("file changed while being read")
+
+// Defaults of CaptureOptions.
+const (
+	// DefaultReaders is the default number of read-ahead goroutines. Reading
+	// from the page cache is system-call bound, so a few more goroutines
+	// than cores keep the cores busy while one waits on the disk.
+	DefaultReaders = 4
+	// DefaultReadAheadBytes bounds the memory of bodies read ahead.
+	DefaultReadAheadBytes = 32 << 20
+	// readAheadMax: files up to this size are read ahead whole; larger
+	// ones are streamed by the goroutine calling the writer. Most files of
+	// a virtualenv are a few KiB, so this covers nearly all of them.
+	readAheadMax = 1 << 20
+	// readAttempts is how often a small file that changes while read is
+	// re-read before the capture fails with ErrFileChanged.
+	readAttempts = 3
+)
+
+// CaptureOptions configures Capture.
+type CaptureOptions struct {
+	// Stream is the stream's name ("rootfs", "volume:data"). Capture calls
+	// BeginStream with it and looks entries up in Parent under it.
+	Stream string
+	// Excludes are path.Match patterns, each matched against an entry's
+	// slash-separated path relative to the root and against its base name.
+	// A matched directory is skipped with everything beneath it.
+	Excludes []string
+	// Parent is the parent snapshot's change index, or nil. A regular file
+	// whose size, mtime, ctime and inode all equal the parent's is sent with
+	// Unchanged set and no body, without being opened.
+	Parent pluginapi.ParentIndex
+	// IndexOnly sends every entry without a body (and never Unchanged).
+	IndexOnly bool
+	// OnSpecial is called for each socket, device or FIFO found. Those are
+	// never captured: nil skips them silently, and an error returned by
+	// OnSpecial ends the capture with that error.
+	OnSpecial func(path, kind string) error
+	// Readers is the number of goroutines reading small files ahead
+	// (0: DefaultReaders).
+	Readers int
+	// ReadAheadBytes bounds the memory held by bodies read ahead
+	// (0: DefaultReadAheadBytes).
+	ReadAheadBytes int64
+}
+
+// Capture sends the tree under root to w as one stream: BeginStream(
+// opts.Stream), then one WriteEntry per directory, regular file, symlink and
+// hard link beneath root (root itself is not sent), depth-first in
+// pre-order, siblings sorted by byte order. It uses lstat and never follows
+// a symlink beneath root (root itself may be a symlink).
+//
+// Entries carry mode (07777), uid, gid, mtime and ctime in nanoseconds,
+// inode, size and xattrs. A second name of a regular file already sent
+// (same device and inode) is sent as TypeHardlink naming the first path.
+//
+// w is called from the calling goroutine only, in order; bodies are read
+// ahead in parallel. A body always yields exactly Size bytes: a small file
+// that changes while read is re-read, and a file that keeps changing, or a
+// large one that changes while streamed, fails the capture with an error
+// wrapping ErrFileChanged. Files that vanish during the walk are skipped.
+func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.CaptureWriter) error {
+	if opts.Stream == "" {
+		return errors.New("capture: empty stream name")
+	}
+	for _, p := range opts.Excludes {
+		if _, err := path.Match(p, ""); err != nil {
+			return fmt.Errorf("capture: exclude pattern %q: %w", p, err)
+		}
+	}
+	root = filepath.Clean(root)
+	rootFd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("capture %s: %w", root, err)
+	}
+	if err := w.BeginStream(ctx, opts.Stream); err != nil {
+		unix.Close(rootFd)
+		return err
+	}
+	if opts.Readers <= 0 {
+		opts.Readers = DefaultReaders
+	}
+	if opts.ReadAheadBytes <= 0 {
+		opts.ReadAheadBytes = DefaultReadAheadBytes
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	c := &capturer{
+		opts:    opts,
+		prefix:  strings.TrimSuffix(root, "/") + "/",
+		links:   make(map[devIno]string),
+		ordered: make(chan *item, 1024),
+		work:    make(chan *item, 256),
+		budget:  newBudget(opts.ReadAheadBytes),
+		scratch: make([]byte, 1024),
+	}
+	var wg sync.WaitGroup
+	for range opts.Readers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.readAhead(ctx)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(c.ordered)
+		defer close(c.work)
+		defer unix.Close(rootFd)
+		if err := c.walk(ctx, rootFd, ""); err != nil {
+			c.emit(ctx, &item{err: err})
+		}
+	}()
+
+	err = c.send(ctx, w)
+	// Stop the walker and the readers whatever happened, and wait for them
+	// so no goroutine outlives the call.
+	cancel()
+	wg.Wait()
+	if err != nil {
+		return fmt.Errorf("capture %s: %w", root, err)
+	}
+	return nil
+}
+
+type devIno struct{ dev, ino uint64 }
+
+// item is one entry on its way from the walker to the writer.
+type item struct {
+	e    pluginapi.Entry
+	err  error // a walk error: ends the capture
+	body bodyKind
+	// For bodyReadAhead: done is closed once buf (or readErr) is set.
+	done    chan struct{}
+	buf     []byte
+	readErr error
+	cost    int64
+}
+
+type bodyKind uint8
+
+const (
+	bodyNone      bodyKind = iota // no body (not a file, unchanged, index only)
+	bodyEmpty                     // a file of size 0
+	bodyReadAhead                 // read by a reader goroutine into buf
+	bodyStream                    // streamed from the file by the sender
+)
+
+type capturer struct {
+	opts    CaptureOptions
+	prefix  string // root + "/"
+	links   map[devIno]string
+	ordered chan *item // walker → sender, in stream order
+	work    chan *item // walker → readers
+	budget  *budget
+	scratch []byte // xattr list buffer, walker only
+}
+
+func (c *capturer) emit(ctx context.Context, it *item) bool {
+	select {
+	case c.ordered <- it:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (c *capturer) excluded(rel, name string) bool {
+	for _, p := range c.opts.Excludes {
+		if ok, _ := path.Match(p, rel); ok {
+			return true
+		}
+		if ok, _ := path.Match(p, name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// walk sends the entries beneath the directory open as dirFd, whose path
+// relative to the root is dirRel ("" for the root).
+func (c *capturer) walk(ctx context.Context, dirFd int, dirRel string) error {
+	names, err := readDirNames(dirFd)
+	if err != nil {
+		return fmt.Errorf("read directory %q: %w", dirRel, err)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		rel := name
+		if dirRel != "" {
+			rel = dirRel + "/" + name
+		}
+		if c.excluded(rel, name) {
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Fstatat(dirFd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue // removed since listed
+			}
+			return fmt.Errorf("lstat %q: %w", rel, err)
+		}
+		it := &item{e: entryFromStat(rel, &st)}
+		full := c.prefix + rel
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			it.e.Type = pluginapi.TypeDir
+		case unix.S_IFLNK:
+			it.e.Type = pluginapi.TypeSymlink
+			target, err := readlinkat(dirFd, name)
+			if err != nil {
+				return fmt.Errorf("readlink %q: %w", rel, err)
+			}
+			it.e.LinkTarget = target
+		case unix.S_IFREG:
+			it.e.Type = pluginapi.TypeFile
+			it.e.Size = st.Size
+		default:
+			if c.opts.OnSpecial != nil {
+				if err := c.opts.OnSpecial(rel, specialKind(st.Mode)); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if it.e.Xattrs, err = readXattrs(full, c.scratch); err != nil {
+			return err
+		}
+		if it.e.Type == pluginapi.TypeFile {
+			if err := c.planBody(ctx, it, &st); err != nil {
+				return err
+			}
+		}
+		if !c.emit(ctx, it) {
+			return ctx.Err()
+		}
+		if it.e.Type == pluginapi.TypeDir {
+			fd, err := unix.Openat(dirFd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return fmt.Errorf("open directory %q: %w", rel, err)
+			}
+			err = c.walk(ctx, fd, rel)
+			unix.Close(fd)
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// planBody decides how the body of regular file it is sent: as a hard link,
+// unchanged, not at all, read ahead, or streamed.
+func (c *capturer) planBody(ctx context.Context, it *item, st *unix.Stat_t) error {
+	if st.Nlink > 1 {
+		key := devIno{uint64(st.Dev), st.Ino}
+		if first, ok := c.links[key]; ok {
+			it.e.Type = pluginapi.TypeHardlink
+			it.e.LinkTarget = first
+			it.e.Size = 0
+			return nil
+		}
+		c.links[key] = it.e.Path
+	}
+	if c.opts.IndexOnly {
+		return nil
+	}
+	if p, ok := c.opts.Parent.Lookup(c.opts.Stream, it.e.Path); ok &&
+		p.Size == it.e.Size && p.MtimeNs == it.e.MtimeNs && p.CtimeNs == it.e.CtimeNs && p.Inode == it.e.Inode {
+		it.e.Unchanged = true
+		return nil
+	}
+	switch {
+	case it.e.Size == 0:
+		it.body = bodyEmpty
+	case it.e.Size <= readAheadMax:
+		it.body = bodyReadAhead
+		it.cost = c.budget.clamp(it.e.Size)
+		if err := c.budget.acquire(ctx, it.cost); err != nil {
+			return err
+		}
+		it.done = make(chan struct{})
+		select {
+		case c.work <- it:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	default:
+		it.body = bodyStream
+	}
+	return nil
+}
+
+// readAhead reads the bodies of small files until the work channel closes.
+func (c *capturer) readAhead(ctx context.Context) {
+	for it := range c.work {
+		if ctx.Err() != nil {
+			it.readErr = ctx.Err()
+		} else {
+			it.buf, it.readErr = readSmallFile(c.prefix+it.e.Path, &it.e)
+		}
+		close(it.done)
+	}
+}
+
+// readSmallFile reads the whole file at full, whose entry e was made from an
+// earlier lstat. If the file changed since (size, mtime or ctime differ
+// after the read), e is updated from the open file and the file re-read, so
+// the body always matches e.
+func readSmallFile(full string, e *pluginapi.Entry) ([]byte, error) {
+	fd, err := unix.Open(full, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %q: %w", e.Path, err)
+	}
+	defer unix.Close(fd)
+	for range readAttempts {
+		// One byte more than expected, to notice a file that grew.
+		buf := getBuf(int(e.Size) + 1)
+		n, err := preadFull(fd, buf)
+		if err != nil {
+			putBuf(buf)
+			return nil, fmt.Errorf("read %q: %w", e.Path, err)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			putBuf(buf)
+			return nil, fmt.Errorf("fstat %q: %w", e.Path, err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Ino != e.Inode {
+			putBuf(buf)
+			return nil, fmt.Errorf("%q was replaced: %w", e.Path, ErrFileChanged)
+		}
+		if int64(n) == e.Size && st.Size == e.Size && st.Mtim.Nano() == e.MtimeNs && st.Ctim.Nano() == e.CtimeNs {
+			return buf[:n], nil
+		}
+		putBuf(buf)
+		*e = refreshEntry(e, &st)
+	}
+	return nil, fmt.Errorf("%q: %w", e.Path, ErrFileChanged)
+}
+
+// refreshEntry returns e with the metadata of st.
+func refreshEntry(e *pluginapi.Entry, st *unix.Stat_t) pluginapi.Entry {
+	fresh := entryFromStat(e.Path, st)
+	fresh.Type = e.Type
+	fresh.Size = st.Size
+	fresh.Xattrs = e.Xattrs
+	return fresh
+}
+
+// preadFull reads from fd at offset 0 until buf is full or the file ends.
+func preadFull(fd int, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := unix.Pread(fd, buf[n:], int64(n))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if m == 0 {
+			break
+		}
+		n += m
+	}
+	return n, nil
+}
+
+// send calls w for every item, in order, until the walk ends.
+func (c *capturer) send(ctx context.Context, w pluginapi.CaptureWriter) error {
+	for it := range c.ordered {
+		if it.err != nil {
+			return it.err
+		}
+		if err := c.sendItem(ctx, w, it); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+func (c *capturer) sendItem(ctx context.Context, w pluginapi.CaptureWriter, it *item) error {
+	switch it.body {
+	case bodyNone:
+		return w.WriteEntry(ctx, &it.e, nil)
+	case bodyEmpty:
+		return w.WriteEntry(ctx, &it.e, bytes.NewReader(nil))
+	case bodyReadAhead:
+		select {
+		case <-it.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		defer c.budget.release(it.cost)
+		if it.readErr != nil {
+			return it.readErr
+		}
+		err := w.WriteEntry(ctx, &it.e, bytes.NewReader(it.buf))
+		putBuf(it.buf)
+		it.buf = nil
+		return err
+	default:
+		return c.streamFile(ctx, w, it)
+	}
+}
+
+// streamFile sends a large file straight from disk. If it changes while
+// streamed, the entry already sent would not match its body, so the capture
+// fails.
+func (c *capturer) streamFile(ctx context.Context, w pluginapi.CaptureWriter, it *item) error {
+	fd, err := unix.Open(c.prefix+it.e.Path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %q: %w", it.e.Path, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("fstat %q: %w", it.e.Path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Ino != it.e.Inode {
+		return fmt.Errorf("%q was replaced: %w", it.e.Path, ErrFileChanged)
+	}
+	if !sameContentStat(&it.e, &st) {
+		// Changed between the walk and now, but nothing is sent yet.
+		it.e = refreshEntry(&it.e, &st)
+	}
+	body := &exactReader{fd: fd, size: it.e.Size, path: it.e.Path}
+	if err := w.WriteEntry(ctx, &it.e, body); err != nil {
+		return err
+	}
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("fstat %q: %w", it.e.Path, err)
+	}
+	if !sameContentStat(&it.e, &st) {
+		return fmt.Errorf("%q: %w", it.e.Path, ErrFileChanged)
+	}
+	return nil
+}
+
+func sameContentStat(e *pluginapi.Entry, st *unix.Stat_t) bool {
+	return st.Size == e.Size && st.Mtim.Nano() == e.MtimeNs && st.Ctim.Nano() == e.CtimeNs
+}
+
+// exactReader yields exactly size bytes of a file from offset 0, and fails
+// with ErrFileChanged if the file ends early.
+type exactReader struct {
+	fd   int
+	off  int64
+	size int64
+	path string
+}
+
+func (r *exactReader) Read(p []byte) (int, error) {
+	if r.off >= r.size {
+		return 0, io.EOF
+	}
+	if rest := r.size - r.off; int64(len(p)) > rest {
+		p = p[:rest]
+	}
+	for {
+		n, err := unix.Pread(r.fd, p, r.off)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("read %q: %w", r.path, err)
+		}
+		if n == 0 {
+			return 0, fmt.Errorf("%q shrank: %w", r.path, ErrFileChanged)
+		}
+		r.off += int64(n)
+		return n, nil
+	}
+}
+
+// WriteTo lets io.Copy into a writer skip an intermediate buffer copy.
+func (r *exactReader) WriteTo(w io.Writer) (int64, error) {
+	buf := getBuf(256 << 10)
+	defer putBuf(buf)
+	var total int64
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			total += int64(m)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+func entryFromStat(rel string, st *unix.Stat_t) pluginapi.Entry {
+	return pluginapi.Entry{
+		Path:    rel,
+		Mode:    st.Mode & 0o7777,
+		UID:     st.Uid,
+		GID:     st.Gid,
+		MtimeNs: st.Mtim.Nano(),
+		CtimeNs: st.Ctim.Nano(),
+		Inode:   st.Ino,
+	}
+}
+
+func specialKind(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFSOCK:
+		return "socket"
+	case unix.S_IFIFO:
+		return "fifo"
+	case unix.S_IFCHR:
+		return "character device"
+	case unix.S_IFBLK:
+		return "block device"
+	}
+	return "unknown"
+}
+
+func readlinkat(dirFd int, name string) (string, error) {
+	for size := 256; ; size *= 2 {
+		buf := make([]byte, size)
+		n, err := unix.Readlinkat(dirFd, name, buf)
+		if err != nil {
+			return "", err
+		}
+		if n < size {
+			return string(buf[:n]), nil
+		}
+	}
+}
+
+// readDirNames lists the names in the directory open as fd, without "."
+// and "..".
+func readDirNames(fd int) ([]string, error) {
+	buf := getBuf(32 << 10)
+	defer putBuf(buf)
+	var names []string
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n <= 0 {
+			return names, nil
+		}
+		_, _, names = unix.ParseDirent(buf[:n], -1, names)
+	}
+}
+
+// budget is a byte-weighted semaphore bounding the memory of bodies read
+// ahead. acquire is called by one goroutine (the walker).
+type budget struct {
+	mu    sync.Mutex
+	total int64
+	avail int64
+	wake  chan struct{}
+}
+
+func newBudget(n int64) *budget { return &budget{total: n, avail: n, wake: make(chan struct{})} }
+
+// clamp limits a request to what the budget can ever grant, so one file
+// larger than the whole budget still gets read (alone).
+func (b *budget) clamp(n int64) int64 { return min(n, b.total) }
+
+func (b *budget) acquire(ctx context.Context, n int64) error {
+	for {
+		b.mu.Lock()
+		if b.avail >= n {
+			b.avail -= n
+			b.mu.Unlock()
+			return nil
+		}
+		wake := b.wake
+		b.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (b *budget) release(n int64) {
+	b.mu.Lock()
+	b.avail += n
+	close(b.wake)
+	b.wake = make(chan struct{})
+	b.mu.Unlock()
+}

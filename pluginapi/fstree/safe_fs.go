@@ -1,0 +1,118 @@
+package fstree
+
+import (
+	"errors"
+	"fmt"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/pypj/ptest-snap/pluginapi"
+)
+
+// beneath is how every directory of a restore target is opened: the path
+// must stay beneath the directory it is resolved from and may not cross a
+// symlink (nor a /proc magic link), so a symlink planted in the target, or
+// created by an earlier entry, can never redirect a write outside it.
+const beneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
+
+// openDirBeneath opens the directory rel (slash-separated, "" not allowed)
+// beneath the directory open as dirFd.
+func openDirBeneath(dirFd int, rel string) (int, error) {
+	how := unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: beneath,
+	}
+	for {
+		fd, err := unix.Openat2(dirFd, rel, &how)
+		switch {
+		case err == nil:
+			return fd, nil
+		case errors.Is(err, unix.EINTR), errors.Is(err, unix.EAGAIN):
+			// EAGAIN: a rename raced with the lookup (our own workers
+			// rename in place); the kernel asks us to try again.
+			continue
+		case errors.Is(err, unix.ELOOP), errors.Is(err, unix.EXDEV), errors.Is(err, unix.ENOTDIR):
+			return -1, fmt.Errorf("%w: %q is not a directory beneath the target (%v)", pluginapi.ErrUnsafePath, rel, err)
+		default:
+			return -1, fmt.Errorf("open directory %q: %w", rel, err)
+		}
+	}
+}
+
+// removeAllAt removes name in the directory dirFd and, if it is a directory,
+// everything beneath it, never following a symlink.
+func removeAllAt(dirFd int, name string) error {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirFd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		if err := unix.Unlinkat(dirFd, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return err
+		}
+		return nil
+	}
+	fd, err := openDirBeneath(dirFd, name)
+	if err != nil {
+		return err
+	}
+	// Without root, a read-only directory cannot be emptied; making it
+	// writable first is what rm -rf users expect.
+	if st.Mode&0o700 != 0o700 {
+		_ = unix.Fchmod(fd, st.Mode&0o7777|0o700)
+	}
+	names, err := readDirNames(fd)
+	if err == nil {
+		for _, child := range names {
+			if err = removeAllAt(fd, child); err != nil {
+				break
+			}
+		}
+	}
+	unix.Close(fd)
+	if err != nil {
+		return err
+	}
+	if err := unix.Unlinkat(dirFd, name, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	return nil
+}
+
+// futimens sets the modification time of an open file to mtimeNs and leaves
+// its access time alone. x/sys/unix has no nanosecond futimens, so this is
+// utimensat(fd, NULL, ...), which is what libc's futimens does.
+func futimens(fd int, mtimeNs int64) error {
+	ts := [2]unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(mtimeNs)}
+	_, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// lutimensAt sets the modification time of name in dirFd without following
+// it if it is a symlink.
+func lutimensAt(dirFd int, name string, mtimeNs int64) error {
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(mtimeNs)}
+	return unix.UtimesNanoAt(dirFd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// writeAll writes all of b to fd.
+func writeAll(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := unix.Write(fd, b)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}

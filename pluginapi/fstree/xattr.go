@@ -1,0 +1,122 @@
+package fstree
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// xattrsUnsupported reports whether err means the file system (or the file's
+// type) has no extended attributes, which is not an error for us.
+func xattrsUnsupported(err error) bool {
+	return errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP)
+}
+
+// readXattrs returns the extended attributes of path, not following a
+// final symlink. scratch is reused between calls to avoid an allocation for
+// the common case of a file without attributes.
+func readXattrs(path string, scratch []byte) (map[string][]byte, error) {
+	n, err := unix.Llistxattr(path, scratch)
+	if errors.Is(err, unix.ERANGE) {
+		n, err = unix.Llistxattr(path, nil)
+		if err == nil {
+			scratch = make([]byte, n)
+			n, err = unix.Llistxattr(path, scratch)
+		}
+	}
+	if err != nil {
+		if xattrsUnsupported(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("list xattrs of %s: %w", path, err)
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	attrs := make(map[string][]byte)
+	for _, name := range bytes.Split(scratch[:n], []byte{0}) {
+		if len(name) == 0 {
+			continue
+		}
+		value, err := getXattr(path, string(name))
+		if errors.Is(err, unix.ENODATA) {
+			continue // removed since listed
+		}
+		if err != nil {
+			return nil, err
+		}
+		attrs[string(name)] = value
+	}
+	if len(attrs) == 0 {
+		return nil, nil
+	}
+	return attrs, nil
+}
+
+func getXattr(path, name string) ([]byte, error) {
+	for {
+		n, err := unix.Lgetxattr(path, name, nil)
+		if err != nil {
+			return nil, fmt.Errorf("get xattr %s of %s: %w", name, path, err)
+		}
+		value := make([]byte, n)
+		m, err := unix.Lgetxattr(path, name, value)
+		if errors.Is(err, unix.ERANGE) {
+			continue // grew since measured
+		}
+		if err != nil {
+			return nil, fmt.Errorf("get xattr %s of %s: %w", name, path, err)
+		}
+		return value[:m], nil
+	}
+}
+
+// fdXattrNames lists the extended attribute names of an open file.
+func fdXattrNames(fd int) ([]string, error) {
+	n, err := unix.Flistxattr(fd, nil)
+	if err != nil || n == 0 {
+		if err != nil && xattrsUnsupported(err) {
+			err = nil
+		}
+		return nil, err
+	}
+	buf := make([]byte, n)
+	n, err = unix.Flistxattr(fd, buf)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, name := range bytes.Split(buf[:n], []byte{0}) {
+		if len(name) > 0 {
+			names = append(names, string(name))
+		}
+	}
+	return names, nil
+}
+
+// setFdXattrs makes the attributes of an open file exactly attrs: it sets
+// every one of attrs and, when prune is set, removes the others.
+func setFdXattrs(fd int, attrs map[string][]byte, prune bool) error {
+	if prune {
+		names, err := fdXattrNames(fd)
+		if err != nil {
+			return fmt.Errorf("list xattrs: %w", err)
+		}
+		for _, name := range names {
+			if _, keep := attrs[name]; keep {
+				continue
+			}
+			if err := unix.Fremovexattr(fd, name); err != nil && !errors.Is(err, unix.ENODATA) {
+				return fmt.Errorf("remove xattr %s: %w", name, err)
+			}
+		}
+	}
+	for name, value := range attrs {
+		if err := unix.Fsetxattr(fd, name, value, 0); err != nil {
+			return fmt.Errorf("set xattr %s: %w", name, err)
+		}
+	}
+	return nil
+}
