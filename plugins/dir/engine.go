@@ -1,0 +1,143 @@
+package dir
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/pypj/ptest-snap/pluginapi"
+	"github.com/pypj/ptest-snap/pluginapi/fstree"
+)
+
+// Name is the engine's name; its binary is ptest-snap-engine-dir.
+const Name = "dir"
+
+// Version is the engine's version.
+const Version = "0.1.0"
+
+// Stream is the name of the one stream the engine captures.
+const Stream = "rootfs"
+
+// MetadataVersion is the version of the metadata JSON schema.
+const MetadataVersion = 1
+
+// Metadata is what the engine records about a directory besides its files.
+type Metadata struct {
+	// Path is the directory's realPath absolute path at capture.
+	Path string `json:"path"`
+}
+
+// Engine is the directory engine.
+type Engine struct{}
+
+// New returns the directory engine.
+func New() pluginapi.Engine { return Engine{} }
+
+// Info names the engine and what it can do.
+func (Engine) Info(context.Context) (pluginapi.Info, error) {
+	return pluginapi.Info{
+		Name:            Name,
+		Version:         Version,
+		ProtocolVersion: pluginapi.ProtocolVersion,
+		Capabilities: []pluginapi.Capability{
+			pluginapi.CapRestoreInPlace,
+			pluginapi.CapRestoreNewTarget,
+			pluginapi.CapParentIndex,
+			pluginapi.CapIndexOnly,
+		},
+	}, nil
+}
+
+// Identify resolves target to its realPath absolute path, which is also the
+// environment's ID: the same directory reached through a symlink is the
+// same environment.
+func (Engine) Identify(_ context.Context, target string, _ map[string]string) (pluginapi.Identity, error) {
+	realPath, err := realDir(target)
+	if err != nil {
+		return pluginapi.Identity{}, err
+	}
+	return pluginapi.Identity{EnvID: realPath, Target: realPath}, nil
+}
+
+// realDir returns the realPath absolute path of the directory target.
+func realDir(target string) (string, error) {
+	if target == "" {
+		return "", fmt.Errorf("%w: no directory given", pluginapi.ErrInvalidTarget)
+	}
+	abs, err := filepath.Abs(target)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: %v", pluginapi.ErrInvalidTarget, target, err)
+	}
+	realPath, err := filepath.EvalSymlinks(abs)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("%w: %s", pluginapi.ErrTargetNotFound, abs)
+	}
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: %v", pluginapi.ErrInvalidTarget, abs, err)
+	}
+	fi, err := os.Stat(realPath)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: %v", pluginapi.ErrInvalidTarget, abs, err)
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("%w: %s is not a directory", pluginapi.ErrInvalidTarget, abs)
+	}
+	return realPath, nil
+}
+
+// Capture sends the metadata and the directory's tree as the stream
+// "rootfs". Sockets, devices and FIFOs are skipped: they cannot be
+// restored as files.
+func (Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w pluginapi.CaptureWriter) error {
+	realPath, err := realDir(req.Target)
+	if err != nil {
+		return err
+	}
+	meta, err := json.Marshal(Metadata{Path: realPath})
+	if err != nil {
+		return err
+	}
+	if err := w.WriteMetadata(ctx, pluginapi.Metadata{Version: MetadataVersion, JSON: meta}); err != nil {
+		return err
+	}
+	return fstree.Capture(ctx, realPath, fstree.CaptureOptions{
+		Stream:    Stream,
+		Excludes:  req.Excludes,
+		Parent:    req.Parent,
+		IndexOnly: req.IndexOnly,
+	}, w)
+}
+
+// Restore writes the "rootfs" stream to req.Target (or, if empty, the
+// captured path), in place when req.InPlace.
+func (Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r pluginapi.RestoreReader) (*pluginapi.RestoreResult, error) {
+	if req.Metadata.Version > MetadataVersion {
+		return nil, fmt.Errorf("%w: metadata version %d is newer than this engine's %d", pluginapi.ErrUnsupported, req.Metadata.Version, MetadataVersion)
+	}
+	target := req.Target
+	if target == "" {
+		var m Metadata
+		if err := json.Unmarshal(req.Metadata.JSON, &m); err != nil {
+			return nil, fmt.Errorf("%w: metadata: %v", pluginapi.ErrInvalidTarget, err)
+		}
+		target = m.Path
+	}
+	if target == "" {
+		return nil, fmt.Errorf("%w: no target to restore to", pluginapi.ErrInvalidTarget)
+	}
+	target, err := filepath.Abs(target)
+	if err != nil {
+		return nil, err
+	}
+	a, err := fstree.NewApplier(target, fstree.ApplyOptions{InPlace: req.InPlace})
+	if err != nil {
+		return nil, err
+	}
+	if err := fstree.ApplyAll(ctx, r, map[string]*fstree.Applier{Stream: a}); err != nil {
+		return nil, err
+	}
+	return &pluginapi.RestoreResult{Target: target}, nil
+}
