@@ -2,12 +2,178 @@ package virtualenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
 
 	"github.com/pypj/ptest-snap/pluginapi"
+	"github.com/pypj/ptest-snap/pluginapi/fstree"
 )
 
-// Restore is being written against fstree's Applier.
+// Restore writes a captured venv back. It first checks that the base
+// interpreter the snapshot needs is here with the same major.minor version
+// (or the one option python=/path names), before writing anything. In place
+// it rewrites only the entries the host did not mark Unchanged and deletes
+// what the snapshot lacks; to another path it relocates the venv (see
+// relocation). The result's Target is the venv's path.
 func (*Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r pluginapi.RestoreReader) (*pluginapi.RestoreResult, error) {
-	return nil, fmt.Errorf("%w: virtualenv restore is not written yet", pluginapi.ErrUnsupported)
+	m, err := decodeMetadata(req.Metadata)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range req.Streams {
+		if s != StreamName {
+			return nil, fmt.Errorf("%w: virtualenv snapshot has an unknown stream %q", pluginapi.ErrUnsupported, s)
+		}
+	}
+	target := req.Target
+	if target == "" {
+		target = m.VenvPath
+	}
+	if target, err = filepath.Abs(target); err != nil {
+		return nil, fmt.Errorf("restore virtualenv: target %s: %w", req.Target, err)
+	}
+	newPrefix := target
+	if real, err := filepath.EvalSymlinks(target); err == nil && real == m.VenvPath {
+		newPrefix = m.VenvPath // the same venv reached through a symlink
+	}
+	exe, home, err := resolveInterpreter(ctx, m, req.Options)
+	if err != nil {
+		return nil, fmt.Errorf("restore virtualenv %s: %w", target, err)
+	}
+	reloc := relocation{
+		oldPrefix: m.VenvPath, newPrefix: newPrefix,
+		oldHome: m.BaseInterpreter.Home, newHome: home,
+		oldExe: m.BaseInterpreter.Path, newExe: exe,
+	}
+	opts := fstree.ApplyOptions{InPlace: req.InPlace || req.Replace}
+	if reloc.active() {
+		opts.Rewrite = func(e *pluginapi.Entry) (func([]byte) ([]byte, error), bool) {
+			rel := e.Path
+			if !reloc.wantsFile(rel) {
+				return nil, false
+			}
+			return func(data []byte) ([]byte, error) {
+				out, _ := reloc.rewriteFile(rel, data)
+				return out, nil
+			}, true
+		}
+	}
+	a, err := fstree.NewApplier(target, opts)
+	if err != nil {
+		return nil, fmt.Errorf("restore virtualenv %s: %w", target, err)
+	}
+	fixups, err := applyStream(ctx, a, r, reloc)
+	if err != nil {
+		a.Close()
+		return nil, fmt.Errorf("restore virtualenv %s: %w", target, err)
+	}
+	if err := a.Finish(ctx); err != nil {
+		return nil, fmt.Errorf("restore virtualenv %s: %w", target, err)
+	}
+	if err := fixUnchanged(target, reloc, fixups); err != nil {
+		return nil, fmt.Errorf("restore virtualenv %s: %w", target, err)
+	}
+	res := &pluginapi.RestoreResult{Target: newPrefix}
+	if reloc.swaps() {
+		res.Messages = append(res.Messages, fmt.Sprintf("the venv now runs on %s instead of %s", exe, m.BaseInterpreter.Path))
+	}
+	return res, nil
+}
+
+// applyStream feeds every entry of r to a, relocating symlink targets on
+// the way. It returns the Unchanged entries the relocation would have
+// changed (possible only in place), which fixUnchanged rewrites on disk.
+func applyStream(ctx context.Context, a *fstree.Applier, r pluginapi.RestoreReader, reloc relocation) ([]pluginapi.Entry, error) {
+	var fixups []pluginapi.Entry
+	for {
+		stream, e, body, err := r.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return fixups, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if stream != StreamName {
+			return nil, fmt.Errorf("%w: entry %q of unknown stream %q", pluginapi.ErrUnsupported, e.Path, stream)
+		}
+		if reloc.active() {
+			switch {
+			case e.Type == pluginapi.TypeSymlink && e.Unchanged:
+				if reloc.rewriteSymlink(e.Path, e.LinkTarget) != e.LinkTarget {
+					fixups = append(fixups, *e)
+				}
+			case e.Type == pluginapi.TypeSymlink:
+				e.LinkTarget = reloc.rewriteSymlink(e.Path, e.LinkTarget)
+			case e.Type == pluginapi.TypeFile && e.Unchanged && e.Path == "pyvenv.cfg" && reloc.swaps():
+				fixups = append(fixups, *e)
+			}
+		}
+		if err := a.Apply(ctx, e, body); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// fixUnchanged relocates, on disk, entries the host kept as they were
+// (pyvenv.cfg and interpreter symlinks when option python= swaps the
+// interpreter of an in-place restore). The paths come from the stream
+// and were checked by the Applier; each parent is checked to be a real
+// directory beneath target before anything is replaced.
+func fixUnchanged(target string, reloc relocation, fixups []pluginapi.Entry) error {
+	for _, e := range fixups {
+		if err := pluginapi.ValidatePath(e.Path); err != nil {
+			return err
+		}
+		if err := checkRealDirs(target, path.Dir(e.Path)); err != nil {
+			return err
+		}
+		full := filepath.Join(target, filepath.FromSlash(e.Path))
+		tmp := filepath.Join(filepath.Dir(full), ".ptest-snap-fix-"+filepath.Base(full))
+		switch e.Type {
+		case pluginapi.TypeSymlink:
+			os.Remove(tmp)
+			if err := os.Symlink(reloc.rewriteSymlink(e.Path, e.LinkTarget), tmp); err != nil {
+				return fmt.Errorf("relocate %s: %w", e.Path, err)
+			}
+		case pluginapi.TypeFile:
+			data, err := os.ReadFile(full)
+			if err != nil {
+				return fmt.Errorf("relocate %s: %w", e.Path, err)
+			}
+			out, _ := reloc.rewriteFile(e.Path, data)
+			if err := os.WriteFile(tmp, out, os.FileMode(e.Mode&0o777)); err != nil {
+				return fmt.Errorf("relocate %s: %w", e.Path, err)
+			}
+		}
+		if err := os.Rename(tmp, full); err != nil {
+			os.Remove(tmp)
+			return fmt.Errorf("relocate %s: %w", e.Path, err)
+		}
+	}
+	return nil
+}
+
+// checkRealDirs checks that every element of rel (a slash path) beneath
+// root is a directory, not a symlink.
+func checkRealDirs(root, rel string) error {
+	if rel == "." || rel == "" {
+		return nil
+	}
+	p := root
+	for _, elem := range strings.Split(rel, "/") {
+		p = filepath.Join(p, elem)
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%w: %s is not a directory", pluginapi.ErrUnsafePath, p)
+		}
+	}
+	return nil
 }
