@@ -34,6 +34,10 @@ type Options struct {
 	CompressionLevel int
 	// Logf, if set, receives Badger's warnings and errors.
 	Logf func(format string, args ...any)
+
+	// valueLogFileSize overrides the value-log file size (tests use small
+	// files so that value-log GC has whole files to rewrite).
+	valueLogFileSize int64
 }
 
 // Store is an open content-addressed store. It is safe for concurrent use.
@@ -149,7 +153,11 @@ func open(opts Options, lk *dirLock) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := badger.Open(badgerOptions(opts.Dir, opts.Logf))
+	bo := badgerOptions(opts.Dir, opts.Logf)
+	if opts.valueLogFileSize > 0 {
+		bo = bo.WithValueLogFileSize(opts.valueLogFileSize)
+	}
+	db, err := badger.Open(bo)
 	if err != nil {
 		codec.Close()
 		return nil, fmt.Errorf("badger: %w", err)

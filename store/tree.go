@@ -302,7 +302,9 @@ func DecodeTree(b []byte) (*Tree, error) {
 			n.Xattrs = make([]Xattr, nx)
 			for j := range n.Xattrs {
 				n.Xattrs[j].Name = d.string(maxNameLen, "xattr name")
-				n.Xattrs[j].Value = bytes.Clone(d.bytes(d.uvarint(maxXattrValue, "xattr length"), "xattr value"))
+				if v := d.bytes(d.uvarint(maxXattrValue, "xattr length"), "xattr value"); len(v) > 0 {
+					n.Xattrs[j].Value = bytes.Clone(v)
+				}
 			}
 		}
 		if d.err != nil {

@@ -186,3 +186,20 @@ func BenchmarkStoreVenvFull(b *testing.B) {
 		}
 	}
 }
+
+// walkFiles calls fn with the content of every regular file under root.
+func walkFiles(tb testing.TB, root string, fn func([]byte)) {
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		data, err := os.ReadFile(p)
+		if err == nil {
+			fn(data)
+		}
+		return err
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+}

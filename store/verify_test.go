@@ -1,0 +1,102 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// alter rewrites a stored value in Badger, flipping one byte in its middle.
+func alter(t *testing.T, s *Store, key []byte) {
+	t.Helper()
+	require.NoError(t, s.db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get(key)
+		if err != nil {
+			return err
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return err
+		}
+		v[len(v)/2] ^= 0x5a
+		return txn.SetEntry(badger.NewEntry(key, v).WithMeta(item.UserMeta()))
+	}))
+}
+
+func TestVerifyFindsCorruption(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, "")
+	files := testFiles(20, 30, 2000)
+	files["big.so"] = bytes.Repeat([]byte("compressible large library "), 40000) // ~1 MB, not packed
+	snap := writeSnapshot(t, s, "snap", files)
+
+	rep, err := s.Verify(ctx, nil, nil)
+	require.NoError(t, err)
+	require.Empty(t, rep.Problems)
+
+	bigH := SumChunk(files["big.so"][:0]) // placeholder, replaced below
+	root, err := s.GetTree(ctx, snap.Streams[0].Root)
+	require.NoError(t, err)
+	var smallH Hash
+	for _, n := range root.Nodes {
+		switch n.Name {
+		case "big.so":
+			bigH = n.Content[0]
+		case "f0003.py":
+			smallH = n.Content[0]
+		}
+	}
+
+	// A large chunk's bytes.
+	alter(t, s, chunkKey(bigH))
+	_, err = s.GetChunk(ctx, bigH)
+	require.ErrorIs(t, err, ErrCorrupt)
+	assert.Contains(t, err.Error(), bigH.String(), "the error names the chunk")
+
+	// A pack holding the small files.
+	v, err := s.value(chunkKey(smallH))
+	require.NoError(t, err)
+	require.True(t, isRef(v), "small chunks are packed")
+	id, _, _, err := decodeRef(v)
+	require.NoError(t, err)
+	s.packCache.drop(id)
+	alter(t, s, packKey(id))
+	_, err = s.GetChunk(ctx, smallH)
+	require.ErrorIs(t, err, ErrCorrupt)
+
+	rep, err = s.Verify(ctx, nil, nil)
+	require.NoError(t, err)
+	var paths []string
+	for _, p := range rep.Problems {
+		assert.Equal(t, "snap", p.SnapshotID)
+		assert.Equal(t, "rootfs", p.Stream)
+		assert.ErrorIs(t, p.Err, ErrCorrupt)
+		paths = append(paths, p.Path)
+	}
+	assert.Contains(t, paths, "big.so")
+	assert.Contains(t, paths, "a-sub/big.so", "every path that needs the chunk is named")
+	assert.Contains(t, paths, "f0003.py")
+	assert.Contains(t, paths, "a-sub/f0003.py")
+
+	// A missing tree is reported as missing, with its path.
+	sub := root.Nodes[0]
+	require.Equal(t, NodeDir, sub.Type)
+	require.NoError(t, s.db.Update(func(txn *badger.Txn) error { return txn.Delete(chunkKey(sub.Subtree)) }))
+	rep, err = s.Verify(ctx, []string{"snap"}, nil)
+	require.NoError(t, err)
+	found := false
+	for _, p := range rep.Problems {
+		if p.Path == "a-sub" {
+			found = true
+			assert.ErrorIs(t, p.Err, ErrNotFound)
+		}
+	}
+	assert.True(t, found, "missing subtree reported: %v", rep.Problems)
+
+	_, err = s.Verify(ctx, []string{"nope"}, nil)
+	assert.ErrorIs(t, err, ErrNotFound)
+}
