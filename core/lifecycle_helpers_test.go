@@ -42,6 +42,7 @@ func lcOpenAt(t testing.TB, dir string, mod ...func(*Options)) *Manager {
 // follows.
 type lcSnap struct {
 	ID, Name, Engine, EnvID string
+	Parent                  string
 	Created                 time.Time
 	Labels                  map[string]string
 	Metadata                any
@@ -57,7 +58,7 @@ func lcWrite(t testing.TB, m *Manager, s lcSnap) *store.Snapshot {
 	require.NoError(t, err)
 	rec := &store.Snapshot{
 		ID: s.ID, Name: s.Name, Labels: s.Labels, Engine: s.Engine, EnvID: s.EnvID,
-		CreatedAt: s.Created, Target: "/envs/" + s.EnvID,
+		CreatedAt: s.Created, Target: "/envs/" + s.EnvID, Parent: s.Parent,
 	}
 	if rec.Engine == "" {
 		rec.Engine = "dir"
@@ -156,3 +157,6 @@ func lcFiles(kv ...string) map[string]map[string]string {
 	}
 	return map[string]map[string]string{"rootfs": f}
 }
+
+// sumOf is the hash of a string's bytes.
+func sumOf(s string) store.Hash { return store.SumChunk([]byte(s)) }
