@@ -1,0 +1,92 @@
+package virtualenv
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pypj/ptest-snap/pluginapi"
+)
+
+var (
+	pluginBinOnce sync.Once
+	pluginBin     string
+	pluginBinErr  error
+)
+
+// enginePlugin launches the engine binary as a real go-plugin subprocess:
+// the one in $PTEST_SNAP_BIN when CI built it, else one built once per
+// test binary.
+func enginePlugin(t *testing.T) pluginapi.Engine {
+	t.Helper()
+	pluginBinOnce.Do(func() {
+		if dir := os.Getenv("PTEST_SNAP_BIN"); dir != "" {
+			p := filepath.Join(dir, pluginapi.BinaryPrefix+EngineName)
+			if _, err := os.Stat(p); err == nil {
+				pluginBin = p
+				return
+			}
+		}
+		dir := venvFixture(t).dir
+		pluginBin = filepath.Join(dir, pluginapi.BinaryPrefix+EngineName)
+		out, err := exec.Command("go", "build", "-o", pluginBin, "./cmd/ptest-snap-engine-virtualenv").CombinedOutput()
+		if err != nil {
+			pluginBinErr = err
+			t.Logf("%s", out)
+		}
+	})
+	require.NoError(t, pluginBinErr, "build the engine binary")
+	host := pluginapi.NewHost(pluginapi.HostOptions{})
+	t.Cleanup(func() { host.Close() })
+	p, err := host.Launch(context.Background(), pluginapi.Spec{Name: EngineName, Path: pluginBin})
+	require.NoError(t, err)
+	return p
+}
+
+// TestThroughThePlugin runs capture and restore through the engine binary
+// over gRPC: the same entries as in process, a working relocated venv, and
+// errors that keep their identity across the boundary.
+func TestThroughThePlugin(t *testing.T) {
+	f := venvFixture(t)
+	eng := enginePlugin(t)
+	ctx := context.Background()
+
+	info, err := eng.Info(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, EngineName, info.Name)
+	assert.True(t, info.Has(pluginapi.CapRestoreInPlace))
+
+	_, err = eng.Identify(ctx, filepath.Join(f.dir, "src"), nil)
+	require.ErrorIs(t, err, pluginapi.ErrInvalidTarget)
+	assert.Contains(t, err.Error(), "pyvenv.cfg is missing")
+
+	remote := &memCapture{}
+	require.NoError(t, eng.Capture(ctx, &pluginapi.CaptureRequest{Target: f.golden, Ports: []int{9000}}, remote))
+	local := capture(t, f.golden, func(r *pluginapi.CaptureRequest) { r.Ports = []int{9000} })
+	assert.JSONEq(t, string(local.md.JSON), string(remote.md.JSON))
+	assert.Equal(t, treeSummary(local, true), treeSummary(remote, true))
+
+	target := filepath.Join(t.TempDir(), "via plugin")
+	res, err := eng.Restore(ctx, &pluginapi.RestoreRequest{
+		Target: target, Metadata: remote.md, Streams: remote.streams,
+	}, &replay{c: remote})
+	require.NoError(t, err)
+	assert.Equal(t, target, res.Target)
+	checkVenvWorks(t, f, target)
+
+	m := remote.mustMeta(t)
+	m.BaseInterpreter.Path = filepath.Join(f.dir, "gone", "python3")
+	md, err := m.encode()
+	require.NoError(t, err)
+	_, err = eng.Restore(ctx, &pluginapi.RestoreRequest{
+		Target: filepath.Join(t.TempDir(), "v"), Metadata: md, Streams: remote.streams,
+	}, &replay{c: remote})
+	require.ErrorIs(t, err, pluginapi.ErrUnavailable)
+	assert.Contains(t, err.Error(), "is missing")
+}
