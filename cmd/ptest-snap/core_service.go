@@ -1,0 +1,321 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/pypj/ptest-snap/core"
+	"github.com/pypj/ptest-snap/store"
+)
+
+// errNotWired is returned by operations whose core API has not landed in
+// this build yet.
+var errNotWired = errors.New("not available in this build of ptest-snap yet")
+
+// coreService implements service over core.Manager, with engines resolved
+// through the plugin host.
+type coreService struct {
+	m       *core.Manager
+	engines *engineHost
+}
+
+// openService opens the store through the core, with the plugin host as the
+// engine resolver.
+func openService(ctx context.Context, o serviceOptions) (service, error) {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if o.Verbose {
+		logger = slog.New(slog.NewTextHandler(o.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	host := newEngineHost(o.Verbose, o.Stderr)
+	m, err := core.Open(ctx, core.Options{
+		StoreDir:    o.StoreDir,
+		LockTimeout: o.LockTimeout,
+		OnWait:      o.OnWait,
+		Engines:     host.resolve,
+		Logger:      logger,
+	})
+	if err != nil {
+		host.close()
+		return nil, err
+	}
+	return &coreService{m: m, engines: host}, nil
+}
+
+// Close closes the store, then the plugin host, which kills every engine
+// process it started.
+func (s *coreService) Close() error {
+	err := s.m.Close()
+	s.engines.close()
+	return err
+}
+
+func (s *coreService) Create(ctx context.Context, p createParams, prog *progress) (*snapshotJSON, error) {
+	snap, err := s.m.Create(ctx, core.CreateOptions{
+		Engine:   p.Engine,
+		Target:   p.Target,
+		ID:       p.ID,
+		Name:     p.Name,
+		Labels:   p.Labels,
+		Env:      p.Env,
+		Ports:    p.Ports,
+		Parent:   p.Parent,
+		Excludes: p.Excludes,
+		Options:  p.Options,
+		Progress: func(pr core.Progress) {
+			// On create the total is an estimate (the parent's size) when
+			// the core knows one; otherwise the bar shows bytes and rate.
+			if pr.TotalBytes > 0 {
+				prog.setTotal(max(pr.TotalBytes, pr.Bytes))
+			}
+			prog.set(pr.Bytes)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := snapshotFromStore(snap)
+	return &out, nil
+}
+
+func (s *coreService) Restore(ctx context.Context, p restoreParams, prog *progress) (*restoreJSON, error) {
+	start := time.Now()
+	res, err := s.m.Restore(ctx, core.RestoreOptions{
+		Ref:     p.Ref,
+		Target:  p.Target,
+		InPlace: p.InPlace,
+		Replace: p.Replace,
+		Name:    p.Container,
+		Options: p.Options,
+		Progress: func(pr core.Progress) {
+			if pr.TotalBytes > 0 {
+				prog.setTotal(pr.TotalBytes)
+			}
+			prog.set(pr.Bytes)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := &restoreJSON{
+		Target:          res.Target,
+		InPlace:         p.InPlace,
+		FilesWritten:    res.Stats.Rewritten,
+		FilesUnchanged:  res.Stats.Unchanged,
+		BytesWritten:    res.Stats.Bytes,
+		DurationSeconds: time.Since(start).Seconds(),
+		Messages:        res.Messages,
+	}
+	if res.Snapshot != nil {
+		out.SnapshotID = res.Snapshot.ID
+	}
+	return out, nil
+}
+
+func (s *coreService) List(ctx context.Context, f listFilter) ([]snapshotJSON, error) {
+	return nil, fmt.Errorf("list: %w", errNotWired)
+}
+
+func (s *coreService) Show(ctx context.Context, ref string) (*snapshotJSON, error) {
+	snap, err := s.m.Resolve(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	out := snapshotFromStore(snap)
+	return &out, nil
+}
+
+func (s *coreService) Diff(ctx context.Context, a, b string, packagesOnly bool) (*diffJSON, error) {
+	return nil, fmt.Errorf("diff: %w", errNotWired)
+}
+
+func (s *coreService) Stats(ctx context.Context) (*statsJSON, error) {
+	return nil, fmt.Errorf("stats: %w", errNotWired)
+}
+
+func (s *coreService) Delete(ctx context.Context, refs []string, dryRun bool) (*deleteJSON, error) {
+	rep, err := s.m.Delete(ctx, core.DeleteOptions{Refs: refs, DryRun: dryRun})
+	if err != nil {
+		return nil, err
+	}
+	out := &deleteJSON{DryRun: rep.DryRun, Deleted: []snapshotJSON{}}
+	for _, snap := range rep.Snapshots {
+		out.Deleted = append(out.Deleted, snapshotFromStore(snap))
+	}
+	return out, nil
+}
+
+func (s *coreService) Cleanup(ctx context.Context, p cleanupParams) (*cleanupJSON, error) {
+	rep, err := s.m.Cleanup(ctx, core.CleanupOptions{
+		Policy: core.RetentionPolicy{
+			KeepLast:    p.KeepLast,
+			KeepHourly:  p.KeepHourly,
+			KeepDaily:   p.KeepDaily,
+			KeepWeekly:  p.KeepWeekly,
+			KeepMonthly: p.KeepMonthly,
+			KeepYearly:  p.KeepYearly,
+			KeepWithin:  p.KeepWithin,
+			KeepLabels:  p.KeepLabels,
+			OlderThan:   p.OlderThan,
+		},
+		Engine: p.Engine,
+		EnvID:  p.Env,
+		DryRun: p.DryRun,
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := &cleanupJSON{DryRun: rep.DryRun, Kept: []cleanupDecision{}, Removed: []cleanupDecision{}}
+	for _, g := range rep.Groups {
+		for _, d := range g.Decisions {
+			cd := cleanupDecision{ID: d.Snapshot.ID, Name: d.Snapshot.Name, EnvID: d.Snapshot.EnvID,
+				CreatedAt: d.Snapshot.CreatedAt, Reasons: d.Reasons}
+			if cd.Reasons == nil {
+				cd.Reasons = []string{}
+			}
+			if d.Keep {
+				out.Kept = append(out.Kept, cd)
+			} else {
+				out.Removed = append(out.Removed, cd)
+			}
+		}
+	}
+	return out, nil
+}
+
+func (s *coreService) GC(ctx context.Context, prog *progress) (*gcJSON, error) {
+	st, err := s.m.GC(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &gcJSON{
+		ChunksKept:      st.ChunksKept,
+		ChunksDeleted:   st.ChunksDeleted,
+		BytesReclaimed:  st.BytesReclaimed,
+		DiskBefore:      st.DiskBefore,
+		DiskAfter:       st.DiskAfter,
+		DurationSeconds: st.Duration.Seconds(),
+	}, nil
+}
+
+func (s *coreService) Verify(ctx context.Context, refs []string, prog *progress) (*verifyJSON, error) {
+	var ids []string
+	if len(refs) > 0 {
+		snaps, err := s.m.ResolveMany(ctx, refs)
+		if err != nil {
+			return nil, fmt.Errorf("verify: %w", err)
+		}
+		for _, snap := range snaps {
+			ids = append(ids, snap.ID)
+		}
+	} else if u, err := s.m.Store().Usage(ctx); err == nil && u.ChunkBytes > 0 {
+		// Every chunk is read once: the store's unique bytes are the total.
+		prog.setTotal(u.ChunkBytes)
+	}
+	rep, err := s.m.Store().Verify(ctx, ids, func(n int64) { prog.set(n) })
+	if err != nil {
+		return nil, err
+	}
+	out := &verifyJSON{
+		Snapshots: rep.Snapshots,
+		Trees:     rep.Trees,
+		Chunks:    rep.Chunks,
+		Bytes:     rep.Bytes,
+		Problems:  []problemJSON{},
+	}
+	for _, p := range rep.Problems {
+		kind := "corrupt"
+		if errors.Is(p.Err, store.ErrNotFound) {
+			kind = "missing"
+		}
+		pj := problemJSON{SnapshotID: p.SnapshotID, Stream: p.Stream, Path: p.Path, Kind: kind}
+		if !p.Chunk.IsZero() {
+			pj.Chunk = p.Chunk.String()
+		}
+		if p.Err != nil {
+			pj.Message = strings.TrimPrefix(cleanMessage(p.Err.Error()), "chunk "+pj.Chunk+": ")
+		}
+		out.Problems = append(out.Problems, pj)
+	}
+	return out, nil
+}
+
+func (s *coreService) Export(ctx context.Context, refs []string, w io.Writer, prog *progress) (*exportJSON, error) {
+	return nil, fmt.Errorf("export: %w", errNotWired)
+}
+
+func (s *coreService) ExportJSON(ctx context.Context, ref string) (json.RawMessage, error) {
+	return nil, fmt.Errorf("export --json: %w", errNotWired)
+}
+
+func (s *coreService) Import(ctx context.Context, r io.Reader, rename bool, prog *progress) (*importJSON, error) {
+	return nil, fmt.Errorf("import: %w", errNotWired)
+}
+
+func (s *coreService) AllIDs(ctx context.Context) ([]string, error) {
+	return s.m.Store().IDsWithPrefix(ctx, "")
+}
+
+// snapshotFromStore converts a record to its JSON shape.
+func snapshotFromStore(s *store.Snapshot) snapshotJSON {
+	out := snapshotJSON{
+		ID:              s.ID,
+		Name:            s.Name,
+		Labels:          s.Labels,
+		Engine:          s.Engine,
+		EngineVersion:   s.EngineVersion,
+		EnvID:           s.EnvID,
+		Target:          s.Target,
+		Parent:          s.Parent,
+		CreatedAt:       s.CreatedAt,
+		Env:             s.Env,
+		Ports:           s.Ports,
+		Streams:         make([]streamJSON, 0, len(s.Streams)),
+		MetadataVersion: s.MetadataVersion,
+		Metadata:        s.Metadata,
+		FormatVersion:   fmt.Sprintf("%d.%d", s.FormatMajor, s.FormatMinor),
+		Stats: statsOfSnapshot{
+			Files:           s.Stats.Files,
+			Dirs:            s.Stats.Dirs,
+			LogicalBytes:    s.Stats.LogicalBytes,
+			NewBytes:        s.Stats.NewBytes,
+			StoredBytes:     s.Stats.StoredBytes,
+			DurationSeconds: s.Stats.Duration.Seconds(),
+		},
+	}
+	for _, st := range s.Streams {
+		out.Streams = append(out.Streams, streamJSON{Name: st.Name, Root: st.Root.String()})
+	}
+	return out
+}
+
+// classifyExtra maps the core's own sentinels (those that are not the
+// store's or the engine protocol's) to exit codes.
+func classifyExtra(err error) (int, string, bool) {
+	switch {
+	case errors.Is(err, core.ErrAmbiguous):
+		return exitUsage, "give more characters of the ID, or use the snapshot's name", true
+	case errors.Is(err, core.ErrQuotaExceeded):
+		return exitQuota, "delete old snapshots (ptest-snap cleanup) and run 'ptest-snap gc', or raise the limit", true
+	case errors.Is(err, core.ErrEngineNotFound):
+		return exitNotFound, "run 'ptest-snap engines' to see the engines found and where they were looked for", true
+	case errors.Is(err, core.ErrEngine):
+		return exitEngine, "run with --verbose to see what the engine did", true
+	case errors.Is(err, core.ErrNameTaken), errors.Is(err, core.ErrIDTaken):
+		return exitFailure, "choose another --name/--id, or delete the existing snapshot", true
+	case errors.Is(err, core.ErrInvalidID):
+		return exitUsage, "IDs, names and labels use letters, digits, '.', '_' and '-', starting with a letter or digit", true
+	case errors.Is(err, core.ErrTargetNotEmpty):
+		return exitFailure, "restore with --in-place to reset it, --replace to replace it, or --target to restore elsewhere", true
+	case errors.Is(err, core.ErrInvalidOptions):
+		return exitUsage, "", true
+	case errors.Is(err, errNotWired):
+		return exitFailure, "this command is not finished in this build", true
+	}
+	return 0, "", false
+}

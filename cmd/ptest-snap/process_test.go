@@ -1,0 +1,124 @@
+package main
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// makeBigTree writes files of random (incompressible, undeduplicable)
+// bytes: enough that a capture takes a while on any machine.
+func makeBigTree(t *testing.T, root string, files, size int) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(uint64(files), uint64(size)))
+	buf := make([]byte, size)
+	for i := 0; i < files; i++ {
+		for j := 0; j+8 <= len(buf); j += 8 {
+			v := rng.Uint64()
+			buf[j], buf[j+1], buf[j+2], buf[j+3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
+			buf[j+4], buf[j+5], buf[j+6], buf[j+7] = byte(v>>32), byte(v>>40), byte(v>>48), byte(v>>56)
+		}
+		p := filepath.Join(root, "d"+string(rune('a'+i%16)), "f"+strconv.Itoa(i))
+		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		require.NoError(t, os.WriteFile(p, buf, 0o644))
+	}
+}
+
+// startCreate starts a create of src in the background and waits until its
+// engine process runs (so the store is open and the capture under way).
+func startCreate(t *testing.T, c *cli, src string, extra ...string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
+	t.Helper()
+	cmd := c.command(append([]string{"create", "--engine", "dir"}, append(extra, src)...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	started := waitFor(20*time.Second, func() bool {
+		return len(childProcesses(cmd.Process.Pid, "ptest-snap-engine-dir")) > 0
+	})
+	require.True(t, started, "the create never launched its engine; stderr:\n%s", errb.String())
+	return cmd, &out, &errb
+}
+
+// TestInterruptDuringCreate sends SIGINT to a create in progress: it must
+// exit non-zero (130), keep no snapshot, and leave no engine process.
+func TestInterruptDuringCreate(t *testing.T) {
+	requireEngine(t, "dir")
+	c := newCLI(t)
+	src := filepath.Join(t.TempDir(), "big")
+	makeBigTree(t, src, 96, 2<<20) // 192 MiB of random bytes
+
+	cmd, out, errb := startCreate(t, c, src, "--name", "interrupted")
+	engines := childProcesses(cmd.Process.Pid, "ptest-snap-engine-dir")
+	time.Sleep(100 * time.Millisecond)
+	require.NoError(t, cmd.Process.Signal(os.Interrupt))
+	err := cmd.Wait()
+	require.Error(t, err, "create finished before the interrupt; stdout:\n%s", out.String())
+	assert.Equal(t, exitInterrupted, cmd.ProcessState.ExitCode(), "stderr:\n%s", errb.String())
+	assert.Contains(t, errb.String(), "interrupted")
+	requireCleanStderr(t, errb.String())
+
+	// No engine process is left behind.
+	for _, pid := range engines {
+		alive := syscall.Kill(pid, 0) == nil && processState(pid) != "Z"
+		assert.False(t, alive, "engine process %d still running", pid)
+	}
+	// Nothing partial is visible, and the store is sound.
+	var l listJSON
+	c.jsonOK(&l, "list")
+	assert.Empty(t, l.Snapshots)
+	c.fails(exitNotFound, "show", "interrupted")
+	c.ok("verify")
+	c.ok("gc")
+}
+
+// processState returns the state letter of a process ("" if gone).
+func processState(pid int) string {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return ""
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return ""
+	}
+	return string(b[i+2])
+}
+
+// TestSecondProcessOnBusyStore runs two CLI processes on one store: the
+// second fails at once with the store-busy code naming the holder when it
+// may not wait, and waits (saying so) and succeeds when it may.
+func TestSecondProcessOnBusyStore(t *testing.T) {
+	requireEngine(t, "dir")
+	c := newCLI(t)
+	src := filepath.Join(t.TempDir(), "big")
+	makeBigTree(t, src, 48, 2<<20) // 96 MiB
+
+	holder, _, holderErr := startCreate(t, c, src, "--name", "held")
+
+	r := c.fails(exitBusy, "--lock-timeout", "0", "list")
+	assert.Contains(t, r.stderr, strconv.Itoa(holder.Process.Pid), "the message names the holder's pid")
+	assert.Contains(t, r.stderr, "hint:")
+
+	// With a timeout the second process waits for the first and then runs.
+	r = c.ok("--lock-timeout", "5m", "list")
+	assert.Contains(t, r.stderr, "waiting", "the second process says it waits")
+	require.NoError(t, holder.Wait(), "holder stderr:\n%s", holderErr.String())
+	var l listJSON
+	c.jsonOK(&l, "list")
+	require.Len(t, l.Snapshots, 1)
+}

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"os"
+	"sync"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+)
+
+// progress shows how far a long operation is, with rate and ETA, on stderr
+// when stderr is a terminal and --quiet is not set. Otherwise every method
+// is a no-op, so nothing decorative reaches a pipe or a log file. It is safe
+// for concurrent use (the core may report from several goroutines).
+type progress struct {
+	mu  sync.Mutex
+	bar *progressbar.ProgressBar
+}
+
+// stderrIsTerminal reports whether the CLI's stderr is a terminal.
+func (a *app) stderrIsTerminal() bool {
+	f, ok := a.stderr.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// newProgress starts a progress bar counting bytes (or items when bytes is
+// false). total may be -1 when unknown (a spinner with a rate) and set
+// later with setTotal.
+func (a *app) newProgress(description string, total int64, bytes bool) *progress {
+	if a.quiet || !a.stderrIsTerminal() {
+		return &progress{}
+	}
+	opts := []progressbar.Option{
+		progressbar.OptionSetWriter(a.stderr),
+		progressbar.OptionSetDescription(description),
+		progressbar.OptionSetWidth(24),
+		progressbar.OptionThrottle(100 * time.Millisecond),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionSetElapsedTime(true),
+		progressbar.OptionClearOnFinish(),
+		progressbar.OptionFullWidth(),
+		// No spinner goroutine: the bar redraws when the core reports
+		// (several times a second), and nothing draws after done.
+		progressbar.OptionSetSpinnerChangeInterval(0),
+	}
+	if bytes {
+		opts = append(opts, progressbar.OptionShowBytes(true), progressbar.OptionUseIECUnits(true))
+	} else {
+		opts = append(opts, progressbar.OptionShowIts(), progressbar.OptionSetItsString("files"))
+	}
+	return &progress{bar: progressbar.NewOptions64(total, opts...)}
+}
+
+// setTotal sets or changes the expected total.
+func (p *progress) setTotal(n int64) {
+	if p == nil || p.bar == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n != p.bar.GetMax64() {
+		p.bar.ChangeMax64(n)
+	}
+}
+
+// set reports the amount done so far.
+func (p *progress) set(n int64) {
+	if p == nil || p.bar == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_ = p.bar.Set64(n)
+}
+
+// add reports n more done.
+func (p *progress) add(n int64) {
+	if p == nil || p.bar == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_ = p.bar.Add64(n)
+}
+
+// done removes the bar from the terminal, so the result printed next stands
+// alone.
+func (p *progress) done() {
+	if p == nil || p.bar == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_ = p.bar.Exit()
+	_ = p.bar.Clear()
+}

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// shellQuote quotes s for sh.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// TestProgressOnTerminalOnly runs the same create on a terminal (a pty made
+// by script(1)) and into a pipe: the terminal gets a progress bar with a
+// rate, the pipe gets none.
+func TestProgressOnTerminalOnly(t *testing.T) {
+	requireEngine(t, "dir")
+	if _, err := exec.LookPath("script"); err != nil {
+		t.Skip("script(1) is not installed (util-linux); cannot make a pty")
+	}
+	c := newCLI(t)
+	src := filepath.Join(t.TempDir(), "big")
+	makeBigTree(t, src, 32, 2<<20) // 64 MiB
+
+	// Piped: no bar.
+	r := c.ok("create", "--engine", "dir", "--name", "piped", src)
+	requireNoProgress(t, r.stdout+r.stderr)
+
+	// On a terminal: a bar with a byte rate on stderr, then the result.
+	line := strings.Join([]string{shellQuote(ptestBin), "--store", shellQuote(c.store),
+		"create", "--engine", "dir", "--parent", "none", "--name", "tty", shellQuote(src)}, " ")
+	cmd := exec.Command("script", "-qefc", line, "/dev/null")
+	cmd.Env = c.environ()
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	s := string(out)
+	assert.Contains(t, s, "capturing", "the bar names its phase")
+	assert.Contains(t, s, "/s", "the bar shows a rate")
+	assert.Contains(t, s, "\r", "the bar redraws in place")
+	assert.Contains(t, s, "created snapshot")
+}

@@ -1,0 +1,259 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// defaultLockTimeout is how long a command waits for another ptest-snap
+// process holding the store before it gives up with exit code 5.
+const defaultLockTimeout = 30 * time.Second
+
+// app is one invocation of the CLI: its streams, its global flags, and the
+// service it opened (lazily, only for commands that need the store).
+type app struct {
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+
+	storeDir    string
+	jsonOut     bool
+	quiet       bool
+	verbose     bool
+	lockTimeout time.Duration
+
+	// started is set once cobra has parsed flags and arguments and a
+	// command's run function is about to execute; an error before that is
+	// a usage error (exit code 2).
+	started bool
+
+	svc service
+}
+
+func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {
+	return &app{stdin: stdin, stdout: stdout, stderr: stderr}
+}
+
+// execute runs the command line and maps the outcome to an exit code.
+func (a *app) execute(ctx context.Context, args []string) int {
+	root := a.rootCommand()
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if a.svc != nil {
+		if cerr := a.svc.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}
+	if err == nil {
+		return exitOK
+	}
+	if !a.started && !isUsage(err) {
+		err = usageError{err: err}
+	}
+	if ctx.Err() != nil && !isUsage(err) {
+		err = interruptedError{err: err}
+	}
+	return a.reportError(err)
+}
+
+const rootLong = `ptest-snap snapshots isolated test environments — Python virtualenvs, Docker
+containers, directory trees, and engines third parties add — into an embedded,
+content-addressed store, and restores them exactly: in place, to a new path, or
+as a new container, offline.
+
+A snapshot is named by its ID (sortable by time), any unique prefix of it, or
+the name given with --name.
+
+Store: --store DIR, else $PTEST_SNAP_STORE, else $XDG_DATA_HOME/ptest-snap/store
+(~/.local/share/ptest-snap/store); created on first use.
+
+Engines are programs named ptest-snap-engine-<name>, found in the directories of
+$PTEST_SNAP_PLUGIN_PATH, next to the ptest-snap binary, then in
+$XDG_DATA_HOME/ptest-snap/engines. See 'ptest-snap engines'.
+
+Output: tables for people; with --json one JSON document on stdout (JSON lines
+for 'events --follow'), its shapes documented in 'ptest-snap help json'.
+Progress bars are drawn on stderr only when it is a terminal.
+
+Exit codes:
+  0    success
+  1    failure (anything not listed below)
+  2    usage: unknown command or flag, wrong arguments, ambiguous snapshot prefix
+  3    not found: no such snapshot, target, or engine
+  4    corrupt data: a checksum mismatch or missing chunk in the store or an archive
+  5    store busy: another ptest-snap process holds the store (see --lock-timeout)
+  6    quota exceeded: a snapshot count or store size limit
+  7    engine error: the engine failed, crashed, or cannot do what was asked
+  130  interrupted (Ctrl-C): nothing partial was kept`
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "ptest-snap",
+		Short:         "Snapshot and restore test environments exactly, offline",
+		Long:          rootLong,
+		Example:       exampleRoot,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       versionString(),
+		// A bare "ptest-snap" prints help; that is not an error.
+		Args: cobra.NoArgs,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			a.started = true
+			return nil
+		},
+	}
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	root.SetIn(a.stdin)
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return usageError{err: err, cmd: cmd}
+	})
+	root.SetVersionTemplate("ptest-snap {{.Version}}\n")
+
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.storeDir, "store", "", "store directory (default $PTEST_SNAP_STORE, else the XDG data directory)")
+	pf.BoolVar(&a.jsonOut, "json", false, "print one JSON document on stdout instead of a table (see 'ptest-snap help json')")
+	pf.BoolVarP(&a.quiet, "quiet", "q", false, "print only what a script needs (IDs, problems); no progress bars")
+	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log what ptest-snap and its engines do, on stderr")
+	pf.DurationVar(&a.lockTimeout, "lock-timeout", defaultLockTimeout, "how long to wait for another process holding the store (0: do not wait)")
+
+	root.AddCommand(
+		a.createCommand(),
+		a.restoreCommand(),
+		a.listCommand(),
+		a.showCommand(),
+		a.diffCommand(),
+		a.statsCommand(),
+		a.deleteCommand(),
+		a.cleanupCommand(),
+		a.gcCommand(),
+		a.verifyCommand(),
+		a.exportCommand(),
+		a.importCommand(),
+		a.eventsCommand(),
+		a.enginesCommand(),
+		a.versionCommand(),
+		a.completionCommand(root),
+		jsonHelpTopic(),
+	)
+	root.RunE = func(cmd *cobra.Command, args []string) error {
+		return cmd.Help()
+	}
+	return root
+}
+
+// resolveStoreDir returns the store directory: --store, $PTEST_SNAP_STORE,
+// $XDG_DATA_HOME/ptest-snap/store, or ~/.local/share/ptest-snap/store.
+func (a *app) resolveStoreDir() (string, error) {
+	if a.storeDir != "" {
+		return filepath.Abs(a.storeDir)
+	}
+	if d := os.Getenv("PTEST_SNAP_STORE"); d != "" {
+		return filepath.Abs(d)
+	}
+	data, err := dataHome()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(data, "ptest-snap", "store"), nil
+}
+
+// dataHome is $XDG_DATA_HOME or ~/.local/share.
+func dataHome() (string, error) {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" && filepath.IsAbs(d) {
+		return d, nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("cannot find a store directory: %w; give one with --store DIR or $PTEST_SNAP_STORE", err)
+	}
+	return filepath.Join(home, ".local", "share"), nil
+}
+
+// service opens the store (once) and returns the service over it. While it
+// waits for another process's lock it says so on stderr, unless --quiet.
+func (a *app) service(ctx context.Context) (service, error) {
+	if a.svc != nil {
+		return a.svc, nil
+	}
+	dir, err := a.resolveStoreDir()
+	if err != nil {
+		return nil, err
+	}
+	svc, err := openService(ctx, serviceOptions{
+		StoreDir:    dir,
+		LockTimeout: a.lockTimeout,
+		OnWait: func(holder string) {
+			if !a.quiet {
+				fmt.Fprintf(a.stderr, "ptest-snap: waiting up to %s for the store %s, held by %s\n",
+					humanDuration(a.lockTimeout), dir, holder)
+			}
+		},
+		Verbose: a.verbose,
+		Stderr:  a.stderr,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.svc = svc
+	return svc, nil
+}
+
+// usageError is a mistake in the command line; it exits with code 2 and
+// points at the command's help.
+type usageError struct {
+	err error
+	cmd *cobra.Command
+}
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func isUsage(err error) bool {
+	var u usageError
+	return errors.As(err, &u)
+}
+
+// usagef returns a usage error for cmd.
+func usagef(cmd *cobra.Command, format string, args ...any) error {
+	return usageError{err: fmt.Errorf(format, args...), cmd: cmd}
+}
+
+// interruptedError is a command stopped by Ctrl-C.
+type interruptedError struct{ err error }
+
+func (e interruptedError) Error() string { return e.err.Error() }
+func (e interruptedError) Unwrap() error { return e.err }
+
+// argsBetween is cobra.RangeArgs returning a usage error that says what the
+// command expects.
+func argsBetween(min, max int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < min || (max >= 0 && len(args) > max) {
+			return usagef(cmd, "%s expects %s, got %d argument(s)", cmd.CommandPath(), what, len(args))
+		}
+		return nil
+	}
+}
+
+// oneLine trims a multi-line example block for cobra.
+func examples(lines ...string) string {
+	return "  " + strings.Join(lines, "\n  ")
+}
+
+const exampleRoot = `  # snapshot a virtualenv, break it, and put it back
+  ptest-snap create --engine virtualenv --name clean ./venv
+  ./venv/bin/pip uninstall -y requests
+  ptest-snap restore clean --in-place
+
+  # what is in the store
+  ptest-snap list
+  ptest-snap stats`
