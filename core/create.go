@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"time"
 
+	"github.com/pypj/ptest-snap/pluginapi"
 	"github.com/pypj/ptest-snap/store"
 )
 
@@ -29,7 +33,7 @@ type CreateOptions struct {
 	ID string
 	// Name is an optional unique name (ValidateName).
 	Name string
-	// Labels are key=value tags.
+	// Labels are key=value tags (keys: ValidateName's rule).
 	Labels map[string]string
 	// Env and Ports are user configuration recorded with the snapshot.
 	Env   map[string]string
@@ -47,12 +51,244 @@ type CreateOptions struct {
 // Create captures opts.Target through the engine and stores it as a new
 // snapshot. The snapshot becomes visible only once everything it references
 // is durable; on any error or cancellation nothing is visible.
+//
+// With a parent (by default the newest snapshot of the same engine and
+// environment) the engine is given the parent's change index, and files it
+// reports unchanged reuse the parent's chunks without being read.
 func (m *Manager) Create(ctx context.Context, opts CreateOptions) (*store.Snapshot, error) {
+	start := m.now()
 	op := &OpInfo{Op: "create", Engine: opts.Engine, Target: opts.Target, Name: opts.Name}
-	if err := m.checkBeforeCreate(ctx, op); err != nil {
+	snap, err := m.create(ctx, opts, op, start)
+	op.Duration = m.now().Sub(start)
+	if err != nil {
+		op.Err = err
+		m.emit(ctx, "snapshot_create_failed", op)
+		m.log.Warn("create failed", "engine", opts.Engine, "target", opts.Target, "err", err)
 		return nil, err
 	}
-	op.Err = errors.New("not implemented yet")
-	m.emit(ctx, "snapshot_create_failed", op)
-	return nil, fmt.Errorf("create: %w", op.Err)
+	op.Snapshot = snap
+	m.emit(ctx, "snapshot_created", op)
+	m.log.Info("created snapshot", "id", snap.ID, "engine", snap.Engine, "env", snap.EnvID,
+		"files", snap.Stats.Files, "bytes", snap.Stats.LogicalBytes, "new_bytes", snap.Stats.NewBytes,
+		"duration", snap.Stats.Duration)
+	return snap, nil
+}
+
+func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, start time.Time) (*store.Snapshot, error) {
+	if err := m.validateCreate(ctx, &opts); err != nil {
+		return nil, fmt.Errorf("create: %w", err)
+	}
+	eng, err := m.Engine(ctx, opts.Engine)
+	if err != nil {
+		return nil, fmt.Errorf("create: %w", err)
+	}
+	info, err := eng.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("create: engine %q: %w", opts.Engine, engineErr(err))
+	}
+	ident, err := eng.Identify(ctx, opts.Target, opts.Options)
+	if err != nil {
+		return nil, fmt.Errorf("create: engine %q: identify %q: %w", opts.Engine, opts.Target, engineErr(err))
+	}
+	op.EnvID, op.Target = ident.EnvID, ident.Target
+
+	parent, err := m.chooseParent(ctx, opts, ident.EnvID)
+	if err != nil {
+		return nil, fmt.Errorf("create: %w", err)
+	}
+	id := opts.ID
+	if id == "" {
+		id = NewID(start)
+	}
+	op.SnapshotID = id
+	req := &pluginapi.CaptureRequest{
+		Target:   opts.Target,
+		Excludes: opts.Excludes,
+		Env:      opts.Env,
+		Ports:    opts.Ports,
+		Options:  opts.Options,
+	}
+	var lookup *treeLookup
+	if parent != nil {
+		op.Parent = parent.ID
+		idx, err := m.store.ChangeIndex(ctx, parent.ID)
+		switch {
+		case err == nil:
+			req.Parent = toParentIndex(idx)
+			lookup = newTreeLookup(m.store, parent)
+		case errors.Is(err, store.ErrNotFound):
+			// A parent without an index (imported, say) still records
+			// lineage; every file is read.
+		default:
+			return nil, fmt.Errorf("create: parent %s: %w", parent.ID, err)
+		}
+	}
+	if err := m.checkBeforeCreate(ctx, op); err != nil {
+		return nil, fmt.Errorf("create: %w", err)
+	}
+	m.emit(ctx, "snapshot_creating", op)
+
+	w, err := m.store.NewWriter(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("create: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			w.Abort()
+		}
+	}()
+	// The pipeline's goroutines end with this context, whatever the engine
+	// does.
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sw := newSnapshotWriter(pctx, w, lookup, m.opts.CreateWorkers, opts.Progress)
+	capErr := eng.Capture(pctx, req, sw)
+	if capErr != nil {
+		cancel()
+		capErr = fmt.Errorf("engine %q: capture %q: %w", opts.Engine, opts.Target, engineErr(capErr))
+	}
+	streams, err := sw.finish(pctx, capErr)
+	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+		}
+		return nil, fmt.Errorf("create: %w", err)
+	}
+	if sw.metadata == nil {
+		return nil, fmt.Errorf("create: %w: engine %q sent no metadata", ErrEngine, opts.Engine)
+	}
+	ws := w.Stats()
+	snap := &store.Snapshot{
+		ID:              id,
+		Name:            opts.Name,
+		Labels:          opts.Labels,
+		Engine:          opts.Engine,
+		EngineVersion:   info.Version,
+		EnvID:           ident.EnvID,
+		Target:          ident.Target,
+		CreatedAt:       start,
+		MetadataVersion: sw.metadata.Version,
+		Metadata:        sw.metadata.JSON,
+		Env:             opts.Env,
+		Ports:           opts.Ports,
+		Streams:         streams,
+		Stats: store.SnapshotStats{
+			Files:        sw.files,
+			Dirs:         sw.dirs,
+			LogicalBytes: sw.bytes,
+			NewBytes:     ws.NewBytes,
+			StoredBytes:  ws.StoredBytes,
+			Duration:     m.now().Sub(start),
+		},
+	}
+	if parent != nil {
+		snap.Parent = parent.ID
+	}
+	op.Bytes = sw.bytes
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("create: %w", err)
+	}
+	if err := w.Commit(ctx, snap, sw.index); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return nil, fmt.Errorf("create: %w: %w", m.whichTaken(ctx, snap), err)
+		}
+		return nil, fmt.Errorf("create: commit: %w", err)
+	}
+	committed = true
+	return snap, nil
+}
+
+// whichTaken tells whether a failed commit clashed on the name or the ID.
+func (m *Manager) whichTaken(ctx context.Context, snap *store.Snapshot) error {
+	if _, err := m.store.Snapshot(ctx, snap.ID); err == nil {
+		return fmt.Errorf("%w: %q", ErrIDTaken, snap.ID)
+	}
+	return fmt.Errorf("%w: %q", ErrNameTaken, snap.Name)
+}
+
+// validateCreate checks the options before anything is done.
+func (m *Manager) validateCreate(ctx context.Context, opts *CreateOptions) error {
+	if opts.Engine == "" {
+		return fmt.Errorf("%w: no engine", ErrInvalidOptions)
+	}
+	if opts.ID != "" {
+		if err := ValidateID(opts.ID); err != nil {
+			return err
+		}
+		if _, err := m.store.Snapshot(ctx, opts.ID); err == nil {
+			return fmt.Errorf("%w: %q", ErrIDTaken, opts.ID)
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	if opts.Name != "" {
+		if err := ValidateName(opts.Name); err != nil {
+			return err
+		}
+		if _, err := m.store.SnapshotByName(ctx, opts.Name); err == nil {
+			return fmt.Errorf("%w: %q", ErrNameTaken, opts.Name)
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(opts.Labels)) {
+		if err := validateToken(k); err != nil {
+			return fmt.Errorf("%w: label key %q: %s", ErrInvalidID, k, err)
+		}
+	}
+	return nil
+}
+
+// chooseParent picks the parent snapshot per opts.Parent.
+func (m *Manager) chooseParent(ctx context.Context, opts CreateOptions, envID string) (*store.Snapshot, error) {
+	switch opts.Parent {
+	case ParentNone:
+		return nil, nil
+	case "", ParentAuto:
+		snaps, err := m.store.SnapshotsByEnv(ctx, opts.Engine, envID)
+		if err != nil {
+			return nil, fmt.Errorf("find parent: %w", err)
+		}
+		if len(snaps) == 0 {
+			return nil, nil
+		}
+		return snaps[0], nil
+	}
+	p, err := m.Resolve(ctx, opts.Parent)
+	if err != nil {
+		return nil, fmt.Errorf("parent: %w", err)
+	}
+	if p.Engine != opts.Engine {
+		return nil, fmt.Errorf("%w: parent %s was made by engine %q, not %q", ErrInvalidOptions, p.ID, p.Engine, opts.Engine)
+	}
+	return p, nil
+}
+
+// toParentIndex converts a stored change index to the engine's form.
+func toParentIndex(idx store.ChangeIndex) pluginapi.ParentIndex {
+	out := make(pluginapi.ParentIndex, len(idx))
+	for stream, files := range idx {
+		m := make(map[string]pluginapi.IndexEntry, len(files))
+		for p, r := range files {
+			m[p] = pluginapi.IndexEntry{Size: r.Size, MtimeNs: r.MtimeNs, CtimeNs: r.CtimeNs, Inode: r.Inode}
+		}
+		out[stream] = m
+	}
+	return out
+}
+
+// engineErr marks an engine's error with ErrEngine unless it already
+// carries a sentinel the caller can branch on.
+func engineErr(err error) error {
+	for _, known := range []error{
+		context.Canceled, context.DeadlineExceeded, ErrEngine, ErrNotFound, ErrCorrupt,
+		pluginapi.ErrTargetNotFound, pluginapi.ErrInvalidTarget, pluginapi.ErrTargetExists,
+		pluginapi.ErrUnsafePath, pluginapi.ErrUnavailable, pluginapi.ErrUnsupported,
+	} {
+		if errors.Is(err, known) {
+			return err
+		}
+	}
+	return fmt.Errorf("%w: %w", ErrEngine, err)
 }

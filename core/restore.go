@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 
 	"github.com/pypj/ptest-snap/pluginapi"
 	"github.com/pypj/ptest-snap/store"
@@ -36,8 +37,12 @@ type RestoreOptions struct {
 type RestoreStats struct {
 	Files     int64 // file entries sent to the engine
 	Unchanged int64 // entries the target already held (in place)
-	Rewritten int64 // entries sent with content or metadata to apply
+	Rewritten int64 // entries sent to be written (with their bodies)
 	Bytes     int64 // file bytes sent
+	// Planned is true when an in-place restore compared the target with
+	// the snapshot first (the engine can list a target without reading
+	// it); false means every entry was rewritten.
+	Planned bool
 }
 
 // RestoreResult says where the environment now is and what the restore did.
@@ -49,7 +54,161 @@ type RestoreResult struct {
 	Stats    RestoreStats
 }
 
-// Restore restores a snapshot through its engine.
+// Restore restores a snapshot through its engine: to a new target (which
+// must not exist or be empty: ErrTargetNotEmpty otherwise), or in place,
+// where only what differs from the snapshot is rewritten and what the
+// snapshot lacks is deleted. Every byte is verified against its hash; a
+// missing or corrupt chunk fails the restore naming the file, and the
+// engine is never handed that file's last byte.
 func (m *Manager) Restore(ctx context.Context, opts RestoreOptions) (*RestoreResult, error) {
-	return nil, fmt.Errorf("restore: %w", errors.New("not implemented yet"))
+	start := m.now()
+	op := &OpInfo{Op: "restore", Target: opts.Target}
+	res, err := m.restore(ctx, opts, op)
+	op.Duration = m.now().Sub(start)
+	if err != nil {
+		op.Err = err
+		m.emit(ctx, "snapshot_restore_failed", op)
+		m.log.Warn("restore failed", "ref", opts.Ref, "target", opts.Target, "err", err)
+		return nil, err
+	}
+	op.Target = res.Target
+	op.Bytes = res.Stats.Bytes
+	m.emit(ctx, "snapshot_restored", op)
+	m.log.Info("restored snapshot", "id", res.Snapshot.ID, "target", res.Target, "in_place", opts.InPlace,
+		"unchanged", res.Stats.Unchanged, "rewritten", res.Stats.Rewritten, "bytes", res.Stats.Bytes, "duration", op.Duration)
+	return res, nil
+}
+
+func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) (*RestoreResult, error) {
+	snap, err := m.Resolve(ctx, opts.Ref)
+	if err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	op.SnapshotID, op.Name, op.Engine, op.EnvID, op.Snapshot = snap.ID, snap.Name, snap.Engine, snap.EnvID, snap
+	fail := func(err error) (*RestoreResult, error) {
+		return nil, fmt.Errorf("restore %s: %w", snap.ID, err)
+	}
+	eng, err := m.Engine(ctx, snap.Engine)
+	if err != nil {
+		return fail(err)
+	}
+	info, err := eng.Info(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("engine %q: %w", snap.Engine, engineErr(err)))
+	}
+	options := maps.Clone(opts.Options)
+	if opts.Name != "" {
+		if options == nil {
+			options = map[string]string{}
+		}
+		if _, ok := options["name"]; !ok {
+			options["name"] = opts.Name
+		}
+	}
+	target := opts.Target
+	if opts.InPlace && target == "" {
+		target = snap.Target
+	}
+	if opts.InPlace && !info.Has(pluginapi.CapRestoreInPlace) {
+		return fail(fmt.Errorf("%w: engine %q cannot restore in place", ErrUnsupported, snap.Engine))
+	}
+	op.Target = target
+
+	// Plan an in-place restore: list the target without reading it and
+	// compare with the snapshot.
+	var planner *inplacePlanner
+	indexable := info.Has(pluginapi.CapIndexOnly)
+	riTarget := target
+	if indexable && target != "" {
+		if ident, err := eng.Identify(ctx, target, options); err == nil {
+			riTarget = ident.Target
+		}
+	}
+	var current targetIndex
+	if opts.InPlace && indexable {
+		current, err = captureIndex(ctx, eng, target, options)
+		if err != nil {
+			return fail(fmt.Errorf("engine %q: list target %q: %w", snap.Engine, target, engineErr(err)))
+		}
+		own, err := m.store.ChangeIndex(ctx, snap.ID)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return fail(err)
+		}
+		last := m.loadRestoreIndex(ctx, snap.Engine, riTarget)
+		var lastSnap *treeLookup
+		if last != nil && last.SnapshotID != snap.ID {
+			if ls, err := m.store.Snapshot(ctx, last.SnapshotID); err == nil {
+				lastSnap = newTreeLookup(m.store, ls)
+			}
+		}
+		planner = newInplacePlanner(current, own, last, lastSnap, snap.ID)
+	}
+	if indexable && riTarget != "" {
+		m.dropRestoreIndex(snap.Engine, riTarget)
+	}
+	m.emit(ctx, "snapshot_restoring", op)
+
+	req := &pluginapi.RestoreRequest{
+		Target:         target,
+		OriginalTarget: snap.Target,
+		InPlace:        opts.InPlace,
+		Replace:        opts.Replace,
+		Options:        options,
+		Metadata:       pluginapi.Metadata{Version: snap.MetadataVersion, JSON: snap.Metadata},
+	}
+	for _, s := range snap.Streams {
+		req.Streams = append(req.Streams, s.Name)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	rr := newRestoreReader(rctx, m.store, snap, planner, m.opts.RestoreWorkers, opts.Progress)
+	er, err := eng.Restore(rctx, req, rr)
+	cancel()
+	rr.close()
+	if err != nil {
+		switch {
+		case errors.Is(err, pluginapi.ErrTargetExists):
+			return fail(fmt.Errorf("%w: %q (restore in place, or choose another target): %w", ErrTargetNotEmpty, target, err))
+		case rr.prodErr != nil && !errors.Is(rr.prodErr, context.Canceled):
+			// The snapshot's side failed (a corrupt tree): say so first.
+			return fail(fmt.Errorf("%w (engine: %w)", rr.prodErr, err))
+		}
+		return fail(fmt.Errorf("engine %q: %w", snap.Engine, engineErr(err)))
+	}
+	if er == nil {
+		er = &pluginapi.RestoreResult{Target: target}
+	}
+	res := &RestoreResult{RestoreResult: *er, Snapshot: snap, Stats: rr.stats}
+	res.Stats.Planned = planner != nil
+
+	// Remember what the target looks like now, so the next in-place
+	// restore trusts what it finds untouched.
+	if indexable && res.Target != "" {
+		m.recordRestoreIndex(ctx, eng, snap, res.Target, options, planner != nil && res.Stats.Rewritten == 0, current)
+	}
+	return res, nil
+}
+
+// recordRestoreIndex stores the target's file statistics after a restore.
+// When an in-place restore rewrote nothing, the listing taken before it is
+// still true; otherwise the target is listed again.
+func (m *Manager) recordRestoreIndex(ctx context.Context, eng pluginapi.Engine, snap *store.Snapshot, target string, options map[string]string, nothingRewritten bool, before targetIndex) {
+	key := target
+	if ident, err := eng.Identify(ctx, target, options); err == nil {
+		key = ident.Target
+	}
+	var files store.ChangeIndex
+	if nothingRewritten && before != nil {
+		files = before.files()
+	} else {
+		now, err := captureIndex(ctx, eng, target, options)
+		if err != nil {
+			m.log.Warn("list target after restore", "target", target, "err", err)
+			return
+		}
+		files = now.files()
+	}
+	ri := &restoreIndex{Engine: snap.Engine, Target: key, SnapshotID: snap.ID, Files: files}
+	if err := m.saveRestoreIndex(ctx, ri); err != nil {
+		m.log.Warn("save restore index", "target", target, "err", err)
+	}
 }

@@ -1,0 +1,169 @@
+package core
+
+import (
+	"container/list"
+	"context"
+	"sync"
+
+	"golang.org/x/sync/semaphore"
+
+	"github.com/pypj/ptest-snap/store"
+)
+
+const (
+	// defaultRestoreWorkers read, decompress and verify chunks ahead of the
+	// engine. Decompression and hashing are CPU-bound; with 2 cores, 3 keeps
+	// both busy while one waits on Badger.
+	defaultRestoreWorkers = 3
+	// restoreAheadBytes bounds the chunk bytes fetched ahead of the engine.
+	restoreAheadBytes = 64 << 20
+	// recentChunksBytes bounds the cache of chunks already handed out, so a
+	// chunk shared by files close together (identical small files are
+	// common in a venv) is read from the store once.
+	recentChunksBytes = 16 << 20
+	// recentChunkMax: larger chunks are not kept once consumed.
+	recentChunkMax = 1 << 20
+)
+
+// chunkFuture is a chunk being fetched; done closes when data or err is set.
+type chunkFuture struct {
+	h    store.Hash
+	done chan struct{}
+	data []byte
+	err  error
+	refs int // guarded by chunkReader.mu
+}
+
+// chunkReader fetches chunks ahead of their use with a bounded pool of
+// workers and a bounded number of bytes in flight. Each chunk is fetched
+// once while any reference to it is pending, and kept a little longer in a
+// small LRU of recently used chunks.
+type chunkReader struct {
+	st   *store.Store
+	sem  *semaphore.Weighted
+	jobs chan *chunkFuture
+	wg   sync.WaitGroup
+
+	mu       sync.Mutex
+	inflight map[store.Hash]*chunkFuture
+	recent   map[store.Hash]*list.Element // value: *chunkFuture
+	lru      *list.List
+	lruBytes int
+	fetched  int64 // chunks read from the store
+}
+
+func newChunkReader(ctx context.Context, st *store.Store, workers int) *chunkReader {
+	if workers <= 0 {
+		workers = defaultRestoreWorkers
+	}
+	cr := &chunkReader{
+		st:       st,
+		sem:      semaphore.NewWeighted(restoreAheadBytes),
+		jobs:     make(chan *chunkFuture, 256),
+		inflight: map[store.Hash]*chunkFuture{},
+		recent:   map[store.Hash]*list.Element{},
+		lru:      list.New(),
+	}
+	for i := 0; i < workers; i++ {
+		cr.wg.Add(1)
+		go cr.work(ctx)
+	}
+	return cr
+}
+
+func (cr *chunkReader) work(ctx context.Context) {
+	defer cr.wg.Done()
+	for f := range cr.jobs {
+		if err := ctx.Err(); err != nil {
+			f.err = err
+		} else {
+			f.data, f.err = cr.st.GetChunk(ctx, f.h)
+		}
+		close(f.done)
+	}
+}
+
+// chunkWeightAt is the memory reserved for chunk k of a file of size: an
+// upper bound of its length, as every chunk but the last is at least the
+// chunker's Min and none is longer than its Max.
+func chunkWeightAt(size int64, k int) int64 {
+	left := size - int64(k)*int64(store.DefaultChunkerParams.Min)
+	if left < 1 {
+		return 1
+	}
+	if max := int64(store.DefaultChunkerParams.Max); left > max {
+		return max
+	}
+	return left
+}
+
+// request returns a future for chunk h, reserving weight bytes (released
+// by release). It blocks while too many bytes are ahead.
+func (cr *chunkReader) request(ctx context.Context, h store.Hash, weight int64) (*chunkFuture, error) {
+	if err := cr.sem.Acquire(ctx, weight); err != nil {
+		return nil, err
+	}
+	cr.mu.Lock()
+	if f, ok := cr.inflight[h]; ok {
+		f.refs++
+		cr.mu.Unlock()
+		return f, nil
+	}
+	if el, ok := cr.recent[h]; ok {
+		f := el.Value.(*chunkFuture)
+		cr.lru.Remove(el)
+		delete(cr.recent, h)
+		cr.lruBytes -= len(f.data)
+		f.refs = 1
+		cr.inflight[h] = f
+		cr.mu.Unlock()
+		return f, nil
+	}
+	f := &chunkFuture{h: h, done: make(chan struct{}), refs: 1}
+	cr.inflight[h] = f
+	cr.fetched++
+	cr.mu.Unlock()
+	select {
+	case cr.jobs <- f:
+		return f, nil
+	case <-ctx.Done():
+		f.err = ctx.Err()
+		close(f.done)
+		return f, nil
+	}
+}
+
+// release drops one reference to f and the weight reserved for it.
+func (cr *chunkReader) release(f *chunkFuture, weight int64) {
+	cr.sem.Release(weight)
+	cr.mu.Lock()
+	defer cr.mu.Unlock()
+	f.refs--
+	if f.refs > 0 {
+		return
+	}
+	delete(cr.inflight, f.h)
+	select {
+	case <-f.done:
+	default:
+		return // still being fetched (the reader gave up); drop it
+	}
+	if f.err != nil || len(f.data) > recentChunkMax {
+		return
+	}
+	cr.recent[f.h] = cr.lru.PushFront(f)
+	cr.lruBytes += len(f.data)
+	for cr.lruBytes > recentChunksBytes {
+		el := cr.lru.Back()
+		old := el.Value.(*chunkFuture)
+		cr.lru.Remove(el)
+		delete(cr.recent, old.h)
+		cr.lruBytes -= len(old.data)
+	}
+}
+
+// close stops the workers; no request may follow.
+func (cr *chunkReader) close() {
+	close(cr.jobs)
+	cr.wg.Wait()
+}

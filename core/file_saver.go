@@ -1,0 +1,218 @@
+package core
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sync/semaphore"
+
+	"github.com/pypj/ptest-snap/store"
+)
+
+const (
+	// defaultCreateWorkers hash, compress and store chunks. The machines
+	// this runs on have 2 cores and the capture goroutine (reading and
+	// chunking) needs one part of one; 3 keeps both cores busy while one
+	// worker waits on Badger.
+	defaultCreateWorkers = 3
+	// createInFlightBytes bounds the chunk bytes copied and waiting for a
+	// worker, so a create's memory stays flat whatever the environment's
+	// size (peak RSS target: 300 MB with the store's own buffers).
+	createInFlightBytes = 48 << 20
+)
+
+// failure keeps the first error of a pipeline.
+type failure struct {
+	once sync.Once
+	err  atomic.Pointer[error]
+}
+
+func (f *failure) set(err error) {
+	if err == nil {
+		return
+	}
+	f.once.Do(func() { f.err.Store(&err) })
+}
+
+func (f *failure) get() error {
+	if p := f.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// chunkJob is one chunk on its way to the store.
+type chunkJob struct {
+	data []byte
+	file *pendingFile
+	i    int
+}
+
+// pendingFile collects the hashes of one file's chunks as workers store
+// them, and reports the chunk list once the last one is in.
+type pendingFile struct {
+	mu        sync.Mutex
+	hashes    []store.Hash
+	remaining int
+	sealed    bool
+	done      func(content []store.Hash)
+}
+
+// add reserves the slot of the next chunk.
+func (p *pendingFile) add() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hashes = append(p.hashes, store.Hash{})
+	p.remaining++
+	return len(p.hashes) - 1
+}
+
+// stored fills in chunk i.
+func (p *pendingFile) stored(i int, h store.Hash) {
+	p.mu.Lock()
+	p.hashes[i] = h
+	p.remaining--
+	fire := p.sealed && p.remaining == 0
+	p.mu.Unlock()
+	if fire {
+		p.done(p.hashes)
+	}
+}
+
+// seal says no more chunks follow.
+func (p *pendingFile) seal() {
+	p.mu.Lock()
+	p.sealed = true
+	fire := p.remaining == 0
+	p.mu.Unlock()
+	if fire {
+		p.done(p.hashes)
+	}
+}
+
+// fileSaver chunks file bodies on the capture goroutine and stores the
+// chunks with a bounded pool of workers. Reading and chunking stay on one
+// goroutine (the engine's body must be consumed before WriteEntry returns);
+// hashing and compression, the expensive part, run in parallel.
+type fileSaver struct {
+	w       *store.Writer
+	fail    *failure
+	jobs    chan chunkJob
+	sem     *semaphore.Weighted
+	semCap  int64
+	wg      sync.WaitGroup
+	chunker *store.Chunker // capture goroutine only
+	cr      countingReader
+}
+
+func newFileSaver(ctx context.Context, w *store.Writer, fail *failure, workers int) *fileSaver {
+	if workers <= 0 {
+		workers = defaultCreateWorkers
+	}
+	fs := &fileSaver{
+		w:      w,
+		fail:   fail,
+		jobs:   make(chan chunkJob, 64),
+		sem:    semaphore.NewWeighted(createInFlightBytes),
+		semCap: createInFlightBytes,
+	}
+	fs.chunker = store.NewChunker(&fs.cr)
+	for i := 0; i < workers; i++ {
+		fs.wg.Add(1)
+		go fs.work(ctx)
+	}
+	return fs
+}
+
+func (fs *fileSaver) weight(n int) int64 {
+	w := int64(n)
+	if w < 1 {
+		w = 1
+	}
+	if w > fs.semCap {
+		w = fs.semCap
+	}
+	return w
+}
+
+func (fs *fileSaver) work(ctx context.Context) {
+	defer fs.wg.Done()
+	for j := range fs.jobs {
+		if fs.fail.get() == nil {
+			h, err := fs.w.PutChunk(ctx, j.data)
+			if err != nil {
+				fs.fail.set(fmt.Errorf("store chunk: %w", err))
+			} else {
+				fs.sem.Release(fs.weight(len(j.data)))
+				j.file.stored(j.i, h)
+				continue
+			}
+		}
+		fs.sem.Release(fs.weight(len(j.data)))
+	}
+}
+
+// save reads exactly size bytes from body, chunks them and queues the
+// chunks; done is called with the chunk list once every chunk is stored
+// (possibly from a worker, possibly before save returns). On error done is
+// never called.
+func (fs *fileSaver) save(ctx context.Context, body io.Reader, size int64, done func([]store.Hash)) error {
+	pf := &pendingFile{done: done}
+	// Read one byte more than announced to catch an engine sending too much.
+	fs.cr.r = io.LimitReader(body, size+1)
+	fs.cr.n = 0
+	fs.chunker.Reset(&fs.cr)
+	for {
+		data, err := fs.chunker.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read body: %w", err)
+		}
+		if fs.cr.n > size {
+			return fmt.Errorf("%w: body longer than its size %d", ErrEngine, size)
+		}
+		if err := fs.fail.get(); err != nil {
+			return err
+		}
+		if err := fs.sem.Acquire(ctx, fs.weight(len(data))); err != nil {
+			return err
+		}
+		buf := make([]byte, len(data))
+		copy(buf, data)
+		i := pf.add()
+		select {
+		case fs.jobs <- chunkJob{data: buf, file: pf, i: i}:
+		case <-ctx.Done():
+			fs.sem.Release(fs.weight(len(data)))
+			return ctx.Err()
+		}
+	}
+	if fs.cr.n != size {
+		return fmt.Errorf("%w: body has %d bytes, its size says %d", ErrEngine, fs.cr.n, size)
+	}
+	pf.seal()
+	return nil
+}
+
+// close stops the workers after the queued chunks are handled.
+func (fs *fileSaver) close() {
+	close(fs.jobs)
+	fs.wg.Wait()
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}

@@ -1,0 +1,101 @@
+package core
+
+import (
+	"context"
+	"slices"
+
+	"github.com/pypj/ptest-snap/pluginapi"
+	"github.com/pypj/ptest-snap/store"
+)
+
+// inplacePlanner decides, entry by entry, whether an in-place restore can
+// leave what the target holds alone. An entry is unchanged only when its
+// type, mode, owner, mtime, size, link target and xattrs equal the
+// snapshot's AND, for a file, its content is known to be the snapshot's
+// without reading it: its (size, mtime, ctime, inode) are those recorded
+//   - in the snapshot's own change index (the target is where it was
+//     captured and the file was not touched since), or
+//   - in the target's restore index, kept after the last restore, and that
+//     restore's snapshot has the same chunk list at that path.
+//
+// Anything else is rewritten; the engine deletes what the snapshot lacks.
+type inplacePlanner struct {
+	current targetIndex
+	own     store.ChangeIndex
+	last    *restoreIndex
+	lastIsS bool        // the last restore was of this very snapshot
+	lastSn  *treeLookup // the last restore's snapshot, when another one
+
+	// keptFiles are the files left alone, per stream: a hard link to a
+	// rewritten file must be remade.
+	keptFiles map[string]map[string]bool
+}
+
+func newInplacePlanner(current targetIndex, own store.ChangeIndex, last *restoreIndex, lastSnap *treeLookup, snapID string) *inplacePlanner {
+	p := &inplacePlanner{current: current, own: own, last: last, keptFiles: map[string]map[string]bool{}}
+	if last != nil {
+		p.lastIsS = last.SnapshotID == snapID
+		p.lastSn = lastSnap
+	}
+	return p
+}
+
+// unchanged reports whether the target already holds node n at path p.
+func (p *inplacePlanner) unchanged(ctx context.Context, stream, path string, n *store.Node) (bool, error) {
+	cur := p.current[stream][path]
+	if cur == nil || cur.Mode != n.Mode || cur.UID != n.UID || cur.GID != n.GID || !sameXattrs(cur.Xattrs, n.Xattrs) {
+		return false, nil
+	}
+	switch n.Type {
+	case store.NodeDir:
+		return cur.Type == pluginapi.TypeDir && cur.MtimeNs == n.MtimeNs, nil
+	case store.NodeSymlink:
+		return cur.Type == pluginapi.TypeSymlink && cur.MtimeNs == n.MtimeNs && cur.LinkTarget == n.LinkTarget, nil
+	case store.NodeHardlink:
+		return cur.Type == pluginapi.TypeHardlink && cur.LinkTarget == n.LinkTarget && p.keptFiles[stream][n.LinkTarget], nil
+	case store.NodeFile:
+		if cur.Type != pluginapi.TypeFile || cur.MtimeNs != n.MtimeNs || cur.Size != n.Size {
+			return false, nil
+		}
+		ok, err := p.contentKnown(ctx, stream, path, cur, n)
+		if err != nil || !ok {
+			return false, err
+		}
+		kept := p.keptFiles[stream]
+		if kept == nil {
+			kept = map[string]bool{}
+			p.keptFiles[stream] = kept
+		}
+		kept[path] = true
+		return true, nil
+	}
+	return false, nil
+}
+
+func sameStat(r store.IndexRecord, cur *targetEntry) bool {
+	return r.Size == cur.Size && r.MtimeNs == cur.MtimeNs && r.CtimeNs == cur.CtimeNs && r.Inode == cur.Inode
+}
+
+func (p *inplacePlanner) contentKnown(ctx context.Context, stream, path string, cur *targetEntry, n *store.Node) (bool, error) {
+	if r, ok := p.own[stream][path]; ok && sameStat(r, cur) {
+		return true, nil
+	}
+	if p.last == nil {
+		return false, nil
+	}
+	r, ok := p.last.Files[stream][path]
+	if !ok || !sameStat(r, cur) {
+		return false, nil
+	}
+	if p.lastIsS {
+		return true, nil
+	}
+	if p.lastSn == nil {
+		return false, nil
+	}
+	ln, err := p.lastSn.node(ctx, stream, path)
+	if err != nil {
+		return false, err
+	}
+	return ln != nil && ln.Type == store.NodeFile && ln.Size == n.Size && slices.Equal(ln.Content, n.Content), nil
+}

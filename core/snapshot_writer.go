@@ -1,0 +1,239 @@
+package core
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"time"
+
+	"github.com/pypj/ptest-snap/pluginapi"
+	"github.com/pypj/ptest-snap/store"
+)
+
+// snapshotWriter is the host's pluginapi.CaptureWriter: it checks every
+// entry an engine sends, stores bodies through the fileSaver, builds trees
+// with the treeBuilder, reuses the parent's content for unchanged files and
+// records the change index and stats. All methods run on the engine's one
+// calling goroutine.
+type snapshotWriter struct {
+	// ctx is the pipeline's own context: the engine's calls may pass a
+	// context that ends when its Capture returns, while trees and chunks
+	// are still being stored.
+	ctx    context.Context
+	fail   *failure
+	saver  *fileSaver
+	trees  *treeBuilder
+	parent *treeLookup // nil without a parent
+
+	metadata    *pluginapi.Metadata
+	streamNames map[string]bool
+	stream      string
+	index       store.ChangeIndex
+	streamIndex map[string]store.IndexRecord
+
+	files, dirs, bytes, reused int64
+
+	progress     func(Progress)
+	lastProgress time.Time
+}
+
+func newSnapshotWriter(ctx context.Context, w *store.Writer, parent *treeLookup, workers int, progress func(Progress)) *snapshotWriter {
+	fail := &failure{}
+	return &snapshotWriter{
+		ctx:         ctx,
+		fail:        fail,
+		saver:       newFileSaver(ctx, w, fail, workers),
+		trees:       newTreeBuilder(w, fail),
+		parent:      parent,
+		streamNames: map[string]bool{},
+		index:       store.ChangeIndex{},
+		progress:    progress,
+	}
+}
+
+// WriteMetadata records the engine's metadata.
+func (sw *snapshotWriter) WriteMetadata(ctx context.Context, m pluginapi.Metadata) error {
+	if sw.metadata != nil {
+		return fmt.Errorf("%w: metadata sent twice", ErrEngine)
+	}
+	if len(m.JSON) > 0 && !json.Valid(m.JSON) {
+		return fmt.Errorf("%w: metadata is not valid JSON", ErrEngine)
+	}
+	sw.metadata = &m
+	return nil
+}
+
+// BeginStream starts a named stream.
+func (sw *snapshotWriter) BeginStream(ctx context.Context, name string) error {
+	if err := sw.fail.get(); err != nil {
+		return err
+	}
+	if name == "" || len(name) > 256 {
+		return fmt.Errorf("%w: bad stream name %q", ErrEngine, name)
+	}
+	if sw.streamNames[name] {
+		return fmt.Errorf("%w: stream %q sent twice", ErrEngine, name)
+	}
+	sw.streamNames[name] = true
+	sw.stream = name
+	sw.streamIndex = map[string]store.IndexRecord{}
+	sw.index[name] = sw.streamIndex
+	sw.trees.beginStream(sw.ctx, name)
+	return nil
+}
+
+// WriteEntry checks and stores one entry.
+func (sw *snapshotWriter) WriteEntry(ctx context.Context, e *pluginapi.Entry, body io.Reader) error {
+	if err := sw.fail.get(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if sw.stream == "" {
+		return fmt.Errorf("%w: entry %q before any stream", ErrEngine, e.Path)
+	}
+	if err := sw.writeEntry(ctx, e, body); err != nil {
+		sw.fail.set(err)
+		return fmt.Errorf("stream %q: entry %q: %w", sw.stream, e.Path, err)
+	}
+	sw.report(e.Path, false)
+	return nil
+}
+
+func (sw *snapshotWriter) writeEntry(ctx context.Context, e *pluginapi.Entry, body io.Reader) error {
+	if err := pluginapi.ValidatePath(e.Path); err != nil {
+		return fmt.Errorf("%w: %w", ErrEngine, err)
+	}
+	if e.Mode&^uint32(0o7777) != 0 {
+		return fmt.Errorf("%w: mode %o has bits beyond 07777", ErrEngine, e.Mode)
+	}
+	if e.Size < 0 {
+		return fmt.Errorf("%w: negative size", ErrEngine)
+	}
+	n := store.Node{
+		Name:    baseOf(e.Path),
+		Mode:    e.Mode,
+		UID:     e.UID,
+		GID:     e.GID,
+		MtimeNs: e.MtimeNs,
+		Xattrs:  sortedXattrs(e.Xattrs),
+	}
+	switch e.Type {
+	case pluginapi.TypeDir:
+		n.Type = store.NodeDir
+		// The subtree hash is filled in when the directory is finalized.
+		sw.dirs++
+		_, _, err := sw.trees.add(sw.ctx, e.Path, n, false)
+		return err
+	case pluginapi.TypeSymlink:
+		if e.LinkTarget == "" {
+			return fmt.Errorf("%w: symlink without a target", ErrEngine)
+		}
+		n.Type = store.NodeSymlink
+		n.LinkTarget = e.LinkTarget
+		sw.files++
+		_, _, err := sw.trees.add(sw.ctx, e.Path, n, false)
+		return err
+	case pluginapi.TypeHardlink:
+		if err := pluginapi.ValidatePath(e.LinkTarget); err != nil {
+			return fmt.Errorf("%w: hard link target: %w", ErrEngine, err)
+		}
+		if _, ok := sw.streamIndex[e.LinkTarget]; !ok {
+			return fmt.Errorf("%w: hard link to %q, which is not a file sent before it", ErrEngine, e.LinkTarget)
+		}
+		n.Type = store.NodeHardlink
+		n.LinkTarget = e.LinkTarget
+		sw.files++
+		_, _, err := sw.trees.add(sw.ctx, e.Path, n, false)
+		return err
+	case pluginapi.TypeFile:
+		return sw.writeFile(ctx, e, body, n)
+	}
+	return fmt.Errorf("%w: invalid entry type %d", ErrEngine, e.Type)
+}
+
+func (sw *snapshotWriter) writeFile(ctx context.Context, e *pluginapi.Entry, body io.Reader, n store.Node) error {
+	n.Type = store.NodeFile
+	n.Size = e.Size
+	sw.files++
+	sw.bytes += e.Size
+	sw.streamIndex[e.Path] = store.IndexRecord{Size: e.Size, MtimeNs: e.MtimeNs, CtimeNs: e.CtimeNs, Inode: e.Inode}
+
+	if e.Unchanged {
+		if sw.parent == nil {
+			return fmt.Errorf("%w: marked unchanged but there is no parent snapshot", ErrEngine)
+		}
+		pn, err := sw.parent.node(ctx, sw.stream, e.Path)
+		if err != nil {
+			return fmt.Errorf("parent snapshot: %w", err)
+		}
+		if pn == nil || pn.Type != store.NodeFile || pn.Size != e.Size {
+			return fmt.Errorf("%w: marked unchanged but the parent snapshot has no file of size %d there", ErrEngine, e.Size)
+		}
+		n.Content = pn.Content
+		sw.reused += e.Size
+		_, _, err = sw.trees.add(sw.ctx, e.Path, n, false)
+		return err
+	}
+	if body == nil {
+		if e.Size != 0 {
+			return fmt.Errorf("%w: file of %d bytes sent without a body", ErrEngine, e.Size)
+		}
+		_, _, err := sw.trees.add(sw.ctx, e.Path, n, false)
+		return err
+	}
+	d, slot, err := sw.trees.add(sw.ctx, e.Path, n, true)
+	if err != nil {
+		return err
+	}
+	return sw.saver.save(sw.ctx, body, e.Size, func(content []store.Hash) {
+		sw.trees.fileDone(sw.ctx, d, slot, content)
+	})
+}
+
+// finish waits for every chunk and tree and returns the streams' roots.
+// It must be called once, after the engine's Capture returned.
+func (sw *snapshotWriter) finish(ctx context.Context, captureErr error) ([]store.Stream, error) {
+	if captureErr == nil {
+		sw.trees.endStream(ctx)
+	} else {
+		sw.fail.set(captureErr)
+	}
+	sw.saver.close()
+	if err := sw.fail.get(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	sw.report("", true)
+	return sw.trees.roots()
+}
+
+func (sw *snapshotWriter) report(path string, done bool) {
+	if sw.progress == nil {
+		return
+	}
+	now := time.Now()
+	if !done && now.Sub(sw.lastProgress) < 200*time.Millisecond {
+		return
+	}
+	sw.lastProgress = now
+	sw.progress(Progress{Op: "create", Stream: sw.stream, Path: path, Files: sw.files + sw.dirs, Bytes: sw.bytes, BytesNew: sw.saver.w.Stats().NewBytes, Done: done})
+}
+
+// sortedXattrs turns an xattr map into the store's sorted list.
+func sortedXattrs(m map[string][]byte) []store.Xattr {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make([]store.Xattr, 0, len(m))
+	for k, v := range m {
+		out = append(out, store.Xattr{Name: k, Value: v})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}

@@ -1,0 +1,177 @@
+package core
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"sync"
+
+	"github.com/pypj/ptest-snap/store"
+)
+
+// dirNode is a directory being built: its nodes arrive in name order from
+// the capture; file contents and subtrees fill in as workers finish.
+type dirNode struct {
+	path     string
+	nodes    []store.Node
+	lastName string
+	// pending counts files whose chunks are not all stored and subdirs not
+	// yet finalized; the tree is stored when it reaches 0 after close.
+	pending int
+	closed  bool
+	parent  *dirNode
+	slot    int          // index in parent.nodes
+	stream  *streamState // for the root: where its hash goes
+}
+
+// streamState is one stream's root once built.
+type streamState struct {
+	name string
+	root store.Hash
+}
+
+// treeBuilder turns the pre-order entries of a capture into trees,
+// bottom-up: a directory's tree is stored once it is closed (the capture
+// moved past it) and all its files and subdirectories are stored. The
+// stack holds the open directories of the current stream.
+type treeBuilder struct {
+	w    *store.Writer
+	fail *failure
+
+	mu      sync.Mutex
+	stack   []*dirNode // capture goroutine only
+	streams []*streamState
+	trees   int64
+}
+
+func newTreeBuilder(w *store.Writer, fail *failure) *treeBuilder {
+	return &treeBuilder{w: w, fail: fail}
+}
+
+// beginStream closes the current stream and opens a new one.
+func (tb *treeBuilder) beginStream(ctx context.Context, name string) {
+	tb.endStream(ctx)
+	st := &streamState{name: name}
+	tb.streams = append(tb.streams, st)
+	tb.stack = []*dirNode{{path: "", stream: st, slot: -1}}
+}
+
+// endStream closes every open directory of the current stream.
+func (tb *treeBuilder) endStream(ctx context.Context) {
+	for len(tb.stack) > 0 {
+		tb.pop(ctx)
+	}
+}
+
+func (tb *treeBuilder) pop(ctx context.Context) {
+	d := tb.stack[len(tb.stack)-1]
+	tb.stack = tb.stack[:len(tb.stack)-1]
+	tb.mu.Lock()
+	d.closed = true
+	ready := d.pending == 0
+	tb.mu.Unlock()
+	if ready {
+		tb.finalize(ctx, d)
+	}
+}
+
+// dirOf returns the directory path of p ("" for the stream's root).
+func dirOf(p string) string {
+	d := path.Dir(p)
+	if d == "." {
+		return ""
+	}
+	return d
+}
+
+// add places node n (for entry path p) in its directory. It closes the
+// directories the capture has left, and checks the order: p's directory
+// must be open (sent before p), and p's name must sort after its previous
+// sibling. A directory node is opened. pendingContent marks a file whose
+// chunks are still being stored; fill it in with fileDone(dir, slot, ...).
+func (tb *treeBuilder) add(ctx context.Context, p string, n store.Node, pendingContent bool) (*dirNode, int, error) {
+	if len(tb.stack) == 0 {
+		return nil, 0, fmt.Errorf("%w: entry %q before any stream", ErrEngine, p)
+	}
+	dir := dirOf(p)
+	for tb.stack[len(tb.stack)-1].path != dir {
+		if len(tb.stack) == 1 {
+			return nil, 0, fmt.Errorf("%w: entry %q out of order: its directory %q was not sent just before its contents", ErrEngine, p, dir)
+		}
+		tb.pop(ctx)
+	}
+	d := tb.stack[len(tb.stack)-1]
+	if len(d.nodes) > 0 && n.Name <= d.lastName {
+		return nil, 0, fmt.Errorf("%w: entry %q out of order: siblings must come sorted by name and once (after %q)", ErrEngine, p, d.lastName)
+	}
+	d.lastName = n.Name
+	tb.mu.Lock()
+	d.nodes = append(d.nodes, n)
+	slot := len(d.nodes) - 1
+	if pendingContent || n.Type == store.NodeDir {
+		d.pending++
+	}
+	tb.mu.Unlock()
+	if n.Type == store.NodeDir {
+		tb.stack = append(tb.stack, &dirNode{path: p, parent: d, slot: slot})
+	}
+	return d, slot, nil
+}
+
+// fileDone fills in a file's chunk list; called from any goroutine.
+func (tb *treeBuilder) fileDone(ctx context.Context, d *dirNode, slot int, content []store.Hash) {
+	tb.mu.Lock()
+	d.nodes[slot].Content = content
+	d.pending--
+	ready := d.closed && d.pending == 0
+	tb.mu.Unlock()
+	if ready {
+		tb.finalize(ctx, d)
+	}
+}
+
+// finalize stores d's tree and, up the chain, every parent that becomes
+// complete by it.
+func (tb *treeBuilder) finalize(ctx context.Context, d *dirNode) {
+	for d != nil {
+		if tb.fail.get() != nil {
+			return
+		}
+		// d is complete: nobody else touches its nodes any more.
+		h, err := tb.w.PutTree(ctx, &store.Tree{Nodes: d.nodes})
+		if err != nil {
+			tb.fail.set(fmt.Errorf("store tree of %q: %w", d.path, err))
+			return
+		}
+		tb.mu.Lock()
+		tb.trees++
+		var next *dirNode
+		if p := d.parent; p == nil {
+			d.stream.root = h
+		} else {
+			p.nodes[d.slot].Subtree = h
+			p.pending--
+			if p.closed && p.pending == 0 {
+				next = p
+			}
+		}
+		d.nodes = nil
+		tb.mu.Unlock()
+		d = next
+	}
+}
+
+// roots returns every stream's root, once the capture is complete and all
+// workers have finished.
+func (tb *treeBuilder) roots() ([]store.Stream, error) {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	out := make([]store.Stream, 0, len(tb.streams))
+	for _, st := range tb.streams {
+		if st.root.IsZero() {
+			return nil, fmt.Errorf("stream %q: root tree was not completed", st.name)
+		}
+		out = append(out, store.Stream{Name: st.name, Root: st.root})
+	}
+	return out, nil
+}
