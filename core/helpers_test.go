@@ -34,15 +34,15 @@ type countingEngine struct {
 }
 
 func (c *countingEngine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w pluginapi.CaptureWriter) error {
-	return c.Engine.Capture(ctx, req, &countingWriter{CaptureWriter: w, c: c})
+	return c.Engine.Capture(ctx, req, &captureCounter{CaptureWriter: w, c: c})
 }
 
-type countingWriter struct {
+type captureCounter struct {
 	pluginapi.CaptureWriter
 	c *countingEngine
 }
 
-func (w *countingWriter) WriteEntry(ctx context.Context, e *pluginapi.Entry, body io.Reader) error {
+func (w *captureCounter) WriteEntry(ctx context.Context, e *pluginapi.Entry, body io.Reader) error {
 	n := w.c.entries.Add(1)
 	if w.c.onEntry != nil {
 		if err := w.c.onEntry(n); err != nil {
