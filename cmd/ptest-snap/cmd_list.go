@@ -51,6 +51,7 @@ With --quiet only the full IDs are printed, one a line.`,
 			if err != nil {
 				return err
 			}
+			f.Sizes = !a.quiet
 			snaps, err := svc.List(cmd.Context(), f)
 			if err != nil {
 				return err
@@ -94,7 +95,9 @@ func (a *app) printList(ctx context.Context, svc service, snaps []snapshotJSON) 
 		only := "-"
 		size := humanBytes(s.Stats.LogicalBytes)
 		if s.Size != nil {
-			only = humanBytes(s.Size.ExclusiveBytes)
+			if s.Size.ExclusiveBytes >= 0 {
+				only = humanBytes(s.Size.ExclusiveBytes)
+			}
 			size = humanBytes(s.Size.LogicalBytes)
 		}
 		t.row(short.short(s.ID), orDash(s.Name), s.Engine, s.Target, humanAge(now, s.CreatedAt),

@@ -30,7 +30,7 @@ compressed and on disk, the dedup and compression ratios, and how much a
 			}
 			t := newTable(a.stdout)
 			t.row("store", s.StoreDir)
-			t.row("snapshots", humanCount(s.Snapshots))
+			t.row("snapshots", fmt.Sprintf("%s in %s environments", humanCount(s.Snapshots), humanCount(s.Envs)))
 			t.row("chunks", humanCount(s.Chunks))
 			t.row("logical size", humanBytes(s.LogicalBytes))
 			t.row("unique data", humanBytes(s.UniqueBytes))
@@ -38,7 +38,7 @@ compressed and on disk, the dedup and compression ratios, and how much a
 			t.row("on disk", humanBytes(s.DiskBytes))
 			t.row("dedup ratio", fmt.Sprintf("%.2fx", s.DedupRatio))
 			t.row("compression ratio", fmt.Sprintf("%.2fx", s.CompressionRatio))
-			t.row("reclaimable by gc", humanBytes(s.ReclaimableBytes))
+			t.row("reclaimable by gc", fmt.Sprintf("%s in %s chunks", humanBytes(s.ReclaimableBytes), humanCount(s.ReclaimableChunks)))
 			return t.flush()
 		},
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -118,15 +119,59 @@ func (s *coreService) Restore(ctx context.Context, p restoreParams, prog *progre
 }
 
 func (s *coreService) List(ctx context.Context, f listFilter) ([]snapshotJSON, error) {
-	return nil, fmt.Errorf("list: %w", errNotWired)
-}
-
-func (s *coreService) Show(ctx context.Context, ref string) (*snapshotJSON, error) {
-	snap, err := s.m.Resolve(ctx, ref)
+	var labels []string
+	for k, v := range f.Labels {
+		labels = append(labels, k+"="+v)
+	}
+	entries, err := s.m.List(ctx, core.ListOptions{
+		Engine: f.Engine,
+		EnvID:  envIDOf(f.Env),
+		Labels: labels,
+		Name:   f.Name,
+		Since:  f.Since,
+		Until:  f.Until,
+		Sizes:  f.Sizes,
+	})
 	if err != nil {
 		return nil, err
 	}
-	out := snapshotFromStore(snap)
+	out := make([]snapshotJSON, 0, len(entries))
+	for _, e := range entries {
+		sj := snapshotFromStore(e.Snapshot)
+		sj.Metadata, sj.MetadataVersion = nil, 0 // list stays compact; show has it
+		if f.Sizes {
+			sj.Size = &sizeJSON{LogicalBytes: e.Sizes.LogicalBytes, ExclusiveBytes: e.Sizes.ExclusiveBytes, StoredBytes: e.Sizes.StoredBytes}
+		}
+		out = append(out, sj)
+	}
+	return out, nil
+}
+
+// envIDOf turns a path the user gave for --env into the env ID engines use
+// for directories and venvs (the real absolute path); anything that is not
+// an existing path (a container ID) is used as it is.
+func envIDOf(env string) string {
+	if env == "" {
+		return ""
+	}
+	abs, err := filepath.Abs(env)
+	if err != nil {
+		return env
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return env
+	}
+	return real
+}
+
+func (s *coreService) Show(ctx context.Context, ref string) (*snapshotJSON, error) {
+	res, err := s.m.Show(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	out := snapshotFromStore(res.Snapshot)
+	out.Size = &sizeJSON{LogicalBytes: res.Sizes.LogicalBytes, ExclusiveBytes: res.Sizes.ExclusiveBytes, StoredBytes: res.Sizes.StoredBytes}
 	return &out, nil
 }
 
@@ -135,7 +180,24 @@ func (s *coreService) Diff(ctx context.Context, a, b string, packagesOnly bool) 
 }
 
 func (s *coreService) Stats(ctx context.Context) (*statsJSON, error) {
-	return nil, fmt.Errorf("stats: %w", errNotWired)
+	st, err := s.m.Stats(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &statsJSON{
+		StoreDir:          s.m.Store().Dir(),
+		Snapshots:         int64(st.Snapshots),
+		Envs:              int64(st.Envs),
+		Chunks:            st.Chunks,
+		LogicalBytes:      st.LogicalBytes,
+		UniqueBytes:       st.UniqueBytes,
+		StoredBytes:       st.StoredBytes,
+		DiskBytes:         st.DiskBytes,
+		DedupRatio:        st.DedupRatio,
+		CompressionRatio:  st.CompressionRatio,
+		ReclaimableBytes:  st.ReclaimableBytes,
+		ReclaimableChunks: st.ReclaimableChunks,
+	}, nil
 }
 
 func (s *coreService) Delete(ctx context.Context, refs []string, dryRun bool) (*deleteJSON, error) {

@@ -73,6 +73,9 @@ type listFilter struct {
 	Labels map[string]string
 	Since  time.Time
 	Until  time.Time
+	// Sizes asks for each snapshot's exclusive bytes (a walk of every
+	// snapshot's trees).
+	Sizes bool
 }
 
 // cleanupParams are the cleanup command's rules.
@@ -192,16 +195,18 @@ type versionChange struct {
 
 // statsJSON is the stats command's document.
 type statsJSON struct {
-	StoreDir         string  `json:"store_dir"`
-	Snapshots        int64   `json:"snapshots"`
-	Chunks           int64   `json:"chunks"`
-	LogicalBytes     int64   `json:"logical_bytes"`
-	UniqueBytes      int64   `json:"unique_bytes"`
-	StoredBytes      int64   `json:"stored_bytes"`
-	DiskBytes        int64   `json:"disk_bytes"`
-	DedupRatio       float64 `json:"dedup_ratio"`
-	CompressionRatio float64 `json:"compression_ratio"`
-	ReclaimableBytes int64   `json:"reclaimable_bytes"`
+	StoreDir          string  `json:"store_dir"`
+	Snapshots         int64   `json:"snapshots"`
+	Envs              int64   `json:"envs"`
+	Chunks            int64   `json:"chunks"`
+	LogicalBytes      int64   `json:"logical_bytes"`
+	UniqueBytes       int64   `json:"unique_bytes"`
+	StoredBytes       int64   `json:"stored_bytes"`
+	DiskBytes         int64   `json:"disk_bytes"`
+	DedupRatio        float64 `json:"dedup_ratio"`
+	CompressionRatio  float64 `json:"compression_ratio"`
+	ReclaimableBytes  int64   `json:"reclaimable_bytes"`
+	ReclaimableChunks int64   `json:"reclaimable_chunks"`
 }
 
 // deleteJSON is the delete command's document.
