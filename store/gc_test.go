@@ -152,6 +152,7 @@ func TestConcurrentWritersAndGC(t *testing.T) {
 				return
 			}
 			gcs++
+			time.Sleep(20 * time.Millisecond)
 		}
 	}()
 	var wg sync.WaitGroup
@@ -160,7 +161,7 @@ func TestConcurrentWritersAndGC(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := 0; i < 6; i++ {
+			for i := 0; i < 4; i++ {
 				files := map[string][]byte{}
 				for k, v := range shared {
 					files[k] = v
@@ -202,6 +203,6 @@ func TestConcurrentWritersAndGC(t *testing.T) {
 	assert.Greater(t, gcs, 0)
 	rep, err := s.Verify(ctx, nil, nil)
 	require.NoError(t, err)
-	assert.Equal(t, 8*3, rep.Snapshots)
+	assert.Equal(t, 8*2, rep.Snapshots)
 	assert.Empty(t, rep.Problems)
 }
