@@ -7,13 +7,20 @@
 //
 //	volume:<name>  one per volume mount: the volume's files, read with the
 //	               archive API while the container is paused
-//	image          the committed image in a layout `docker load` accepts:
-//	               config.json, layers/<diff-id hex>.tar (each layer's tar
-//	               byte for byte as `docker save` wrote it), manifest.json
+//	image          the committed image:
+//	                 config.json                 the image config (its digest is the image ID)
+//	                 layers/<hex>/headers        a layer tar minus its file bodies
+//	                 layers/<hex>/members/<n>    the n-th non-empty file body, in tar order
+//	                 manifest.json               a `docker load` manifest
+//	               <hex> is the layer's diff ID, the sha256 of its tar.
 //
-// A layer's tar is byte-stable (Docker rebuilds it from its tar-split data, so
-// its sha256 is the layer's diff ID), so a base image shared by many
-// snapshots is the same bytes each time and the host stores it once; with
-// the parent's index a layer already captured is marked Unchanged and not
-// sent at all. See metadata.go for the JSON schema.
+// `docker save` writes a layer's tar byte for byte the same each time
+// (Docker rebuilds it from its own tar-split data, so its sha256 is the diff
+// ID). Split into headers and bodies (layer_split.go), every file of an
+// image is stored by its own content: a base image shared by many snapshots
+// is kept once, and so is a file the same in a venv captured by another
+// engine and in an image. A restore splices the pieces back into the
+// identical tar, so the image keeps its ID and the engine reuses layers it
+// has. With the parent's index, a layer already captured is sent as
+// Unchanged entries, with no bytes. See metadata.go for the JSON schema.
 package docker

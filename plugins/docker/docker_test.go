@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,6 +44,13 @@ var (
 	baseImage string
 	helperBin string
 	runPrefix string
+	// extraImages are images TestMain removes at the end (benchmarks').
+	extraImages []string
+
+	// The engine is set up on first need, so fuzz workers (which run
+	// TestMain too) do not build images.
+	setupOnce sync.Once
+	setupTmp  string
 )
 
 func TestMain(m *testing.M) {
@@ -59,10 +67,12 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(tmp)
-	dockerErr = setupDocker(tmp)
+	setupTmp = tmp
 	code := m.Run()
 	if testCli != nil && baseImage != "" {
-		_, _ = testCli.ImageRemove(context.Background(), baseImage, image.RemoveOptions{Force: true, PruneChildren: true})
+		for _, img := range append(extraImages, baseImage) {
+			_, _ = testCli.ImageRemove(context.Background(), img, image.RemoveOptions{Force: true, PruneChildren: true})
+		}
 	}
 	return code
 }
@@ -132,6 +142,7 @@ func buildImage(ctx context.Context, tag string, files map[string][]byte, docker
 // without an engine.
 func needDocker(t testing.TB) {
 	t.Helper()
+	setupOnce.Do(func() { dockerErr = setupDocker(setupTmp) })
 	if dockerErr == nil {
 		return
 	}

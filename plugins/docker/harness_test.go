@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/pypj/ptest-snap/pluginapi"
 )
@@ -21,6 +22,8 @@ type captured struct {
 	stream string
 	entry  pluginapi.Entry
 	body   []byte
+	// unchanged: the engine marked it Unchanged (body from the parent).
+	unchanged bool
 }
 
 // capture is everything an engine sent.
@@ -146,6 +149,7 @@ func (w *memWriter) WriteEntry(ctx context.Context, e *pluginapi.Entry, body io.
 			return fmt.Errorf("%q marked unchanged but the parent lacks it", e.Path)
 		}
 		ce.entry.Unchanged = false
+		ce.unchanged = true
 		w.c.unchangedEntries++
 	case e.Type == pluginapi.TypeFile:
 		var buf bytes.Buffer
@@ -184,6 +188,25 @@ func (r *reader) Next(ctx context.Context) (string, *pluginapi.Entry, io.Reader,
 		body = bytes.NewReader(ce.body)
 	}
 	return ce.stream, &e, body, nil
+}
+
+// unchangedIn counts the file entries of the image stream under the given
+// layers that were marked Unchanged, and all file entries there.
+func (c *capture) unchangedIn(diffIDs []string) (unchanged, files int) {
+	for _, ce := range c.entries {
+		if ce.stream != imageStream || ce.entry.Type != pluginapi.TypeFile {
+			continue
+		}
+		for _, d := range diffIDs {
+			if strings.HasPrefix(ce.entry.Path, layerDir(d)+"/") {
+				files++
+				if ce.unchanged {
+					unchanged++
+				}
+			}
+		}
+	}
+	return unchanged, files
 }
 
 // restoreRequest is the request the host would build from a capture.

@@ -28,15 +28,30 @@ const (
 	imageManifestPath = "manifest.json"
 )
 
-// layerPath is where a layer travels in the "image" stream.
-func layerPath(diffID string) string {
+// layerDir is the directory a layer travels in, in the "image" stream:
+// layers/<hex>/headers and layers/<hex>/members/<8-digit index>.
+func layerDir(diffID string) string {
+	return imageLayersDir + "/" + strings.TrimPrefix(diffID, "sha256:")
+}
+
+func headersPath(diffID string) string { return layerDir(diffID) + "/headers" }
+func membersDir(diffID string) string  { return layerDir(diffID) + "/members" }
+func memberPath(diffID string, i int) string {
+	return fmt.Sprintf("%s/%08d", membersDir(diffID), i)
+}
+
+// layerTarPath is where a layer's reassembled tar goes in the archive
+// given to `docker load`.
+func layerTarPath(diffID string) string {
 	return imageLayersDir + "/" + strings.TrimPrefix(diffID, "sha256:") + ".tar"
 }
 
-// layerInode is the stable identity a layer's entry carries in the change
-// index: a layer file is named by its content, so the digest's first 8
-// bytes stand in for an inode and tell the next capture that the parent
-// already holds these exact bytes.
+// layerInode is the stable identity a layer's entries carry in the change
+// index: a layer is named by its content, so the digest's first 8 bytes
+// stand in for an inode and tell the next capture that the parent already
+// holds these exact bytes. The headers entry's CtimeNs carries the layer
+// tar's size (ctime is kept only in the change index, never in trees), so
+// the next capture can recognise the layer by size in the save stream.
 func layerInode(diffID string) uint64 {
 	b, err := hex.DecodeString(strings.TrimPrefix(diffID, "sha256:"))
 	if err != nil || len(b) < 8 {
@@ -105,12 +120,19 @@ func (ic *imageCapture) run(ctx context.Context, w pluginapi.CaptureWriter) erro
 	return ic.write(ctx, w, files)
 }
 
+// parentHas reports whether the parent captured layer diffID, returning
+// its headers' index entry.
+func (ic *imageCapture) parentHas(diffID string) (pluginapi.IndexEntry, bool) {
+	ie, ok := ic.parent.Lookup(imageStream, headersPath(diffID))
+	return ie, ok && ie.Inode == layerInode(diffID)
+}
+
 // parentLayers returns, by size, the parent's layers that this image has.
 func (ic *imageCapture) parentLayers() map[int64]bool {
 	bySize := map[int64]bool{}
 	for _, d := range ic.diffIDs {
-		if ie, ok := ic.parent.Lookup(imageStream, layerPath(d)); ok && ie.Inode == layerInode(d) {
-			bySize[ie.Size] = true
+		if ie, ok := ic.parentHas(d); ok {
+			bySize[ie.CtimeNs] = true
 		}
 	}
 	return bySize
@@ -171,7 +193,7 @@ func (ic *imageCapture) read(ctx context.Context) (map[string]*savedFile, error)
 		}
 		f.digest = "sha256:" + hex.EncodeToString(h.Sum(nil))
 		if f.skipped {
-			if _, ok := ic.parent.Lookup(imageStream, layerPath(f.digest)); !ok || !ic.hasLayer(f.digest) {
+			if _, ok := ic.parentHas(f.digest); !ok || !ic.hasLayer(f.digest) {
 				return files, errPredictionMissed
 			}
 		}
@@ -240,16 +262,16 @@ func (ic *imageCapture) write(ctx context.Context, w pluginapi.CaptureWriter, fi
 	}
 	sort.Strings(digests)
 	for _, d := range digests {
-		f := layers[d]
-		e := fileEntry(layerPath(d), f.size, layerInode(d))
-		if ie, ok := ic.parent.Lookup(imageStream, e.Path); ok && ie.Inode == e.Inode && ie.Size == e.Size {
-			e.Unchanged = true
-			if err := w.WriteEntry(ctx, e, nil); err != nil {
+		if err := w.WriteEntry(ctx, &pluginapi.Entry{Path: layerDir(d), Type: pluginapi.TypeDir, Mode: 0o755, Inode: layerInode(d)}, nil); err != nil {
+			return err
+		}
+		if _, ok := ic.parentHas(d); ok {
+			if err := ic.writeUnchangedLayer(ctx, w, d); err != nil {
 				return err
 			}
 			continue
 		}
-		if err := writeSpooled(ctx, w, e, f); err != nil {
+		if err := writeLayer(ctx, w, d, layers[d]); err != nil {
 			return err
 		}
 	}
@@ -260,19 +282,74 @@ func (ic *imageCapture) write(ctx context.Context, w pluginapi.CaptureWriter, fi
 	return w.WriteEntry(ctx, fileEntry(imageManifestPath, int64(len(manifest)), 0), bytes.NewReader(manifest))
 }
 
-func writeSpooled(ctx context.Context, w pluginapi.CaptureWriter, e *pluginapi.Entry, f *savedFile) error {
+// writeLayer splits a layer read from docker save into its headers and
+// members and sends them.
+func writeLayer(ctx context.Context, w pluginapi.CaptureWriter, diffID string, f *savedFile) error {
+	var r io.ReaderAt
 	switch {
 	case f.data != nil:
-		return w.WriteEntry(ctx, e, bytes.NewReader(f.data))
+		r = bytes.NewReader(f.data)
 	case f.spool != "":
 		sf, err := os.Open(f.spool)
 		if err != nil {
 			return fmt.Errorf("docker: spooled layer: %w", err)
 		}
 		defer sf.Close()
-		return w.WriteEntry(ctx, e, sf)
+		r = sf
+	default:
+		return fmt.Errorf("docker: layer %s was dropped but the parent lacks it", diffID)
 	}
-	return fmt.Errorf("docker: layer %s was dropped but the parent lacks it", e.Path)
+	ls, err := splitLayer(r, f.size)
+	if err != nil {
+		return fmt.Errorf("docker: split layer %s: %w", diffID, err)
+	}
+	inode := layerInode(diffID)
+	headers := ls.headersFile()
+	he := fileEntry(headersPath(diffID), int64(len(headers)), inode)
+	he.CtimeNs = f.size
+	if err := w.WriteEntry(ctx, he, bytes.NewReader(headers)); err != nil {
+		return err
+	}
+	if err := w.WriteEntry(ctx, &pluginapi.Entry{Path: membersDir(diffID), Type: pluginapi.TypeDir, Mode: 0o755, Inode: inode}, nil); err != nil {
+		return err
+	}
+	for i, m := range ls.members {
+		if err := w.WriteEntry(ctx, fileEntry(memberPath(diffID, i), m.size, inode), io.NewSectionReader(r, m.off, m.size)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeUnchangedLayer sends a layer the parent holds as Unchanged entries,
+// listed from the parent's index (the layer's digest covers every byte).
+func (ic *imageCapture) writeUnchangedLayer(ctx context.Context, w pluginapi.CaptureWriter, diffID string) error {
+	ie, _ := ic.parentHas(diffID)
+	he := fileEntry(headersPath(diffID), ie.Size, ie.Inode)
+	he.MtimeNs, he.CtimeNs, he.Unchanged = ie.MtimeNs, ie.CtimeNs, true
+	if err := w.WriteEntry(ctx, he, nil); err != nil {
+		return err
+	}
+	if err := w.WriteEntry(ctx, &pluginapi.Entry{Path: membersDir(diffID), Type: pluginapi.TypeDir, Mode: 0o755, Inode: ie.Inode}, nil); err != nil {
+		return err
+	}
+	prefix := membersDir(diffID) + "/"
+	var paths []string
+	for p := range ic.parent[imageStream] {
+		if strings.HasPrefix(p, prefix) {
+			paths = append(paths, p)
+		}
+	}
+	sort.Strings(paths) // fixed-width member numbers: name order is tar order
+	for _, p := range paths {
+		me := ic.parent[imageStream][p]
+		e := fileEntry(p, me.Size, me.Inode)
+		e.MtimeNs, e.CtimeNs, e.Unchanged = me.MtimeNs, me.CtimeNs, true
+		if err := w.WriteEntry(ctx, e, nil); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // fileEntry is a regular file of the "image" stream. Its mtime is zero and
@@ -287,7 +364,7 @@ func fileEntry(p string, size int64, inode uint64) *pluginapi.Entry {
 func loadManifest(diffIDs []string) ([]byte, error) {
 	m := saveManifest{Config: imageConfigPath, Layers: make([]string, len(diffIDs))}
 	for i, d := range diffIDs {
-		m.Layers[i] = layerPath(d)
+		m.Layers[i] = layerTarPath(d)
 	}
 	return json.Marshal([]saveManifest{m})
 }
