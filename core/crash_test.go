@@ -24,7 +24,11 @@ func TestMain(m *testing.M) {
 	if dirs := os.Getenv(crashChildEnv); dirs != "" {
 		os.Exit(crashChild(dirs))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if pluginBuild.dir != "" {
+		os.RemoveAll(pluginBuild.dir)
+	}
+	os.Exit(code)
 }
 
 func crashChild(dirs string) int {
