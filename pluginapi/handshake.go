@@ -28,6 +28,11 @@ const pluginName = "engine"
 // starts at 64 KiB).
 const flowWindow = 8 << 20
 
+// ioBufferSize is the connection's read and write buffer on both sides:
+// gRPC's default of 32 KiB costs a write system call (and a TLS record
+// flush) per 32 KiB of bodies.
+const ioBufferSize = 1 << 20
+
 // HandshakeConfig returns the go-plugin handshake both sides use.
 func HandshakeConfig() plugin.HandshakeConfig {
 	return plugin.HandshakeConfig{
@@ -41,15 +46,16 @@ func HandshakeConfig() plugin.HandshakeConfig {
 // Engine service in the plugin, and makes a gRPC client of it in the host.
 type enginePlugin struct {
 	plugin.NetRPCUnsupportedPlugin
-	// impl is set in the plugin process only.
+	// impl and ring are set in the plugin process only.
 	impl Engine
+	ring *bodyRing
 }
 
 var _ plugin.GRPCPlugin = (*enginePlugin)(nil)
 
 // GRPCServer registers the engine's service (plugin side).
 func (p *enginePlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
-	enginepb.RegisterEngineServer(s, &engineServer{impl: p.impl})
+	enginepb.RegisterEngineServer(s, &engineServer{impl: p.impl, ring: p.ring})
 	return nil
 }
 

@@ -38,6 +38,10 @@ type HostOptions struct {
 	// StartTimeout bounds the launch of a plugin up to its handshake
 	// (default 20 s); the Launch context can only shorten it.
 	StartTimeout time.Duration
+	// InlineBodies turns the shared-memory body ring off: every body then
+	// travels inside the gRPC messages, as with an engine that does not
+	// use the ring. For tests and diagnosis.
+	InlineBodies bool
 }
 
 // Spec names an engine binary to launch.
@@ -88,7 +92,9 @@ type Plugin struct {
 	rpc    enginepb.EngineClient
 	// stopProcess cancels the command's context: SIGKILL to the process.
 	stopProcess context.CancelFunc
-	once        sync.Once
+	// ring is the shared-memory body ring given to the plugin, or nil.
+	ring *bodyRing
+	once sync.Once
 }
 
 // Name returns the engine's name.
@@ -112,6 +118,7 @@ func (p *Plugin) Close() error {
 		p.client.Kill()
 		t.Stop()
 		p.stopProcess()
+		p.ring.close()
 		p.host.forget(p)
 	})
 	return nil
@@ -122,6 +129,7 @@ func (p *Plugin) kill() {
 	p.once.Do(func() {
 		p.stopProcess()
 		p.client.Kill()
+		p.ring.close()
 		p.host.forget(p)
 	})
 }
@@ -193,6 +201,23 @@ func (h *Host) Launch(ctx context.Context, spec Spec) (*Plugin, error) {
 	cmd := exec.CommandContext(procCtx, spec.Path)
 	// The kernel kills the plugin if the host dies without cleaning up.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// The body ring goes to the plugin as fd 3. Without it (no memfd),
+	// bodies travel inline.
+	var ring *bodyRing
+	var ringFile *os.File
+	var err error
+	if !h.opts.InlineBodies {
+		ring, ringFile, err = newHostRing()
+		if err != nil {
+			logger.Debug("no shared body ring; bodies travel inline", "error", err)
+		}
+	}
+	if ring != nil {
+		cmd.ExtraFiles = []*os.File{ringFile}
+		cmd.Env = []string{fmt.Sprintf("%s=%d", ringFDEnv, ringFD)}
+		// The plugin has its own descriptor once started.
+		defer ringFile.Close()
+	}
 	var secure *plugin.SecureConfig
 	if len(spec.SHA256) > 0 {
 		secure = &plugin.SecureConfig{Checksum: spec.SHA256, Hash: sha256.New()}
@@ -214,6 +239,8 @@ func (h *Host) Launch(ctx context.Context, spec Spec) (*Plugin, error) {
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize)),
 			grpc.WithInitialWindowSize(flowWindow),
 			grpc.WithInitialConnWindowSize(flowWindow),
+			grpc.WithWriteBufferSize(ioBufferSize),
+			grpc.WithReadBufferSize(ioBufferSize),
 		},
 	}
 	client := plugin.NewClient(cfg)
@@ -231,6 +258,7 @@ func (h *Host) Launch(ctx context.Context, spec Spec) (*Plugin, error) {
 	if err != nil {
 		stopProcess()
 		client.Kill()
+		ring.close()
 		switch {
 		case errors.Is(err, plugin.ErrChecksumsDoNotMatch):
 			have := "unreadable"
@@ -253,6 +281,7 @@ func (h *Host) Launch(ctx context.Context, spec Spec) (*Plugin, error) {
 		client:      client,
 		rpc:         raw.(enginepb.EngineClient),
 		stopProcess: stopProcess,
+		ring:        ring,
 	}
 	h.mu.Lock()
 	if h.closed {

@@ -75,9 +75,13 @@ func (r *sliceReader) Next(context.Context) (string, *pluginapi.Entry, io.Reader
 
 func newHost(t *testing.T) *pluginapi.Host {
 	t.Helper()
-	h := pluginapi.NewHost(pluginapi.HostOptions{
-		Logger: hclog.New(&hclog.LoggerOptions{Output: io.Discard, Level: hclog.Debug}),
-	})
+	return newHostWith(t, pluginapi.HostOptions{})
+}
+
+func newHostWith(t *testing.T, opts pluginapi.HostOptions) *pluginapi.Host {
+	t.Helper()
+	opts.Logger = hclog.New(&hclog.LoggerOptions{Output: io.Discard, Level: hclog.Debug})
+	h := pluginapi.NewHost(opts)
 	t.Cleanup(func() { h.Close() })
 	return h
 }
@@ -126,12 +130,16 @@ func makeTree(t *testing.T) string {
 }
 
 func TestRoundTripThroughPlugin(t *testing.T) {
-	for _, name := range []string{"good", "dir"} {
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		inline bool
+	}{{"good", false}, {"good", true}, {"dir", false}} {
+		name := tc.name
+		t.Run(fmt.Sprintf("%s/inline=%v", name, tc.inline), func(t *testing.T) {
 			if _, err := os.Stat(spec(name).Path); err != nil {
 				t.Skipf("engine %s not built: %v", name, err)
 			}
-			h := newHost(t)
+			h := newHostWith(t, pluginapi.HostOptions{InlineBodies: tc.inline})
 			p := launch(t, h, name)
 			ctx := context.Background()
 
@@ -348,6 +356,7 @@ func TestHostileCapturesAreRefused(t *testing.T) {
 		{"bigframe", pluginapi.ErrProtocol, "exceeds"},
 		{"unsorted", pluginapi.ErrProtocol, "sorted pre-order"},
 		{"longbody", pluginapi.ErrProtocol, "longer than its size"},
+		{"badring", pluginapi.ErrProtocol, "ring position 4096, expected 0"},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
 			h := newHost(t)
@@ -394,4 +403,53 @@ func TestLaunchHonoursCancelledContext(t *testing.T) {
 	cancel()
 	_, err := h.Launch(ctx, spec("good"))
 	require.True(t, errors.Is(err, context.Canceled), "%v", err)
+}
+
+// failingWriter fails at the entry named failAt.
+type failingWriter struct {
+	recordingWriter
+	failAt string
+}
+
+var errWriter = errors.New("writer refuses")
+
+func (w *failingWriter) WriteEntry(ctx context.Context, e *pluginapi.Entry, body io.Reader) error {
+	if e.Path == w.failAt {
+		return errWriter
+	}
+	return w.recordingWriter.WriteEntry(ctx, e, body)
+}
+
+// TestCaptureBeyondTheRing captures more than the shared body ring holds,
+// twice, with an abandoned capture between: positions stay in step and
+// every body arrives intact.
+func TestCaptureBeyondTheRing(t *testing.T) {
+	root := t.TempDir()
+	want := map[string][]byte{}
+	for i := range 3 {
+		b := make([]byte, 7<<20+i*4099)
+		for j := range b {
+			b[j] = byte(j*7 + i + j>>13)
+		}
+		name := fmt.Sprintf("f%d", i)
+		want[name] = b
+		require.NoError(t, os.WriteFile(filepath.Join(root, name), b, 0o644))
+	}
+	h := newHost(t)
+	p := launch(t, h, "good")
+	ctx := context.Background()
+
+	check := func() {
+		var w recordingWriter
+		require.NoError(t, p.Capture(ctx, &pluginapi.CaptureRequest{Target: root}, &w))
+		require.Len(t, w.entries, 3)
+		for _, r := range w.entries {
+			require.True(t, bytes.Equal(want[r.entry.Path], r.body), r.entry.Path)
+		}
+	}
+	check()
+	err := p.Capture(ctx, &pluginapi.CaptureRequest{Target: root}, &failingWriter{failAt: "f1"})
+	require.ErrorIs(t, err, errWriter)
+	check()
+	check()
 }

@@ -18,7 +18,7 @@ import (
 var engineDir string
 
 // testModes are the names the testengine binary is linked under.
-var testModes = []string{"good", "crash", "hang", "stdout", "version", "dotdot", "abs", "bigframe", "unsorted", "longbody"}
+var testModes = []string{"good", "crash", "hang", "stdout", "version", "dotdot", "abs", "bigframe", "unsorted", "longbody", "badring"}
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))

@@ -1,6 +1,7 @@
 package pluginapi
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -66,6 +67,10 @@ type entryReader struct {
 	streams map[string]bool
 	order   orderChecker
 	body    bodyReader
+	// ring, if set, holds the bytes of shared frames (host side);
+	// ringBuf is the private copy of the current one.
+	ring    *bodyRing
+	ringBuf []byte
 }
 
 func newEntryReader(recv func() ([]*enginepb.Record, error), bodies bool) *entryReader {
@@ -106,13 +111,13 @@ func (r *entryReader) next() (begin string, e *Entry, body io.Reader, err error)
 			return "", nil, nil, fmt.Errorf("stream %q: %w", r.stream, err)
 		}
 		if r.bodies && e.Type == TypeFile && !e.Unchanged {
-			r.body = bodyReader{src: &r.src, path: e.Path, remaining: e.Size}
+			r.body = bodyReader{src: &r.src, path: e.Path, remaining: e.Size, owner: r}
 			return "", e, &r.body, nil
 		}
 		r.body = bodyReader{}
 		return "", e, nil, nil
-	case *enginepb.Record_Data:
-		return "", nil, nil, protocolErrorf("stream %q: data frame of %d bytes without a file to belong to", r.stream, len(k.Data))
+	case *enginepb.Record_Data, *enginepb.Record_Shared:
+		return "", nil, nil, protocolErrorf("stream %q: data frame without a file to belong to", r.stream)
 	default:
 		return "", nil, nil, protocolErrorf("empty or unknown record")
 	}
@@ -122,6 +127,7 @@ func (r *entryReader) next() (begin string, e *Entry, body io.Reader, err error)
 // entry.
 type bodyReader struct {
 	src       *recordSource
+	owner     *entryReader
 	path      string
 	remaining int64
 	frame     []byte
@@ -138,17 +144,42 @@ func (b *bodyReader) nextFrame() error {
 		if err != nil {
 			return err
 		}
-		d, ok := rec.GetKind().(*enginepb.Record_Data)
-		if !ok {
+		var frame []byte
+		switch k := rec.GetKind().(type) {
+		case *enginepb.Record_Data:
+			frame = k.Data
+			if err := b.checkFrame(int64(len(frame))); err != nil {
+				return err
+			}
+		case *enginepb.Record_Shared:
+			if b.owner.ring == nil {
+				return protocolErrorf("shared frame in %q, but no shared ring was offered", b.path)
+			}
+			if err := b.checkFrame(int64(k.Shared.GetLength())); err != nil {
+				return err
+			}
+			if b.owner.ringBuf == nil {
+				b.owner.ringBuf = make([]byte, 0, MaxFrameSize)
+			}
+			b.owner.ringBuf, err = b.owner.ring.take(k.Shared.GetPosition(), k.Shared.GetLength(), b.owner.ringBuf)
+			if err != nil {
+				return err
+			}
+			frame = b.owner.ringBuf
+		default:
 			return protocolErrorf("body of %q ends %d bytes short of its size", b.path, b.remaining)
 		}
-		if len(d.Data) > MaxFrameSize {
-			return protocolErrorf("frame of %d bytes in %q exceeds the %d-byte limit", len(d.Data), b.path, MaxFrameSize)
-		}
-		if int64(len(d.Data)) > b.remaining {
-			return protocolErrorf("body of %q is longer than its size", b.path)
-		}
-		b.frame = d.Data
+		b.frame = frame
+	}
+	return nil
+}
+
+func (b *bodyReader) checkFrame(n int64) error {
+	if n > MaxFrameSize {
+		return protocolErrorf("frame of %d bytes in %q exceeds the %d-byte limit", n, b.path, MaxFrameSize)
+	}
+	if n > b.remaining {
+		return protocolErrorf("body of %q is longer than its size", b.path)
 	}
 	return nil
 }
@@ -298,6 +329,12 @@ type batcher struct {
 	buf   []byte // body bytes of the batch being filled
 	extra int    // estimated bytes of the batch's entries
 	order orderChecker
+
+	// ring, if set, receives the bodies instead of the messages (plugin
+	// side, when the host offered it); ringBytes counts the batch's.
+	ring      *bodyRing
+	ringBytes int
+	ctx       context.Context
 }
 
 func (b *batcher) flush() error {
@@ -310,6 +347,7 @@ func (b *batcher) flush() error {
 	b.recs = make([]*enginepb.Record, 0, len(b.recs))
 	b.buf = nil
 	b.extra = 0
+	b.ringBytes = 0
 	return err
 }
 
@@ -348,6 +386,9 @@ func (b *batcher) entry(e *Entry, body io.Reader, withBody bool) error {
 	if body == nil {
 		return fmt.Errorf("%q: no body for a file of %d bytes", e.Path, e.Size)
 	}
+	if b.ring != nil {
+		return b.ringBody(e, body)
+	}
 	for remaining := e.Size; remaining > 0; {
 		if b.buf == nil {
 			b.buf = make([]byte, 0, BatchBytes)
@@ -371,6 +412,33 @@ func (b *batcher) entry(e *Entry, body io.Reader, withBody bool) error {
 		remaining -= n
 		b.recs = append(b.recs, &enginepb.Record{Kind: &enginepb.Record_Data{Data: frame}})
 		if len(b.buf) == cap(b.buf) || len(b.recs) >= maxBatchRecords {
+			if err := b.flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ringBody reads e's body into the shared ring, frame by frame, and sends
+// their positions.
+func (b *batcher) ringBody(e *Entry, body io.Reader) error {
+	for remaining := e.Size; remaining > 0; {
+		pos, frame, err := b.ring.reserve(b.ctx, int(min(remaining, MaxFrameSize)), b.flush)
+		if err != nil {
+			return err
+		}
+		if _, err := io.ReadFull(body, frame); err != nil {
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				return fmt.Errorf("body of %q is shorter than its size %d", e.Path, e.Size)
+			}
+			return fmt.Errorf("read %q: %w", e.Path, err)
+		}
+		b.ring.head += uint64(len(frame))
+		remaining -= int64(len(frame))
+		b.recs = append(b.recs, &enginepb.Record{Kind: &enginepb.Record_Shared{Shared: &enginepb.SharedFrame{Position: pos, Length: uint32(len(frame))}}})
+		b.ringBytes += len(frame)
+		if b.ringBytes >= BatchBytes || len(b.recs) >= maxBatchRecords {
 			if err := b.flush(); err != nil {
 				return err
 			}

@@ -56,7 +56,14 @@ func (p *Plugin) Capture(ctx context.Context, req *CaptureRequest, w CaptureWrit
 	op := "capture " + req.Target
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := p.rpc.Capture(sctx, captureRequestToProto(req))
+	wire := captureRequestToProto(req)
+	var ring *bodyRing
+	if !req.IndexOnly && p.ring.acquire() {
+		defer p.ring.release()
+		ring = p.ring
+		wire.SharedBodies = true
+	}
+	stream, err := p.rpc.Capture(sctx, wire)
 	if err != nil {
 		return p.fail(ctx, op, err)
 	}
@@ -125,6 +132,7 @@ func (p *Plugin) Capture(ctx context.Context, req *CaptureRequest, w CaptureWrit
 		}
 		return msg.GetRecords(), nil
 	}, !req.IndexOnly)
+	entries.ring = ring
 
 	for {
 		begin, e, body, err := entries.next()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -21,7 +22,7 @@ import (
 func Serve(engine Engine) {
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: HandshakeConfig(),
-		Plugins:         plugin.PluginSet{pluginName: &enginePlugin{impl: engine}},
+		Plugins:         plugin.PluginSet{pluginName: &enginePlugin{impl: engine, ring: openPluginRing()}},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
 			return grpc.NewServer(append(opts,
 				// The capture request carries the parent's change index,
@@ -29,6 +30,8 @@ func Serve(engine Engine) {
 				grpc.MaxRecvMsgSize(1<<30),
 				grpc.InitialWindowSize(flowWindow),
 				grpc.InitialConnWindowSize(flowWindow),
+				grpc.WriteBufferSize(ioBufferSize),
+				grpc.ReadBufferSize(ioBufferSize),
 			)...)
 		},
 		Logger: hclog.New(&hclog.LoggerOptions{
@@ -43,6 +46,8 @@ func Serve(engine Engine) {
 type engineServer struct {
 	enginepb.UnimplementedEngineServer
 	impl Engine
+	// ring is the shared-memory body ring the host passed, or nil.
+	ring *bodyRing
 }
 
 func (s *engineServer) Info(ctx context.Context, _ *enginepb.InfoRequest) (*enginepb.InfoResponse, error) {
@@ -68,6 +73,13 @@ func (s *engineServer) Capture(req *enginepb.CaptureRequest, stream grpc.ServerS
 	w := &captureSender{stream: stream, indexOnly: req.GetIndexOnly()}
 	w.batch.send = func(recs []*enginepb.Record) error {
 		return stream.Send(&enginepb.CaptureResponse{Records: recs})
+	}
+	if req.GetSharedBodies() && s.ring.acquire() {
+		defer s.ring.release()
+		// Continue where the host's reading stopped; a cancelled capture
+		// may have left frames it never read.
+		s.ring.head = atomic.LoadUint64(s.ring.consumedPtr())
+		w.batch.ring, w.batch.ctx = s.ring, stream.Context()
 	}
 	err := s.impl.Capture(stream.Context(), captureRequestFromProto(req), w)
 	if err == nil && !w.metadataSent {

@@ -437,7 +437,12 @@ type CaptureRequest struct {
 	// it an engine may send an entry with unchanged = true and no body.
 	Parent []*ParentStream `protobuf:"bytes,6,rep,name=parent,proto3" json:"parent,omitempty"`
 	// index_only: send entries without any body.
-	IndexOnly     bool `protobuf:"varint,7,opt,name=index_only,json=indexOnly,proto3" json:"index_only,omitempty"`
+	IndexOnly bool `protobuf:"varint,7,opt,name=index_only,json=indexOnly,proto3" json:"index_only,omitempty"`
+	// shared_bodies: the host offers the shared-memory body ring it gave the
+	// plugin at launch (see README, "Shared-memory bodies"); the engine may
+	// then send bodies as shared frames instead of data. Engines that do not
+	// know the ring ignore it and send data.
+	SharedBodies  bool `protobuf:"varint,8,opt,name=shared_bodies,json=sharedBodies,proto3" json:"shared_bodies,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -517,6 +522,13 @@ func (x *CaptureRequest) GetParent() []*ParentStream {
 func (x *CaptureRequest) GetIndexOnly() bool {
 	if x != nil {
 		return x.IndexOnly
+	}
+	return false
+}
+
+func (x *CaptureRequest) GetSharedBodies() bool {
+	if x != nil {
+		return x.SharedBodies
 	}
 	return false
 }
@@ -720,6 +732,7 @@ type Record struct {
 	//	*Record_BeginStream
 	//	*Record_Entry
 	//	*Record_Data
+	//	*Record_Shared
 	Kind          isRecord_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -789,6 +802,15 @@ func (x *Record) GetData() []byte {
 	return nil
 }
 
+func (x *Record) GetShared() *SharedFrame {
+	if x != nil {
+		if x, ok := x.Kind.(*Record_Shared); ok {
+			return x.Shared
+		}
+	}
+	return nil
+}
+
 type isRecord_Kind interface {
 	isRecord_Kind()
 }
@@ -810,11 +832,75 @@ type Record_Data struct {
 	Data []byte `protobuf:"bytes,3,opt,name=data,proto3,oneof"`
 }
 
+type Record_Shared struct {
+	// shared is the next frame of the body, like data, but its bytes are in
+	// the shared-memory body ring. Only when the request set shared_bodies.
+	Shared *SharedFrame `protobuf:"bytes,4,opt,name=shared,proto3,oneof"`
+}
+
 func (*Record_BeginStream) isRecord_Kind() {}
 
 func (*Record_Entry) isRecord_Kind() {}
 
 func (*Record_Data) isRecord_Kind() {}
+
+func (*Record_Shared) isRecord_Kind() {}
+
+// SharedFrame locates a frame in the shared-memory body ring. position is
+// the count of ring bytes written before this frame (it grows without
+// wrapping); the bytes are at ring offset position mod ring size and never
+// cross the ring's end. Frames come in ring order, each at most 1 MiB.
+type SharedFrame struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Position      uint64                 `protobuf:"varint,1,opt,name=position,proto3" json:"position,omitempty"`
+	Length        uint32                 `protobuf:"varint,2,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SharedFrame) Reset() {
+	*x = SharedFrame{}
+	mi := &file_pluginapi_proto_engine_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SharedFrame) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SharedFrame) ProtoMessage() {}
+
+func (x *SharedFrame) ProtoReflect() protoreflect.Message {
+	mi := &file_pluginapi_proto_engine_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SharedFrame.ProtoReflect.Descriptor instead.
+func (*SharedFrame) Descriptor() ([]byte, []int) {
+	return file_pluginapi_proto_engine_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SharedFrame) GetPosition() uint64 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *SharedFrame) GetLength() uint32 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
 
 type CaptureResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -829,7 +915,7 @@ type CaptureResponse struct {
 
 func (x *CaptureResponse) Reset() {
 	*x = CaptureResponse{}
-	mi := &file_pluginapi_proto_engine_proto_msgTypes[10]
+	mi := &file_pluginapi_proto_engine_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -841,7 +927,7 @@ func (x *CaptureResponse) String() string {
 func (*CaptureResponse) ProtoMessage() {}
 
 func (x *CaptureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginapi_proto_engine_proto_msgTypes[10]
+	mi := &file_pluginapi_proto_engine_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -854,7 +940,7 @@ func (x *CaptureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CaptureResponse.ProtoReflect.Descriptor instead.
 func (*CaptureResponse) Descriptor() ([]byte, []int) {
-	return file_pluginapi_proto_engine_proto_rawDescGZIP(), []int{10}
+	return file_pluginapi_proto_engine_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CaptureResponse) GetMetadata() *Metadata {
@@ -886,7 +972,7 @@ type RestoreRequest struct {
 
 func (x *RestoreRequest) Reset() {
 	*x = RestoreRequest{}
-	mi := &file_pluginapi_proto_engine_proto_msgTypes[11]
+	mi := &file_pluginapi_proto_engine_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +984,7 @@ func (x *RestoreRequest) String() string {
 func (*RestoreRequest) ProtoMessage() {}
 
 func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginapi_proto_engine_proto_msgTypes[11]
+	mi := &file_pluginapi_proto_engine_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +997,7 @@ func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreRequest.ProtoReflect.Descriptor instead.
 func (*RestoreRequest) Descriptor() ([]byte, []int) {
-	return file_pluginapi_proto_engine_proto_rawDescGZIP(), []int{11}
+	return file_pluginapi_proto_engine_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RestoreRequest) GetTarget() string {
@@ -974,7 +1060,7 @@ type RestoreMessage struct {
 
 func (x *RestoreMessage) Reset() {
 	*x = RestoreMessage{}
-	mi := &file_pluginapi_proto_engine_proto_msgTypes[12]
+	mi := &file_pluginapi_proto_engine_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -986,7 +1072,7 @@ func (x *RestoreMessage) String() string {
 func (*RestoreMessage) ProtoMessage() {}
 
 func (x *RestoreMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginapi_proto_engine_proto_msgTypes[12]
+	mi := &file_pluginapi_proto_engine_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -999,7 +1085,7 @@ func (x *RestoreMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreMessage.ProtoReflect.Descriptor instead.
 func (*RestoreMessage) Descriptor() ([]byte, []int) {
-	return file_pluginapi_proto_engine_proto_rawDescGZIP(), []int{12}
+	return file_pluginapi_proto_engine_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RestoreMessage) GetRequest() *RestoreRequest {
@@ -1028,7 +1114,7 @@ type RestoreResponse struct {
 
 func (x *RestoreResponse) Reset() {
 	*x = RestoreResponse{}
-	mi := &file_pluginapi_proto_engine_proto_msgTypes[13]
+	mi := &file_pluginapi_proto_engine_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1040,7 +1126,7 @@ func (x *RestoreResponse) String() string {
 func (*RestoreResponse) ProtoMessage() {}
 
 func (x *RestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginapi_proto_engine_proto_msgTypes[13]
+	mi := &file_pluginapi_proto_engine_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1053,7 +1139,7 @@ func (x *RestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreResponse.ProtoReflect.Descriptor instead.
 func (*RestoreResponse) Descriptor() ([]byte, []int) {
-	return file_pluginapi_proto_engine_proto_rawDescGZIP(), []int{13}
+	return file_pluginapi_proto_engine_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RestoreResponse) GetTarget() string {
@@ -1099,7 +1185,7 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\x05inode\x18\x05 \x01(\x04R\x05inode\"]\n" +
 	"\fParentStream\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
-	"\aentries\x18\x02 \x03(\v2\x1f.ptestsnap.engine.v1.IndexEntryR\aentries\"\xb4\x03\n" +
+	"\aentries\x18\x02 \x03(\v2\x1f.ptestsnap.engine.v1.IndexEntryR\aentries\"\xd9\x03\n" +
 	"\x0eCaptureRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12\x1a\n" +
 	"\bexcludes\x18\x02 \x03(\tR\bexcludes\x12>\n" +
@@ -1108,7 +1194,8 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\aoptions\x18\x05 \x03(\v20.ptestsnap.engine.v1.CaptureRequest.OptionsEntryR\aoptions\x129\n" +
 	"\x06parent\x18\x06 \x03(\v2!.ptestsnap.engine.v1.ParentStreamR\x06parent\x12\x1d\n" +
 	"\n" +
-	"index_only\x18\a \x01(\bR\tindexOnly\x1a6\n" +
+	"index_only\x18\a \x01(\bR\tindexOnly\x12#\n" +
+	"\rshared_bodies\x18\b \x01(\bR\fsharedBodies\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a:\n" +
@@ -1135,12 +1222,16 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\tunchanged\x18\f \x01(\bR\tunchanged\x1a9\n" +
 	"\vXattrsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\x7f\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xbb\x01\n" +
 	"\x06Record\x12#\n" +
 	"\fbegin_stream\x18\x01 \x01(\tH\x00R\vbeginStream\x122\n" +
 	"\x05entry\x18\x02 \x01(\v2\x1a.ptestsnap.engine.v1.EntryH\x00R\x05entry\x12\x14\n" +
-	"\x04data\x18\x03 \x01(\fH\x00R\x04dataB\x06\n" +
-	"\x04kind\"\x83\x01\n" +
+	"\x04data\x18\x03 \x01(\fH\x00R\x04data\x12:\n" +
+	"\x06shared\x18\x04 \x01(\v2 .ptestsnap.engine.v1.SharedFrameH\x00R\x06sharedB\x06\n" +
+	"\x04kind\"A\n" +
+	"\vSharedFrame\x12\x1a\n" +
+	"\bposition\x18\x01 \x01(\x04R\bposition\x12\x16\n" +
+	"\x06length\x18\x02 \x01(\rR\x06length\"\x83\x01\n" +
 	"\x0fCaptureResponse\x129\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x1d.ptestsnap.engine.v1.MetadataR\bmetadata\x125\n" +
 	"\arecords\x18\x02 \x03(\v2\x1b.ptestsnap.engine.v1.RecordR\arecords\"\xe3\x02\n" +
@@ -1186,7 +1277,7 @@ func file_pluginapi_proto_engine_proto_rawDescGZIP() []byte {
 }
 
 var file_pluginapi_proto_engine_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_pluginapi_proto_engine_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_pluginapi_proto_engine_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_pluginapi_proto_engine_proto_goTypes = []any{
 	(EntryType)(0),           // 0: ptestsnap.engine.v1.EntryType
 	(*InfoRequest)(nil),      // 1: ptestsnap.engine.v1.InfoRequest
@@ -1199,44 +1290,46 @@ var file_pluginapi_proto_engine_proto_goTypes = []any{
 	(*Metadata)(nil),         // 8: ptestsnap.engine.v1.Metadata
 	(*Entry)(nil),            // 9: ptestsnap.engine.v1.Entry
 	(*Record)(nil),           // 10: ptestsnap.engine.v1.Record
-	(*CaptureResponse)(nil),  // 11: ptestsnap.engine.v1.CaptureResponse
-	(*RestoreRequest)(nil),   // 12: ptestsnap.engine.v1.RestoreRequest
-	(*RestoreMessage)(nil),   // 13: ptestsnap.engine.v1.RestoreMessage
-	(*RestoreResponse)(nil),  // 14: ptestsnap.engine.v1.RestoreResponse
-	nil,                      // 15: ptestsnap.engine.v1.IdentifyRequest.OptionsEntry
-	nil,                      // 16: ptestsnap.engine.v1.CaptureRequest.EnvEntry
-	nil,                      // 17: ptestsnap.engine.v1.CaptureRequest.OptionsEntry
-	nil,                      // 18: ptestsnap.engine.v1.Entry.XattrsEntry
-	nil,                      // 19: ptestsnap.engine.v1.RestoreRequest.OptionsEntry
+	(*SharedFrame)(nil),      // 11: ptestsnap.engine.v1.SharedFrame
+	(*CaptureResponse)(nil),  // 12: ptestsnap.engine.v1.CaptureResponse
+	(*RestoreRequest)(nil),   // 13: ptestsnap.engine.v1.RestoreRequest
+	(*RestoreMessage)(nil),   // 14: ptestsnap.engine.v1.RestoreMessage
+	(*RestoreResponse)(nil),  // 15: ptestsnap.engine.v1.RestoreResponse
+	nil,                      // 16: ptestsnap.engine.v1.IdentifyRequest.OptionsEntry
+	nil,                      // 17: ptestsnap.engine.v1.CaptureRequest.EnvEntry
+	nil,                      // 18: ptestsnap.engine.v1.CaptureRequest.OptionsEntry
+	nil,                      // 19: ptestsnap.engine.v1.Entry.XattrsEntry
+	nil,                      // 20: ptestsnap.engine.v1.RestoreRequest.OptionsEntry
 }
 var file_pluginapi_proto_engine_proto_depIdxs = []int32{
-	15, // 0: ptestsnap.engine.v1.IdentifyRequest.options:type_name -> ptestsnap.engine.v1.IdentifyRequest.OptionsEntry
+	16, // 0: ptestsnap.engine.v1.IdentifyRequest.options:type_name -> ptestsnap.engine.v1.IdentifyRequest.OptionsEntry
 	5,  // 1: ptestsnap.engine.v1.ParentStream.entries:type_name -> ptestsnap.engine.v1.IndexEntry
-	16, // 2: ptestsnap.engine.v1.CaptureRequest.env:type_name -> ptestsnap.engine.v1.CaptureRequest.EnvEntry
-	17, // 3: ptestsnap.engine.v1.CaptureRequest.options:type_name -> ptestsnap.engine.v1.CaptureRequest.OptionsEntry
+	17, // 2: ptestsnap.engine.v1.CaptureRequest.env:type_name -> ptestsnap.engine.v1.CaptureRequest.EnvEntry
+	18, // 3: ptestsnap.engine.v1.CaptureRequest.options:type_name -> ptestsnap.engine.v1.CaptureRequest.OptionsEntry
 	6,  // 4: ptestsnap.engine.v1.CaptureRequest.parent:type_name -> ptestsnap.engine.v1.ParentStream
 	0,  // 5: ptestsnap.engine.v1.Entry.type:type_name -> ptestsnap.engine.v1.EntryType
-	18, // 6: ptestsnap.engine.v1.Entry.xattrs:type_name -> ptestsnap.engine.v1.Entry.XattrsEntry
+	19, // 6: ptestsnap.engine.v1.Entry.xattrs:type_name -> ptestsnap.engine.v1.Entry.XattrsEntry
 	9,  // 7: ptestsnap.engine.v1.Record.entry:type_name -> ptestsnap.engine.v1.Entry
-	8,  // 8: ptestsnap.engine.v1.CaptureResponse.metadata:type_name -> ptestsnap.engine.v1.Metadata
-	10, // 9: ptestsnap.engine.v1.CaptureResponse.records:type_name -> ptestsnap.engine.v1.Record
-	19, // 10: ptestsnap.engine.v1.RestoreRequest.options:type_name -> ptestsnap.engine.v1.RestoreRequest.OptionsEntry
-	8,  // 11: ptestsnap.engine.v1.RestoreRequest.metadata:type_name -> ptestsnap.engine.v1.Metadata
-	12, // 12: ptestsnap.engine.v1.RestoreMessage.request:type_name -> ptestsnap.engine.v1.RestoreRequest
-	10, // 13: ptestsnap.engine.v1.RestoreMessage.records:type_name -> ptestsnap.engine.v1.Record
-	1,  // 14: ptestsnap.engine.v1.Engine.Info:input_type -> ptestsnap.engine.v1.InfoRequest
-	3,  // 15: ptestsnap.engine.v1.Engine.Identify:input_type -> ptestsnap.engine.v1.IdentifyRequest
-	7,  // 16: ptestsnap.engine.v1.Engine.Capture:input_type -> ptestsnap.engine.v1.CaptureRequest
-	13, // 17: ptestsnap.engine.v1.Engine.Restore:input_type -> ptestsnap.engine.v1.RestoreMessage
-	2,  // 18: ptestsnap.engine.v1.Engine.Info:output_type -> ptestsnap.engine.v1.InfoResponse
-	4,  // 19: ptestsnap.engine.v1.Engine.Identify:output_type -> ptestsnap.engine.v1.IdentifyResponse
-	11, // 20: ptestsnap.engine.v1.Engine.Capture:output_type -> ptestsnap.engine.v1.CaptureResponse
-	14, // 21: ptestsnap.engine.v1.Engine.Restore:output_type -> ptestsnap.engine.v1.RestoreResponse
-	18, // [18:22] is the sub-list for method output_type
-	14, // [14:18] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	11, // 8: ptestsnap.engine.v1.Record.shared:type_name -> ptestsnap.engine.v1.SharedFrame
+	8,  // 9: ptestsnap.engine.v1.CaptureResponse.metadata:type_name -> ptestsnap.engine.v1.Metadata
+	10, // 10: ptestsnap.engine.v1.CaptureResponse.records:type_name -> ptestsnap.engine.v1.Record
+	20, // 11: ptestsnap.engine.v1.RestoreRequest.options:type_name -> ptestsnap.engine.v1.RestoreRequest.OptionsEntry
+	8,  // 12: ptestsnap.engine.v1.RestoreRequest.metadata:type_name -> ptestsnap.engine.v1.Metadata
+	13, // 13: ptestsnap.engine.v1.RestoreMessage.request:type_name -> ptestsnap.engine.v1.RestoreRequest
+	10, // 14: ptestsnap.engine.v1.RestoreMessage.records:type_name -> ptestsnap.engine.v1.Record
+	1,  // 15: ptestsnap.engine.v1.Engine.Info:input_type -> ptestsnap.engine.v1.InfoRequest
+	3,  // 16: ptestsnap.engine.v1.Engine.Identify:input_type -> ptestsnap.engine.v1.IdentifyRequest
+	7,  // 17: ptestsnap.engine.v1.Engine.Capture:input_type -> ptestsnap.engine.v1.CaptureRequest
+	14, // 18: ptestsnap.engine.v1.Engine.Restore:input_type -> ptestsnap.engine.v1.RestoreMessage
+	2,  // 19: ptestsnap.engine.v1.Engine.Info:output_type -> ptestsnap.engine.v1.InfoResponse
+	4,  // 20: ptestsnap.engine.v1.Engine.Identify:output_type -> ptestsnap.engine.v1.IdentifyResponse
+	12, // 21: ptestsnap.engine.v1.Engine.Capture:output_type -> ptestsnap.engine.v1.CaptureResponse
+	15, // 22: ptestsnap.engine.v1.Engine.Restore:output_type -> ptestsnap.engine.v1.RestoreResponse
+	19, // [19:23] is the sub-list for method output_type
+	15, // [15:19] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_pluginapi_proto_engine_proto_init() }
@@ -1248,6 +1341,7 @@ func file_pluginapi_proto_engine_proto_init() {
 		(*Record_BeginStream)(nil),
 		(*Record_Entry)(nil),
 		(*Record_Data)(nil),
+		(*Record_Shared)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1255,7 +1349,7 @@ func file_pluginapi_proto_engine_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pluginapi_proto_engine_proto_rawDesc), len(file_pluginapi_proto_engine_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -12,6 +12,7 @@
 //	bigframe  sends a frame larger than MaxFrameSize
 //	unsorted  sends entries out of order
 //	longbody  sends more body bytes than the entry's size
+//	badring   sends a shared-ring frame at a position the host did not expect
 //
 // If $PTEST_SNAP_TESTENGINE_MARKER is set, every mode first appends
 // "<mode> <pid>" to that file, so a test can tell whether it ever ran.
@@ -268,6 +269,9 @@ func (s *rawServer) Capture(_ *enginepb.CaptureRequest, stream grpc.ServerStream
 		recs = append(recs, rec(file("c", 0)), rec(file("b", 0)))
 	case "longbody":
 		recs = append(recs, rec(file("b", 2)), rec([]byte("BBB")))
+	case "badring":
+		recs = append(recs, rec(file("b", 2)),
+			&enginepb.Record{Kind: &enginepb.Record_Shared{Shared: &enginepb.SharedFrame{Position: 4096, Length: 2}}})
 	}
 	if err := stream.Send(&enginepb.CaptureResponse{Metadata: &enginepb.Metadata{Version: 1, Json: []byte(`{}`)}}); err != nil {
 		return err

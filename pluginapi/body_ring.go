@@ -1,0 +1,194 @@
+package pluginapi
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The shared-memory body ring: the fast path for capture bodies between a
+// host and a Go plugin on the same machine. Moving bodies through gRPC
+// costs a copy into the message, TLS encryption, a socket write, a socket
+// read, TLS decryption and a copy out of the message — about as much CPU as
+// the whole in-process capture. With the ring, the plugin reads a file
+// straight into memory the host also maps and sends only the frame's
+// position; the host copies it out into its own memory (so the plugin
+// cannot change bytes the host is hashing) and hands the ring space back.
+//
+// The host creates the ring (a memfd) and passes it to the plugin as file
+// descriptor 3, naming it in $PTEST_SNAP_BODY_RING_FD. Layout: a 4 KiB
+// header whose first 8 bytes are the consumed position (written by the
+// host, little-endian, atomically), then RingSize data bytes. Positions
+// count bytes written since the ring was made and never wrap; a frame at
+// position p lies at data offset p mod RingSize and never crosses the end.
+
+// RingSize is the data size of the shared-memory body ring.
+const RingSize = 16 << 20
+
+const (
+	ringHeader = 4096
+	// ringFDEnv names the plugin's file descriptor of the ring.
+	ringFDEnv = "PTEST_SNAP_BODY_RING_FD"
+	// ringFD is the descriptor the ring gets in the plugin (ExtraFiles[0]).
+	ringFD = 3
+)
+
+// bodyRing is one mapping of the ring, on either side.
+type bodyRing struct {
+	mem  []byte
+	data []byte
+	// mu guards busy and closed: one capture at a time uses the ring, and
+	// the mapping goes when the ring is closed and not in use.
+	mu     sync.Mutex
+	busy   bool
+	closed bool
+	// next is the host's expected position of the next frame; head is the
+	// plugin's position of the next frame it writes.
+	next, head uint64
+}
+
+func (r *bodyRing) consumedPtr() *uint64 { return (*uint64)(unsafe.Pointer(&r.mem[0])) }
+
+// acquire reserves the ring for one capture; false if another has it or
+// it is closed (that capture sends its bodies inline).
+func (r *bodyRing) acquire() bool {
+	if r == nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.busy || r.closed {
+		return false
+	}
+	r.busy = true
+	return true
+}
+
+// release ends a capture's use of the ring.
+func (r *bodyRing) release() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.busy = false
+	if r.closed {
+		r.unmapLocked()
+	}
+}
+
+// close unmaps the ring now, or when the capture using it releases it.
+func (r *bodyRing) close() {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	if !r.busy {
+		r.unmapLocked()
+	}
+}
+
+func (r *bodyRing) unmapLocked() {
+	if r.mem != nil {
+		_ = unix.Munmap(r.mem)
+		r.mem, r.data = nil, nil
+	}
+}
+
+// newHostRing creates a ring and returns it with the file to hand to the
+// plugin.
+func newHostRing() (*bodyRing, *os.File, error) {
+	fd, err := unix.MemfdCreate("ptest-snap-body-ring", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, nil, fmt.Errorf("body ring: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "ptest-snap-body-ring")
+	if err := f.Truncate(ringHeader + RingSize); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("body ring: %w", err)
+	}
+	mem, err := unix.Mmap(fd, 0, ringHeader+RingSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("body ring: %w", err)
+	}
+	return &bodyRing{mem: mem, data: mem[ringHeader:]}, f, nil
+}
+
+// openPluginRing maps the ring the host passed, if it did.
+func openPluginRing() *bodyRing {
+	v := os.Getenv(ringFDEnv)
+	if v == "" {
+		return nil
+	}
+	fd, err := strconv.Atoi(v)
+	if err != nil {
+		return nil
+	}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Size != ringHeader+RingSize {
+		return nil
+	}
+	mem, err := unix.Mmap(fd, 0, ringHeader+RingSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	_ = unix.Close(fd)
+	if err != nil {
+		return nil
+	}
+	return &bodyRing{mem: mem, data: mem[ringHeader:]}
+}
+
+// reserve returns room for the next frame of at most n bytes at the
+// plugin's head, waiting until the host has consumed enough; flush sends
+// the frames written so far before waiting, or the host could never
+// consume them.
+func (r *bodyRing) reserve(ctx context.Context, n int, flush func() error) (uint64, []byte, error) {
+	size := uint64(len(r.data))
+	off := r.head % size
+	want := min(uint64(n), size-off)
+	flushed := false
+	for wait := time.Microsecond; ; wait = min(2*wait, time.Millisecond) {
+		consumed := atomic.LoadUint64(r.consumedPtr())
+		if consumed > r.head {
+			return 0, nil, fmt.Errorf("body ring: host consumed %d beyond the plugin's position %d", consumed, r.head)
+		}
+		if r.head+want-consumed <= size {
+			return r.head, r.data[off : off+want], nil
+		}
+		if !flushed {
+			if err := flush(); err != nil {
+				return 0, nil, err
+			}
+			flushed = true
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, nil, err
+		}
+		time.Sleep(wait)
+	}
+}
+
+// take copies the frame at position pos out of the ring into dst's memory
+// (the host side), checks it is the frame expected next, and hands its
+// space back to the plugin.
+func (r *bodyRing) take(pos uint64, length uint32, dst []byte) ([]byte, error) {
+	size := uint64(len(r.data))
+	switch {
+	case pos != r.next:
+		return nil, protocolErrorf("shared frame at ring position %d, expected %d", pos, r.next)
+	case length > MaxFrameSize:
+		return nil, protocolErrorf("shared frame of %d bytes exceeds the %d-byte limit", length, MaxFrameSize)
+	case pos%size+uint64(length) > size:
+		return nil, protocolErrorf("shared frame at %d of %d bytes crosses the ring's end", pos, length)
+	}
+	off := pos % size
+	dst = append(dst[:0], r.data[off:off+uint64(length)]...)
+	r.next = pos + uint64(length)
+	atomic.StoreUint64(r.consumedPtr(), r.next)
+	return dst, nil
+}
