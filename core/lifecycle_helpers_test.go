@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"sort"
 	"strings"
 	"testing"
@@ -160,3 +161,7 @@ func lcFiles(kv ...string) map[string]map[string]string {
 
 // sumOf is the hash of a string's bytes.
 func sumOf(s string) store.Hash { return store.SumChunk([]byte(s)) }
+
+// updateTestdata regenerates the committed testdata (hostile archives,
+// format samples): go test ./core -run 'Hostile|Format' -update
+var updateTestdata = flag.Bool("update", false, "rewrite core/testdata from the current code")
