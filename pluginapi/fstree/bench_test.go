@@ -1,0 +1,158 @@
+package fstree
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/zeebo/blake3"
+
+	"github.com/pypj/ptest-snap/pluginapi"
+)
+
+// The benchmarks run on the shared dataset (see the foundation issue) and
+// compare with the command-line tools in the same run; compare ratios, not
+// absolute times, on a shared machine:
+//
+//	go test -run '^$' -bench . -benchtime 3x ./pluginapi/fstree/
+const venvFull = "/work/data/venv-full"
+
+func needVenvFull(b *testing.B) {
+	b.Helper()
+	if _, err := os.Stat(venvFull); err != nil {
+		b.Skipf("dataset %s not present: %v", venvFull, err)
+	}
+}
+
+// countingWriter consumes bodies the cheapest way, or hashes them as the
+// store does.
+type countingWriter struct {
+	hash    bool
+	entries int
+	bytes   int64
+	buf     []byte
+}
+
+func (w *countingWriter) WriteMetadata(context.Context, pluginapi.Metadata) error { return nil }
+func (w *countingWriter) BeginStream(context.Context, string) error              { return nil }
+
+func (w *countingWriter) WriteEntry(_ context.Context, e *pluginapi.Entry, body io.Reader) error {
+	w.entries++
+	if body == nil {
+		return nil
+	}
+	if !w.hash {
+		n, err := io.CopyBuffer(io.Discard, body, w.buf)
+		w.bytes += n
+		return err
+	}
+	h := blake3.New()
+	n, err := io.CopyBuffer(h, body, w.buf)
+	w.bytes += n
+	h.Sum(nil)
+	return err
+}
+
+func runShell(b *testing.B, script string) {
+	b.Helper()
+	out, err := exec.Command("sh", "-c", script).CombinedOutput()
+	if err != nil {
+		b.Fatalf("%s: %v\n%s", script, err, out)
+	}
+}
+
+// timed runs f and returns how long it took.
+func timed(f func()) time.Duration {
+	start := time.Now()
+	f()
+	return time.Since(start)
+}
+
+// BenchmarkCaptureVenvFull captures venv-full into a writer that discards
+// bodies and into one that BLAKE3-hashes them (as the store does, but on
+// one goroutine), and runs tar | zstd -1 -T0 on the same tree in the same
+// iteration, reporting each time and the ratios to tar | zstd.
+func BenchmarkCaptureVenvFull(b *testing.B) {
+	needVenvFull(b)
+	parentDir, name := filepath.Split(venvFull)
+	capture := func(hash bool) *countingWriter {
+		w := &countingWriter{hash: hash, buf: make([]byte, 256<<10)}
+		if err := Capture(context.Background(), venvFull, CaptureOptions{Stream: "rootfs"}, w); err != nil {
+			b.Fatal(err)
+		}
+		return w
+	}
+	capture(false) // warm the page cache
+	var discard, hashed, tarZstd time.Duration
+	var w *countingWriter
+	for b.Loop() {
+		discard += timed(func() { w = capture(false) })
+		hashed += timed(func() { capture(true) })
+		tarZstd += timed(func() { runShell(b, "tar -cf - -C "+parentDir+" "+name+" | zstd -q -1 -T0 >/dev/null") })
+	}
+	n := float64(b.N)
+	b.ReportMetric(discard.Seconds()/n, "discard-s/op")
+	b.ReportMetric(hashed.Seconds()/n, "blake3-s/op")
+	b.ReportMetric(tarZstd.Seconds()/n, "tar-zstd-s/op")
+	b.ReportMetric(discard.Seconds()/tarZstd.Seconds(), "discard/tar-zstd")
+	b.ReportMetric(hashed.Seconds()/tarZstd.Seconds(), "blake3/tar-zstd")
+	b.ReportMetric(float64(w.entries), "entries")
+	b.ReportMetric(float64(w.bytes)/1e6, "MB")
+}
+
+// BenchmarkApplyVenvFull restores venv-full, captured into memory first,
+// into a fresh empty directory, and runs cp -a of the same tree into
+// another fresh directory in the same iteration (alternating which goes
+// first), reporting each time and the ratio. Nothing is deleted until the
+// end: creating files soon after deleting many is several times slower on
+// these machines.
+func BenchmarkApplyVenvFull(b *testing.B) {
+	needVenvFull(b)
+	scratch, err := os.MkdirTemp(os.Getenv("FSTREE_BENCH_DIR"), "fstree-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(scratch) })
+	snap := &memWriter{}
+	if err := Capture(context.Background(), venvFull, CaptureOptions{Stream: "rootfs"}, snap); err != nil {
+		b.Fatal(err)
+	}
+	n := 0
+	fresh := func() string {
+		n++
+		return filepath.Join(scratch, fmt.Sprint(n))
+	}
+	apply := func() {
+		a, err := NewApplier(fresh(), ApplyOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := ApplyAll(context.Background(), &memReader{recs: snap.recs}, map[string]*Applier{"rootfs": a}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cp := func() { runShell(b, "cp -a "+venvFull+" "+fresh()) }
+	var ours, theirs time.Duration
+	i := 0
+	for b.Loop() {
+		runShell(b, "sync")
+		if i%2 == 0 {
+			ours += timed(apply)
+			runShell(b, "sync")
+			theirs += timed(cp)
+		} else {
+			theirs += timed(cp)
+			runShell(b, "sync")
+			ours += timed(apply)
+		}
+		i++
+	}
+	b.ReportMetric(ours.Seconds()/float64(b.N), "fstree-s/op")
+	b.ReportMetric(theirs.Seconds()/float64(b.N), "cp-a-s/op")
+	b.ReportMetric(ours.Seconds()/theirs.Seconds(), "fstree/cp-a")
+}
