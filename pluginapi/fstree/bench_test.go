@@ -39,7 +39,7 @@ type countingWriter struct {
 }
 
 func (w *countingWriter) WriteMetadata(context.Context, pluginapi.Metadata) error { return nil }
-func (w *countingWriter) BeginStream(context.Context, string) error              { return nil }
+func (w *countingWriter) BeginStream(context.Context, string) error               { return nil }
 
 func (w *countingWriter) WriteEntry(_ context.Context, e *pluginapi.Entry, body io.Reader) error {
 	w.entries++
