@@ -138,6 +138,9 @@ func BenchmarkCaptureVenvFullInline(b *testing.B) {
 
 func benchDir(b *testing.B, target string, opts pluginapi.HostOptions) {
 	s := spec("dir")
+	if path := os.Getenv("PTEST_SNAP_BENCH_DIR_ENGINE"); path != "" {
+		s.Path = path // another build of the dir engine, e.g. one that profiles itself
+	}
 	if _, err := os.Stat(s.Path); err != nil {
 		b.Skipf("dir engine not built: %v", err)
 	}
