@@ -289,11 +289,25 @@ func (s *Store) readPacked(ref []byte) ([]byte, error) {
 	return out, nil
 }
 
-// pack returns a pack's decompressed bytes, through the cache.
+// pack returns a pack's decompressed bytes, through the cache. Concurrent
+// readers of the same pack (a restore's workers reading neighbouring files)
+// wait for one decompression instead of each doing it.
 func (s *Store) pack(id packID) ([]byte, error) {
-	if raw, ok := s.packCache.get(id); ok {
+	raw, load, leader := s.packCache.begin(id)
+	if raw != nil {
 		return raw, nil
 	}
+	if !leader {
+		<-load.done
+		return load.raw, load.err
+	}
+	load.raw, load.err = s.loadPack(id)
+	s.packCache.finish(id, load)
+	return load.raw, load.err
+}
+
+func (s *Store) loadPack(id packID) ([]byte, error) {
+	s.packLoads.Add(1)
 	v, err := s.value(packKey(id))
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: %w", id, err)
@@ -302,7 +316,6 @@ func (s *Store) pack(id packID) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: %w", id, err)
 	}
-	s.packCache.put(id, raw)
 	return raw, nil
 }
 

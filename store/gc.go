@@ -156,10 +156,34 @@ func (s *Store) mark(ctx context.Context) (map[Hash]struct{}, error) {
 		}
 		return nil
 	}
+	visitIndex := func(h Hash) bool {
+		if _, ok := live[h]; ok {
+			return false
+		}
+		live[h] = struct{}{}
+		return true
+	}
 	for _, snap := range snaps {
 		for _, stream := range snap.Streams {
 			if err := walk(stream.Root); err != nil {
 				return nil, fmt.Errorf("mark snapshot %s stream %s: %w", snap.ID, stream.Name, err)
+			}
+		}
+		// The change index's chunks (change_index.go).
+		rec, err := s.indexRecord(snap.ID)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		roots, err := decodeIndexRoots(rec)
+		if err != nil {
+			return nil, fmt.Errorf("mark snapshot %s: %w", snap.ID, err)
+		}
+		for st, root := range roots {
+			if err := s.walkIndex(ctx, root, nil, visitIndex); err != nil {
+				return nil, fmt.Errorf("mark snapshot %s change index of %s: %w", snap.ID, st, err)
 			}
 		}
 	}

@@ -81,7 +81,7 @@ func TestGCRepacks(t *testing.T) {
 	rep, err := s.Verify(ctx, nil, nil)
 	require.NoError(t, err)
 	assert.Empty(t, rep.Problems)
-	assert.Equal(t, int64(10+2), rep.Chunks, "10 files and 2 trees")
+	assert.Equal(t, int64(10+2+1), rep.Chunks, "10 files, 2 trees, 1 change index chunk")
 }
 
 // TestGCProtectsLiveWriter is the race of gc.go: a writer finds a chunk that

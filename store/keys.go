@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/binary"
+	"sort"
 	"time"
 )
 
@@ -43,4 +44,14 @@ func envKey(engine, envID string, t time.Time, id string) []byte {
 	k := envPrefix(engine, envID)
 	k = binary.BigEndian.AppendUint64(k, uint64(t.UnixNano())^(1<<63))
 	return append(k, id...)
+}
+
+// sortedKeys returns a map's keys in byte order.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

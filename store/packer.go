@@ -202,9 +202,10 @@ func (p *packer) get(h Hash) ([]byte, bool) {
 // packCache keeps the last few decompressed packs. Packs are immutable and
 // their ids never reused, so a cached pack is never stale.
 type packCache struct {
-	mu    sync.Mutex
-	lru   *list.List // of *cachedPack, most recent first
-	items map[packID]*list.Element
+	mu      sync.Mutex
+	lru     *list.List // of *cachedPack, most recent first
+	items   map[packID]*list.Element
+	loading map[packID]*packLoad
 }
 
 type cachedPack struct {
@@ -212,9 +213,14 @@ type cachedPack struct {
 	raw []byte
 }
 
-func (c *packCache) get(id packID) ([]byte, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// packLoad is one decompression in progress; done closes when it ends.
+type packLoad struct {
+	done chan struct{}
+	raw  []byte
+	err  error
+}
+
+func (c *packCache) getLocked(id packID) ([]byte, bool) {
 	if c.items == nil {
 		return nil, false
 	}
@@ -226,9 +232,36 @@ func (c *packCache) get(id packID) ([]byte, bool) {
 	return e.Value.(*cachedPack).raw, true
 }
 
-func (c *packCache) put(id packID, raw []byte) {
+// begin returns the cached pack, or the load to wait for, or a new load
+// the caller must do (leader) and finish.
+func (c *packCache) begin(id packID) (raw []byte, load *packLoad, leader bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if raw, ok := c.getLocked(id); ok {
+		return raw, nil, false
+	}
+	if l, ok := c.loading[id]; ok {
+		return nil, l, false
+	}
+	if c.loading == nil {
+		c.loading = map[packID]*packLoad{}
+	}
+	l := &packLoad{done: make(chan struct{})}
+	c.loading[id] = l
+	return nil, l, true
+}
+
+func (c *packCache) finish(id packID, l *packLoad) {
+	c.mu.Lock()
+	delete(c.loading, id)
+	if l.err == nil {
+		c.putLocked(id, l.raw)
+	}
+	c.mu.Unlock()
+	close(l.done)
+}
+
+func (c *packCache) putLocked(id packID, raw []byte) {
 	if c.items == nil {
 		c.items, c.lru = map[packID]*list.Element{}, list.New()
 	}

@@ -66,6 +66,7 @@ type Store struct {
 	chunks    chunkQueue
 	packer    packer
 	packCache packCache
+	packLoads atomic.Int64 // packs decompressed (cache misses), for benchmarks
 }
 
 // dbDir is where Badger lives inside the store directory.

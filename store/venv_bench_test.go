@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -166,6 +167,12 @@ func BenchmarkStoreVenvFull(b *testing.B) {
 			b.Fatal(err)
 		}
 		elapsed := time.Since(start)
+		readMBs, err := readAllFiles(ctx, s, root, 3)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(readMBs, "MB/s-read")
+		b.ReportMetric(float64(s.packLoads.Load()), "pack-loads")
 		u, err := s.Usage(ctx)
 		if err != nil {
 			b.Fatal(err)
@@ -175,7 +182,7 @@ func BenchmarkStoreVenvFull(b *testing.B) {
 		}
 		disk, _ := dirSize(dir)
 		b.SetBytes(logical)
-		b.ReportMetric(float64(logical)/1e6/elapsed.Seconds(), "MB/s")
+		b.ReportMetric(float64(logical)/1e6/elapsed.Seconds(), "MB/s-write")
 		b.ReportMetric(float64(u.StoredBytes)/1e6, "MB-stored")
 		b.ReportMetric(float64(disk)/1e6, "MB-disk-closed")
 		b.ReportMetric(float64(u.Chunks), "chunks")
@@ -202,4 +209,57 @@ func walkFiles(tb testing.TB, root string, fn func([]byte)) {
 	if err != nil {
 		tb.Fatal(err)
 	}
+}
+
+// readAllFiles reads every file's chunks in tree order with a pool of
+// workers, as a restore does, and returns the read throughput in MB/s.
+func readAllFiles(ctx context.Context, s *Store, root Hash, workers int) (float64, error) {
+	start := time.Now()
+	var order []Hash
+	var walk func(h Hash) error
+	walk = func(h Hash) error {
+		t, err := s.GetTree(ctx, h)
+		if err != nil {
+			return err
+		}
+		for _, n := range t.Nodes {
+			order = append(order, n.Content...)
+			if n.Type == NodeDir {
+				if err := walk(n.Subtree); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if err := walk(root); err != nil {
+		return 0, err
+	}
+	ch := make(chan Hash, 64)
+	var total atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for i := 0; i < workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for h := range ch {
+				data, err := s.GetChunk(ctx, h)
+				if err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					continue
+				}
+				total.Add(int64(len(data)))
+			}
+		}()
+	}
+	for _, h := range order {
+		ch <- h
+	}
+	close(ch)
+	wg.Wait()
+	if err, ok := firstErr.Load().(error); ok {
+		return 0, err
+	}
+	return float64(total.Load()) / 1e6 / time.Since(start).Seconds(), nil
 }

@@ -137,6 +137,14 @@ func (w *Writer) Commit(ctx context.Context, snap *Snapshot, idx ChangeIndex) er
 			}
 		}
 	}
+	// 0. The change index, stored as chunks like the trees.
+	var ib []byte
+	if idx != nil {
+		var err error
+		if ib, err = w.putChangeIndex(ctx, idx); err != nil {
+			return fmt.Errorf("commit %s: %w", snap.ID, err)
+		}
+	}
 	// 1. Every chunk durable: the open pack sealed, the queue written, one sync.
 	if err := s.packer.flush(); err != nil {
 		return fmt.Errorf("commit %s: %w", snap.ID, err)
@@ -159,12 +167,6 @@ func (w *Writer) Commit(ctx context.Context, snap *Snapshot, idx ChangeIndex) er
 	b, err := EncodeSnapshot(&rec)
 	if err != nil {
 		return fmt.Errorf("commit: %w", err)
-	}
-	var ib []byte
-	if idx != nil {
-		if ib, err = s.encodeChangeIndex(idx); err != nil {
-			return fmt.Errorf("commit %s: %w", snap.ID, err)
-		}
 	}
 	err = s.gated(func() error {
 		return s.update(func(txn *badger.Txn) error {

@@ -1,0 +1,116 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// commitIndex commits a snapshot with only a change index (and a trivial
+// tree) and returns the writer's stats.
+func commitIndex(t testing.TB, s *Store, id string, idx ChangeIndex) WriterStats {
+	ctx := context.Background()
+	w, err := s.NewWriter(ctx)
+	require.NoError(t, err)
+	root, err := w.PutTree(ctx, &Tree{})
+	require.NoError(t, err)
+	snap := &Snapshot{ID: id, Engine: "dir", EnvID: "e", CreatedAt: time.Now(), Streams: []Stream{{Name: "rootfs", Root: root}}}
+	require.NoError(t, w.Commit(ctx, snap, idx))
+	return w.Stats()
+}
+
+func TestChangeIndexRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, "")
+	idx := ChangeIndex{
+		"rootfs": {
+			"a/b/c.py":   {Size: 10, MtimeNs: 1700000000000000001, CtimeNs: 1700000000000000002, Inode: 99},
+			"a/b/d.py":   {Size: 0, MtimeNs: -5, CtimeNs: 3, Inode: 1},
+			"a/b":        {Size: 4096, MtimeNs: 1, CtimeNs: 1, Inode: 1 << 62},
+			"a":          {Size: 4096},
+			"zzz/ünï.so": {Size: 1 << 40},
+			"top":        {Size: 1},
+		},
+		"volume:data": {"x": {Size: 1}},
+		"empty":       {},
+	}
+	commitIndex(t, s, "one", idx)
+	got, err := s.ChangeIndex(ctx, "one")
+	require.NoError(t, err)
+	assert.Equal(t, idx, got)
+
+	// An unchanged index costs nothing new; one changed file costs its
+	// directory's chunk and its parents'.
+	st := commitIndex(t, s, "two", idx)
+	assert.Zero(t, st.NewChunks)
+	idx["rootfs"]["a/b/c.py"] = IndexRecord{Size: 11}
+	st = commitIndex(t, s, "three", idx)
+	assert.Equal(t, int64(3), st.NewChunks, "the index chunks of a/b, a and the root")
+
+	// GC keeps index chunks of live snapshots.
+	require.NoError(t, s.DeleteSnapshot(ctx, "one"))
+	_, err = s.GC(ctx)
+	require.NoError(t, err)
+	got, err = s.ChangeIndex(ctx, "three")
+	require.NoError(t, err)
+	assert.Equal(t, idx, got)
+	rep, err := s.Verify(ctx, nil, nil)
+	require.NoError(t, err)
+	assert.Empty(t, rep.Problems)
+
+	// Decoding hostile index chunks never panics.
+	b := encodeIndexDir(buildIndexDirs(idx["rootfs"]), map[string]Hash{"a": {1}})
+	for i := range b {
+		bad := append([]byte(nil), b...)
+		bad[i] ^= 0xff
+		_, _ = decodeIndexDir(bad, "", map[string]IndexRecord{})
+	}
+	_, err = decodeIndexDir(b[:len(b)-1], "", nil)
+	assert.Error(t, err)
+}
+
+// BenchmarkChangeIndexVenvFull measures the change index of venv-full:
+// what the first snapshot's index stores, what an unchanged second one
+// adds, next to the same index as JSON.
+func BenchmarkChangeIndexVenvFull(b *testing.B) {
+	if _, err := os.Stat(venvFull); err != nil {
+		b.Skip("dataset absent")
+	}
+	files := map[string]IndexRecord{}
+	err := filepath.WalkDir(venvFull, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		st := info.Sys().(*syscall.Stat_t)
+		rel, _ := filepath.Rel(venvFull, p)
+		files[rel] = IndexRecord{Size: info.Size(), MtimeNs: info.ModTime().UnixNano(), CtimeNs: st.Ctim.Nano(), Inode: st.Ino}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	idx := ChangeIndex{"rootfs": files}
+	var first, second WriterStats
+	for i := 0; i < b.N; i++ {
+		s := openTest(b, "")
+		first = commitIndex(b, s, "one", idx)
+		second = commitIndex(b, s, "two", idx)
+	}
+	js, _ := json.Marshal(idx)
+	b.ReportMetric(float64(len(files)), "entries")
+	b.ReportMetric(float64(first.StoredBytes)/1e3, "kB-first-snapshot")
+	b.ReportMetric(float64(second.StoredBytes)/1e3, "kB-unchanged-snapshot")
+	b.ReportMetric(float64(len(js))/1e3, "kB-json")
+}
