@@ -38,6 +38,10 @@ type HostOptions struct {
 	// StartTimeout bounds the launch of a plugin up to its handshake
 	// (default 20 s); the Launch context can only shorten it.
 	StartTimeout time.Duration
+	// CallTimeout bounds Info and Identify (default 30 s), so a hung
+	// engine cannot stall them when the caller's context has no deadline.
+	// Capture and Restore are bounded by the caller's context only.
+	CallTimeout time.Duration
 	// InlineBodies turns the shared-memory body ring off: every body then
 	// travels inside the gRPC messages, as with an engine that does not
 	// use the ring. For tests and diagnosis.
@@ -76,6 +80,9 @@ func NewHost(opts HostOptions) *Host {
 	}
 	if opts.StartTimeout <= 0 {
 		opts.StartTimeout = 20 * time.Second
+	}
+	if opts.CallTimeout <= 0 {
+		opts.CallTimeout = 30 * time.Second
 	}
 	return &Host{opts: opts, plugins: map[*Plugin]struct{}{}}
 }
@@ -146,6 +153,11 @@ func (p *Plugin) waitExited(d time.Duration) bool {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// callContext bounds a short call by CallTimeout.
+func (h *Host) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, h.opts.CallTimeout)
 }
 
 func (h *Host) forget(p *Plugin) {

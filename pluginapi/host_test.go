@@ -273,6 +273,15 @@ func TestHungPluginIsCutOffAndKilled(t *testing.T) {
 	assert.Contains(t, err.Error(), `engine "hang"`)
 }
 
+func TestCallTimeoutCutsOffHungIdentify(t *testing.T) {
+	h := newHostWith(t, pluginapi.HostOptions{CallTimeout: 200 * time.Millisecond})
+	p := launch(t, h, "hang")
+	_, err := p.Identify(context.Background(), "x", nil)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Contains(t, err.Error(), `engine "hang"`)
+	requireGone(t, p.PID())
+}
+
 func TestCancelKillsHungPlugin(t *testing.T) {
 	h := newHost(t)
 	p := launch(t, h, "hang")

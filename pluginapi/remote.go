@@ -30,6 +30,8 @@ const prefetch = 4
 
 // Info asks the engine to describe itself.
 func (p *Plugin) Info(ctx context.Context) (Info, error) {
+	ctx, cancel := p.host.callContext(ctx)
+	defer cancel()
 	resp, err := p.rpc.Info(ctx, &enginepb.InfoRequest{})
 	if err != nil {
 		return Info{}, p.fail(ctx, "info", err)
@@ -39,6 +41,8 @@ func (p *Plugin) Info(ctx context.Context) (Info, error) {
 
 // Identify asks the engine which environment target is.
 func (p *Plugin) Identify(ctx context.Context, target string, options map[string]string) (Identity, error) {
+	ctx, cancel := p.host.callContext(ctx)
+	defer cancel()
 	resp, err := p.rpc.Identify(ctx, &enginepb.IdentifyRequest{Target: target, Options: options})
 	if err != nil {
 		return Identity{}, p.fail(ctx, "identify "+target, err)
@@ -114,7 +118,7 @@ func (p *Plugin) Capture(ctx context.Context, req *CaptureRequest, w CaptureWrit
 		return p.fail(ctx, op, protocolErrorf("the first capture message has no metadata"))
 	}
 	if err := w.WriteMetadata(ctx, metadataFromProto(first.GetMetadata())); err != nil {
-		return err
+		return p.writerFailed(ctx, op, err)
 	}
 	firstRecs := first.GetRecords()
 	entries := newEntryReader(func() ([]*enginepb.Record, error) {
@@ -144,7 +148,7 @@ func (p *Plugin) Capture(ctx context.Context, req *CaptureRequest, w CaptureWrit
 		}
 		if e == nil {
 			if err := w.BeginStream(ctx, begin); err != nil {
-				return err
+				return p.writerFailed(ctx, op, err)
 			}
 			continue
 		}
@@ -154,7 +158,7 @@ func (p *Plugin) Capture(ctx context.Context, req *CaptureRequest, w CaptureWrit
 			if entries.body.err != nil {
 				return p.fail(ctx, op, entries.body.err)
 			}
-			return err
+			return p.writerFailed(ctx, op, err)
 		}
 	}
 }
@@ -193,7 +197,7 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 			break
 		}
 		if err != nil {
-			return nil, err
+			return nil, p.writerFailed(ctx, op, err)
 		}
 		if name != current {
 			current = name
@@ -213,7 +217,7 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 			if ctx.Err() == nil && isTransport(err) {
 				return nil, p.fail(ctx, op, err)
 			}
-			return nil, err
+			return nil, p.writerFailed(ctx, op, err)
 		}
 	}
 	resp, err := stream.CloseAndRecv()
@@ -221,6 +225,17 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 		return nil, p.fail(ctx, op, err)
 	}
 	return &RestoreResult{Target: resp.GetTarget(), Messages: resp.GetMessages()}, nil
+}
+
+// writerFailed returns the host's own error (the capture's writer, the
+// restore's reader) as it is; the engine's call is cancelled. If ctx ended,
+// the engine is stopped too, since it may not heed the cancellation.
+func (p *Plugin) writerFailed(ctx context.Context, op string, err error) error {
+	if ctx.Err() != nil {
+		p.kill()
+		return fmt.Errorf("engine %q: %s: %w", p.name, op, err)
+	}
+	return err
 }
 
 // isTransport reports whether err came from the gRPC stream rather than

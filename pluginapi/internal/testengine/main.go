@@ -4,7 +4,7 @@
 //
 //	good      captures a directory and restores it (a small real engine)
 //	crash     exits in the middle of a capture
-//	hang      blocks in Capture, ignoring cancellation, until killed
+//	hang      blocks in Capture and Identify, ignoring cancellation, until killed
 //	stdout    prints to stdout before the handshake
 //	version   speaks app protocol version 2
 //	dotdot    sends an entry path with ".."
@@ -74,6 +74,9 @@ func (e *dirEngine) Info(context.Context) (pluginapi.Info, error) {
 }
 
 func (e *dirEngine) Identify(_ context.Context, target string, _ map[string]string) (pluginapi.Identity, error) {
+	for e.hang {
+		time.Sleep(time.Hour)
+	}
 	abs, err := filepath.Abs(target)
 	if err != nil {
 		return pluginapi.Identity{}, err
