@@ -125,11 +125,11 @@ func BenchmarkCapture(b *testing.B) {
 	})
 	// Second snapshot after another 1 MiB: bytes a CDC store keeps new.
 	b.Run("second-snapshot-new-bytes", func(b *testing.B) {
-		for b.Loop() {
+		for i := 0; b.Loop(); i++ {
 			chunks := newChunkSet()
 			c1 := captureOf(b, e, name, nil, chunks, nil)
 			before := chunks.newBytes
-			execIn(b, id, "random", "/data/more-"+strconv.Itoa(b.N)+".bin", strconv.Itoa(1<<20), strconv.Itoa(b.N))
+			execIn(b, id, "random", "/data/more-"+strconv.Itoa(i)+".bin", strconv.Itoa(1<<20), strconv.Itoa(1000+i))
 			c2 := captureOf(b, e, name, c1, chunks, nil)
 			b.ReportMetric(float64(chunks.newBytes-before), "new-B")
 			b.ReportMetric(float64(c2.sentBytes), "sent-B")

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -125,12 +124,7 @@ func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w p
 	}
 	unpause()
 
-	tempDir, err := os.MkdirTemp(e.opts.TempDir, "ptest-snap-docker-")
-	if err != nil {
-		return fmt.Errorf("docker: temp dir: %w", err)
-	}
-	defer os.RemoveAll(tempDir)
-	ic := &imageCapture{cli: cli, imageID: imageID, diffIDs: diffIDs, parent: req.Parent, tempDir: tempDir}
+	ic := &imageCapture{cli: cli, imageID: imageID, parent: req.Parent}
 	return ic.run(ctx, w)
 }
 

@@ -7,20 +7,24 @@
 //
 //	volume:<name>  one per volume mount: the volume's files, read with the
 //	               archive API while the container is paused
-//	image          the committed image:
-//	                 config.json                 the image config (its digest is the image ID)
-//	                 layers/<hex>/headers        a layer tar minus its file bodies
-//	                 layers/<hex>/members/<n>    the n-th non-empty file body, in tar order
-//	                 manifest.json               a `docker load` manifest
-//	               <hex> is the layer's diff ID, the sha256 of its tar.
+//	image          the committed image's `docker save` archive, entry for
+//	               entry in its name order (manifest.json, <id>.json,
+//	               <v1 id>/{VERSION,json}), except that each layer tar
+//	               (<v1 id>/layer.tar) is a directory of pieces:
+//	                 00000000.h  magic, tar size, the tar's bytes up to body 0
+//	                 00000000.m  body 0 (a file's content)
+//	                 00000001.h  the bytes between body 0 and body 1
+//	                 ...         and a last head with the tar's tail
 //
 // `docker save` writes a layer's tar byte for byte the same each time
-// (Docker rebuilds it from its own tar-split data, so its sha256 is the diff
-// ID). Split into headers and bodies (layer_split.go), every file of an
-// image is stored by its own content: a base image shared by many snapshots
-// is kept once, and so is a file the same in a venv captured by another
-// engine and in an image. A restore splices the pieces back into the
-// identical tar, so the image keeps its ID and the engine reuses layers it
-// has. With the parent's index, a layer already captured is sent as
-// Unchanged entries, with no bytes. See metadata.go for the JSON schema.
+// (Docker rebuilds it from its own tar-split data). Split into heads and
+// bodies (layer_split.go), every file of an image is stored by its own
+// content: a base image shared by many snapshots is kept once, and so is a
+// file that is the same in another image or in a venv captured by another
+// engine. A restore splices the pieces back into the identical archive, so
+// the layers keep their diff IDs, the image its ID, and the engine reuses
+// layers it has. A layer's archive path names its content (Docker derives
+// the v1 ID from the layer's chain ID), so with the parent's index a layer
+// already captured is sent as Unchanged entries, with no bytes. See
+// metadata.go for the JSON schema.
 package docker

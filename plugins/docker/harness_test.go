@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/pypj/ptest-snap/pluginapi"
 )
@@ -190,23 +189,33 @@ func (r *reader) Next(ctx context.Context) (string, *pluginapi.Entry, io.Reader,
 	return ce.stream, &e, body, nil
 }
 
-// unchangedIn counts the file entries of the image stream under the given
-// layers that were marked Unchanged, and all file entries there.
-func (c *capture) unchangedIn(diffIDs []string) (unchanged, files int) {
+// layerStats counts the image stream's split layers that were sent as
+// Unchanged (every piece) and those that were sent.
+func (c *capture) layerStats() (unchanged, sent int) {
+	all := map[string]bool{}
+	var order []string
 	for _, ce := range c.entries {
 		if ce.stream != imageStream || ce.entry.Type != pluginapi.TypeFile {
 			continue
 		}
-		for _, d := range diffIDs {
-			if strings.HasPrefix(ce.entry.Path, layerDir(d)+"/") {
-				files++
-				if ce.unchanged {
-					unchanged++
-				}
-			}
+		layer, _, _, ok := parsePiece(ce.entry.Path)
+		if !ok {
+			continue
+		}
+		if _, seen := all[layer]; !seen {
+			all[layer] = true
+			order = append(order, layer)
+		}
+		all[layer] = all[layer] && ce.unchanged
+	}
+	for _, l := range order {
+		if all[l] {
+			unchanged++
+		} else {
+			sent++
 		}
 	}
-	return unchanged, files
+	return unchanged, sent
 }
 
 // restoreRequest is the request the host would build from a capture.

@@ -6,13 +6,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -21,350 +18,167 @@ import (
 	"github.com/pypj/ptest-snap/pluginapi"
 )
 
-// Paths inside the "image" stream: a layout `docker load` accepts as it is.
-const (
-	imageConfigPath   = "config.json"
-	imageLayersDir    = "layers"
-	imageManifestPath = "manifest.json"
-)
+// The "image" stream is the `docker save` archive of the committed image,
+// entry for entry in the archive's own (name-sorted) order, except that each
+// layer tar travels split into heads and bodies (layer_split.go): the path
+// <v1 id>/layer.tar (or blobs/sha256/<digest> in the OCI layout) becomes a
+// directory of pieces. A restore writes the pieces back as the same archive
+// and gives it to `docker load`.
+//
+// A layer's path in the archive names its content: Docker derives a
+// layer's v1 ID from its chain ID (the digests of it and every layer
+// below) and its parent, and an OCI blob is named by its digest. So when
+// the parent's index has the same layer path, with the same tar size, the
+// parent holds these exact bytes: its pieces are sent as Unchanged entries
+// (listed from the index) and the layer's bytes are not read further than
+// the socket.
 
-// layerDir is the directory a layer travels in, in the "image" stream:
-// layers/<hex>/headers and layers/<hex>/members/<8-digit index>.
-func layerDir(diffID string) string {
-	return imageLayersDir + "/" + strings.TrimPrefix(diffID, "sha256:")
+// contentNamedLayer matches the archive paths that name a layer by content.
+var contentNamedLayer = regexp.MustCompile(`^([0-9a-f]{64}/layer\.tar|blobs/sha256/[0-9a-f]{64})$`)
+
+// splitMin: a blob smaller than this is sent as it is, not split.
+const splitMin = 64 << 10
+
+// isLayerPath reports whether an archive file is split.
+func isLayerPath(p string, size int64) bool {
+	return strings.HasSuffix(p, "/layer.tar") || (strings.HasPrefix(p, "blobs/") && size >= splitMin)
 }
 
-func headersPath(diffID string) string { return layerDir(diffID) + "/headers" }
-func membersDir(diffID string) string  { return layerDir(diffID) + "/members" }
-func memberPath(diffID string, i int) string {
-	return fmt.Sprintf("%s/%08d", membersDir(diffID), i)
+// pathInode is the identity every piece of a layer carries in the change
+// index: the layer's path, hashed (the path names the content).
+func pathInode(p string) uint64 {
+	sum := sha256.Sum256([]byte(p))
+	return binary.BigEndian.Uint64(sum[:8])
 }
-
-// layerTarPath is where a layer's reassembled tar goes in the archive
-// given to `docker load`.
-func layerTarPath(diffID string) string {
-	return imageLayersDir + "/" + strings.TrimPrefix(diffID, "sha256:") + ".tar"
-}
-
-// layerInode is the stable identity a layer's entries carry in the change
-// index: a layer is named by its content, so the digest's first 8 bytes
-// stand in for an inode and tell the next capture that the parent already
-// holds these exact bytes. The headers entry's CtimeNs carries the layer
-// tar's size (ctime is kept only in the change index, never in trees), so
-// the next capture can recognise the layer by size in the save stream.
-func layerInode(diffID string) uint64 {
-	b, err := hex.DecodeString(strings.TrimPrefix(diffID, "sha256:"))
-	if err != nil || len(b) < 8 {
-		return 0
-	}
-	return binary.BigEndian.Uint64(b[:8])
-}
-
-// smallFileLimit: save-archive files up to this size are kept in memory
-// (configs, manifests, v1 json); larger ones are layers.
-const smallFileLimit = 1 << 20
-
-// savedFile is one regular file of a `docker save` archive, after reading.
-type savedFile struct {
-	size   int64
-	digest string // "sha256:<hex>"
-	data   []byte // small files
-	spool  string // spooled layer file, or ""
-	// skipped: the body was hashed and dropped because the parent holds a
-	// layer of this size; valid only if the digest is such a layer.
-	skipped bool
-}
-
-// errPredictionMissed: a layer dropped as "the parent has it" turned out to
-// be other bytes; the save is read again, keeping everything.
-var errPredictionMissed = errors.New("layer size prediction missed")
 
 // imageCapture streams the "image" stream of imageID.
 type imageCapture struct {
-	cli      *client.Client
-	imageID  string
-	diffIDs  []string
-	parent   pluginapi.ParentIndex
-	tempDir  string
-	noInline bool // do not drop bodies by size prediction
+	cli     *client.Client
+	imageID string
+	parent  pluginapi.ParentIndex
+	// Stats, for tests and logs.
+	layersSent, layersUnchanged int
 }
 
-// run reads `docker save` of the image and writes the stream's entries.
-// Layers the parent already holds are marked Unchanged and not sent; to
-// learn which bytes are which without buffering the image, a layer whose
-// size equals a parent layer's is hashed and dropped, other layers are
-// spooled to disk until the whole archive is read (the stream must be in
-// name order, which a layer's name — its digest — is known only after it
-// was read).
 func (ic *imageCapture) run(ctx context.Context, w pluginapi.CaptureWriter) error {
-	files, err := ic.read(ctx)
-	defer func() {
-		for _, f := range files {
-			if f.spool != "" {
-				os.Remove(f.spool)
-			}
-		}
-	}()
-	if errors.Is(err, errPredictionMissed) {
-		ic.noInline = true
-		for _, f := range files {
-			if f.spool != "" {
-				os.Remove(f.spool)
-			}
-		}
-		files, err = ic.read(ctx)
-	}
-	if err != nil {
-		return err
-	}
-	return ic.write(ctx, w, files)
-}
-
-// parentHas reports whether the parent captured layer diffID, returning
-// its headers' index entry.
-func (ic *imageCapture) parentHas(diffID string) (pluginapi.IndexEntry, bool) {
-	ie, ok := ic.parent.Lookup(imageStream, headersPath(diffID))
-	return ie, ok && ie.Inode == layerInode(diffID)
-}
-
-// parentLayers returns, by size, the parent's layers that this image has.
-func (ic *imageCapture) parentLayers() map[int64]bool {
-	bySize := map[int64]bool{}
-	for _, d := range ic.diffIDs {
-		if ie, ok := ic.parentHas(d); ok {
-			bySize[ie.CtimeNs] = true
-		}
-	}
-	return bySize
-}
-
-func (ic *imageCapture) read(ctx context.Context) (map[string]*savedFile, error) {
-	files := map[string]*savedFile{}
 	rc, err := ic.cli.ImageSave(ctx, []string{ic.imageID})
 	if err != nil {
-		return files, engineErr("save image "+ic.imageID, err)
+		return engineErr("save image "+ic.imageID, err)
 	}
 	defer rc.Close()
-	predicted := map[int64]bool{}
-	if !ic.noInline {
-		predicted = ic.parentLayers()
-	}
-	tr := tar.NewReader(rc)
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return files, engineErr("read saved image", err)
-		}
-		if hdr.Typeflag != tar.TypeReg {
-			continue
-		}
-		name := path.Clean(hdr.Name)
-		f := &savedFile{size: hdr.Size}
-		files[name] = f
-		h := sha256.New()
-		switch {
-		case hdr.Size <= smallFileLimit:
-			var buf bytes.Buffer
-			if _, err := io.Copy(io.MultiWriter(&buf, h), tr); err != nil {
-				return files, engineErr("read saved image", err)
-			}
-			f.data = buf.Bytes()
-		case predicted[hdr.Size]:
-			if _, err := io.Copy(h, tr); err != nil {
-				return files, engineErr("read saved image", err)
-			}
-			f.skipped = true
-		default:
-			sf, err := os.CreateTemp(ic.tempDir, "layer-*.tar")
-			if err != nil {
-				return files, fmt.Errorf("docker: spool layer: %w", err)
-			}
-			f.spool = sf.Name()
-			_, err = io.Copy(io.MultiWriter(sf, h), tr)
-			if cerr := sf.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return files, fmt.Errorf("docker: spool layer: %w", err)
-			}
-		}
-		f.digest = "sha256:" + hex.EncodeToString(h.Sum(nil))
-		if f.skipped {
-			if _, ok := ic.parentHas(f.digest); !ok || !ic.hasLayer(f.digest) {
-				return files, errPredictionMissed
-			}
-		}
-	}
-	return files, nil
-}
-
-func (ic *imageCapture) hasLayer(diffID string) bool {
-	for _, d := range ic.diffIDs {
-		if d == diffID {
-			return true
-		}
-	}
-	return false
-}
-
-// saveManifest is one element of a `docker save` manifest.json.
-type saveManifest struct {
-	Config   string
-	RepoTags []string
-	Layers   []string
-}
-
-// write sends the stream: config.json, layers/, each layer by diff ID in
-// name order, manifest.json.
-func (ic *imageCapture) write(ctx context.Context, w pluginapi.CaptureWriter, files map[string]*savedFile) error {
-	mf, ok := files["manifest.json"]
-	if !ok || mf.data == nil {
-		return fmt.Errorf("docker: saved image %s has no manifest.json", ic.imageID)
-	}
-	var manifests []saveManifest
-	if err := json.Unmarshal(mf.data, &manifests); err != nil || len(manifests) != 1 {
-		return fmt.Errorf("docker: saved image %s: bad manifest.json: %v", ic.imageID, err)
-	}
-	m := manifests[0]
-	cfg, ok := files[path.Clean(m.Config)]
-	if !ok || cfg.data == nil {
-		return fmt.Errorf("docker: saved image %s: config %q missing", ic.imageID, m.Config)
-	}
-	if len(m.Layers) != len(ic.diffIDs) {
-		return fmt.Errorf("docker: saved image %s has %d layers, inspect said %d", ic.imageID, len(m.Layers), len(ic.diffIDs))
-	}
-	layers := map[string]*savedFile{}
-	for i, lp := range m.Layers {
-		f, ok := files[path.Clean(lp)]
-		if !ok {
-			return fmt.Errorf("docker: saved image %s: layer %q missing", ic.imageID, lp)
-		}
-		if f.digest != ic.diffIDs[i] {
-			return fmt.Errorf("docker: saved image %s: layer %d is %s, want diff ID %s", ic.imageID, i, f.digest, ic.diffIDs[i])
-		}
-		layers[f.digest] = f
-	}
 	if err := w.BeginStream(ctx, imageStream); err != nil {
 		return err
 	}
-	if err := w.WriteEntry(ctx, fileEntry(imageConfigPath, int64(len(cfg.data)), 0), bytes.NewReader(cfg.data)); err != nil {
-		return err
-	}
-	if err := w.WriteEntry(ctx, &pluginapi.Entry{Path: imageLayersDir, Type: pluginapi.TypeDir, Mode: 0o755}, nil); err != nil {
-		return err
-	}
-	digests := make([]string, 0, len(layers))
-	for d := range layers {
-		digests = append(digests, d)
-	}
-	sort.Strings(digests)
-	for _, d := range digests {
-		if err := w.WriteEntry(ctx, &pluginapi.Entry{Path: layerDir(d), Type: pluginapi.TypeDir, Mode: 0o755, Inode: layerInode(d)}, nil); err != nil {
-			return err
+	tr := tar.NewReader(rc)
+	var prev string
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return nil
 		}
-		if _, ok := ic.parentHas(d); ok {
-			if err := ic.writeUnchangedLayer(ctx, w, d); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := writeLayer(ctx, w, d, layers[d]); err != nil {
-			return err
-		}
-	}
-	manifest, err := loadManifest(ic.diffIDs)
-	if err != nil {
-		return err
-	}
-	return w.WriteEntry(ctx, fileEntry(imageManifestPath, int64(len(manifest)), 0), bytes.NewReader(manifest))
-}
-
-// writeLayer splits a layer read from docker save into its headers and
-// members and sends them.
-func writeLayer(ctx context.Context, w pluginapi.CaptureWriter, diffID string, f *savedFile) error {
-	var r io.ReaderAt
-	switch {
-	case f.data != nil:
-		r = bytes.NewReader(f.data)
-	case f.spool != "":
-		sf, err := os.Open(f.spool)
 		if err != nil {
-			return fmt.Errorf("docker: spooled layer: %w", err)
+			return engineErr("read saved image", err)
 		}
-		defer sf.Close()
-		r = sf
-	default:
-		return fmt.Errorf("docker: layer %s was dropped but the parent lacks it", diffID)
-	}
-	ls, err := splitLayer(r, f.size)
-	if err != nil {
-		return fmt.Errorf("docker: split layer %s: %w", diffID, err)
-	}
-	inode := layerInode(diffID)
-	headers := ls.headersFile()
-	he := fileEntry(headersPath(diffID), int64(len(headers)), inode)
-	he.CtimeNs = f.size
-	if err := w.WriteEntry(ctx, he, bytes.NewReader(headers)); err != nil {
-		return err
-	}
-	if err := w.WriteEntry(ctx, &pluginapi.Entry{Path: membersDir(diffID), Type: pluginapi.TypeDir, Mode: 0o755, Inode: inode}, nil); err != nil {
-		return err
-	}
-	for i, m := range ls.members {
-		if err := w.WriteEntry(ctx, fileEntry(memberPath(diffID, i), m.size, inode), io.NewSectionReader(r, m.off, m.size)); err != nil {
+		p := strings.TrimSuffix(path.Clean(hdr.Name), "/")
+		if err := pluginapi.ValidatePath(p); err != nil {
+			return fmt.Errorf("docker: saved image: %w", err)
+		}
+		if prev != "" && !preorderLess(prev, p) {
+			return fmt.Errorf("docker: saved image archive is not in name order (%q after %q); this Docker version is not supported", p, prev)
+		}
+		prev = p
+		switch hdr.Typeflag {
+		case tar.TypeDir:
+			err = w.WriteEntry(ctx, &pluginapi.Entry{Path: p, Type: pluginapi.TypeDir, Mode: 0o755}, nil)
+		case tar.TypeSymlink:
+			err = w.WriteEntry(ctx, &pluginapi.Entry{Path: p, Type: pluginapi.TypeSymlink, Mode: 0o777, LinkTarget: hdr.Linkname}, nil)
+		case tar.TypeReg:
+			if isLayerPath(p, hdr.Size) {
+				err = ic.layer(ctx, w, p, hdr.Size, tr)
+			} else {
+				err = w.WriteEntry(ctx, &pluginapi.Entry{Path: p, Type: pluginapi.TypeFile, Mode: 0o644, Size: hdr.Size}, tr)
+			}
+		default:
+			err = fmt.Errorf("docker: saved image: unexpected entry %q of type %q", p, hdr.Typeflag)
+		}
+		if err != nil {
 			return err
 		}
 	}
-	return nil
 }
 
-// writeUnchangedLayer sends a layer the parent holds as Unchanged entries,
-// listed from the parent's index (the layer's digest covers every byte).
-func (ic *imageCapture) writeUnchangedLayer(ctx context.Context, w pluginapi.CaptureWriter, diffID string) error {
-	ie, _ := ic.parentHas(diffID)
-	he := fileEntry(headersPath(diffID), ie.Size, ie.Inode)
-	he.MtimeNs, he.CtimeNs, he.Unchanged = ie.MtimeNs, ie.CtimeNs, true
-	if err := w.WriteEntry(ctx, he, nil); err != nil {
+// layer sends one layer tar: Unchanged if the parent has it, else split.
+func (ic *imageCapture) layer(ctx context.Context, w pluginapi.CaptureWriter, p string, size int64, r io.Reader) error {
+	inode := pathInode(p)
+	if err := w.WriteEntry(ctx, &pluginapi.Entry{Path: p, Type: pluginapi.TypeDir, Mode: 0o755, Inode: inode}, nil); err != nil {
 		return err
 	}
-	if err := w.WriteEntry(ctx, &pluginapi.Entry{Path: membersDir(diffID), Type: pluginapi.TypeDir, Mode: 0o755, Inode: ie.Inode}, nil); err != nil {
-		return err
+	if pieces := ic.parentPieces(p, size); pieces != nil {
+		ic.layersUnchanged++
+		return ic.unchangedLayer(ctx, w, pieces)
 	}
-	prefix := membersDir(diffID) + "/"
-	var paths []string
-	for p := range ic.parent[imageStream] {
-		if strings.HasPrefix(p, prefix) {
-			paths = append(paths, p)
+	ic.layersSent++
+	piece := func(name string, n int64) *pluginapi.Entry {
+		return &pluginapi.Entry{Path: name, Type: pluginapi.TypeFile, Mode: 0o644, Size: n, Inode: inode}
+	}
+	return splitLayer(r, size,
+		func(i int, b []byte) error {
+			e := piece(pieceHead(p, i), int64(len(b)))
+			if i == 0 {
+				e.CtimeNs = size // the change index keeps the tar's size here
+			}
+			return w.WriteEntry(ctx, e, bytes.NewReader(b))
+		},
+		func(i int, n int64, body io.Reader) error {
+			return w.WriteEntry(ctx, piece(pieceBody(p, i), n), body)
+		})
+}
+
+// parentPieces returns the parent's pieces of the layer at path p, if the
+// parent captured it whole with a tar of this size (kept in its first
+// head's CtimeNs); nil otherwise.
+func (ic *imageCapture) parentPieces(p string, size int64) []string {
+	if !contentNamedLayer.MatchString(p) {
+		return nil
+	}
+	ie, ok := ic.parent.Lookup(imageStream, pieceHead(p, 0))
+	if !ok || ie.Inode != pathInode(p) || ie.CtimeNs != size {
+		return nil
+	}
+	prefix := p + "/"
+	var names []string
+	for q := range ic.parent[imageStream] {
+		if rest, ok := strings.CutPrefix(q, prefix); ok && pieceName.MatchString(rest) {
+			names = append(names, q)
 		}
 	}
-	sort.Strings(paths) // fixed-width member numbers: name order is tar order
-	for _, p := range paths {
-		me := ic.parent[imageStream][p]
-		e := fileEntry(p, me.Size, me.Inode)
-		e.MtimeNs, e.CtimeNs, e.Unchanged = me.MtimeNs, me.CtimeNs, true
+	sort.Strings(names) // fixed-width numbers: name order is piece order
+	// Heads and bodies alternate from head 0 to the last head.
+	if len(names)%2 != 1 {
+		return nil
+	}
+	for k, q := range names {
+		if want := pieceHead(p, k/2); k%2 == 1 {
+			want = pieceBody(p, k/2)
+			if q != want {
+				return nil
+			}
+		} else if q != want {
+			return nil
+		}
+	}
+	return names
+}
+
+// unchangedLayer sends the parent's pieces of a layer as Unchanged.
+func (ic *imageCapture) unchangedLayer(ctx context.Context, w pluginapi.CaptureWriter, pieces []string) error {
+	for _, q := range pieces {
+		ie := ic.parent[imageStream][q]
+		e := &pluginapi.Entry{Path: q, Type: pluginapi.TypeFile, Mode: 0o644, Size: ie.Size,
+			MtimeNs: ie.MtimeNs, CtimeNs: ie.CtimeNs, Inode: ie.Inode, Unchanged: true}
 		if err := w.WriteEntry(ctx, e, nil); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// fileEntry is a regular file of the "image" stream. Its mtime is zero and
-// its identity is its content, so an unchanged layer is the same entry in
-// every snapshot.
-func fileEntry(p string, size int64, inode uint64) *pluginapi.Entry {
-	return &pluginapi.Entry{Path: p, Type: pluginapi.TypeFile, Mode: 0o644, Size: size, Inode: inode}
-}
-
-// loadManifest is the manifest.json that makes the "image" stream a
-// loadable archive.
-func loadManifest(diffIDs []string) ([]byte, error) {
-	m := saveManifest{Config: imageConfigPath, Layers: make([]string, len(diffIDs))}
-	for i, d := range diffIDs {
-		m.Layers[i] = layerTarPath(d)
-	}
-	return json.Marshal([]saveManifest{m})
 }

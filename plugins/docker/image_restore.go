@@ -4,42 +4,36 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"hash"
 	"io"
-	"strconv"
-	"strings"
 
 	"github.com/docker/docker/client"
 
 	"github.com/pypj/ptest-snap/pluginapi"
 )
 
-// imageLoader turns the "image" stream back into an image: each layer's
-// headers and members are spliced back into the byte-identical layer tar
-// and written, with the config and a manifest, as one archive straight
-// into `docker load` (no temporary file). If the engine already has the
-// image (by ID, the config's digest), the stream is read and dropped.
+// imageLoader turns the "image" stream back into an image: it writes the
+// `docker save` archive again — plain files as they are, each split layer
+// spliced back into its byte-identical tar — straight into `docker load`
+// (no temporary file). If the engine already has the image (by ID, the
+// config's digest), the stream is read and dropped.
 type imageLoader struct {
 	cli     *client.Client
 	meta    *Metadata
 	started bool
 	skip    bool
 
-	pw     *io.PipeWriter
-	tw     *tar.Writer
-	done   chan error
-	layers map[string]string // hex → diff ID, of the layers expected
-	loaded map[string]bool   // hex → layer written
+	pw   *io.PipeWriter
+	tw   *tar.Writer
+	done chan error
 
-	// The layer being spliced.
-	cur     string
-	split   *layerSplit
-	next    int
-	written int64
-	sum     hash.Hash
+	// The layer being spliced: its path, tar size, bytes written so far,
+	// and the piece expected next.
+	cur      string
+	size     int64
+	written  int64
+	nextIdx  int
+	nextHead bool
 }
 
 // present reports whether the engine has the snapshot's image.
@@ -63,10 +57,6 @@ func (l *imageLoader) start(ctx context.Context) error {
 	if ok {
 		l.skip = true
 		return nil
-	}
-	l.layers, l.loaded = map[string]string{}, map[string]bool{}
-	for _, d := range l.meta.Image.DiffIDs {
-		l.layers[strings.TrimPrefix(d, "sha256:")] = d
 	}
 	pr, pw := io.Pipe()
 	l.pw, l.tw, l.done = pw, tar.NewWriter(pw), make(chan error, 1)
@@ -107,99 +97,79 @@ func (l *imageLoader) entry(ctx context.Context, e *pluginapi.Entry, body io.Rea
 }
 
 func (l *imageLoader) add(e *pluginapi.Entry, body io.Reader) error {
+	if err := pluginapi.ValidatePath(e.Path); err != nil {
+		return err
+	}
+	layer, i, head, isPiece := parsePiece(e.Path)
+	if l.cur != "" && !(isPiece && layer == l.cur) {
+		if err := l.endLayer(); err != nil {
+			return err
+		}
+	}
 	switch {
-	case e.Path == imageManifestPath:
-		// Regenerated from the metadata's diff IDs at the end, so the
-		// archive names only what this engine checked.
-		_, err := io.Copy(io.Discard, body)
-		return err
-	case e.Path == imageConfigPath:
-		return writeEntryTar(l.tw, e, body)
 	case e.Type == pluginapi.TypeDir:
+		// Not written: a split layer's directory is a file in the
+		// archive, and `docker load` creates parents itself.
 		return nil
+	case e.Type == pluginapi.TypeFile && isPiece && l.cur == "" && i == 0 && head:
+		return l.beginLayer(layer, e, body)
+	case e.Type == pluginapi.TypeFile && isPiece && l.cur != "":
+		if i != l.nextIdx || head != l.nextHead {
+			return fmt.Errorf("layer piece %q out of order", e.Path)
+		}
+		if _, err := io.Copy(l, io.LimitReader(body, e.Size)); err != nil {
+			return err
+		}
+		if head {
+			l.nextHead = false
+		} else {
+			l.nextIdx, l.nextHead = i+1, true
+		}
+		return nil
+	case e.Type == pluginapi.TypeFile, e.Type == pluginapi.TypeSymlink:
+		return writeEntryTar(l.tw, e, body)
 	}
-	rest, ok := strings.CutPrefix(e.Path, imageLayersDir+"/")
-	hexID, name, ok2 := strings.Cut(rest, "/")
-	diffID := l.layers[hexID]
-	if !ok || !ok2 || diffID == "" || e.Type != pluginapi.TypeFile {
-		return fmt.Errorf("unexpected entry %q in the image stream", e.Path)
-	}
-	if name == "headers" {
-		return l.beginLayer(diffID, e, body)
-	}
-	idx, ok := strings.CutPrefix(name, "members/")
-	n, err := strconv.Atoi(idx)
-	if !ok || err != nil || e.Path != memberPath(diffID, n) {
-		return fmt.Errorf("unexpected entry %q in the image stream", e.Path)
-	}
-	if l.cur != diffID || l.split == nil || n != l.next || n >= len(l.split.members) {
-		return fmt.Errorf("layer member %q out of order", e.Path)
-	}
-	if _, err := io.Copy(l, io.LimitReader(body, e.Size)); err != nil {
-		return err
-	}
-	l.next++
-	return l.writeMeta(l.next)
+	return fmt.Errorf("unexpected entry %q (%s) in the image stream", e.Path, e.Type)
 }
 
-// Write appends spliced bytes to the current layer tar, hashing them.
-func (l *imageLoader) Write(p []byte) (int, error) {
-	if l.written+int64(len(p)) > l.split.size {
-		return 0, fmt.Errorf("layer %s is longer than its headers say", l.cur)
+// beginLayer starts splicing the layer whose first head is e.
+func (l *imageLoader) beginLayer(layer string, e *pluginapi.Entry, body io.Reader) error {
+	var buf bytes.Buffer
+	if _, err := io.Copy(&buf, io.LimitReader(body, e.Size)); err != nil {
+		return err
 	}
-	l.sum.Write(p)
+	size, meta, err := parseFirstHead(buf.Bytes())
+	if err != nil {
+		return fmt.Errorf("layer %s: %w", layer, err)
+	}
+	if err := l.tw.WriteHeader(&tar.Header{Name: layer, Mode: 0o644, Size: size, Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
+		return err
+	}
+	l.cur, l.size, l.written, l.nextIdx, l.nextHead = layer, size, 0, 0, false
+	_, err = l.Write(meta)
+	return err
+}
+
+// Write appends spliced bytes to the current layer tar.
+func (l *imageLoader) Write(p []byte) (int, error) {
+	if l.written+int64(len(p)) > l.size {
+		return 0, fmt.Errorf("layer %s is longer than its first piece says", l.cur)
+	}
 	n, err := l.tw.Write(p)
 	l.written += int64(n)
 	return n, err
 }
 
-func (l *imageLoader) beginLayer(diffID string, e *pluginapi.Entry, body io.Reader) error {
-	if err := l.endLayer(); err != nil {
-		return err
-	}
-	if l.loaded[diffID] {
-		return fmt.Errorf("layer %s sent twice", diffID)
-	}
-	var buf bytes.Buffer
-	if _, err := io.Copy(&buf, io.LimitReader(body, e.Size)); err != nil {
-		return err
-	}
-	ls, err := parseHeadersFile(buf.Bytes())
-	if err != nil {
-		return fmt.Errorf("layer %s: %w", diffID, err)
-	}
-	if err := l.tw.WriteHeader(&tar.Header{Name: layerTarPath(diffID), Mode: 0o644, Size: ls.size, Typeflag: tar.TypeReg}); err != nil {
-		return err
-	}
-	l.cur, l.split, l.next, l.written, l.sum = diffID, ls, 0, 0, sha256.New()
-	return l.writeMeta(0)
-}
-
-// writeMeta writes the bytes before member i (or the tail) and, after the
-// tail, checks the layer's digest.
-func (l *imageLoader) writeMeta(i int) error {
-	if _, err := l.Write(l.split.metas[i]); err != nil {
-		return err
-	}
-	if i < len(l.split.members) {
+// endLayer checks that the layer being spliced is complete: every byte,
+// ending with a head.
+func (l *imageLoader) endLayer() error {
+	if l.cur == "" {
 		return nil
 	}
-	if l.written != l.split.size {
-		return fmt.Errorf("layer %s: %d bytes, want %d", l.cur, l.written, l.split.size)
+	if l.written != l.size || l.nextHead {
+		return fmt.Errorf("layer %s ended after %d of %d bytes", l.cur, l.written, l.size)
 	}
-	if got := "sha256:" + hex.EncodeToString(l.sum.Sum(nil)); got != l.cur {
-		return fmt.Errorf("layer %s reassembled to %s", l.cur, got)
-	}
-	l.loaded[l.cur] = true
-	l.cur, l.split = "", nil
-	return nil
-}
-
-// endLayer checks that no layer is left half written.
-func (l *imageLoader) endLayer() error {
-	if l.split != nil {
-		return fmt.Errorf("layer %s ended after %d of %d members", l.cur, l.next, len(l.split.members))
-	}
+	l.cur = ""
 	return nil
 }
 
@@ -231,21 +201,6 @@ func (l *imageLoader) finish(ctx context.Context) (loaded bool, err error) {
 		return false, nil
 	}
 	if err := l.endLayer(); err != nil {
-		return false, l.fail(err)
-	}
-	for _, d := range l.meta.Image.DiffIDs {
-		if !l.loaded[d] {
-			return false, l.fail(fmt.Errorf("docker: layer %s missing from the image stream", d))
-		}
-	}
-	manifest, err := loadManifest(l.meta.Image.DiffIDs)
-	if err != nil {
-		return false, l.fail(err)
-	}
-	if err := l.tw.WriteHeader(&tar.Header{Name: imageManifestPath, Mode: 0o644, Size: int64(len(manifest)), Typeflag: tar.TypeReg}); err != nil {
-		return false, l.fail(err)
-	}
-	if _, err := l.tw.Write(manifest); err != nil {
 		return false, l.fail(err)
 	}
 	if err := l.tw.Close(); err != nil {

@@ -4,35 +4,86 @@ import (
 	"archive/tar"
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
+	"regexp"
+	"strconv"
+	"strings"
 )
 
-// A layer travels split the way Docker's own tar-split keeps it: the layer
-// tar's bytes with the file bodies cut out (its "headers": tar headers,
-// padding, trailer) and each body as its own entry ("members", in tar
-// order). The host then stores a file inside an image by the file's own
-// content — the same chunks as the same file captured by another engine,
-// or inside another image — and a restore splices the pieces back into
-// the byte-identical tar, so the layer keeps its diff ID and the image its
-// ID.
+// A layer tar travels split the way Docker's own tar-split keeps it: its
+// bytes with the file bodies cut out ("heads": tar headers, padding,
+// trailer) and each non-empty file body as its own entry, alternating in
+// tar order:
+//
+//	<layer>/00000000.h   magic, the tar's size, then the bytes before body 0
+//	<layer>/00000000.m   body 0
+//	<layer>/00000001.h   the bytes between body 0 and body 1
+//	...
+//	<layer>/<n>.h        the bytes after the last body (n = number of bodies)
+//
+// The host then stores each file inside an image by the file's own
+// content — the same chunks as the same file in another layer, another
+// image, or a venv captured by another engine — and a restore splices the
+// pieces back into the byte-identical tar, so the layer keeps its diff ID
+// and the image its ID. Splitting streams: nothing is buffered but one
+// tar header. A tar that does not parse (or holds a sparse file, whose
+// stored bytes are not its body as read) goes on as one body from there.
 
-// layerSplitMagic starts a headers file.
+// layerSplitMagic starts a split layer's first piece.
 const layerSplitMagic = "ptest-snap layer split v1\n"
 
-// layerSplit is where a layer tar's pieces are.
-type layerSplit struct {
-	size int64
-	// metas[i] are the bytes before member i; metas[len(members)] the
-	// bytes after the last one.
-	metas   [][]byte
-	members []span
+var pieceName = regexp.MustCompile(`^([0-9]{8})\.([hm])$`)
+
+// pieceHead and pieceBody name the pieces of a split layer.
+func pieceHead(layer string, i int) string { return fmt.Sprintf("%s/%08d.h", layer, i) }
+func pieceBody(layer string, i int) string { return fmt.Sprintf("%s/%08d.m", layer, i) }
+
+// parsePiece splits a piece's path into its layer, index and kind.
+func parsePiece(p string) (layer string, i int, head bool, ok bool) {
+	dir, name, found := cutLast(p)
+	if !found {
+		return "", 0, false, false
+	}
+	m := pieceName.FindStringSubmatch(name)
+	if m == nil {
+		return "", 0, false, false
+	}
+	i, err := strconv.Atoi(m[1])
+	if err != nil {
+		return "", 0, false, false
+	}
+	return dir, i, m[2] == "h", true
 }
 
-type span struct{ off, size int64 }
+func cutLast(p string) (dir, name string, ok bool) {
+	i := strings.LastIndexByte(p, '/')
+	if i < 0 {
+		return "", p, false
+	}
+	return p[:i], p[i+1:], true
+}
 
-// countingRecorder is the reader splitLayer parses the tar through: it
+// firstHead is the content of piece 0's head: magic, size, then meta.
+func firstHead(size int64, meta []byte) []byte {
+	b := append([]byte(layerSplitMagic), binary.AppendUvarint(nil, uint64(size))...)
+	return append(b, meta...)
+}
+
+// parseFirstHead returns the tar's size and the meta bytes of piece 0.
+func parseFirstHead(b []byte) (size int64, meta []byte, err error) {
+	rest, ok := bytes.CutPrefix(b, []byte(layerSplitMagic))
+	if !ok {
+		return 0, nil, fmt.Errorf("not a split layer's first piece")
+	}
+	v, n := binary.Uvarint(rest)
+	if n <= 0 || v > 1<<50 {
+		return 0, nil, fmt.Errorf("bad size in a split layer's first piece")
+	}
+	return int64(v), rest[n:], nil
+}
+
+// countingRecorder is the reader the splitter parses the tar through: it
 // counts every byte and records those read while recording is on.
 type countingRecorder struct {
 	r         io.Reader
@@ -50,132 +101,77 @@ func (c *countingRecorder) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// errNotSplittable: the tar holds something whose stored bytes are not its
-// body as read (a sparse file) or does not parse; the layer travels whole.
-var errNotSplittable = errors.New("layer cannot be split")
-
-// splitLayer finds the bodies in a layer tar of the given size.
-func splitLayer(r io.ReaderAt, size int64) (*layerSplit, error) {
-	ls, err := trySplit(r, size)
-	if errors.Is(err, errNotSplittable) {
-		return &layerSplit{size: size, metas: [][]byte{nil, nil}, members: []span{{0, size}}}, nil
-	}
-	return ls, err
-}
-
-func trySplit(r io.ReaderAt, size int64) (*layerSplit, error) {
+// splitLayer reads a layer tar of the given size from r and calls head
+// with each head's bytes and body with each body's size and reader (which
+// must be read to the end before body returns), alternating, starting and
+// ending with a head. Piece 0's head is already prefixed (firstHead).
+func splitLayer(r io.Reader, size int64, head func(i int, b []byte) error, body func(i int, size int64, r io.Reader) error) error {
 	// No read-ahead buffer: positions must be exact. tar.Reader reads
 	// headers as whole blocks and bodies by their size.
-	cr := &countingRecorder{r: io.NewSectionReader(r, 0, size), recording: true}
+	cr := &countingRecorder{r: io.LimitReader(r, size), recording: true}
 	tr := tar.NewReader(cr)
-	ls := &layerSplit{size: size}
+	i := 0
+	emitHead := func() error {
+		b := cr.rec.Bytes()
+		if i == 0 {
+			b = firstHead(size, b)
+		}
+		err := head(i, b)
+		cr.rec.Reset()
+		return err
+	}
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
 			break
 		}
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", errNotSplittable, err)
+		if err == nil && (hdr.Typeflag == tar.TypeGNUSparse || isPAXSparse(hdr)) {
+			err = fmt.Errorf("sparse file %q", hdr.Name)
 		}
-		if hdr.Typeflag == tar.TypeGNUSparse || isPAXSparse(hdr) {
-			return nil, fmt.Errorf("%w: sparse file %q", errNotSplittable, hdr.Name)
+		if err != nil {
+			// What was read so far is a head; the rest is one body.
+			if err := emitHead(); err != nil {
+				return err
+			}
+			cr.recording = false
+			if err := body(i, size-cr.pos, cr); err != nil {
+				return err
+			}
+			i++
+			break
 		}
 		if hdr.Typeflag != tar.TypeReg || hdr.Size == 0 {
 			continue
 		}
-		start := cr.pos
-		ls.metas = append(ls.metas, bytes.Clone(cr.rec.Bytes()))
-		cr.rec.Reset()
+		if err := emitHead(); err != nil {
+			return err
+		}
 		cr.recording = false
-		n, err := io.Copy(io.Discard, tr)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", errNotSplittable, err)
+		start := cr.pos
+		if err := body(i, hdr.Size, tr); err != nil {
+			return err
 		}
-		if n != hdr.Size || cr.pos != start+n {
-			return nil, fmt.Errorf("%w: body of %q is not where its header says", errNotSplittable, hdr.Name)
+		if cr.pos != start+hdr.Size {
+			return fmt.Errorf("body %d of the layer was not read to its end", i)
 		}
-		ls.members = append(ls.members, span{start, n})
 		cr.recording = true
+		i++
 	}
+	cr.recording = true
 	if _, err := io.Copy(io.Discard, cr); err != nil {
-		return nil, err
+		return err
 	}
-	ls.metas = append(ls.metas, bytes.Clone(cr.rec.Bytes()))
 	if cr.pos != size {
-		return nil, fmt.Errorf("%w: read %d of %d bytes", errNotSplittable, cr.pos, size)
+		return fmt.Errorf("layer tar ended after %d of %d bytes", cr.pos, size)
 	}
-	return ls, nil
+	return emitHead()
 }
 
 func isPAXSparse(hdr *tar.Header) bool {
 	for k := range hdr.PAXRecords {
-		if len(k) > 11 && k[:11] == "GNU.sparse." {
+		if strings.HasPrefix(k, "GNU.sparse.") {
 			return true
 		}
 	}
 	return false
-}
-
-// headersFile encodes the split's non-body bytes: the magic, the tar's
-// size, the member count, then each meta as a length-prefixed block.
-func (ls *layerSplit) headersFile() []byte {
-	var b bytes.Buffer
-	b.WriteString(layerSplitMagic)
-	b.Write(binary.AppendUvarint(nil, uint64(ls.size)))
-	b.Write(binary.AppendUvarint(nil, uint64(len(ls.members))))
-	for _, m := range ls.metas {
-		b.Write(binary.AppendUvarint(nil, uint64(len(m))))
-		b.Write(m)
-	}
-	return b.Bytes()
-}
-
-// parseHeadersFile decodes a headers file (member spans get sizes only
-// when the members arrive).
-func parseHeadersFile(data []byte) (*layerSplit, error) {
-	rest, ok := bytes.CutPrefix(data, []byte(layerSplitMagic))
-	if !ok {
-		return nil, fmt.Errorf("not a layer headers file")
-	}
-	next := func() (uint64, error) {
-		v, n := binary.Uvarint(rest)
-		if n <= 0 {
-			return 0, fmt.Errorf("truncated layer headers file")
-		}
-		rest = rest[n:]
-		return v, nil
-	}
-	size, err := next()
-	if err != nil {
-		return nil, err
-	}
-	count, err := next()
-	if err != nil {
-		return nil, err
-	}
-	if size > 1<<50 || count > size/512+1 {
-		return nil, fmt.Errorf("implausible layer headers file (%d bytes, %d members)", size, count)
-	}
-	ls := &layerSplit{size: int64(size)}
-	var metaTotal uint64
-	for i := uint64(0); i <= count; i++ {
-		n, err := next()
-		if err != nil {
-			return nil, err
-		}
-		if n > uint64(len(rest)) {
-			return nil, fmt.Errorf("truncated layer headers file")
-		}
-		ls.metas = append(ls.metas, rest[:n])
-		rest = rest[n:]
-		metaTotal += n
-	}
-	if len(rest) != 0 {
-		return nil, fmt.Errorf("layer headers file has %d trailing bytes", len(rest))
-	}
-	if metaTotal > size {
-		return nil, fmt.Errorf("layer headers file: headers exceed the tar's size")
-	}
-	ls.members = make([]span, count)
-	return ls, nil
 }

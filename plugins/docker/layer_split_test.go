@@ -3,6 +3,7 @@ package docker
 import (
 	"archive/tar"
 	"bytes"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -11,14 +12,56 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// splice reassembles a layer tar from its split, as a restore does.
-func splice(t testing.TB, data []byte, ls *layerSplit) []byte {
-	var out bytes.Buffer
-	for i, m := range ls.members {
-		out.Write(ls.metas[i])
-		out.Write(data[m.off : m.off+m.size])
+// pieces is a split layer as the host would hold it.
+type pieces struct {
+	heads  [][]byte
+	bodies [][]byte
+}
+
+func split(t testing.TB, data []byte) *pieces {
+	ps := &pieces{}
+	err := splitLayer(bytes.NewReader(data), int64(len(data)),
+		func(i int, b []byte) error {
+			if i != len(ps.heads) || len(ps.heads) != len(ps.bodies) {
+				t.Fatalf("head %d out of order", i)
+			}
+			ps.heads = append(ps.heads, bytes.Clone(b))
+			return nil
+		},
+		func(i int, n int64, r io.Reader) error {
+			if i != len(ps.bodies) || len(ps.heads) != len(ps.bodies)+1 {
+				t.Fatalf("body %d out of order", i)
+			}
+			b, err := io.ReadAll(r)
+			if int64(len(b)) != n {
+				t.Fatalf("body %d: %d bytes, said %d", i, len(b), n)
+			}
+			ps.bodies = append(ps.bodies, b)
+			return err
+		})
+	if err != nil {
+		t.Fatal(err)
 	}
-	out.Write(ls.metas[len(ls.members)])
+	return ps
+}
+
+// splice reassembles a layer tar from its pieces, as a restore does.
+func splice(t testing.TB, ps *pieces) []byte {
+	if len(ps.heads) != len(ps.bodies)+1 {
+		t.Fatalf("%d heads for %d bodies", len(ps.heads), len(ps.bodies))
+	}
+	size, meta, err := parseFirstHead(ps.heads[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := bytes.NewBuffer(bytes.Clone(meta))
+	for i, b := range ps.bodies {
+		out.Write(b)
+		out.Write(ps.heads[i+1])
+	}
+	if int64(out.Len()) != size {
+		t.Fatalf("spliced %d bytes, first head says %d", out.Len(), size)
+	}
 	return out.Bytes()
 }
 
@@ -54,13 +97,10 @@ func testTar(t testing.TB, format tar.Format) []byte {
 func TestSplitLayerReassemblesExactly(t *testing.T) {
 	for _, format := range []tar.Format{tar.FormatUSTAR | tar.FormatPAX, tar.FormatPAX, tar.FormatGNU} {
 		data := testTar(t, format)
-		ls, err := splitLayer(bytes.NewReader(data), int64(len(data)))
-		require.NoError(t, err)
-		assert.Len(t, ls.members, 2+btoi(format == tar.FormatPAX), "only non-empty regular files are members")
-		parsed, err := parseHeadersFile(ls.headersFile())
-		require.NoError(t, err)
-		parsed.members = ls.members
-		assert.Equal(t, data, splice(t, data, parsed))
+		ps := split(t, data)
+		assert.Len(t, ps.bodies, 2+btoi(format == tar.FormatPAX), "only non-empty regular files are bodies")
+		assert.Equal(t, "hello", string(ps.bodies[0]))
+		assert.Equal(t, data, splice(t, ps))
 	}
 }
 
@@ -71,61 +111,53 @@ func btoi(b bool) int {
 	return 0
 }
 
-func TestSplitLayerFallsBackToWhole(t *testing.T) {
+func TestSplitLayerFallsBackToOneBody(t *testing.T) {
 	junk := []byte("this is not a tar file at all, but it is a layer's bytes")
-	ls, err := splitLayer(bytes.NewReader(junk), int64(len(junk)))
-	require.NoError(t, err)
-	require.Len(t, ls.members, 1)
-	assert.Equal(t, junk, splice(t, junk, ls))
-}
+	ps := split(t, junk)
+	require.Len(t, ps.bodies, 1)
+	assert.Equal(t, junk, splice(t, ps))
 
-func TestParseHeadersFileRejectsDamage(t *testing.T) {
+	// A valid start followed by garbage: the rest is one body.
 	data := testTar(t, tar.FormatPAX)
-	ls, err := splitLayer(bytes.NewReader(data), int64(len(data)))
-	require.NoError(t, err)
-	hf := ls.headersFile()
-	for _, bad := range [][]byte{nil, []byte("garbage"), hf[:len(hf)-1], append(bytes.Clone(hf), 0)} {
-		_, err := parseHeadersFile(bad)
-		assert.Error(t, err)
-	}
+	data = append(data[:2048:2048], bytes.Repeat([]byte{0xff}, 3000)...)
+	ps = split(t, data)
+	assert.Equal(t, data, splice(t, ps))
 }
 
-func FuzzParseHeadersFile(f *testing.F) {
-	data := testTar(f, tar.FormatPAX)
-	ls, _ := splitLayer(bytes.NewReader(data), int64(len(data)))
-	f.Add(ls.headersFile())
+func TestPieceNames(t *testing.T) {
+	layer, i, head, ok := parsePiece(pieceHead("abc/layer.tar", 12))
+	assert.True(t, ok)
+	assert.Equal(t, "abc/layer.tar", layer)
+	assert.Equal(t, 12, i)
+	assert.True(t, head)
+	_, i, head, ok = parsePiece(pieceBody("blobs/sha256/x", 3))
+	assert.True(t, ok && !head && i == 3)
+	for _, bad := range []string{"abc", "abc/1.h", "abc/00000001.x", "abc/json"} {
+		_, _, _, ok := parsePiece(bad)
+		assert.False(t, ok, bad)
+	}
+	assert.True(t, preorderLess(pieceHead("l", 0), pieceBody("l", 0)))
+	assert.True(t, preorderLess(pieceBody("l", 0), pieceHead("l", 1)))
+}
+
+func FuzzParseFirstHead(f *testing.F) {
+	f.Add(firstHead(1234, []byte("meta")))
 	f.Add([]byte(layerSplitMagic))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ls, err := parseHeadersFile(b)
-		if err != nil {
-			return
-		}
-		var total int64
-		for _, m := range ls.metas {
-			total += int64(len(m))
-		}
-		if total > ls.size || len(ls.metas) != len(ls.members)+1 {
-			t.Fatalf("accepted an inconsistent headers file")
+		size, meta, err := parseFirstHead(b)
+		if err == nil && (size < 0 || len(meta) > len(b)) {
+			t.Fatalf("accepted a bad first head")
 		}
 	})
 }
 
-// FuzzSplitLayer: whatever the bytes, the split reassembles them exactly.
+// FuzzSplitLayer: whatever the bytes, the pieces reassemble them exactly.
 func FuzzSplitLayer(f *testing.F) {
 	f.Add(testTar(f, tar.FormatPAX))
 	f.Add(testTar(f, tar.FormatGNU))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		ls, err := splitLayer(bytes.NewReader(data), int64(len(data)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		parsed, err := parseHeadersFile(ls.headersFile())
-		if err != nil {
-			t.Fatal(err)
-		}
-		parsed.members = ls.members
-		if got := splice(t, data, parsed); !bytes.Equal(got, data) {
+		if got := splice(t, split(t, data)); !bytes.Equal(got, data) {
 			t.Fatalf("reassembled %d bytes differ from the %d split", len(got), len(data))
 		}
 	})
