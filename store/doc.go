@@ -23,7 +23,8 @@
 //	's' id                            → snapshot record (JSON, versioned)
 //	'n' name                          → snapshot id
 //	'e' engine 0 env 0 time(8) id     → nothing (the env/time index)
-//	'x' id                            → change index of the snapshot
+//	'x' id                            → the root chunks of the snapshot's change
+//	                                    index (change_index.go)
 //	'm' name                          → store metadata (format)
 //
 // Invariants: a snapshot record is written only after every chunk it

@@ -400,7 +400,7 @@ func (s *Store) repack(old packID, u *packUse, oldStored int64) (int64, error) {
 		b.order = append(b.order, u.liveH[i])
 		b.raw = append(b.raw, data...)
 	}
-	enc := s.codec.Encode(nil, b.raw, 0)
+	enc := s.encode(b.raw)
 	err = s.gated(func() error {
 		return s.update(func(txn *badger.Txn) error {
 			if err := txn.Set(packKey(b.id), enc); err != nil {

@@ -113,8 +113,12 @@ func (p *packer) init(s *Store) {
 	p.sealing = map[*packBuf]struct{}{}
 }
 
+// packBufPool recycles the raw buffers of sealed packs (1 MiB each, one
+// per ~25 small files: otherwise the largest source of garbage).
+var packBufPool = sync.Pool{New: func() any { b := make([]byte, 0, packTarget+packMaxChunk); return &b }}
+
 func newPackBuf() *packBuf {
-	b := &packBuf{members: map[Hash]packMember{}, raw: make([]byte, 0, packTarget+packMaxChunk)}
+	b := &packBuf{members: map[Hash]packMember{}, raw: (*packBufPool.Get().(*[]byte))[:0]}
 	_, _ = rand.Read(b.id[:])
 	return b
 }
@@ -146,7 +150,7 @@ func (p *packer) add(w *Writer, h Hash, data []byte) error {
 // seal compresses a pack (outside the lock, so workers keep packing) and
 // queues it with its members' references as one group.
 func (p *packer) seal(b *packBuf) error {
-	enc := p.s.codec.Encode(nil, b.raw, 0)
+	enc := p.s.encode(b.raw)
 	group := make([]kv, 0, 1+len(b.order))
 	group = append(group, kv{key: packKey(b.id), val: enc})
 	for _, h := range b.order {
@@ -159,6 +163,8 @@ func (p *packer) seal(b *packBuf) error {
 	p.mu.Lock()
 	delete(p.sealing, b)
 	p.mu.Unlock()
+	// No reader can reach b any more (get holds p.mu): reuse its buffer.
+	packBufPool.Put(&b.raw)
 	return err
 }
 

@@ -85,7 +85,8 @@ const valueThreshold = 1 << 10
 //   - value-log files of 64 MiB, so that value-log GC can rewrite one file
 //     at a time and give space back (the default 1 GiB file would hold a
 //     whole venv and never be collectable while it is the active file);
-//   - memtables of 32 MiB, two of them, and small caches: the whole process
+//   - memtables of 16 MiB (they hold keys, references and values below
+//     1 KiB only: a venv's 42,000 chunk keys fit), two of them, and small caches: the whole process
 //     must stay under 300 MB peak RSS while it also compresses and restores;
 //   - SyncWrites off: Writer.Commit calls Sync once, after the chunks and
 //     before the record, which is all the durability the invariants need.
@@ -96,7 +97,7 @@ func badgerOptions(dir string, logf func(string, ...any)) badger.Options {
 		WithCompression(options.None).
 		WithValueThreshold(valueThreshold).
 		WithValueLogFileSize(64 << 20).
-		WithMemTableSize(32 << 20).
+		WithMemTableSize(16 << 20).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(4).
 		WithNumLevelZeroTablesStall(8).
