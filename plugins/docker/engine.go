@@ -28,7 +28,8 @@ type Options struct {
 	// ClientOpts build the Docker client; nil means the environment
 	// (DOCKER_HOST, ...) with API version negotiation.
 	ClientOpts []client.Opt
-	// TempDir holds spooled layers and volume data; "" is os.TempDir.
+	// TempDir holds a restore's volume data until the image is loaded
+	// (volumes come first in the stream); "" is os.TempDir.
 	TempDir string
 	// FlattenLayers overrides DefaultFlattenLayers when > 0.
 	FlattenLayers int

@@ -107,8 +107,8 @@ type State struct {
 // ImageInfo describes the "image" stream.
 type ImageInfo struct {
 	ID string `json:"id"`
-	// DiffIDs are the layers' diff IDs, bottom first; layer i travels as
-	// layers/<hex of DiffIDs[i]>.tar.
+	// DiffIDs are the layers' diff IDs (sha256 of each layer tar), bottom
+	// first.
 	DiffIDs []string `json:"diff_ids"`
 	// Flattened says the commit had more layers than the threshold and was
 	// replaced by an export + import of the container (one layer).
