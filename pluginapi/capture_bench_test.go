@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -84,15 +85,19 @@ func benchPaired(b *testing.B, target string, inproc pluginapi.Engine, plugin *p
 	var inWall, plWall time.Duration
 	var inCPU, plHostCPU, plPluginCPU float64
 	var bytes int64
+	var pairRatios []float64
 	for b.Loop() {
 		c0, t0 := cpuSeconds(), time.Now()
 		w := captureOnce(b, inproc, target)
-		inWall += time.Since(t0)
+		inThis := time.Since(t0)
+		inWall += inThis
 		inCPU += cpuSeconds() - c0
 
 		c0, p0, t0 := cpuSeconds(), procCPUSeconds(plugin.PID()), time.Now()
 		wp := captureOnce(b, plugin, target)
-		plWall += time.Since(t0)
+		plThis := time.Since(t0)
+		plWall += plThis
+		pairRatios = append(pairRatios, 100*inThis.Seconds()/plThis.Seconds())
 		plHostCPU += cpuSeconds() - c0
 		plPluginCPU += procCPUSeconds(plugin.PID()) - p0
 		if wp.bytes != w.bytes || wp.entries != w.entries {
@@ -106,6 +111,13 @@ func benchPaired(b *testing.B, target string, inproc pluginapi.Engine, plugin *p
 	b.ReportMetric(inMBps, "inproc-MB/s")
 	b.ReportMetric(plMBps, "plugin-MB/s")
 	b.ReportMetric(100*plMBps/inMBps, "plugin/inproc-%")
+	// The median of each pair's ratio resists bursts of load from other
+	// processes better than the ratio of sums.
+	slices.Sort(pairRatios)
+	b.ReportMetric(pairRatios[len(pairRatios)/2], "median-pair-%")
+	// What the boundary costs in CPU, independent of the machine's load:
+	// in-process CPU over the plugin path's CPU (host + plugin process).
+	b.ReportMetric(100*inCPU/(plHostCPU+plPluginCPU), "cpu-efficiency-%")
 	b.ReportMetric(inCPU/n, "inproc-cpu-s")
 	b.ReportMetric(plHostCPU/n, "plugin-host-cpu-s")
 	b.ReportMetric(plPluginCPU/n, "plugin-proc-cpu-s")
