@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -62,7 +63,11 @@ func (a *app) printDiff(d *diffJSON, packagesOnly bool) error {
 			t.row("-", diffPath(e), sizeOf(e.SizeBefore))
 		}
 		for _, e := range d.Changed {
-			t.row("~", diffPath(e), sizeOf(e.SizeBefore)+" -> "+sizeOf(e.SizeAfter))
+			sizes := sizeOf(e.SizeBefore) + " -> " + sizeOf(e.SizeAfter)
+			if *e.SizeBefore == *e.SizeAfter {
+				sizes = sizeOf(e.SizeAfter)
+			}
+			t.row("~", diffPath(e), sizes, strings.Join(e.What, ","))
 		}
 		if err := t.flush(); err != nil {
 			return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -43,16 +44,26 @@ can be piped into jq or a log shipper.`,
 			if err != nil {
 				return err
 			}
+			// Like every command, events creates the store's directory on
+			// first use (so --follow can wait for the first event).
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return fmt.Errorf("cannot create the store directory: %w", err)
+			}
 			var tbl *table
 			if !a.jsonOut {
 				tbl = newTable(a.stdout)
 			}
+			header := false
 			n := 0
 			opts := core.EventsOptions{Since: from, Follow: follow}
 			err = core.ReadEvents(cmd.Context(), dir, opts, func(e core.Event) error {
 				n++
 				if a.jsonOut {
 					return writeJSONLine(a.stdout, e)
+				}
+				if !header && !a.quiet {
+					tbl.row("TIME", "EVENT", "SNAPSHOT", "ENGINE", "WHAT", "DETAILS")
+					header = true
 				}
 				tbl.row(formatEvent(e)...)
 				if follow {

@@ -24,8 +24,8 @@ func (a *app) exportCommand() *cobra.Command {
 to one compressed archive with a checksum over everything. 'ptest-snap import'
 reads it into any store. -o - writes the archive to stdout (for a pipe or ssh).
 
-With --json and a single SNAPSHOT, print the snapshot's record alone, in the
-shape of the original ptest report (snapshot_id, env_id, path, status,
+With --json and a single SNAPSHOT but no -o, print the snapshot's record alone,
+in the shape of the original ptest report (snapshot_id, env_id, path, status,
 created_at, config, resource_usage, allocated_ports, virtualenv_info /
 docker_info), for tools that read that format.`,
 		Example: examples(
@@ -36,13 +36,12 @@ docker_info), for tools that read that format.`,
 		Args:              argsBetween(1, -1, "at least one SNAPSHOT"),
 		ValidArgsFunction: a.completeSnapshots,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			asRecord = a.jsonOut
+			// --json without -o: the record alone. With -o it is an archive
+			// export, and --json only shapes the summary.
+			asRecord = a.jsonOut && out == ""
 			if asRecord {
 				if len(args) != 1 {
-					return usagef(cmd, "export --json prints one snapshot's record; give exactly one SNAPSHOT")
-				}
-				if out != "" && out != "-" {
-					return usagef(cmd, "export --json writes the record to stdout; redirect it instead of -o")
+					return usagef(cmd, "export --json (without -o) prints one snapshot's record; give exactly one SNAPSHOT")
 				}
 				svc, err := a.service(cmd.Context())
 				if err != nil {
@@ -70,6 +69,9 @@ docker_info), for tools that read that format.`,
 			res, err := a.exportToFile(cmd, svc, args, out)
 			if err != nil {
 				return err
+			}
+			if a.jsonOut {
+				return writeJSON(a.stdout, res)
 			}
 			if a.quiet {
 				return nil
@@ -119,9 +121,6 @@ func (a *app) exportToFile(cmd *cobra.Command, svc service, refs []string, out s
 	}
 	ok = true
 	res.File = abs
-	if a.jsonOut {
-		return res, writeJSON(a.stdout, res)
-	}
 	return res, nil
 }
 
@@ -135,7 +134,10 @@ and add its snapshots to the store. Every hash and the archive's checksum are
 verified before anything becomes visible; chunks the store already has are
 skipped. A truncated or damaged archive, a record of a newer format, a path
 that would restore outside its target, or a name already used in this store
-(unless --rename) is refused, and the store is left exactly as it was.`,
+(unless --rename) is refused, and the store is left exactly as it was.
+
+FILE may also be a snapshot record written by 'export --json': it is validated
+and registered again, provided this store still holds all of its data.`,
 		Example: examples(
 			"ptest-snap import clean.ptsnap",
 			"ptest-snap --store /mnt/other import --rename clean.ptsnap",
@@ -192,6 +194,9 @@ that would restore outside its target, or a name already used in this store
 				fmt.Fprintln(a.stdout, line)
 			}
 			if !a.quiet {
+				for _, id := range res.Skipped {
+					fmt.Fprintf(a.stdout, "skipped %s: already in this store\n", id)
+				}
 				fmt.Fprintf(a.stdout, "%s new chunks (%s), %s already here\n",
 					humanCount(res.ChunksNew), humanBytes(res.BytesNew), humanCount(res.ChunksSkipped))
 			}

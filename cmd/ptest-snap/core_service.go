@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -176,7 +177,54 @@ func (s *coreService) Show(ctx context.Context, ref string) (*snapshotJSON, erro
 }
 
 func (s *coreService) Diff(ctx context.Context, a, b string, packagesOnly bool) (*diffJSON, error) {
-	return nil, fmt.Errorf("diff: %w", errNotWired)
+	d, err := s.m.Diff(ctx, a, b)
+	if err != nil {
+		return nil, err
+	}
+	out := &diffJSON{From: d.From.ID, To: d.To.ID, Added: []diffEntryJSON{}, Removed: []diffEntryJSON{}, Changed: []diffEntryJSON{}}
+	if !packagesOnly {
+		for _, c := range d.Changes {
+			e := diffEntryJSON{Stream: c.Stream, Path: c.Path, Type: c.NewType}
+			if e.Type == "" {
+				e.Type = c.OldType
+			}
+			before, after := c.OldSize, c.NewSize
+			switch c.Kind {
+			case core.ChangeAdded:
+				e.SizeAfter = &after
+				out.Added = append(out.Added, e)
+			case core.ChangeRemoved:
+				e.SizeBefore = &before
+				out.Removed = append(out.Removed, e)
+			default:
+				e.SizeBefore, e.SizeAfter = &before, &after
+				for _, f := range []struct {
+					on   bool
+					name string
+				}{{c.ContentChanged, "content"}, {c.TypeChanged, "type"}, {c.ModeChanged, "mode"},
+					{c.LinkChanged, "link"}, {c.MetadataChanged, "metadata"}} {
+					if f.on {
+						e.What = append(e.What, f.name)
+					}
+				}
+				out.Changed = append(out.Changed, e)
+			}
+		}
+	}
+	if p := d.Packages; p != nil {
+		pd := &packageDiff{Added: map[string]string{}, Removed: map[string]string{}, Changed: map[string]versionChange{}}
+		for _, c := range p.Added {
+			pd.Added[c.Name] = c.New
+		}
+		for _, c := range p.Removed {
+			pd.Removed[c.Name] = c.Old
+		}
+		for _, c := range p.Changed {
+			pd.Changed[c.Name] = versionChange{From: c.Old, To: c.New}
+		}
+		out.Packages = pd
+	}
+	return out, nil
 }
 
 func (s *coreService) Stats(ctx context.Context) (*statsJSON, error) {
@@ -308,15 +356,99 @@ func (s *coreService) Verify(ctx context.Context, refs []string, prog *progress)
 }
 
 func (s *coreService) Export(ctx context.Context, refs []string, w io.Writer, prog *progress) (*exportJSON, error) {
-	return nil, fmt.Errorf("export: %w", errNotWired)
+	rep, err := s.m.Export(ctx, refs, w, func(p core.ExportProgress) { prog.set(p.Bytes) })
+	if err != nil {
+		return nil, err
+	}
+	out := &exportJSON{Snapshots: []string{}, Chunks: rep.Chunks, Bytes: rep.Written}
+	for _, snap := range rep.Snapshots {
+		out.Snapshots = append(out.Snapshots, snap.ID)
+	}
+	return out, nil
 }
 
 func (s *coreService) ExportJSON(ctx context.Context, ref string) (json.RawMessage, error) {
-	return nil, fmt.Errorf("export --json: %w", errNotWired)
+	b, err := s.m.ExportJSON(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	return json.RawMessage(b), nil
 }
 
 func (s *coreService) Import(ctx context.Context, r io.Reader, rename bool, prog *progress) (*importJSON, error) {
-	return nil, fmt.Errorf("import: %w", errNotWired)
+	// A snapshot record written by 'export --json' starts with '{'; an
+	// archive never does.
+	br := bufio.NewReader(r)
+	if isJSONRecord(br) {
+		return s.importRecord(ctx, br, rename)
+	}
+	// The bar counts the archive's bytes as they are read (countingReader).
+	rep, err := s.m.Import(ctx, br, core.ImportOptions{Rename: rename})
+	if err != nil {
+		return nil, err
+	}
+	out := &importJSON{
+		Imported:      []importedJSON{},
+		Skipped:       rep.Skipped,
+		ChunksNew:     rep.NewChunks,
+		ChunksSkipped: rep.Chunks - rep.NewChunks,
+		BytesNew:      rep.NewBytes,
+	}
+	if out.Skipped == nil {
+		out.Skipped = []string{}
+	}
+	for _, snap := range rep.Snapshots {
+		im := importedJSON{ID: snap.ID, Name: snap.Name}
+		for from, to := range rep.Renamed {
+			if name, ok := strings.CutPrefix(from, "name:"); ok && to == snap.Name && snap.Name != "" {
+				im.RenamedFrom = name
+			} else if !ok && to == snap.ID {
+				im.RenamedFrom = from
+			}
+		}
+		out.Imported = append(out.Imported, im)
+	}
+	return out, nil
+}
+
+// isJSONRecord reports whether the stream starts (after white space) with
+// a JSON object.
+func isJSONRecord(br *bufio.Reader) bool {
+	for i := 1; i <= 64; i++ {
+		b, err := br.Peek(i)
+		if err != nil || len(b) < i {
+			return false
+		}
+		switch b[i-1] {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case '{':
+			return true
+		default:
+			return false
+		}
+	}
+	return false
+}
+
+// importRecord re-registers a snapshot record exported with 'export --json'
+// (its data must already be in this store).
+func (s *coreService) importRecord(ctx context.Context, r io.Reader, rename bool) (*importJSON, error) {
+	res, err := s.m.ImportJSON(ctx, r, core.ImportOptions{Rename: rename})
+	if err != nil {
+		return nil, err
+	}
+	out := &importJSON{Imported: []importedJSON{}, Skipped: []string{}}
+	if res.AlreadyPresent {
+		out.Skipped = append(out.Skipped, res.Snapshot.ID)
+		return out, nil
+	}
+	im := importedJSON{ID: res.Snapshot.ID, Name: res.Snapshot.Name}
+	if res.Renamed != "" {
+		im.Name, im.RenamedFrom = res.Renamed, res.Snapshot.Name
+	}
+	out.Imported = append(out.Imported, im)
+	return out, nil
 }
 
 func (s *coreService) AllIDs(ctx context.Context) ([]string, error) {
@@ -360,6 +492,10 @@ func snapshotFromStore(s *store.Snapshot) snapshotJSON {
 // store's or the engine protocol's) to exit codes.
 func classifyExtra(err error) (int, string, bool) {
 	switch {
+	case errors.Is(err, core.ErrArchiveCorrupt), errors.Is(err, core.ErrArchiveChecksum),
+		errors.Is(err, core.ErrArchiveTruncated), errors.Is(err, core.ErrArchiveTooLarge),
+		errors.Is(err, core.ErrArchiveIncomplete), errors.Is(err, core.ErrArchiveFormat):
+		return exitCorrupt, "the archive is damaged or incomplete; nothing was imported — export it again", true
 	case errors.Is(err, core.ErrAmbiguous):
 		return exitUsage, "give more characters of the ID, or use the snapshot's name", true
 	case errors.Is(err, core.ErrQuotaExceeded):
@@ -369,7 +505,7 @@ func classifyExtra(err error) (int, string, bool) {
 	case errors.Is(err, core.ErrEngine):
 		return exitEngine, "run with --verbose to see what the engine did", true
 	case errors.Is(err, core.ErrNameTaken), errors.Is(err, core.ErrIDTaken):
-		return exitFailure, "choose another --name/--id, or delete the existing snapshot", true
+		return exitFailure, "choose another --name/--id, delete the existing snapshot, or import with --rename", true
 	case errors.Is(err, core.ErrInvalidID):
 		return exitUsage, "IDs, names and labels use letters, digits, '.', '_' and '-', starting with a letter or digit", true
 	case errors.Is(err, core.ErrTargetNotEmpty):

@@ -48,7 +48,8 @@ func TestDirEngineLifecycle(t *testing.T) {
 	assert.Equal(t, "dir", s1.Engine)
 	assert.Equal(t, map[string]string{"suite": "api"}, s1.Labels)
 	assert.Len(t, s1.ID, 26)
-	assert.Equal(t, int64(4), s1.Stats.Files, "a.txt, b.bin, c.txt, run.sh")
+	assert.Equal(t, int64(5), s1.Stats.Files, "a.txt, b.bin, c.txt, run.sh and the symlink")
+	assert.Equal(t, int64(3), s1.Stats.Dirs, "sub, sub/deep, empty")
 	assert.Equal(t, int64(6+128*1024+6+len("#!/bin/sh\necho hi\n")), s1.Stats.LogicalBytes)
 	assert.NotEmpty(t, s1.Streams)
 
@@ -166,11 +167,28 @@ func TestDirEngineLifecycle(t *testing.T) {
 	dst2 := filepath.Join(t.TempDir(), "from-import")
 	other.ok("restore", "first", "--target", dst2)
 	assert.Equal(t, first, treeState(t, dst2))
-	// importing again clashes on names unless --rename.
-	other.fails(1, "import", archive)
-	other.jsonOK(&im, "import", "--rename", archive)
+	// importing again changes nothing: both are already there.
+	other.jsonOK(&im, "import", archive)
+	assert.Empty(t, im.Imported)
+	assert.ElementsMatch(t, []string{s1.ID, s2.ID}, im.Skipped)
+
+	// A store with its own snapshot named "first": the import is refused
+	// (nothing imported) unless --rename.
+	clash := newCLI(t)
+	clash.ok("create", "--engine", "dir", "--name", "first", dst)
+	r = clash.fails(exitFailure, "import", archive)
+	assert.Contains(t, r.stderr, "first")
+	clash.jsonOK(&l, "list")
+	assert.Len(t, l.Snapshots, 1, "a refused import leaves the store as it was")
+	clash.jsonOK(&im, "import", "--rename", archive)
 	require.Len(t, im.Imported, 2)
-	assert.NotEmpty(t, im.Imported[0].RenamedFrom)
+	renamed := map[string]string{}
+	for _, x := range im.Imported {
+		renamed[x.RenamedFrom] = x.Name
+	}
+	require.Contains(t, renamed, "first")
+	assert.NotEqual(t, "first", renamed["first"])
+	clash.ok("verify")
 
 	// export --json: the record alone, in the original report's shape.
 	r = c.ok("export", "--json", "first")

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/json"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -121,4 +124,57 @@ func TestSecondProcessOnBusyStore(t *testing.T) {
 	var l listJSON
 	c.jsonOK(&l, "list")
 	require.Len(t, l.Snapshots, 1)
+}
+
+// TestEventsFollow follows the event log from another process while a
+// create runs, then stops with Ctrl-C (exit 0: that is how --follow ends).
+func TestEventsFollow(t *testing.T) {
+	requireEngine(t, "dir")
+	c := newCLI(t)
+	src := filepath.Join(t.TempDir(), "fixture")
+	makeFixture(t, src)
+
+	follow := c.command("--json", "events", "--follow")
+	stdout, err := follow.StdoutPipe()
+	require.NoError(t, err)
+	var errb bytes.Buffer
+	follow.Stderr = &errb
+	require.NoError(t, follow.Start())
+	t.Cleanup(func() {
+		if follow.ProcessState == nil {
+			_ = follow.Process.Kill()
+			_ = follow.Wait()
+		}
+	})
+	lines := make(chan map[string]any, 16)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var e map[string]any
+			if json.Unmarshal(sc.Bytes(), &e) == nil {
+				lines <- e
+			}
+		}
+	}()
+
+	id := strings.TrimSpace(c.ok("create", "-q", "--engine", "dir", src).stdout)
+	var seen []string
+	deadline := time.After(30 * time.Second)
+	for done := false; !done; {
+		select {
+		case e, ok := <-lines:
+			require.True(t, ok, "follower ended early; stderr:\n%s", errb.String())
+			seen = append(seen, e["type"].(string))
+			if e["type"] == "snapshot_created" {
+				assert.Equal(t, id, e["snapshot_id"])
+				done = true
+			}
+		case <-deadline:
+			t.Fatalf("no snapshot_created event followed; saw %v", seen)
+		}
+	}
+	assert.Equal(t, "snapshot_creating", seen[0])
+	require.NoError(t, follow.Process.Signal(os.Interrupt))
+	require.NoError(t, follow.Wait(), "stderr:\n%s", errb.String())
 }

@@ -16,7 +16,7 @@ import (
 // XDG data directory, private to the test).
 const readmeTour = `python3 -m venv demo-venv
 ./bin/ptest-snap create --engine virtualenv --name clean demo-venv
-rm -rf demo-venv/lib/python3*/site-packages/pip     # break it
+rm -rf demo-venv/lib/python3*/site-packages/pip*    # break it
 echo 'echo broken' >> demo-venv/bin/activate
 ./bin/ptest-snap create --engine virtualenv --name broken demo-venv
 ./bin/ptest-snap diff clean broken --packages

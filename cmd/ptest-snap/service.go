@@ -178,6 +178,9 @@ type diffEntryJSON struct {
 	Type       string `json:"type"`
 	SizeBefore *int64 `json:"size_before,omitempty"`
 	SizeAfter  *int64 `json:"size_after,omitempty"`
+	// What changed, for changed entries: content, type, mode, link,
+	// metadata (owner, times, xattrs).
+	What []string `json:"what,omitempty"`
 }
 
 // packageDiff compares the package lists of two snapshots.
@@ -273,10 +276,12 @@ type exportJSON struct {
 
 // importJSON is the import command's document.
 type importJSON struct {
-	Imported      []importedJSON `json:"imported"`
-	ChunksNew     int64          `json:"chunks_new"`
-	ChunksSkipped int64          `json:"chunks_skipped"`
-	BytesNew      int64          `json:"bytes_new"`
+	Imported []importedJSON `json:"imported"`
+	// Skipped are IDs the store already had with the same content.
+	Skipped       []string `json:"skipped"`
+	ChunksNew     int64    `json:"chunks_new"`
+	ChunksSkipped int64    `json:"chunks_skipped"`
+	BytesNew      int64    `json:"bytes_new"`
 }
 
 // importedJSON is one snapshot an import added.

@@ -48,7 +48,12 @@ func TestVirtualenvBreakAndRestoreInPlace(t *testing.T) {
 
 	// Break it: no pip, an edited script, a stray module.
 	site := sitePackages(t, venv)
-	require.NoError(t, os.RemoveAll(filepath.Join(site, "pip")))
+	pipDirs, err := filepath.Glob(filepath.Join(site, "pip*")) // the package and its dist-info
+	require.NoError(t, err)
+	require.Len(t, pipDirs, 2)
+	for _, d := range pipDirs {
+		require.NoError(t, os.RemoveAll(d))
+	}
 	activate := filepath.Join(venv, "bin", "activate")
 	f, err := os.OpenFile(activate, os.O_APPEND|os.O_WRONLY, 0)
 	require.NoError(t, err)
