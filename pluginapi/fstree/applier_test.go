@@ -198,9 +198,14 @@ func TestInPlaceUnchangedMissing(t *testing.T) {
 	dst := t.TempDir()
 	recs := []record{{stream: "rootfs", e: pluginapi.Entry{Path: "gone", Type: pluginapi.TypeFile, Mode: 0o644, Unchanged: true}}}
 	err := restore(t, recs, dst, ApplyOptions{InPlace: true})
-	assert.ErrorContains(t, err, "unchanged entry missing")
+	assert.ErrorContains(t, err, `unchanged entry "gone" missing from target`)
 	err = restore(t, recs, filepath.Join(dst, "new"), ApplyOptions{})
 	assert.ErrorContains(t, err, "unchanged")
+
+	// There, but of another type.
+	require.NoError(t, os.Symlink("x", filepath.Join(dst, "gone")))
+	err = restore(t, recs, dst, ApplyOptions{InPlace: true})
+	assert.ErrorContains(t, err, `unchanged file "gone" is something else`)
 }
 
 func TestRefusals(t *testing.T) {

@@ -1,6 +1,7 @@
 package fstree
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -155,4 +156,78 @@ func BenchmarkApplyVenvFull(b *testing.B) {
 	b.ReportMetric(ours.Seconds()/float64(b.N), "fstree-s/op")
 	b.ReportMetric(theirs.Seconds()/float64(b.N), "cp-a-s/op")
 	b.ReportMetric(ours.Seconds()/theirs.Seconds(), "fstree/cp-a")
+}
+
+// BenchmarkApplyInPlaceVenvFull resets a copy of venv-full in place after
+// 20 of its .py files were appended to and 20 extra files added: every
+// other entry comes marked Unchanged, as the host plans it. This is the
+// engine's share of the "undo a test run" restore.
+func BenchmarkApplyInPlaceVenvFull(b *testing.B) {
+	needVenvFull(b)
+	scratch, err := os.MkdirTemp(os.Getenv("FSTREE_BENCH_DIR"), "fstree-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(scratch) })
+	snap := &memWriter{}
+	if err := Capture(context.Background(), venvFull, CaptureOptions{Stream: "rootfs"}, snap); err != nil {
+		b.Fatal(err)
+	}
+	target := filepath.Join(scratch, "venv")
+	a, err := NewApplier(target, ApplyOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := ApplyAll(context.Background(), &memReader{recs: snap.recs}, map[string]*Applier{"rootfs": a}); err != nil {
+		b.Fatal(err)
+	}
+	var changed []int
+	plan := make([]record, len(snap.recs))
+	for i, r := range snap.recs {
+		if len(changed) < 20 && r.e.Type == pluginapi.TypeFile && filepath.Ext(r.e.Path) == ".py" && i%97 == 0 {
+			changed = append(changed, i)
+		} else {
+			r.e.Unchanged, r.body, r.hasBody = true, nil, false
+		}
+		plan[i] = r
+	}
+	dirtyRun := func() {
+		for k, i := range changed {
+			p := filepath.Join(target, snap.recs[i].e.Path)
+			f, err := os.OpenFile(p, os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			fmt.Fprintln(f, "# changed by a test run")
+			f.Close()
+			if err := os.WriteFile(filepath.Join(filepath.Dir(p), fmt.Sprintf("extra-%d.txt", k)), []byte("x"), 0o644); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	var finish time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		dirtyRun()
+		b.StartTimer()
+		a, err := NewApplier(target, ApplyOptions{InPlace: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, r := range plan {
+			var body io.Reader
+			if r.hasBody {
+				body = bytes.NewReader(r.body)
+			}
+			if err := a.Apply(context.Background(), &r.e, body); err != nil {
+				b.Fatal(err)
+			}
+		}
+		finish += timed(func() {
+			if err := a.Finish(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+	b.ReportMetric(finish.Seconds()/float64(b.N), "finish-s/op")
 }

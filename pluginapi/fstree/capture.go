@@ -3,6 +3,7 @@ package fstree
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -373,7 +374,10 @@ func refreshEntry(e *pluginapi.Entry, st *unix.Stat_t) pluginapi.Entry {
 	return fresh
 }
 
-// preadFull reads from fd at offset 0 until buf is full or the file ends.
+// preadFull reads from fd at offset 0 until buf is full or a read comes
+// back short. A regular file reads short only at its end, so this saves the
+// extra read that would return 0; a file that grows meanwhile is caught by
+// the fstat that follows.
 func preadFull(fd int, buf []byte) (int, error) {
 	n := 0
 	for n < len(buf) {
@@ -384,10 +388,10 @@ func preadFull(fd int, buf []byte) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		if m == 0 {
+		n += m
+		if m == 0 || n < len(buf) {
 			break
 		}
-		n += m
 	}
 	return n, nil
 }
@@ -564,9 +568,27 @@ func readlinkat(dirFd int, name string) (string, error) {
 // readDirNames lists the names in the directory open as fd, without "."
 // and "..".
 func readDirNames(fd int) ([]string, error) {
+	ents, err := readDirEntries(fd)
+	names := make([]string, len(ents))
+	for i, de := range ents {
+		names[i] = de.name
+	}
+	return names, err
+}
+
+// dirent is a directory entry's name and d_type (unix.DT_*).
+type dirent struct {
+	name string
+	typ  uint8
+}
+
+// readDirEntries lists the directory open as fd, without "." and "..".
+// Unlike unix.ParseDirent it keeps d_type, which lets an in-place restore
+// check kept entries without a stat each.
+func readDirEntries(fd int) ([]dirent, error) {
 	buf := getBuf(32 << 10)
 	defer putBuf(buf)
-	var names []string
+	var ents []dirent
 	for {
 		n, err := unix.Getdents(fd, buf)
 		if errors.Is(err, unix.EINTR) {
@@ -576,10 +598,55 @@ func readDirNames(fd int) ([]string, error) {
 			return nil, err
 		}
 		if n <= 0 {
-			return names, nil
+			return ents, nil
 		}
-		_, _, names = unix.ParseDirent(buf[:n], -1, names)
+		ents = parseDirents(buf[:n], ents)
 	}
+}
+
+// parseDirents appends the entries of a getdents64 buffer: each record is
+// d_ino (8 bytes), d_off (8), d_reclen (2), d_type (1), then the
+// NUL-terminated name.
+func parseDirents(b []byte, ents []dirent) []dirent {
+	const nameOff = 19
+	for len(b) >= nameOff {
+		reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+		if reclen < nameOff || reclen > len(b) {
+			break
+		}
+		rec := b[:reclen]
+		b = b[reclen:]
+		name := rec[nameOff:]
+		if i := bytes.IndexByte(name, 0); i >= 0 {
+			name = name[:i]
+		}
+		if binary.NativeEndian.Uint64(rec[0:8]) == 0 {
+			continue // deleted entry
+		}
+		if string(name) == "." || string(name) == ".." {
+			continue
+		}
+		ents = append(ents, dirent{name: string(name), typ: rec[18]})
+	}
+	return ents
+}
+
+// direntTypeAt returns the d_type of name in dirFd from an lstat, for file
+// systems that do not fill d_type.
+func direntTypeAt(dirFd int, name string) (uint8, error) {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirFd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return 0, err
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return unix.DT_REG, nil
+	case unix.S_IFDIR:
+		return unix.DT_DIR, nil
+	case unix.S_IFLNK:
+		return unix.DT_LNK, nil
+	}
+	return unix.DT_UNKNOWN, nil
 }
 
 // budget is a byte-weighted semaphore bounding the memory of bodies read
