@@ -206,7 +206,7 @@ func (s *Store) value(key []byte) ([]byte, error) {
 // The order of the checks follows the way a chunk moves: packer, queue,
 // Badger, so a chunk moving meanwhile is still found.
 func (s *Store) has(h Hash) (bool, error) {
-	if _, ok := s.packer.get(h); ok {
+	if s.packer.has(h) {
 		return true, nil
 	}
 	if _, ok := s.chunks.get(chunkKey(h)); ok {

@@ -104,12 +104,14 @@ type packBuf struct {
 type packer struct {
 	s       *Store
 	mu      sync.Mutex
+	sealed  *sync.Cond // signalled when a pack leaves sealing
 	open    *packBuf
 	sealing map[*packBuf]struct{}
 }
 
 func (p *packer) init(s *Store) {
 	p.s = s
+	p.sealed = sync.NewCond(&p.mu)
 	p.sealing = map[*packBuf]struct{}{}
 }
 
@@ -162,30 +164,50 @@ func (p *packer) seal(b *packBuf) error {
 	err := p.s.chunks.add(group)
 	p.mu.Lock()
 	delete(p.sealing, b)
+	p.sealed.Broadcast()
 	p.mu.Unlock()
 	// No reader can reach b any more (get holds p.mu): reuse its buffer.
 	packBufPool.Put(&b.raw)
 	return err
 }
 
-// flush seals the open pack, however small: Commit needs every chunk queued.
+// flush seals the open pack, however small, and waits for packs other
+// goroutines are sealing: a writer may have found one of its chunks in a
+// pack another goroutine is compressing, and Commit needs every chunk it
+// references in the queue before it flushes the queue.
 func (p *packer) flush() error {
 	p.mu.Lock()
 	b := p.open
 	p.open = nil
-	if b != nil {
+	var err error
+	if b != nil && len(b.order) > 0 {
 		p.sealing[b] = struct{}{}
+		p.mu.Unlock()
+		err = p.seal(b)
+		p.mu.Lock()
+	}
+	for len(p.sealing) > 0 {
+		p.sealed.Wait()
 	}
 	p.mu.Unlock()
-	if b == nil || len(b.order) == 0 {
-		if b != nil {
-			p.mu.Lock()
-			delete(p.sealing, b)
-			p.mu.Unlock()
+	return err
+}
+
+// has reports whether a chunk is in the open pack or one being sealed.
+func (p *packer) has(h Hash) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.open != nil {
+		if _, ok := p.open.members[h]; ok {
+			return true
 		}
-		return nil
 	}
-	return p.seal(b)
+	for b := range p.sealing {
+		if _, ok := b.members[h]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // get returns a copy of a chunk held in an unsealed or sealing pack.

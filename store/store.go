@@ -212,6 +212,10 @@ func (s *Store) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return ErrClosed
 	}
+	// A GC in progress finishes first (it fails fast: every step checks
+	// for a closed store only through ctx, so we simply wait).
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
 	// Chunks queued but not written belong to writers that will never
 	// commit now; writing them anyway keeps the store's state simple.
 	flushErr := errors.Join(s.packer.flush(), s.chunks.flush())
