@@ -169,13 +169,21 @@ func TestRestoreWhileOriginalRuns(t *testing.T) {
 	assert.True(t, orig.State.Running)
 	assert.Equal(t, strconv.Itoa(fc.port), orig.NetworkSettings.Ports["8080/tcp"][0].HostPort)
 
+	// A name given as the "name" option (how the core passes --name).
+	req := c.restoreRequest("")
+	req.Options["name"] = fc.name + "-named"
+	res, err = e.Restore(ctx, req, &reader{c: c})
+	require.NoError(t, err)
+	assert.Equal(t, fc.name+"-named", res.Target)
+	assert.Contains(t, strings.Join(res.Messages, "\n"), fc.vol+"-restored-2")
+
 	// An explicit name that exists is refused without Replace...
 	_, err = e.Restore(ctx, c.restoreRequest(fc.name), &reader{c: c})
 	assert.ErrorIs(t, err, pluginapi.ErrTargetExists)
 	// ...and replaces the original with it.
 	execIn(t, fc.id, "write", "/data/new.txt", "changed after the snapshot")
 	execIn(t, fc.id, "write", "/vol/sub/v.txt", "changed after the snapshot")
-	req := c.restoreRequest(fc.name)
+	req = c.restoreRequest(fc.name)
 	req.Replace = true
 	res, err = e.Restore(ctx, req, &reader{c: c})
 	require.NoError(t, err)

@@ -30,8 +30,8 @@ import (
 // container gets the captured config and is started if it was running
 // (paused again if it was paused).
 //
-// Name: req.Target, else the original name, else <orig>-restored-<n> when
-// that is taken; an explicit Target that exists is ErrTargetExists unless
+// Name: req.Target, else Options["name"], else the original name, else
+// <orig>-restored-<n> when that is taken; an explicit Target that exists is ErrTargetExists unless
 // Replace, which stops and removes it first. Host ports are kept unless
 // "remap-ports=true" or another container holds them; a remapped port is
 // reported in Messages.
@@ -207,6 +207,9 @@ func (rs *restoreSession) containerByName(ctx context.Context, name string) (str
 func (rs *restoreSession) chooseName(ctx context.Context) error {
 	orig := rs.meta.DockerInfo.ContainerName
 	name := rs.req.Target
+	if name == "" {
+		name = rs.req.Options["name"] // the CLI's --name, passed by the core
+	}
 	explicit := name != ""
 	if !explicit {
 		name = orig
