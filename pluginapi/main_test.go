@@ -57,9 +57,16 @@ func run(m *testing.M) int {
 	return code
 }
 
-// buildDirEngine builds the directory engine's binary if its command exists.
+// buildDirEngine builds the directory engine's binary if its command
+// exists, or links the one in $PTEST_SNAP_BIN (`make test` built it).
 func buildDirEngine(dir string) error {
 	const pkg = "../plugins/dir/cmd/ptest-snap-engine-dir"
+	if bin := os.Getenv("PTEST_SNAP_BIN"); bin != "" {
+		built := filepath.Join(bin, pluginapi.BinaryPrefix+"dir")
+		if _, err := os.Stat(built); err == nil {
+			return os.Symlink(built, filepath.Join(dir, pluginapi.BinaryPrefix+"dir"))
+		}
+	}
 	if _, err := os.Stat(filepath.Join(pkg, "main.go")); err != nil {
 		return nil
 	}
