@@ -21,7 +21,7 @@ const (
 	// createInFlightBytes bounds the chunk bytes copied and waiting for a
 	// worker, so a create's memory stays flat whatever the environment's
 	// size (peak RSS target: 300 MB with the store's own buffers).
-	createInFlightBytes = 48 << 20
+	createInFlightBytes = 16 << 20
 )
 
 // failure keeps the first error of a pipeline.
@@ -147,11 +147,13 @@ func (fs *fileSaver) work(ctx context.Context) {
 				fs.fail.set(fmt.Errorf("store chunk: %w", err))
 			} else {
 				fs.sem.Release(fs.weight(len(j.data)))
+				putBuf(j.data)
 				j.file.stored(j.i, h)
 				continue
 			}
 		}
 		fs.sem.Release(fs.weight(len(j.data)))
+		putBuf(j.data)
 	}
 }
 
@@ -161,6 +163,9 @@ func (fs *fileSaver) work(ctx context.Context) {
 // never called.
 func (fs *fileSaver) save(ctx context.Context, body io.Reader, size int64, done func([]store.Hash)) error {
 	pf := &pendingFile{done: done}
+	if size <= int64(store.DefaultChunkerParams.Min) {
+		return fs.saveSmall(ctx, body, size, pf)
+	}
 	// Read one byte more than announced to catch an engine sending too much.
 	fs.cr.r = io.LimitReader(body, size+1)
 	fs.cr.n = 0
@@ -182,14 +187,10 @@ func (fs *fileSaver) save(ctx context.Context, body io.Reader, size int64, done 
 		if err := fs.sem.Acquire(ctx, fs.weight(len(data))); err != nil {
 			return err
 		}
-		buf := make([]byte, len(data))
+		buf := getBuf(len(data))
 		copy(buf, data)
-		i := pf.add()
-		select {
-		case fs.jobs <- chunkJob{data: buf, file: pf, i: i}:
-		case <-ctx.Done():
-			fs.sem.Release(fs.weight(len(data)))
-			return ctx.Err()
+		if err := fs.queue(ctx, pf, buf); err != nil {
+			return err
 		}
 	}
 	if fs.cr.n != size {
@@ -197,6 +198,61 @@ func (fs *fileSaver) save(ctx context.Context, body io.Reader, size int64, done 
 	}
 	pf.seal()
 	return nil
+}
+
+// saveSmall stores a body that is one chunk whatever its content (the
+// chunker never cuts below its Min): read straight into a pooled buffer,
+// one copy instead of two.
+func (fs *fileSaver) saveSmall(ctx context.Context, body io.Reader, size int64, pf *pendingFile) error {
+	if size == 0 {
+		var one [1]byte
+		if n, _ := io.ReadFull(body, one[:]); n != 0 {
+			return fmt.Errorf("%w: body longer than its size 0", ErrEngine)
+		}
+		pf.seal()
+		return nil
+	}
+	if err := fs.sem.Acquire(ctx, fs.weight(int(size))); err != nil {
+		return err
+	}
+	buf := getBuf(int(size) + 1)
+	n, err := io.ReadFull(body, buf)
+	switch {
+	case err == nil:
+		err = fmt.Errorf("%w: body longer than its size %d", ErrEngine, size)
+	case err == io.ErrUnexpectedEOF || err == io.EOF:
+		if int64(n) == size {
+			err = nil
+		} else {
+			err = fmt.Errorf("%w: body has %d bytes, its size says %d", ErrEngine, n, size)
+		}
+	default:
+		err = fmt.Errorf("read body: %w", err)
+	}
+	if err != nil {
+		fs.sem.Release(fs.weight(int(size)))
+		putBuf(buf)
+		return err
+	}
+	if err := fs.queue(ctx, pf, buf[:size]); err != nil {
+		return err
+	}
+	pf.seal()
+	return nil
+}
+
+// queue hands one chunk (a pooled buffer whose weight is acquired) to the
+// workers.
+func (fs *fileSaver) queue(ctx context.Context, pf *pendingFile, buf []byte) error {
+	i := pf.add()
+	select {
+	case fs.jobs <- chunkJob{data: buf, file: pf, i: i}:
+		return nil
+	case <-ctx.Done():
+		fs.sem.Release(fs.weight(len(buf)))
+		putBuf(buf)
+		return ctx.Err()
+	}
 }
 
 // close stops the workers after the queued chunks are handled.
