@@ -1,12 +1,14 @@
 package pluginapi_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -461,4 +463,41 @@ func TestCaptureBeyondTheRing(t *testing.T) {
 	require.ErrorIs(t, err, errWriter)
 	check()
 	check()
+}
+
+// TestPluginDiesWithItsHost kills a host process outright (SIGKILL, no
+// cleanup) and checks that its plugin does not outlive it.
+func TestPluginDiesWithItsHost(t *testing.T) {
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), hostChildEnv+"="+spec("good").Path)
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	line, err := bufio.NewReader(out).ReadString('\n')
+	require.NoError(t, err)
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	require.NoError(t, err, line)
+	require.True(t, running(pid), "plugin %d should run while its host does", pid)
+
+	require.NoError(t, cmd.Process.Kill())
+	_ = cmd.Wait()
+	// The kernel delivers the parent-death signal asynchronously.
+	for i := 0; running(pid) && i < 500; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	require.False(t, running(pid), "plugin %d outlived its host", pid)
+}
+
+// running reports whether pid is a live process (not gone, not a zombie
+// waiting for init to reap it).
+func running(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && s[i+2] != 'Z' && s[i+2] != 'X'
 }

@@ -1,6 +1,7 @@
 package pluginapi_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -21,7 +22,26 @@ var engineDir string
 var testModes = []string{"good", "crash", "hang", "stdout", "version", "dotdot", "abs", "bigframe", "unsorted", "longbody", "badring"}
 
 func TestMain(m *testing.M) {
+	if os.Getenv(hostChildEnv) != "" {
+		os.Exit(hostChild())
+	}
 	os.Exit(run(m))
+}
+
+// hostChildEnv makes the test binary act as a bare host: it launches the
+// engine at the path in the variable, prints the plugin's pid, and waits
+// to be killed.
+const hostChildEnv = "PTEST_SNAP_TEST_HOST_CHILD"
+
+func hostChild() int {
+	h := pluginapi.NewHost(pluginapi.HostOptions{})
+	p, err := h.Launch(context.Background(), pluginapi.Spec{Name: "good", Path: os.Getenv(hostChildEnv)})
+	if err != nil {
+		fmt.Println("error:", err)
+		return 1
+	}
+	fmt.Println(p.PID())
+	select {}
 }
 
 func run(m *testing.M) int {
