@@ -212,8 +212,7 @@ func (s *Store) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return ErrClosed
 	}
-	// A GC in progress finishes first (it fails fast: every step checks
-	// for a closed store only through ctx, so we simply wait).
+	// A running GC finishes before the database closes under it.
 	s.gcMu.Lock()
 	defer s.gcMu.Unlock()
 	// Chunks queued but not written belong to writers that will never
