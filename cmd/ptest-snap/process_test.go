@@ -38,10 +38,10 @@ func makeBigTree(t *testing.T, root string, files, size int) {
 
 // startCreate starts a create of src in the background and waits until its
 // engine process runs (so the store is open and the capture under way).
-func startCreate(t *testing.T, c *cli, src string, extra ...string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
+func startCreate(t *testing.T, c *cli, src string, extra ...string) (*exec.Cmd, *safeBuffer, *safeBuffer) {
 	t.Helper()
 	cmd := c.command(append([]string{"create", "--engine", "dir"}, append(extra, src)...)...)
-	var out, errb bytes.Buffer
+	var out, errb safeBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {
@@ -137,7 +137,7 @@ func TestEventsFollow(t *testing.T) {
 	follow := c.command("--json", "events", "--follow")
 	stdout, err := follow.StdoutPipe()
 	require.NoError(t, err)
-	var errb bytes.Buffer
+	var errb safeBuffer
 	follow.Stderr = &errb
 	require.NoError(t, follow.Start())
 	t.Cleanup(func() {
