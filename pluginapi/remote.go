@@ -62,10 +62,18 @@ func (p *Plugin) Capture(ctx context.Context, req *CaptureRequest, w CaptureWrit
 	defer cancel()
 	wire := captureRequestToProto(req)
 	var ring *bodyRing
+	complete := false
 	if !req.IndexOnly && p.ring.acquire() {
-		defer p.ring.release()
 		ring = p.ring
 		wire.SharedBodies = true
+		defer func() {
+			// A capture abandoned midway may leave the engine writing into
+			// the ring for a moment; the ring is not used again.
+			if !complete {
+				ring.close()
+			}
+			ring.release()
+		}()
 	}
 	stream, err := p.rpc.Capture(sctx, wire)
 	if err != nil {
@@ -141,6 +149,7 @@ func (p *Plugin) Capture(ctx context.Context, req *CaptureRequest, w CaptureWrit
 	for {
 		begin, e, body, err := entries.next()
 		if err == io.EOF {
+			complete = true
 			return nil
 		}
 		if err != nil {
