@@ -316,3 +316,5 @@ func waitExit(t testing.TB, id string) {
 		require.NoError(t, err)
 	}
 }
+
+func filtersLabel(label string) filters.Args { return filters.NewArgs(filters.Arg("label", label)) }

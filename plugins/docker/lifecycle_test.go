@@ -169,3 +169,42 @@ func TestThroughPlugin(t *testing.T) {
 	assert.Equal(t, "through the plugin", execIn(t, got.ID, "cat", "/vol/d/f"))
 	assert.Equal(t, execIn(t, id, "cat", "/data/r.bin"), execIn(t, got.ID, "cat", "/data/r.bin"))
 }
+
+// TestVolumeMountedTwiceReadOnly: a volume mounted read-write and again
+// read-only is captured once and filled through a helper container.
+func TestVolumeMountedTwiceReadOnly(t *testing.T) {
+	needDocker(t)
+	ctx := context.Background()
+	name := uniqueName(t, "rovol")
+	cl := newCleaner(t)
+	cl.prefix(name)
+	vol := name + "-vol"
+	id := runContainer(t, name, &container.Config{}, &container.HostConfig{Mounts: []mount.Mount{
+		{Type: mount.TypeVolume, Source: vol, Target: "/vol"},
+		{Type: mount.TypeVolume, Source: vol, Target: "/ro", ReadOnly: true},
+	}}, nil, true)
+	execIn(t, id, "write", "/vol/f", "shared")
+	e := New()
+	defer e.Close()
+	c := captureOf(t, e, name, nil, nil, nil)
+	m := metaOf(t, c)
+	cl.image(m.Image.ID)
+	assert.Equal(t, []string{volumeStream(vol), imageStream}, c.streams)
+	require.NoError(t, testCli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true}))
+	require.NoError(t, testCli.VolumeRemove(ctx, vol, true))
+
+	res, err := e.Restore(ctx, c.restoreRequest(""), &reader{c: c})
+	require.NoError(t, err)
+	got, err := testCli.ContainerInspect(ctx, res.Target)
+	require.NoError(t, err)
+	assert.Equal(t, "shared", execIn(t, got.ID, "cat", "/ro/f"))
+	assert.Equal(t, "shared", execIn(t, got.ID, "cat", "/vol/f"))
+	for _, mt := range got.Mounts {
+		assert.Equal(t, vol, mt.Name)
+		assert.Equal(t, mt.Destination == "/vol", mt.RW, mt.Destination)
+	}
+	// No helper container is left behind.
+	list, err := testCli.ContainerList(ctx, container.ListOptions{All: true, Filters: filtersLabel("ptest-snap.helper")})
+	require.NoError(t, err)
+	assert.Empty(t, list)
+}

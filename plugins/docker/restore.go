@@ -112,6 +112,9 @@ type restoreSession struct {
 	name     string
 	existing string // ID of the container named name, if any
 	volNames map[string]string
+	// pendingFill are volumes (Name: the new volume, Destination: the
+	// captured volume's name) to fill through the container once created.
+	pendingFill []VolumeInfo
 	messages []string
 }
 
@@ -319,7 +322,41 @@ func (rs *restoreSession) volumes(ctx context.Context) error {
 	if len(fill) == 0 {
 		return nil
 	}
-	return rs.fillVolumes(ctx, fill)
+	// A volume the container mounts read-write is filled through the
+	// container itself once created (no extra container); if any is
+	// read-only, all go through a helper container now.
+	for _, mi := range rs.meta.Mounts {
+		if mi.Type == "volume" && !mi.RW {
+			return rs.fillVolumes(ctx, fill)
+		}
+	}
+	rs.pendingFill = fill
+	return nil
+}
+
+// fillThrough copies the spooled volume data into the created (not yet
+// started) container at the volumes' mount points.
+func (rs *restoreSession) fillThrough(ctx context.Context, id string) error {
+	for _, v := range rs.pendingFill {
+		sp := rs.spools[v.Destination]
+		if sp == nil {
+			continue // an empty volume
+		}
+		for _, mi := range rs.meta.Mounts {
+			if mi.Type != "volume" || mi.Name != v.Destination {
+				continue
+			}
+			if _, err := sp.f.Seek(0, io.SeekStart); err != nil {
+				return fmt.Errorf("docker: spooled volume: %w", err)
+			}
+			if err := rs.cli.CopyToContainer(ctx, id, mi.Destination, sp.f, container.CopyToContainerOptions{}); err != nil {
+				return engineErr("fill volume "+v.Name, err)
+			}
+			break // a volume mounted twice is filled once
+		}
+	}
+	rs.pendingFill = nil
+	return nil
 }
 
 // fillVolumes copies the spooled data into the volumes (Destination holds
@@ -370,6 +407,10 @@ func (rs *restoreSession) createAndStart(ctx context.Context) error {
 	}
 	id, err := rs.create(ctx, cfg, hc, primary)
 	if err != nil {
+		return err
+	}
+	if err := rs.fillThrough(ctx, id); err != nil {
+		rs.removeQuietly(ctx, id)
 		return err
 	}
 	st := rs.meta.DockerInfo.State
