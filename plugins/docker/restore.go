@@ -115,7 +115,7 @@ type restoreSession struct {
 	// pendingFill are volumes (Name: the new volume, Destination: the
 	// captured volume's name) to fill through the container once created.
 	pendingFill []VolumeInfo
-	messages []string
+	messages    []string
 }
 
 // volumeSpool collects a volume's entries as a tar file until the image is
