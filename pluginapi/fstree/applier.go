@@ -685,7 +685,7 @@ func (a *Applier) Finish(ctx context.Context) error {
 		return err
 	}
 	if a.opts.InPlace {
-		found, err := a.deleteExtras(ctx, a.rootDir.fd, "")
+		found, err := a.deleteExtras(ctx)
 		if err != nil {
 			return a.fail(fmt.Errorf("in place: %w", err))
 		}
@@ -721,62 +721,135 @@ func (a *Applier) finishDir(d *dirMeta) error {
 	return a.setMeta(fd, &d.e, a.opts.InPlace)
 }
 
-// deleteExtras removes, beneath the directory dirFd at rel, every entry
-// the stream did not mention, descends into the directories it did, and
-// checks the type of each entry marked Unchanged, which it counts.
-func (a *Applier) deleteExtras(ctx context.Context, dirFd int, rel string) (found int, err error) {
+// pruneWorkers is how many directories deleteExtras lists at once: the
+// walk is one system call after another, and the whole tree is listed on
+// every in-place restore.
+const pruneWorkers = 4
+
+// pruner is one deleteExtras walk, shared by its goroutines.
+type pruner struct {
+	a     *Applier
+	ctx   context.Context
+	slots chan struct{} // free goroutine slots
+	wg    sync.WaitGroup
+	found atomic.Int64 // entries marked Unchanged that are there
+
+	mu    sync.Mutex
+	err   error
+	dirty []string // directories something was removed from
+}
+
+// deleteExtras removes, beneath root, every entry the stream did not
+// mention, descends into the directories it did, checks the type of each
+// entry marked Unchanged, and returns how many of those it found.
+func (a *Applier) deleteExtras(ctx context.Context) (int, error) {
+	p := &pruner{a: a, ctx: ctx, slots: make(chan struct{}, pruneWorkers-1)}
+	fd, err := unix.Dup(a.rootDir.fd)
+	if err != nil {
+		return 0, err
+	}
+	p.prune(fd, "")
+	p.wg.Wait()
+	for _, d := range p.dirty {
+		a.dirty[d] = true
+	}
+	return int(p.found.Load()), p.err
+}
+
+func (p *pruner) fail(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err == nil {
+		p.err = err
+	}
+}
+
+func (p *pruner) failed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err != nil
+}
+
+// prune handles the directory open as dirFd at rel and closes dirFd. Each
+// subdirectory goes to a new goroutine when a slot is free, else is
+// handled inline, so the walk never waits for a slot.
+func (p *pruner) prune(dirFd int, rel string) {
+	defer unix.Close(dirFd)
+	if err := p.ctx.Err(); err != nil {
+		p.fail(err)
+		return
+	}
+	if p.failed() {
+		return
+	}
 	ents, err := readDirEntries(dirFd)
 	if err != nil {
-		return 0, fmt.Errorf("list %q: %w", rel, err)
+		p.fail(fmt.Errorf("list %q: %w", rel, err))
+		return
 	}
 	for _, de := range ents {
-		if err := ctx.Err(); err != nil {
-			return found, err
-		}
 		child := de.name
 		if rel != "" {
 			child = rel + "/" + de.name
 		}
-		s, ok := a.seen[child]
+		s, ok := p.a.seen[child]
 		if !ok {
 			if err := removeAllAt(dirFd, de.name); err != nil {
-				return found, fmt.Errorf("remove %q: %w", child, err)
+				p.fail(fmt.Errorf("remove %q: %w", child, err))
+				return
 			}
-			a.dirty[rel] = true
+			p.mu.Lock()
+			p.dirty = append(p.dirty, rel)
+			p.mu.Unlock()
 			continue
 		}
 		if s.unchanged {
-			typ := de.typ
-			if typ == unix.DT_UNKNOWN {
-				if typ, err = direntTypeAt(dirFd, de.name); err != nil {
-					return found, fmt.Errorf("unchanged %q: %w", child, err)
-				}
+			if err := checkKept(dirFd, de, s, child); err != nil {
+				p.fail(err)
+				return
 			}
-			if typ != direntTypes[s.typ] {
-				if s.typ == pluginapi.TypeDir && typ == unix.DT_LNK {
-					// Following it would put the entries beneath it
-					// wherever it points.
-					return found, fmt.Errorf("%w: unchanged directory %q is a symlink in the target", pluginapi.ErrUnsafePath, child)
-				}
-				return found, fmt.Errorf("unchanged %s %q is something else in the target", s.typ, child)
-			}
-			found++
+			p.found.Add(1)
 		}
 		if s.typ != pluginapi.TypeDir {
 			continue
 		}
 		fd, err := openDirBeneath(dirFd, de.name)
 		if err != nil {
-			return found, err
+			p.fail(err)
+			return
 		}
-		n, err := a.deleteExtras(ctx, fd, child)
-		unix.Close(fd)
-		found += n
-		if err != nil {
-			return found, err
+		select {
+		case p.slots <- struct{}{}:
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				defer func() { <-p.slots }()
+				p.prune(fd, child)
+			}()
+		default:
+			p.prune(fd, child)
 		}
 	}
-	return found, nil
+}
+
+// checkKept checks that a listed entry marked Unchanged has its type.
+func checkKept(dirFd int, de dirent, s seenEntry, child string) error {
+	typ := de.typ
+	if typ == unix.DT_UNKNOWN {
+		var err error
+		if typ, err = direntTypeAt(dirFd, de.name); err != nil {
+			return fmt.Errorf("unchanged %q: %w", child, err)
+		}
+	}
+	if typ == direntTypes[s.typ] {
+		return nil
+	}
+	if s.typ == pluginapi.TypeDir && typ == unix.DT_LNK {
+		// Following it would put the entries beneath it wherever it
+		// points.
+		return fmt.Errorf("%w: unchanged directory %q is a symlink in the target", pluginapi.ErrUnsafePath, child)
+	}
+	return fmt.Errorf("unchanged %s %q is something else in the target", s.typ, child)
 }
 
 // missingUnchanged names an entry marked Unchanged that the target lacks.
