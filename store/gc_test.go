@@ -206,3 +206,43 @@ func TestConcurrentWritersAndGC(t *testing.T) {
 	assert.Equal(t, 8*2, rep.Snapshots)
 	assert.Empty(t, rep.Problems)
 }
+
+// TestGCProtectsReusedChunks: a writer reuses the parent's chunk lists
+// without putting the chunks (as the core does for unchanged files); the
+// parent is deleted and collected before the writer commits; nothing is lost.
+func TestGCProtectsReusedChunks(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, "")
+	files := testFiles(12, 30, 2500)
+	parent := writeSnapshot(t, s, "parent", files)
+	root, err := s.GetTree(ctx, parent.Streams[0].Root)
+	require.NoError(t, err)
+
+	w, err := s.NewWriter(ctx)
+	require.NoError(t, err)
+	reused := &Tree{}
+	for _, n := range root.Nodes {
+		if n.Type == NodeFile {
+			reused.Nodes = append(reused.Nodes, n)
+		}
+	}
+	h, err := w.PutTree(ctx, reused)
+	require.NoError(t, err)
+
+	require.NoError(t, s.DeleteSnapshot(ctx, "parent"))
+	_, err = s.GC(ctx)
+	require.NoError(t, err)
+	require.NoError(t, w.Commit(ctx, &Snapshot{ID: "child", Engine: "dir", EnvID: "e", CreatedAt: time.Now(), Streams: []Stream{{Name: "rootfs", Root: h}}}, nil))
+	rep, err := s.Verify(ctx, nil, nil)
+	require.NoError(t, err)
+	assert.Empty(t, rep.Problems)
+	assert.Equal(t, int64(31), rep.Chunks)
+
+	// A tree naming a chunk that is not stored is refused.
+	w2, err := s.NewWriter(ctx)
+	require.NoError(t, err)
+	defer w2.Abort()
+	_, err = w2.PutTree(ctx, &Tree{Nodes: []Node{{Name: "x", Type: NodeFile, Content: []Hash{SumChunk([]byte("never stored"))}}}})
+	assert.ErrorIs(t, err, ErrNotFound)
+	assert.Contains(t, err.Error(), `"x"`)
+}

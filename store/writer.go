@@ -39,16 +39,59 @@ func (w *Writer) PutChunk(ctx context.Context, data []byte) (Hash, error) {
 	return h, w.put(ctx, h, data, true)
 }
 
-// PutTree stores a tree and returns its hash.
+// PutTree stores a tree and returns its hash. Every chunk and subtree the
+// tree references must be stored: those this Writer did not put itself (a
+// file's chunk list reused from the parent snapshot, an unchanged subtree)
+// are checked and from then on protected from GC like the Writer's own, so
+// a snapshot whose parent is deleted and collected meanwhile loses nothing.
+// A missing one fails with an error wrapping ErrNotFound naming the entry.
 func (w *Writer) PutTree(ctx context.Context, t *Tree) (Hash, error) {
 	b, err := EncodeTree(t)
 	if err != nil {
 		return Hash{}, err
 	}
+	for i := range t.Nodes {
+		n := &t.Nodes[i]
+		for _, c := range n.Content {
+			if err := w.reference(c); err != nil {
+				return Hash{}, fmt.Errorf("put tree: %q: %w", n.Name, err)
+			}
+		}
+		if n.Type == NodeDir {
+			if err := w.reference(n.Subtree); err != nil {
+				return Hash{}, fmt.Errorf("put tree: %q: subtree: %w", n.Name, err)
+			}
+		}
+	}
 	h := SumChunk(b)
 	// Trees are mostly hashes, which do not compress: a pack would only
 	// make GC's mark phase decompress more.
 	return h, w.put(ctx, h, b, false)
+}
+
+// reference protects a chunk the Writer uses without putting it, after
+// checking (under the GC protocol of put) that it is stored.
+func (w *Writer) reference(h Hash) error {
+	w.mu.Lock()
+	if _, ok := w.refs[h]; ok || w.done {
+		w.mu.Unlock()
+		return nil
+	}
+	w.refs[h] = struct{}{}
+	w.mu.Unlock()
+	w.s.addRef(h)
+	ok, err := w.s.has(h)
+	if err != nil {
+		return fmt.Errorf("chunk %s: %w", h, err)
+	}
+	if !ok {
+		w.mu.Lock()
+		delete(w.refs, h)
+		w.mu.Unlock()
+		w.s.dropRefs(map[Hash]struct{}{h: {}})
+		return fmt.Errorf("chunk %s: %w", h, ErrNotFound)
+	}
+	return nil
 }
 
 // put stores one chunk under the GC protocol: the chunk is registered as
@@ -128,13 +171,8 @@ func (w *Writer) Commit(ctx context.Context, snap *Snapshot, idx ChangeIndex) er
 		return errors.New("commit: writer already committed or aborted")
 	}
 	for _, st := range snap.Streams {
-		w.mu.Lock()
-		_, ok := w.refs[st.Root]
-		w.mu.Unlock()
-		if !ok {
-			if has, err := s.has(st.Root); err != nil || !has {
-				return fmt.Errorf("commit %s: root of stream %q: chunk %s: %w", snap.ID, st.Name, st.Root, ErrNotFound)
-			}
+		if err := w.reference(st.Root); err != nil {
+			return fmt.Errorf("commit %s: root of stream %q: %w", snap.ID, st.Name, err)
 		}
 	}
 	// 0. The change index, stored as chunks like the trees.
