@@ -32,7 +32,8 @@ const cleanupTimeout = 30 * time.Second
 // unpaused on every path out (and as soon as ctx is cancelled). A container
 // the user had paused stays paused.
 //
-// Options: "flatten-layers=N" (default 100): a commit with more layers is
+// Excludes apply to the volumes' files (an image's layers are kept byte
+// for byte). Options: "flatten-layers=N" (default 100): a commit with more layers is
 // flattened; "keep-image=true": leave the commit image in the engine
 // (otherwise it is removed once streamed).
 func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w pluginapi.CaptureWriter) error {
@@ -41,6 +42,9 @@ func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w p
 	}
 	threshold, err := e.flattenThreshold(req.Options)
 	if err != nil {
+		return err
+	}
+	if err := validateExcludes(req.Excludes); err != nil {
 		return err
 	}
 	keepImage, err := boolOption(req.Options, "keep-image")
@@ -118,7 +122,7 @@ func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w p
 		return err
 	}
 	for _, v := range meta.Volumes {
-		if err := e.captureVolume(ctx, cli, c.ID, v, w); err != nil {
+		if err := e.captureVolume(ctx, cli, c.ID, v, req.Excludes, w); err != nil {
 			return err
 		}
 	}
@@ -276,7 +280,7 @@ func describeMounts(c *container.InspectResponse, meta *Metadata) {
 }
 
 // captureVolume streams a volume's files, read through the container.
-func (e *Engine) captureVolume(ctx context.Context, cli *client.Client, containerID string, v VolumeInfo, w pluginapi.CaptureWriter) error {
+func (e *Engine) captureVolume(ctx context.Context, cli *client.Client, containerID string, v VolumeInfo, excludes []string, w pluginapi.CaptureWriter) error {
 	rc, _, err := cli.CopyFromContainer(ctx, containerID, v.Destination)
 	if err != nil {
 		return containerErr("read volume "+v.Name+" of", containerID, err)
@@ -285,7 +289,7 @@ func (e *Engine) captureVolume(ctx context.Context, cli *client.Client, containe
 	if err := w.BeginStream(ctx, volumeStream(v.Name)); err != nil {
 		return err
 	}
-	if _, err := tarToEntries(ctx, tar.NewReader(rc), w); err != nil {
+	if _, err := tarToEntries(ctx, tar.NewReader(rc), w, excludes); err != nil {
 		return fmt.Errorf("docker: volume %s: %w", v.Name, err)
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path"
 	"strings"
 	"time"
 
@@ -17,8 +18,10 @@ const xattrPrefix = "SCHILY.xattr."
 // tarToEntries sends the entries of a tar (as the archive API returns a
 // directory: its first element is the directory's own name, which is
 // stripped) to w. Device nodes and FIFOs have no entry type and are
-// skipped; their number is returned.
-func tarToEntries(ctx context.Context, tr *tar.Reader, w pluginapi.CaptureWriter) (skipped int, err error) {
+// skipped, as are entries matching excludes (path.Match patterns tried on
+// the relative path and the base name, as fstree does; an excluded
+// directory takes its contents with it); the number skipped is returned.
+func tarToEntries(ctx context.Context, tr *tar.Reader, w pluginapi.CaptureWriter, excludes []string) (skipped int, err error) {
 	var prev string
 	for {
 		hdr, err := tr.Next()
@@ -31,6 +34,10 @@ func tarToEntries(ctx context.Context, tr *tar.Reader, w pluginapi.CaptureWriter
 		p := stripFirst(hdr.Name)
 		if p == "" {
 			continue // the directory itself: a stream's root is not an entry
+		}
+		if isExcluded(p, excludes) || (hdr.Typeflag == tar.TypeLink && isExcluded(stripFirst(hdr.Linkname), excludes)) {
+			skipped++
+			continue
 		}
 		e := pluginapi.Entry{
 			Path:    p,
@@ -79,6 +86,40 @@ func tarToEntries(ctx context.Context, tr *tar.Reader, w pluginapi.CaptureWriter
 			return skipped, err
 		}
 	}
+}
+
+// isExcluded reports whether p or one of its ancestors matches a pattern.
+func isExcluded(p string, excludes []string) bool {
+	if len(excludes) == 0 {
+		return false
+	}
+	for rel := p; rel != ""; {
+		base := rel[strings.LastIndexByte(rel, '/')+1:]
+		for _, pat := range excludes {
+			if ok, _ := path.Match(pat, rel); ok {
+				return true
+			}
+			if ok, _ := path.Match(pat, base); ok {
+				return true
+			}
+		}
+		i := strings.LastIndexByte(rel, '/')
+		if i < 0 {
+			break
+		}
+		rel = rel[:i]
+	}
+	return false
+}
+
+// validateExcludes rejects malformed patterns before anything is read.
+func validateExcludes(excludes []string) error {
+	for _, pat := range excludes {
+		if _, err := path.Match(pat, ""); err != nil {
+			return fmt.Errorf("docker: exclude pattern %q: %w", pat, err)
+		}
+	}
+	return nil
 }
 
 // stripFirst removes the first element of a tar path and any trailing "/".
