@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -220,12 +221,16 @@ func TestGCProtectsReusedChunks(t *testing.T) {
 
 	w, err := s.NewWriter(ctx)
 	require.NoError(t, err)
+	// Reuse the files' chunk lists and, as another directory, the
+	// parent's whole subdirectory tree.
 	reused := &Tree{}
 	for _, n := range root.Nodes {
-		if n.Type == NodeFile {
-			reused.Nodes = append(reused.Nodes, n)
+		if n.Type == NodeDir {
+			n.Name = "reused-dir"
 		}
+		reused.Nodes = append(reused.Nodes, n)
 	}
+	sort.Slice(reused.Nodes, func(i, j int) bool { return reused.Nodes[i].Name < reused.Nodes[j].Name })
 	h, err := w.PutTree(ctx, reused)
 	require.NoError(t, err)
 
@@ -236,7 +241,7 @@ func TestGCProtectsReusedChunks(t *testing.T) {
 	rep, err := s.Verify(ctx, nil, nil)
 	require.NoError(t, err)
 	assert.Empty(t, rep.Problems)
-	assert.Equal(t, int64(31), rep.Chunks)
+	assert.Equal(t, int64(30+2), rep.Chunks, "30 files and 2 trees")
 
 	// A tree naming a chunk that is not stored is refused.
 	w2, err := s.NewWriter(ctx)

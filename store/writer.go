@@ -58,7 +58,7 @@ func (w *Writer) PutTree(ctx context.Context, t *Tree) (Hash, error) {
 			}
 		}
 		if n.Type == NodeDir {
-			if err := w.reference(n.Subtree); err != nil {
+			if err := w.referenceTree(ctx, n.Subtree); err != nil {
 				return Hash{}, fmt.Errorf("put tree: %q: subtree: %w", n.Name, err)
 			}
 		}
@@ -67,6 +67,40 @@ func (w *Writer) PutTree(ctx context.Context, t *Tree) (Hash, error) {
 	// Trees are mostly hashes, which do not compress: a pack would only
 	// make GC's mark phase decompress more.
 	return h, w.put(ctx, h, b, false)
+}
+
+// referenceTree protects a subtree the Writer reuses without putting it,
+// and everything under it: a reused subtree's chunks are as much this
+// snapshot's as its own files'. A subtree the Writer put (or already
+// referenced) was covered then.
+func (w *Writer) referenceTree(ctx context.Context, h Hash) error {
+	w.mu.Lock()
+	_, known := w.refs[h]
+	w.mu.Unlock()
+	if known {
+		return nil
+	}
+	if err := w.reference(h); err != nil {
+		return err
+	}
+	t, err := w.s.GetTree(ctx, h)
+	if err != nil {
+		return err
+	}
+	for i := range t.Nodes {
+		n := &t.Nodes[i]
+		for _, c := range n.Content {
+			if err := w.reference(c); err != nil {
+				return fmt.Errorf("%q: %w", n.Name, err)
+			}
+		}
+		if n.Type == NodeDir {
+			if err := w.referenceTree(ctx, n.Subtree); err != nil {
+				return fmt.Errorf("%q: %w", n.Name, err)
+			}
+		}
+	}
+	return nil
 }
 
 // reference protects a chunk the Writer uses without putting it, after
