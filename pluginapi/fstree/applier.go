@@ -303,7 +303,7 @@ func splitPath(p string) (parent, name string) {
 func (a *Applier) openParent(parent string) (*dirHandle, error) {
 	for len(a.stack) > 1 {
 		top := a.stack[len(a.stack)-1].path
-		if parent == top || strings.HasPrefix(parent, top+"/") {
+		if strings.HasPrefix(parent, top) && (len(parent) == len(top) || parent[len(top)] == '/') {
 			break
 		}
 		a.stack[len(a.stack)-1].dir.unref()
