@@ -172,9 +172,17 @@ func TestRestoreWhileOriginalRuns(t *testing.T) {
 	// A name given as the "name" option (how the core passes --name).
 	req := c.restoreRequest("")
 	req.Options["name"] = fc.name + "-named"
-	res, err = e.Restore(ctx, req, &reader{c: c})
+	rd := &reader{c: c}
+	res, err = e.Restore(ctx, req, rd)
 	require.NoError(t, err)
 	assert.Equal(t, fc.name+"-named", res.Target)
+	// The first restore loaded the image: this one stops reading at the
+	// image stream.
+	assert.Contains(t, strings.Join(res.Messages, "\n"), "already in the engine")
+	assert.Less(t, rd.i, len(c.entries))
+	named, err := testCli.ContainerInspect(ctx, res.Target)
+	require.NoError(t, err)
+	assert.Equal(t, "written in the container", execIn(t, named.ID, "cat", "/data/new.txt"))
 	assert.Contains(t, strings.Join(res.Messages, "\n"), fc.vol+"-restored-2")
 
 	// An explicit name that exists is refused without Replace...

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/docker/docker/api/types/container"
@@ -168,6 +169,17 @@ func TestThroughPlugin(t *testing.T) {
 	assert.Contains(t, got.Config.Env, "A=1")
 	assert.Equal(t, "through the plugin", execIn(t, got.ID, "cat", "/vol/d/f"))
 	assert.Equal(t, execIn(t, id, "cat", "/data/r.bin"), execIn(t, got.ID, "cat", "/data/r.bin"))
+
+	// Again, with the image now in the engine: the engine ends the call
+	// before the image's entries and the host takes its answer.
+	rd := &reader{c: c2}
+	res, err = p.Restore(ctx, c2.restoreRequest(""), rd)
+	require.NoError(t, err)
+	assert.Contains(t, strings.Join(res.Messages, "\n"), "already in the engine")
+	got, err = testCli.ContainerInspect(ctx, res.Target)
+	require.NoError(t, err)
+	assert.True(t, got.State.Running)
+	assert.Equal(t, "through the plugin", execIn(t, got.ID, "cat", "/vol/d/f"))
 }
 
 // TestVolumeMountedTwiceReadOnly: a volume mounted read-write and again

@@ -149,6 +149,14 @@ func (rs *restoreSession) read(ctx context.Context, r pluginapi.RestoreReader) e
 			if err := rs.loader.entry(ctx, e, body); err != nil {
 				return err
 			}
+			if rs.loader.skip && rs.imageIsLast() {
+				// The engine has the image: stop reading, so the host
+				// does not read the image's bytes from the store at all
+				// (the host and the core let an engine end a restore
+				// before the last entry).
+				rs.say("image %s is already in the engine; not loaded", shortID(rs.meta.Image.ID))
+				return rs.closeSpoolWriters()
+			}
 		case known[stream]:
 			if err := rs.spoolEntry(strings.TrimPrefix(stream, "volume:"), e, body); err != nil {
 				return err
@@ -157,6 +165,16 @@ func (rs *restoreSession) read(ctx context.Context, r pluginapi.RestoreReader) e
 			return fmt.Errorf("docker: unknown stream %q in the snapshot", stream)
 		}
 	}
+	return rs.closeSpoolWriters()
+}
+
+// imageIsLast reports whether no stream follows the image's.
+func (rs *restoreSession) imageIsLast() bool {
+	n := len(rs.req.Streams)
+	return n == 0 || rs.req.Streams[n-1] == imageStream
+}
+
+func (rs *restoreSession) closeSpoolWriters() error {
 	for _, sp := range rs.spools {
 		if err := sp.tw.Close(); err != nil {
 			return fmt.Errorf("docker: spool volume: %w", err)
