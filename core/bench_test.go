@@ -331,3 +331,45 @@ func rssParts() (anon, file int64) {
 	}
 	return anon, file
 }
+
+// BenchmarkInPlaceUndoSmall times the in-place restore that undoes change
+// small on a copy of venv-full, and its parts: one index-only listing of
+// the target (the restore makes one before and, when it rewrote anything,
+// one after). Set PTEST_SNAP_BENCH_PAUSE=30s to wait out the file system's
+// slow-create period after change small's deletions.
+func BenchmarkInPlaceUndoSmall(b *testing.B) {
+	if _, err := os.Stat(benchDataset); err != nil {
+		b.Skipf("no dataset at %s", benchDataset)
+	}
+	ctx := context.Background()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		scratch := benchScratch(b)
+		x := filepath.Join(scratch, "X")
+		sh(b, fmt.Sprintf("cp -a %s %s", benchDataset, x))
+		eng := newDirEngine()
+		m := openManagerAt(b, filepath.Join(scratch, "store"), map[string]pluginapi.Engine{"dir": eng})
+		s1, err := m.Create(ctx, CreateOptions{Engine: "dir", Target: x})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := changeSmall(x); err != nil {
+			b.Fatal(err)
+		}
+		if d, err := time.ParseDuration(os.Getenv("PTEST_SNAP_BENCH_PAUSE")); err == nil {
+			time.Sleep(d)
+		}
+		tList := timed(b, func() error { _, err := captureIndex(ctx, eng, x, nil); return err })
+		exec.Command("sync").Run()
+		b.StartTimer()
+		res, err := m.Restore(ctx, RestoreOptions{Ref: s1.ID, Target: x, InPlace: true})
+		b.StopTimer()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(tList.Seconds(), "list-s")
+		b.Logf("stats %+v", res.Stats)
+		m.Close()
+		os.RemoveAll(scratch)
+	}
+}

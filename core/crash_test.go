@@ -74,7 +74,7 @@ func TestCreateSurvivesSIGKILL(t *testing.T) {
 	ctx := context.Background()
 	eng := map[string]pluginapi.Engine{"dir": newDirEngine()}
 
-	const rounds = 8
+	const rounds = 6
 	for round := 0; round < rounds; round++ {
 		cmd := exec.Command(exe, "-test.run=^$")
 		cmd.Env = append(os.Environ(), crashChildEnv+"="+storeDir+" "+src)

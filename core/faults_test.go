@@ -158,8 +158,8 @@ func TestRestoreCorruptChunkNamesFileAndLeavesNoCorruptFile(t *testing.T) {
 func TestCreateCancelledOrFailingLeavesNothing(t *testing.T) {
 	src := filepath.Join(t.TempDir(), "src")
 	makeTree(t, src)
-	for i := 0; i < 30; i++ {
-		writeFile(t, filepath.Join(src, "many", fmt.Sprintf("f%02d", i)), randBytes(300<<10), 0o644, fixedTime)
+	for i := 0; i < 20; i++ {
+		writeFile(t, filepath.Join(src, "many", fmt.Sprintf("f%02d", i)), randBytes(200<<10), 0o644, fixedTime)
 	}
 	for _, tc := range []struct {
 		name   string

@@ -107,7 +107,7 @@ func makeTree(t testing.TB, root string) {
 	writeFile(t, filepath.Join(root, "bin", "tool"), []byte("#!/bin/sh\necho hi\n"), 0o755, fixedTime.Add(2))
 	writeFile(t, filepath.Join(root, "bin", "setuid"), []byte("x"), 0o4750, fixedTime.Add(3))
 	// Several chunks, and a compressible tail.
-	big := append(randBytes(9<<20+12345), bytes.Repeat([]byte("abc"), 100000)...)
+	big := append(randBytes(4<<20+12345), bytes.Repeat([]byte("abc"), 100000)...)
 	writeFile(t, filepath.Join(root, "data", "big.bin"), big, 0o640, fixedTime.Add(4))
 	// Identical small files share a chunk.
 	for _, n := range []string{"x/__init__.py", "y/__init__.py", "z/deep/er/__init__.py"} {

@@ -27,8 +27,8 @@ func TestCreateRestoreRoundTrip(t *testing.T) {
 	assert.Equal(t, "first", snap.Name)
 	assert.Empty(t, snap.Parent)
 	require.Len(t, snap.Streams, 1)
-	assert.EqualValues(t, 6+9<<20+12345+300000+18+1+3*7, snap.Stats.LogicalBytes)
-	assert.Greater(t, snap.Stats.NewBytes, int64(9<<20))
+	assert.EqualValues(t, 6+4<<20+12345+300000+18+1+3*7, snap.Stats.LogicalBytes)
+	assert.Greater(t, snap.Stats.NewBytes, int64(4<<20))
 
 	got, err := m.Resolve(ctx, "first")
 	require.NoError(t, err)
