@@ -50,13 +50,11 @@ func (w *Writer) PutTree(ctx context.Context, t *Tree) (Hash, error) {
 	if err != nil {
 		return Hash{}, err
 	}
+	if err := w.referenceContent(t); err != nil {
+		return Hash{}, fmt.Errorf("put tree: %w", err)
+	}
 	for i := range t.Nodes {
 		n := &t.Nodes[i]
-		for _, c := range n.Content {
-			if err := w.reference(c); err != nil {
-				return Hash{}, fmt.Errorf("put tree: %q: %w", n.Name, err)
-			}
-		}
 		if n.Type == NodeDir {
 			if err := w.referenceTree(ctx, n.Subtree); err != nil {
 				return Hash{}, fmt.Errorf("put tree: %q: subtree: %w", n.Name, err)
@@ -67,6 +65,72 @@ func (w *Writer) PutTree(ctx context.Context, t *Tree) (Hash, error) {
 	// Trees are mostly hashes, which do not compress: a pack would only
 	// make GC's mark phase decompress more.
 	return h, w.put(ctx, h, b, false)
+}
+
+// referenceContent references the chunks of a tree's files that the Writer
+// did not put, all at once: for the second snapshot of an env nearly every
+// file's chunk list is reused, so this is one registration and one Badger
+// read transaction per directory rather than one per chunk.
+func (w *Writer) referenceContent(t *Tree) error {
+	var fresh []Hash
+	var owner []string
+	w.mu.Lock()
+	for i := range t.Nodes {
+		for _, c := range t.Nodes[i].Content {
+			if _, ok := w.refs[c]; ok {
+				continue
+			}
+			w.refs[c] = struct{}{}
+			fresh = append(fresh, c)
+			owner = append(owner, t.Nodes[i].Name)
+		}
+	}
+	w.mu.Unlock()
+	if len(fresh) == 0 {
+		return nil
+	}
+	s := w.s
+	s.refMu.Lock()
+	for _, h := range fresh {
+		s.refs[h]++
+	}
+	s.refMu.Unlock()
+	// Registered first, then looked up: the GC protocol of put.
+	var missing []int
+	err := s.db.View(func(txn *badger.Txn) error {
+		for i, h := range fresh {
+			_, err := txn.Get(chunkKey(h))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				// Not in this transaction's view: maybe in a pack
+				// or the queue, or written since it began.
+				if ok, err := s.has(h); err != nil {
+					return err
+				} else if !ok {
+					missing = append(missing, i)
+				}
+				continue
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil && len(missing) > 0 {
+		err = fmt.Errorf("%q: chunk %s: %w", owner[missing[0]], fresh[missing[0]], ErrNotFound)
+	}
+	if err != nil {
+		drop := map[Hash]struct{}{}
+		w.mu.Lock()
+		for _, h := range fresh {
+			delete(w.refs, h)
+			drop[h] = struct{}{}
+		}
+		w.mu.Unlock()
+		s.dropRefs(drop)
+		return err
+	}
+	return nil
 }
 
 // referenceTree protects a subtree the Writer reuses without putting it,
