@@ -58,7 +58,7 @@ func writeMarkdown(w io.Writer, res *Results) error {
 		res.Dataset, res.Engine, res.Runs, res.Machine["cpu"], res.Machine["cores"])
 	b.WriteString("| scenario | tool | wall | CPU | peak RSS | stored |\n|---|---|---|---|---|---|\n")
 	for _, f := range res.Figures {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", f.Scenario, f.Tool,
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", cell(f.Scenario), cell(f.Tool),
 			fmtStat(f.WallS, " s", 2), fmtStat(f.CPUS, " s", 2), fmtStat(f.RSSMB, " MB", 0), fmtStat(f.MB, " MB", 1))
 	}
 	b.WriteString("\n| scenario | ptest-snap / peer | wall ratio | target | met |\n|---|---|---|---|---|\n")
@@ -70,7 +70,7 @@ func writeMarkdown(w io.Writer, res *Results) error {
 				met = map[bool]string{true: "yes", false: "**no**"}[*r.Met]
 			}
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", r.Scenario, r.Peer, fmtStat(r.Wall, "", 3), tgt, met)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", cell(r.Scenario), cell(r.Peer), fmtStat(r.Wall, "", 3), tgt, met)
 	}
 	if len(res.Growth) > 0 {
 		b.WriteString("\n| growth: tool | snapshots | total stored | median step adds | median step time |\n|---|---|---|---|---|\n")
@@ -85,7 +85,7 @@ func writeMarkdown(w io.Writer, res *Results) error {
 					times = append(times, s.Wall.Seconds())
 				}
 			}
-			fmt.Fprintf(&b, "| %s | %d | %.1f MB | %s | %s |\n", tool, len(ss), float64(total)/1e6,
+			fmt.Fprintf(&b, "| %s | %d | %.1f MB | %s | %s |\n", cell(tool), len(ss), float64(total)/1e6,
 				fmtStat(summarize(adds), " MB", 2), fmtStat(summarize(times), " s", 2))
 		}
 	}
@@ -103,6 +103,9 @@ func writeMarkdown(w io.Writer, res *Results) error {
 	_, err := io.WriteString(w, b.String())
 	return err
 }
+
+// cell escapes a markdown table cell: tool names hold pipes ("tar | zstd").
+func cell(s string) string { return strings.ReplaceAll(s, "|", "\\|") }
 
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
