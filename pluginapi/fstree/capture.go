@@ -249,13 +249,21 @@ func (c *capturer) walk(ctx context.Context, dirFd int, dirRel string) error {
 			}
 			continue
 		}
-		if it.e.Xattrs, err = readXattrs(full, c.scratch); err != nil {
-			return err
-		}
 		if it.e.Type == pluginapi.TypeFile {
 			if err := c.planBody(ctx, it, &st); err != nil {
 				return err
 			}
+		}
+		if it.body == bodyReadAhead {
+			// The reader takes the xattrs from the open file, which
+			// is cheaper than another lookup of the path here.
+			select {
+			case c.work <- it:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		} else if it.e.Xattrs, err = readXattrs(full, c.scratch); err != nil {
+			return err
 		}
 		if !c.emit(ctx, it) {
 			return ctx.Err()
@@ -306,11 +314,6 @@ func (c *capturer) planBody(ctx context.Context, it *item, st *unix.Stat_t) erro
 			return err
 		}
 		it.done = make(chan struct{})
-		select {
-		case c.work <- it:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
 	default:
 		it.body = bodyStream
 	}
@@ -319,11 +322,12 @@ func (c *capturer) planBody(ctx context.Context, it *item, st *unix.Stat_t) erro
 
 // readAhead reads the bodies of small files until the work channel closes.
 func (c *capturer) readAhead(ctx context.Context) {
+	scratch := make([]byte, 1024)
 	for it := range c.work {
 		if ctx.Err() != nil {
 			it.readErr = ctx.Err()
 		} else {
-			it.buf, it.readErr = readSmallFile(c.prefix+it.e.Path, &it.e)
+			it.buf, it.readErr = readSmallFile(c.prefix+it.e.Path, &it.e, scratch)
 		}
 		close(it.done)
 	}
@@ -332,13 +336,17 @@ func (c *capturer) readAhead(ctx context.Context) {
 // readSmallFile reads the whole file at full, whose entry e was made from an
 // earlier lstat. If the file changed since (size, mtime or ctime differ
 // after the read), e is updated from the open file and the file re-read, so
-// the body always matches e.
-func readSmallFile(full string, e *pluginapi.Entry) ([]byte, error) {
+// the body always matches e. It also fills e.Xattrs from the open file;
+// scratch is a reusable buffer for that.
+func readSmallFile(full string, e *pluginapi.Entry, scratch []byte) ([]byte, error) {
 	fd, err := unix.Open(full, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open %q: %w", e.Path, err)
 	}
 	defer unix.Close(fd)
+	if e.Xattrs, err = readFdXattrs(fd, scratch); err != nil {
+		return nil, fmt.Errorf("%q: %w", e.Path, err)
+	}
 	for range readAttempts {
 		// One byte more than expected, to notice a file that grew.
 		buf := getBuf(int(e.Size) + 1)

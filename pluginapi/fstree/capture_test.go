@@ -238,7 +238,7 @@ func TestReadSmallFileRereadsChangedFile(t *testing.T) {
 
 	// The file grows after the walk saw it.
 	require.NoError(t, os.WriteFile(p, []byte("much longer now"), 0o644))
-	body, err := readSmallFile(p, &e)
+	body, err := readSmallFile(p, &e, nil)
 	require.NoError(t, err)
 	assert.Equal(t, "much longer now", string(body))
 	assert.Equal(t, int64(len(body)), e.Size, "entry follows the body it is sent with")
@@ -246,7 +246,7 @@ func TestReadSmallFileRereadsChangedFile(t *testing.T) {
 	// Replaced by another file (another inode): refused.
 	writeFile(t, p+".new", "other", 0o644)
 	require.NoError(t, os.Rename(p+".new", p))
-	_, err = readSmallFile(p, &e)
+	_, err = readSmallFile(p, &e, nil)
 	assert.ErrorIs(t, err, ErrFileChanged)
 }
 

@@ -18,19 +18,47 @@ func xattrsUnsupported(err error) bool {
 // final symlink. scratch is reused between calls to avoid an allocation for
 // the common case of a file without attributes.
 func readXattrs(path string, scratch []byte) (map[string][]byte, error) {
-	n, err := unix.Llistxattr(path, scratch)
+	attrs, err := collectXattrs(scratch,
+		func(dest []byte) (int, error) { return unix.Llistxattr(path, dest) },
+		func(name string, dest []byte) (int, error) { return unix.Lgetxattr(path, name, dest) })
+	if err != nil {
+		return nil, fmt.Errorf("xattrs of %s: %w", path, err)
+	}
+	return attrs, nil
+}
+
+// readFdXattrs returns the extended attributes of an open file.
+func readFdXattrs(fd int, scratch []byte) (map[string][]byte, error) {
+	attrs, err := collectXattrs(scratch,
+		func(dest []byte) (int, error) { return unix.Flistxattr(fd, dest) },
+		func(name string, dest []byte) (int, error) { return unix.Fgetxattr(fd, name, dest) })
+	if err != nil {
+		return nil, fmt.Errorf("xattrs: %w", err)
+	}
+	return attrs, nil
+}
+
+// collectXattrs lists attribute names with list and reads each with get;
+// a file system without xattrs gives none, and an attribute removed
+// between the two calls is skipped.
+func collectXattrs(scratch []byte, list func([]byte) (int, error), get func(string, []byte) (int, error)) (map[string][]byte, error) {
+	if len(scratch) == 0 {
+		// An empty buffer would ask for the size instead of the names.
+		scratch = make([]byte, 1024)
+	}
+	n, err := list(scratch)
 	if errors.Is(err, unix.ERANGE) {
-		n, err = unix.Llistxattr(path, nil)
+		n, err = list(nil)
 		if err == nil {
 			scratch = make([]byte, n)
-			n, err = unix.Llistxattr(path, scratch)
+			n, err = list(scratch)
 		}
 	}
 	if err != nil {
 		if xattrsUnsupported(err) {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("list xattrs of %s: %w", path, err)
+		return nil, fmt.Errorf("list: %w", err)
 	}
 	if n == 0 {
 		return nil, nil
@@ -40,7 +68,7 @@ func readXattrs(path string, scratch []byte) (map[string][]byte, error) {
 		if len(name) == 0 {
 			continue
 		}
-		value, err := getXattr(path, string(name))
+		value, err := getXattr(string(name), get)
 		if errors.Is(err, unix.ENODATA) {
 			continue // removed since listed
 		}
@@ -55,19 +83,19 @@ func readXattrs(path string, scratch []byte) (map[string][]byte, error) {
 	return attrs, nil
 }
 
-func getXattr(path, name string) ([]byte, error) {
+func getXattr(name string, get func(string, []byte) (int, error)) ([]byte, error) {
 	for {
-		n, err := unix.Lgetxattr(path, name, nil)
+		n, err := get(name, nil)
 		if err != nil {
-			return nil, fmt.Errorf("get xattr %s of %s: %w", name, path, err)
+			return nil, fmt.Errorf("get %s: %w", name, err)
 		}
 		value := make([]byte, n)
-		m, err := unix.Lgetxattr(path, name, value)
+		m, err := get(name, value)
 		if errors.Is(err, unix.ERANGE) {
 			continue // grew since measured
 		}
 		if err != nil {
-			return nil, fmt.Errorf("get xattr %s of %s: %w", name, path, err)
+			return nil, fmt.Errorf("get %s: %w", name, err)
 		}
 		return value[:m], nil
 	}
