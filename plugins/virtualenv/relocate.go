@@ -29,10 +29,15 @@ func (r relocation) swaps() bool { return r.oldExe != r.newExe || r.oldHome != r
 // active reports whether anything must be rewritten.
 func (r relocation) active() bool { return r.moves() || r.swaps() }
 
-// wantsFile reports whether the file at rel (a stream path) may need its
-// content rewritten: pyvenv.cfg and the scripts directly under bin/. Only
-// those are buffered; every other body streams straight to disk.
-func (r relocation) wantsFile(rel string) bool {
+// maxScriptSize bounds the bin/ files inspected for a shebang: scripts are
+// a few hundred bytes, and a larger file there is a binary (a --copies
+// interpreter) that must stream to disk rather than be buffered whole.
+const maxScriptSize = 1 << 20
+
+// wantsFile reports whether the file at rel (a stream path) of size bytes
+// may need its content rewritten: pyvenv.cfg and the scripts directly under
+// bin/. Only those are buffered; every other body streams straight to disk.
+func (r relocation) wantsFile(rel string, size int64) bool {
 	if !r.active() {
 		return false
 	}
@@ -43,7 +48,7 @@ func (r relocation) wantsFile(rel string) bool {
 		return false
 	}
 	dir, _ := path.Split(rel)
-	return dir == "bin/"
+	return dir == "bin/" && size <= maxScriptSize
 }
 
 // rewriteFile returns the relocated content of the file at rel, and whether
@@ -187,7 +192,7 @@ func parseShebang(data []byte) (shebang, bool) {
 		second, rest2, ok := bytes.Cut(rest, []byte("\n"))
 		third, _, ok3 := bytes.Cut(rest2, []byte("\n"))
 		const head, tail = `'''exec' `, ` "$0" "$@"`
-		if ok && ok3 && bytes.HasPrefix(second, []byte(head)) && bytes.HasSuffix(second, []byte(tail)) &&
+		if ok && ok3 && len(second) >= len(head)+len(tail) && bytes.HasPrefix(second, []byte(head)) && bytes.HasSuffix(second, []byte(tail)) &&
 			string(third) == `' '''` {
 			exe, post, ok := splitInterpreter(string(second[len(head) : len(second)-len(tail)]))
 			if !ok {

@@ -81,7 +81,7 @@ func TestRewriteShebang(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			r := relocation{oldPrefix: tc.old, newPrefix: tc.new}
-			require.True(t, r.wantsFile("bin/tool"))
+			require.True(t, r.wantsFile("bin/tool", int64(len(tc.in))))
 			out, changed := r.rewriteFile("bin/tool", []byte(tc.in))
 			if tc.unchanged {
 				assert.False(t, changed)
@@ -112,8 +112,8 @@ func TestRewriteActivateAndPyvenvCfg(t *testing.T) {
 
 	swap := relocation{oldPrefix: "/a/venv", newPrefix: "/a/venv",
 		oldHome: "/usr/bin", newHome: "/opt/py/bin", oldExe: "/usr/bin/python3.11", newExe: "/opt/py/bin/python3.11"}
-	assert.False(t, swap.wantsFile("bin/activate"))
-	require.True(t, swap.wantsFile("pyvenv.cfg"))
+	assert.False(t, swap.wantsFile("bin/activate", 100))
+	require.True(t, swap.wantsFile("pyvenv.cfg", 100))
 	out, _ = swap.rewriteFile("pyvenv.cfg", []byte(cfg))
 	assert.Equal(t, "home = /opt/py/bin\ninclude-system-site-packages = false\nversion = 3.11.7\nexecutable = /opt/py/bin/python3.11\ncommand = /usr/bin/python3 -m venv /a/venv\n", string(out))
 	assert.Equal(t, "/opt/py/bin/python3.11", swap.rewriteSymlink("bin/python3", "/usr/bin/python3"))
@@ -126,7 +126,8 @@ func TestRewriteSymlink(t *testing.T) {
 	assert.Equal(t, "/usr/bin/python3", r.rewriteSymlink("bin/python3", "/usr/bin/python3"))
 	assert.Equal(t, "/b/v/lib/x", r.rewriteSymlink("x", "/a/venv/lib/x"))
 	assert.Equal(t, "/a/venvx/lib", r.rewriteSymlink("x", "/a/venvx/lib"))
-	assert.False(t, r.wantsFile("lib/python3.11/site-packages/x.py"))
+	assert.False(t, r.wantsFile("lib/python3.11/site-packages/x.py", 10))
+	assert.False(t, r.wantsFile("bin/python3.11", 20<<20))
 	assert.False(t, relocation{}.active())
 }
 

@@ -54,7 +54,7 @@ func (*Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r plu
 	if reloc.active() {
 		opts.Rewrite = func(e *pluginapi.Entry) (func([]byte) ([]byte, error), bool) {
 			rel := e.Path
-			if !reloc.wantsFile(rel) {
+			if !reloc.wantsFile(rel, e.Size) {
 				return nil, false
 			}
 			return func(data []byte) ([]byte, error) {
