@@ -193,3 +193,16 @@ func BenchmarkRecreate(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// BenchmarkMetadata: what a capture spends on metadata before the walk
+// (pyvenv.cfg, the base interpreter's identity, every *.dist-info/METADATA).
+func BenchmarkMetadata(b *testing.B) {
+	src := venvFull(b)
+	for b.Loop() {
+		m, err := collectMetadata(src, &pluginapi.CaptureRequest{Target: src})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(len(m.InstalledPackages)), "packages")
+	}
+}
