@@ -90,14 +90,20 @@ func BenchmarkCaptureVenvFull(b *testing.B) {
 		return w
 	}
 	capture(false) // warm the page cache
-	var discard, hashed, tarZstd time.Duration
+	var discard, hashed, tarZstd, discardCPU, tarZstdCPU time.Duration
 	var w *countingWriter
 	for b.Loop() {
+		cpu0 := cpuTime()
 		discard += timed(func() { w = capture(false) })
+		discardCPU += cpuTime() - cpu0
 		hashed += timed(func() { capture(true) })
+		cpu0 = childrenCPUTime()
 		tarZstd += timed(func() { runShell(b, "tar -cf - -C "+parentDir+" "+name+" | zstd -q -1 -T0 >/dev/null") })
+		tarZstdCPU += childrenCPUTime() - cpu0
 	}
 	n := float64(b.N)
+	b.ReportMetric(discardCPU.Seconds()/n, "discard-cpu-s/op")
+	b.ReportMetric(tarZstdCPU.Seconds()/n, "tar-zstd-cpu-s/op")
 	b.ReportMetric(discard.Seconds()/n, "discard-s/op")
 	b.ReportMetric(hashed.Seconds()/n, "blake3-s/op")
 	b.ReportMetric(tarZstd.Seconds()/n, "tar-zstd-s/op")
@@ -139,21 +145,26 @@ func BenchmarkApplyVenvFull(b *testing.B) {
 		}
 	}
 	cp := func() { runShell(b, "cp -a "+venvFull+" "+fresh()) }
-	var ours, theirs time.Duration
+	var ours, theirs, oursCPU, theirsCPU time.Duration
+	measure := func(f func(), wall, cpu *time.Duration, cpuNow func() time.Duration) {
+		runShell(b, "sync")
+		c := cpuNow()
+		*wall += timed(f)
+		*cpu += cpuNow() - c
+	}
 	i := 0
 	for b.Loop() {
-		runShell(b, "sync")
 		if i%2 == 0 {
-			ours += timed(apply)
-			runShell(b, "sync")
-			theirs += timed(cp)
+			measure(apply, &ours, &oursCPU, cpuTime)
+			measure(cp, &theirs, &theirsCPU, childrenCPUTime)
 		} else {
-			theirs += timed(cp)
-			runShell(b, "sync")
-			ours += timed(apply)
+			measure(cp, &theirs, &theirsCPU, childrenCPUTime)
+			measure(apply, &ours, &oursCPU, cpuTime)
 		}
 		i++
 	}
+	b.ReportMetric(oursCPU.Seconds()/float64(b.N), "fstree-cpu-s/op")
+	b.ReportMetric(theirsCPU.Seconds()/float64(b.N), "cp-a-cpu-s/op")
 	b.ReportMetric(ours.Seconds()/float64(b.N), "fstree-s/op")
 	b.ReportMetric(theirs.Seconds()/float64(b.N), "cp-a-s/op")
 	b.ReportMetric(ours.Seconds()/theirs.Seconds(), "fstree/cp-a")
@@ -243,9 +254,15 @@ func BenchmarkApplyInPlaceVenvFull(b *testing.B) {
 
 // cpuTime is the user and system CPU time used by this process so far: on
 // a busy shared machine it says more than wall time.
-func cpuTime() time.Duration {
+func cpuTime() time.Duration { return rusage(unix.RUSAGE_SELF) }
+
+// childrenCPUTime is the CPU time of the commands this process ran and
+// waited for (tar, zstd, cp), so far.
+func childrenCPUTime() time.Duration { return rusage(unix.RUSAGE_CHILDREN) }
+
+func rusage(who int) time.Duration {
 	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+	if err := unix.Getrusage(who, &ru); err != nil {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
