@@ -29,6 +29,10 @@ const (
 	// writeBehindMax: bodies up to this size are copied and written by a
 	// worker; larger ones are written by Apply itself, streaming.
 	writeBehindMax = 1 << 20
+	// MaxRewriteSize is the largest file ApplyOptions.Rewrite may take:
+	// such files are held in memory whole, and the size comes from the
+	// stream, which is not trusted.
+	MaxRewriteSize = 64 << 20
 )
 
 // ApplyOptions configures an Applier.
@@ -48,7 +52,9 @@ type ApplyOptions struct {
 	// Rewrite, if set, is asked about every regular file; when it returns
 	// ok, the file's whole body is passed through rewrite before it is
 	// written (the size may change). The virtualenv engine relocates
-	// scripts and pyvenv.cfg with it. rewrite runs on a worker goroutine.
+	// scripts and pyvenv.cfg with it. rewrite runs on a worker goroutine
+	// and may modify and return its argument. Files larger than
+	// MaxRewriteSize fail the restore if Rewrite accepts them.
 	Rewrite func(e *pluginapi.Entry) (rewrite func([]byte) ([]byte, error), ok bool)
 }
 
@@ -416,6 +422,9 @@ func (a *Applier) applyFile(ctx context.Context, dir *dirHandle, name string, e 
 	var rewrite func([]byte) ([]byte, error)
 	if a.opts.Rewrite != nil {
 		if rw, ok := a.opts.Rewrite(e); ok {
+			if e.Size > MaxRewriteSize {
+				return fmt.Errorf("file of %d bytes is too large to rewrite (at most %d)", e.Size, MaxRewriteSize)
+			}
 			rewrite = rw
 		}
 	}

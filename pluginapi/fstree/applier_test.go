@@ -337,3 +337,21 @@ func TestApplierCloseMidway(t *testing.T) {
 	assert.Error(t, a.Apply(context.Background(), &snap.recs[len(snap.recs)-1].e, nil))
 	// goleak in TestMain checks the workers are gone.
 }
+
+func TestRewriteRefusesHugeSize(t *testing.T) {
+	recs := []record{{stream: "rootfs", e: pluginapi.Entry{Path: "f", Type: pluginapi.TypeFile, Mode: 0o644, Size: 1 << 40}, body: []byte("tiny"), hasBody: true}}
+	opts := ApplyOptions{Rewrite: func(*pluginapi.Entry) (func([]byte) ([]byte, error), bool) {
+		return func(b []byte) ([]byte, error) { return b, nil }, true
+	}}
+	err := restore(t, recs, filepath.Join(t.TempDir(), "dst"), opts)
+	assert.ErrorContains(t, err, "too large to rewrite")
+}
+
+func TestShortBodyFails(t *testing.T) {
+	for _, size := range []int64{10, 3 << 20} { // written by a worker, and streamed inline
+		recs := []record{{stream: "rootfs", e: pluginapi.Entry{Path: "f", Type: pluginapi.TypeFile, Mode: 0o644, Size: size}, body: []byte("short"), hasBody: true}}
+		dst := filepath.Join(t.TempDir(), "dst")
+		err := restore(t, recs, dst, ApplyOptions{})
+		assert.Error(t, err, "size %d", size)
+	}
+}
