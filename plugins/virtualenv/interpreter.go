@@ -112,51 +112,52 @@ func probeInterpreter(ctx context.Context, python string) (version, impl string,
 // interpreter the snapshot needs is here with the same major.minor version.
 // With option python=/path it checks that one instead and returns it as the
 // new base (home = its directory). The result is the relocation's
-// interpreter half.
-func resolveInterpreter(ctx context.Context, m *VenvMetadata, options map[string]string) (exe, home string, err error) {
+// interpreter half, with the new interpreter's version when it is another
+// one ("" otherwise).
+func resolveInterpreter(ctx context.Context, m *VenvMetadata, options map[string]string) (exe, home, version string, err error) {
 	want := majorMinor(m.PythonVersion)
 	if p := options["python"]; p != "" {
 		if !filepath.IsAbs(p) {
 			abs, err := exec.LookPath(p)
 			if err != nil {
-				return "", "", fmt.Errorf("%w: interpreter %q given by option python= not found: %v", pluginapi.ErrUnavailable, p, err)
+				return "", "", "", fmt.Errorf("%w: interpreter %q given by option python= not found: %v", pluginapi.ErrUnavailable, p, err)
 			}
 			p, _ = filepath.Abs(abs)
 		}
 		if _, err := os.Stat(p); err != nil {
-			return "", "", fmt.Errorf("%w: interpreter %s given by option python= not found", pluginapi.ErrUnavailable, p)
+			return "", "", "", fmt.Errorf("%w: interpreter %s given by option python= not found", pluginapi.ErrUnavailable, p)
 		}
 		v, _, err := probeInterpreter(ctx, p)
 		if err != nil {
-			return "", "", fmt.Errorf("%w: interpreter %s given by option python=: %v", pluginapi.ErrUnavailable, p, err)
+			return "", "", "", fmt.Errorf("%w: interpreter %s given by option python=: %v", pluginapi.ErrUnavailable, p, err)
 		}
 		if majorMinor(v) != want {
-			return "", "", fmt.Errorf("%w: interpreter %s given by option python= is Python %s; the snapshot needs Python %s",
+			return "", "", "", fmt.Errorf("%w: interpreter %s given by option python= is Python %s; the snapshot needs Python %s",
 				pluginapi.ErrUnavailable, p, v, want)
 		}
 		if p == m.BaseInterpreter.Path {
-			return m.BaseInterpreter.Path, m.BaseInterpreter.Home, nil
+			return m.BaseInterpreter.Path, m.BaseInterpreter.Home, "", nil
 		}
-		return p, filepath.Dir(p), nil
+		return p, filepath.Dir(p), v, nil
 	}
 	b := m.BaseInterpreter
 	hint := fmt.Sprintf("install Python %s there, or pass the option python=/path/to/python%s", m.PythonVersion, want)
 	real, err := filepath.EvalSymlinks(b.Path)
 	if err != nil {
-		return "", "", fmt.Errorf("%w: the snapshot's base interpreter %s (Python %s) is missing: %s",
+		return "", "", "", fmt.Errorf("%w: the snapshot's base interpreter %s (Python %s) is missing: %s",
 			pluginapi.ErrUnavailable, b.Path, m.PythonVersion, hint)
 	}
 	if fi, err := os.Stat(real); err == nil && real == b.Realpath && fi.Size() == b.Size && fi.ModTime().UnixNano() == b.MtimeNs && b.Size > 0 {
-		return b.Path, b.Home, nil // the very file captured: no need to run it
+		return b.Path, b.Home, "", nil // the very file captured: no need to run it
 	}
 	v, _, err := probeInterpreter(ctx, b.Path)
 	if err != nil {
-		return "", "", fmt.Errorf("%w: the snapshot's base interpreter %s (Python %s) does not run: %v; %s",
+		return "", "", "", fmt.Errorf("%w: the snapshot's base interpreter %s (Python %s) does not run: %v; %s",
 			pluginapi.ErrUnavailable, b.Path, m.PythonVersion, err, hint)
 	}
 	if majorMinor(v) != want {
-		return "", "", fmt.Errorf("%w: the snapshot's base interpreter %s is now Python %s; the snapshot needs Python %s: %s",
+		return "", "", "", fmt.Errorf("%w: the snapshot's base interpreter %s is now Python %s; the snapshot needs Python %s: %s",
 			pluginapi.ErrUnavailable, b.Path, v, want, hint)
 	}
-	return b.Path, b.Home, nil
+	return b.Path, b.Home, "", nil
 }

@@ -18,6 +18,7 @@ type relocation struct {
 	oldPrefix, newPrefix string // absolute venv paths
 	oldHome, newHome     string // pyvenv.cfg "home"; equal unless swapped
 	oldExe, newExe       string // base interpreter; equal unless swapped
+	newVersion           string // the swapped-in interpreter's version, or ""
 }
 
 // moves reports whether the venv's path changes.
@@ -91,8 +92,8 @@ func (r relocation) rewriteSymlink(rel, target string) string {
 	return target
 }
 
-// rewritePyvenvCfg rewrites "home" and "executable" for a swapped
-// interpreter and the old venv prefix anywhere (the "command" line).
+// rewritePyvenvCfg rewrites "home", "executable" and "version" for a
+// swapped interpreter and the old venv prefix anywhere (the "command" line).
 func (r relocation) rewritePyvenvCfg(data []byte) []byte {
 	lines := bytes.SplitAfter(data, []byte("\n"))
 	for i, line := range lines {
@@ -108,6 +109,9 @@ func (r relocation) rewritePyvenvCfg(data []byte) []byte {
 			continue
 		case (k == "executable" || k == "base-executable") && r.swaps():
 			lines[i] = append([]byte(k+" = "+r.newExe), eol...)
+			continue
+		case k == "version" && r.swaps() && r.newVersion != "":
+			lines[i] = append([]byte("version = "+r.newVersion), eol...)
 			continue
 		}
 		if r.moves() {

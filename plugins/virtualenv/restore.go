@@ -41,7 +41,7 @@ func (*Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r plu
 	if real, err := filepath.EvalSymlinks(target); err == nil && real == m.VenvPath {
 		newPrefix = m.VenvPath // the same venv reached through a symlink
 	}
-	exe, home, err := resolveInterpreter(ctx, m, req.Options)
+	exe, home, version, err := resolveInterpreter(ctx, m, req.Options)
 	if err != nil {
 		return nil, fmt.Errorf("restore virtualenv %s: %w", target, err)
 	}
@@ -49,6 +49,7 @@ func (*Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r plu
 		oldPrefix: m.VenvPath, newPrefix: newPrefix,
 		oldHome: m.BaseInterpreter.Home, newHome: home,
 		oldExe: m.BaseInterpreter.Path, newExe: exe,
+		newVersion: version,
 	}
 	opts := fstree.ApplyOptions{InPlace: req.InPlace || req.Replace}
 	if reloc.active() {

@@ -222,6 +222,9 @@ func TestRestoreWithAnotherInterpreter(t *testing.T) {
 		cfg, err := readPyvenvCfg(venv)
 		require.NoError(t, err)
 		assert.Equal(t, filepath.Dir(alt), cfg.get("home"))
+		altVersion, _, err := probeInterpreter(t.Context(), alt)
+		require.NoError(t, err)
+		assert.Equal(t, altVersion, cfg.get("version"))
 		if m.PyvenvCfg["executable"] != "" {
 			assert.Equal(t, alt, cfg.get("executable"))
 		}
