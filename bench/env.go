@@ -21,6 +21,9 @@ const (
 	toolUntar       = "zstd -d | tar -x"
 	toolRestic      = "restic"
 	toolKopia       = "kopia"
+	toolSnapSecond  = "ptest-snap second (+1 MB)"
+	toolDockerSave  = "docker commit + save | zstd -1"
+	toolDockerLoad  = "docker load + run"
 )
 
 // benchEnv is what every scenario shares: the configuration, the dataset,
@@ -37,6 +40,9 @@ type benchEnv struct {
 	cache map[string]string
 	// growthSeries is the growth scenario's per-step samples by tool.
 	growthSeries map[string][]Sample
+	// cleanups run when the harness ends (containers, images).
+	cleanups []command
+	docker   bool
 }
 
 func newBenchEnv(cfg Config, data, work string) (*benchEnv, error) {

@@ -34,6 +34,12 @@ type Config struct {
 	Python      string
 	NoPeers     bool // time ptest-snap and the always-present peers only
 	Keep        bool // keep the scratch directory
+	Docker      bool // run the Docker scenarios (when an engine answers)
+	// ModuleDir is the ptest-snap source tree (to build the container helper).
+	ModuleDir string
+	// DockerImageMB and DockerChangeMB size the Docker scenarios' image and
+	// the container's change over it.
+	DockerImageMB, DockerChangeMB int
 }
 
 func defaultConfig() Config {
@@ -48,7 +54,8 @@ func defaultConfig() Config {
 		OutDir:  filepath.Join("bench", "out"), BinDir: bin, Engine: "virtualenv",
 		Settle: 30 * time.Second, GrowthSteps: growthSteps, Scales: []int{1, 2, 4},
 		Synthetic: SyntheticSpec{Files: 4000, MedianSize: 2000, Sigma: 1.6, RandomFraction: 0.1, FilesPerDir: 40, Seed: 1},
-		Python:    "python3",
+		Python:    "python3", Docker: true, ModuleDir: ".",
+		DockerImageMB: 100, DockerChangeMB: 10,
 	}
 }
 
@@ -73,6 +80,7 @@ func parseFlags(args []string) (Config, error) {
 	fs.StringVar(&cfg.Python, "python", cfg.Python, "interpreter that builds venv-full")
 	fs.BoolVar(&cfg.NoPeers, "no-peers", false, "skip restic and kopia even when installed")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the scratch directory")
+	fs.BoolVar(&cfg.Docker, "docker", cfg.Docker, "run the Docker scenarios when a Docker engine answers")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -206,8 +214,17 @@ func runHarness(ctx context.Context, cfg Config, stdout, log io.Writer) error {
 	if !e.kopia {
 		res.Skipped = append(res.Skipped, "kopia: not on PATH (or -no-peers)")
 	}
+	e.docker = cfg.Docker && dockerReachable(ctx)
+	if !e.docker {
+		res.Skipped = append(res.Skipped, "docker scenarios: no Docker engine answers (or -docker=false)")
+	}
+	defer func() {
+		for i := len(e.cleanups) - 1; i >= 0; i-- {
+			_ = run(context.WithoutCancel(ctx), e.cleanups[i])
+		}
+	}()
 	for _, sc := range scenarios() {
-		if !slices.Contains(cfg.Scenarios, sc.name) {
+		if !slices.Contains(cfg.Scenarios, sc.name) || sc.needsDocker && !e.docker {
 			continue
 		}
 		fmt.Fprintf(log, "bench: %s …\n", sc.name)
@@ -254,6 +271,7 @@ func runHarness(ctx context.Context, cfg Config, stdout, log io.Writer) error {
 		res.Scaling = pts
 	}
 	res.Seconds = time.Since(start).Seconds()
+	res.Machine["harness_rss_hwm_mb"] = harnessHWM()
 	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
 		return err
 	}
@@ -281,6 +299,23 @@ func targetFor(scenario, subject, peer string) float64 {
 		}
 	}
 	return 0
+}
+
+// harnessHWM is the harness's own peak RSS: a floor under every tool's peak
+// RSS figure, since children inherit it at exec (see writeGenerated).
+func harnessHWM() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "?"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb int64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
+			return fmt.Sprintf("%.0f", float64(kb)/1e3)
+		}
+	}
+	return "?"
 }
 
 func machineInfo() map[string]string {

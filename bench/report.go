@@ -99,7 +99,7 @@ func writeMarkdown(w io.Writer, res *Results) error {
 	for _, s := range res.Skipped {
 		fmt.Fprintf(&b, "\nskipped: %s", s)
 	}
-	fmt.Fprintf(&b, "\n\n(%.0f s in all)\n", res.Seconds)
+	fmt.Fprintf(&b, "\n\n(%.0f s in all; peak RSS figures include the harness's own %s MB, inherited at exec)\n", res.Seconds, res.Machine["harness_rss_hwm_mb"])
 	_, err := io.WriteString(w, b.String())
 	return err
 }

@@ -15,6 +15,8 @@ type scenario struct {
 	runOnce func(ctx context.Context, e *benchEnv, run int) (map[string]Sample, error)
 	// once: a single run is the figure (a series, not a repeated timing).
 	once bool
+	// needsDocker: skipped, with a note, when no Docker engine answers.
+	needsDocker bool
 }
 
 // target is an acceptance ratio from the issues: subject / peer ≤ max.
@@ -30,6 +32,8 @@ var targets = []target{
 	{"in-place restore undoing small", toolSnap, toolSnapFull, 0.1},
 	{"in-place restore undoing small", toolSnap, toolRmCp, 0.1},
 	{"second snapshot after large", toolSnap, toolSnapInitial, 1.0},
+	{"docker snapshot", toolSnap, toolDockerSave, 1.2},
+	{"docker restore", toolSnap, toolDockerLoad, 1.2},
 }
 
 func scenarios() []scenario {
@@ -41,6 +45,8 @@ func scenarios() []scenario {
 		{name: "in-place restore undoing small", about: "reset the changed dataset to its snapshot", runOnce: restoreInPlace},
 		{name: "verify", about: "check every stored byte", runOnce: verifyAll},
 		{name: "growth", about: "20 snapshots of the dataset changing a little each time", runOnce: growth, once: true},
+		{name: "docker snapshot", about: "snapshot a running container (100 MB image, 10 MB changed), then again after 1 MB more", runOnce: dockerSnapshot, needsDocker: true},
+		{name: "docker restore", about: "restore the container as a new running one", runOnce: dockerRestore, needsDocker: true},
 	}
 }
 

@@ -31,12 +31,12 @@ func TestMeasureCountsChildren(t *testing.T) {
 func binDir(t *testing.T) string {
 	t.Helper()
 	if dir := os.Getenv("PTEST_SNAP_BIN"); dir != "" {
-		if _, err := os.Stat(filepath.Join(dir, "ptest-snap-engine-dir")); err == nil {
+		if _, err := os.Stat(filepath.Join(dir, "ptest-snap-engine-docker")); err == nil {
 			return dir
 		}
 	}
 	dir := t.TempDir()
-	c := exec.Command("go", "build", "-o", dir+"/", "../cmd/ptest-snap", "../plugins/dir/cmd/ptest-snap-engine-dir")
+	c := exec.Command("go", "build", "-o", dir+"/", "../cmd/ptest-snap", "../plugins/dir/cmd/ptest-snap-engine-dir", "../plugins/docker/cmd/ptest-snap-engine-docker")
 	out, err := c.CombinedOutput()
 	require.NoError(t, err, "build binaries: %s", out)
 	return dir
@@ -55,6 +55,8 @@ func TestSmokeRun(t *testing.T) {
 	cfg.Synthetic = SyntheticSpec{Files: 120, MedianSize: 1500, Sigma: 1.5, RandomFraction: 0.1, FilesPerDir: 12, Seed: 3}
 	cfg.Runs, cfg.Warmup, cfg.Settle, cfg.GrowthSteps, cfg.Scales = 1, 0, 0, 3, []int{1, 2}
 	cfg.NoPeers = true
+	cfg.ModuleDir, cfg.DockerImageMB, cfg.DockerChangeMB = "..", 4, 1
+	cfg.Docker = os.Getenv("PTEST_SNAP_REQUIRE_DOCKER") == "1" || dockerReachable(context.Background())
 	for _, s := range scenarios() {
 		cfg.Scenarios = append(cfg.Scenarios, s.name)
 	}
@@ -66,6 +68,9 @@ func TestSmokeRun(t *testing.T) {
 
 	md := out.String()
 	for _, s := range scenarios() {
+		if s.needsDocker && !cfg.Docker {
+			continue
+		}
 		assert.Contains(t, md, "| "+s.name+" | ptest-snap", "every scenario timed ptest-snap")
 	}
 	assert.Contains(t, md, "| in-place restore undoing small | ptest-snap full restore |")
