@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -120,4 +122,47 @@ func TestCommitAndLookups(t *testing.T) {
 		}
 		assert.Equal(t, files[n.Name], body, n.Name)
 	}
+}
+
+func TestNewerFormatsRefused(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(ctx, Options{Dir: dir})
+	require.NoError(t, err)
+	snap := writeSnapshot(t, s, "old", testFiles(30, 3, 100))
+
+	// A record written by a newer major version is refused by name.
+	snap.FormatMajor = FormatMajor + 1
+	rec, err := json.Marshal(snap)
+	require.NoError(t, err)
+	require.NoError(t, s.db.Update(func(txn *badger.Txn) error { return txn.Set(snapshotKey("old"), rec) }))
+	_, err = s.Snapshot(ctx, "old")
+	assert.ErrorIs(t, err, ErrNewerFormat)
+	_, err = s.Snapshots(ctx)
+	assert.ErrorIs(t, err, ErrNewerFormat)
+
+	// A store of a newer layout is refused at Open.
+	require.NoError(t, s.db.Update(func(txn *badger.Txn) error { return txn.Set(metaKey("format"), []byte{StoreFormat + 1}) }))
+	require.NoError(t, s.Close())
+	_, err = Open(ctx, Options{Dir: dir})
+	assert.ErrorIs(t, err, ErrNewerFormat)
+	// And the failed Open released the lock.
+	_, err = Open(ctx, Options{Dir: dir})
+	assert.ErrorIs(t, err, ErrNewerFormat)
+}
+
+func TestClosedStore(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, Options{Dir: t.TempDir()})
+	require.NoError(t, err)
+	w, err := s.NewWriter(ctx)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	assert.ErrorIs(t, s.Close(), ErrClosed)
+	_, err = w.PutChunk(ctx, []byte("x"))
+	assert.ErrorIs(t, err, ErrClosed)
+	_, err = s.Snapshots(ctx)
+	assert.ErrorIs(t, err, ErrClosed)
+	_, err = s.GetChunk(ctx, Hash{})
+	assert.ErrorIs(t, err, ErrClosed)
 }
