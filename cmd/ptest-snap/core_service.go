@@ -488,14 +488,21 @@ func snapshotFromStore(s *store.Snapshot) snapshotJSON {
 	return out
 }
 
-// classifyExtra maps the core's own sentinels (those that are not the
-// store's or the engine protocol's) to exit codes.
-func classifyExtra(err error) (int, string, bool) {
+// classifyArchive maps the core's archive errors to exit codes.
+func classifyArchive(err error) (int, string, bool) {
 	switch {
 	case errors.Is(err, core.ErrArchiveCorrupt), errors.Is(err, core.ErrArchiveChecksum),
 		errors.Is(err, core.ErrArchiveTruncated), errors.Is(err, core.ErrArchiveTooLarge),
 		errors.Is(err, core.ErrArchiveIncomplete), errors.Is(err, core.ErrArchiveFormat):
 		return exitCorrupt, "the archive is damaged or incomplete; nothing was imported — export it again", true
+	}
+	return 0, "", false
+}
+
+// classifyCore maps the core's own sentinels (those that are not the
+// store's or the engine protocol's) to exit codes.
+func classifyCore(err error) (int, string, bool) {
+	switch {
 	case errors.Is(err, core.ErrAmbiguous):
 		return exitUsage, "give more characters of the ID, or use the snapshot's name", true
 	case errors.Is(err, core.ErrQuotaExceeded):

@@ -61,11 +61,11 @@ func (h *engineHost) resolve(ctx context.Context, name string) (pluginapi.Engine
 		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("engine %q: %w: %w", name, core.ErrEngineNotFound, err)
+		return nil, tagged{err: err, tag: core.ErrEngineNotFound}
 	}
 	p, err := h.host.Launch(ctx, found.Spec(nil))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", core.ErrEngine, err)
+		return nil, tagged{err: err, tag: core.ErrEngine}
 	}
 	h.running[name] = p
 	return p, nil
@@ -120,3 +120,13 @@ func fillEngineInfo(ctx context.Context, host *pluginapi.Host, f pluginapi.Found
 		e.Capabilities = append(e.Capabilities, string(c))
 	}
 }
+
+// tagged is err, also matching tag with errors.Is, without repeating the
+// tag's text in the message.
+type tagged struct {
+	err error
+	tag error
+}
+
+func (t tagged) Error() string   { return t.err.Error() }
+func (t tagged) Unwrap() []error { return []error{t.err, t.tag} }

@@ -38,8 +38,13 @@ type errorClass struct {
 var errorClasses = []errorClass{
 	{exitBusy, []error{store.ErrBusy}, "another ptest-snap is using this store; wait for it, raise --lock-timeout, or use another --store"},
 	{exitCorrupt, []error{store.ErrCorrupt}, "run 'ptest-snap verify' to list every damaged snapshot; delete those and run 'ptest-snap gc'"},
-	{exitNotFound, []error{store.ErrNotFound, pluginapi.ErrTargetNotFound}, "check the name with 'ptest-snap list' (snapshots) or 'ptest-snap engines' (engines)"},
-	{exitEngine, []error{pluginapi.ErrInvalidTarget, pluginapi.ErrUnavailable, pluginapi.ErrUnsupported}, "run with --verbose to see what the engine did"},
+	{exitNotFound, []error{pluginapi.ErrTargetNotFound}, "check that the TARGET path (or container) exists"},
+	{exitNotFound, []error{pluginapi.ErrEngineNotFound}, "run 'ptest-snap engines' to see the engines found and where they were looked for"},
+	{exitNotFound, []error{store.ErrNotFound}, "'ptest-snap list' shows the snapshots; use an ID, a unique prefix of one, or a name"},
+	{exitEngine, []error{pluginapi.ErrInvalidTarget}, "TARGET is not what this engine captures; see 'ptest-snap create --help'"},
+	{exitEngine, []error{pluginapi.ErrUnavailable}, "what the engine needs is not reachable (the Docker daemon, a base interpreter); run with --verbose for details"},
+	{exitEngine, []error{pluginapi.ErrUnsupported}, "this engine cannot do that; 'ptest-snap engines' lists each engine's capabilities"},
+	{exitEngine, []error{pluginapi.ErrPluginExited, pluginapi.ErrProtocol, pluginapi.ErrChecksumMismatch}, "the engine program failed; run with --verbose to see its log"},
 	{exitFailure, []error{pluginapi.ErrTargetExists}, "restore with --in-place to reset it, --replace to replace it, or --target to restore elsewhere"},
 	{exitFailure, []error{pluginapi.ErrUnsafePath}, "the snapshot or archive holds a path outside its target; it was refused and nothing was written outside the target"},
 	{exitFailure, []error{store.ErrNewerFormat}, "upgrade ptest-snap to read it"},
@@ -63,15 +68,22 @@ func classify(err error) (int, string) {
 	if errors.Is(err, errVerifyProblems) {
 		return exitCorrupt, "delete the damaged snapshots (or import them again from an export) and run 'ptest-snap gc'"
 	}
-	if code, hint, ok := classifyExtra(err); ok {
+	// The core's archive errors first: a damaged archive may also carry a
+	// store "not found" from a lookup, and it is the damage that matters.
+	if code, hint, ok := classifyArchive(err); ok {
 		return code, hint
 	}
+	// Then the specific sentinels of the store and the engine protocol, so
+	// that "target not found" wins over the core's generic "engine failed".
 	for _, c := range errorClasses {
 		for _, s := range c.sentinels {
 			if errors.Is(err, s) {
 				return c.code, c.hint
 			}
 		}
+	}
+	if code, hint, ok := classifyCore(err); ok {
+		return code, hint
 	}
 	return exitFailure, ""
 }
@@ -84,6 +96,14 @@ func (a *app) reportError(err error) int {
 	msg := cleanMessage(err.Error())
 	if code == exitInterrupted {
 		msg = "interrupted (" + msg + ")"
+		switch a.command {
+		case "restore":
+			hint = "the store is unchanged; the target may be incomplete: run the restore again (--in-place finishes it)"
+		case "import":
+			hint = "nothing was imported; the store is as it was"
+		case "export":
+			hint = "the archive was not completed; no partial file was left behind"
+		}
 	}
 	fmt.Fprintf(a.stderr, "ptest-snap: %s\n", msg)
 	if hint != "" && !a.quiet {

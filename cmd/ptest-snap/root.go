@@ -34,6 +34,8 @@ type app struct {
 	// command's run function is about to execute; an error before that is
 	// a usage error (exit code 2).
 	started bool
+	// command is the name of the command that ran ("create", ...).
+	command string
 
 	svc service
 }
@@ -107,6 +109,7 @@ func (a *app) rootCommand() *cobra.Command {
 		Args: cobra.NoArgs,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			a.started = true
+			a.command = cmd.Name()
 			return nil
 		},
 	}
