@@ -41,6 +41,9 @@ func openService(ctx context.Context, o serviceOptions) (service, error) {
 		OnWait:      o.OnWait,
 		Engines:     host.resolve,
 		Logger:      logger,
+
+		MaxSnapshotsPerEnv: o.MaxSnapshotsPerEnv,
+		MaxStoreBytes:      o.MaxStoreBytes,
 	})
 	if err != nil {
 		host.close()

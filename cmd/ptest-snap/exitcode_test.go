@@ -59,6 +59,16 @@ func TestExitCodes(t *testing.T) {
 	assert.Contains(t, r.stderr, "abcdef-two")
 	c.ok("show", "abcdef-o")
 
+	// quota: 6 — refused before anything is written, saying which limit.
+	quota := newCLI(t)
+	quota.ok("--max-snapshots-per-env", "1", "create", "--engine", "dir", src)
+	r = quota.fails(exitQuota, "--max-snapshots-per-env", "1", "create", "--engine", "dir", "--name", "over", src)
+	assert.Contains(t, r.stderr, "limit")
+	quota.fails(exitNotFound, "show", "over")
+	quota.env = append(quota.env, "PTEST_SNAP_MAX_STORE_SIZE=1B")
+	quota.fails(exitQuota, "create", "--engine", "dir", src)
+	quota.fails(exitUsage, "--max-store-size", "lots", "list")
+
 	// corrupt: 4 — an archive with a flipped byte is refused, and the
 	// store is left as it was.
 	archive := filepath.Join(t.TempDir(), "a.ptsnap")

@@ -85,6 +85,12 @@ func TestDirEngineLifecycle(t *testing.T) {
 	assert.Contains(t, r.stdout, "first")
 	assert.NotContains(t, r.stdout, s1.ID, "tables show short IDs")
 	assert.Contains(t, r.stdout, s1.ID[:8])
+	c.jsonOK(&l, "list", "--since", "1h")
+	assert.Len(t, l.Snapshots, 3)
+	c.jsonOK(&l, "list", "--until", "2000-01-01")
+	assert.Empty(t, l.Snapshots)
+	c.jsonOK(&l, "list", "--env", src)
+	assert.Len(t, l.Snapshots, 3, "--env takes the directory itself")
 	r = c.ok("list", "-q")
 	assert.Equal(t, thirdID+"\n"+s2.ID+"\n"+s1.ID+"\n", r.stdout)
 
@@ -190,6 +196,20 @@ func TestDirEngineLifecycle(t *testing.T) {
 	assert.NotEqual(t, "first", renamed["first"])
 	clash.ok("verify")
 
+	// export to a pipe, import from one.
+	piped := newCLI(t)
+	exp := c.command("export", "first", "-o", "-")
+	imp := piped.command("import", "-")
+	pipe, err := exp.StdoutPipe()
+	require.NoError(t, err)
+	imp.Stdin = pipe
+	require.NoError(t, exp.Start())
+	r = piped.runCmd(imp)
+	require.NoError(t, exp.Wait())
+	require.Equal(t, 0, r.code, r.stderr)
+	assert.Contains(t, r.stdout, "imported "+s1.ID)
+	piped.ok("verify")
+
 	// export --json: the record alone, in the original report's shape.
 	r = c.ok("export", "--json", "first")
 	var rec map[string]any
@@ -218,10 +238,21 @@ func TestDirEngineLifecycle(t *testing.T) {
 	assert.True(t, del.DryRun)
 	c.jsonOK(&l, "list")
 	assert.Len(t, l.Snapshots, 3)
+	record := filepath.Join(t.TempDir(), "second.json")
+	r = c.ok("export", "--json", "second")
+	require.NoError(t, os.WriteFile(record, []byte(r.stdout), 0o644))
 	c.ok("delete", "second", thirdID)
 	c.jsonOK(&l, "list")
 	assert.Len(t, l.Snapshots, 1)
 	c.fails(exitNotFound, "show", "second")
+
+	// Until gc, a deleted snapshot's record can be imported back from its
+	// JSON (its data is still in the store).
+	c.jsonOK(&im, "import", record)
+	require.Len(t, im.Imported, 1)
+	assert.Equal(t, s2.ID, im.Imported[0].ID)
+	c.ok("show", "second")
+	c.ok("delete", "second")
 
 	// gc reclaims what only the deleted snapshots held.
 	var g gcJSON

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 )
 
@@ -29,6 +32,9 @@ type app struct {
 	quiet       bool
 	verbose     bool
 	lockTimeout time.Duration
+
+	maxSnapshotsPerEnv int
+	maxStoreSize       string
 
 	// started is set once cobra has parsed flags and arguments and a
 	// command's run function is about to execute; an error before that is
@@ -81,6 +87,10 @@ Engines are programs named ptest-snap-engine-<name>, found in the directories of
 $PTEST_SNAP_PLUGIN_PATH, next to the ptest-snap binary, then in
 $XDG_DATA_HOME/ptest-snap/engines. See 'ptest-snap engines'.
 
+Quotas: --max-snapshots-per-env and --max-store-size (or the environment
+variables named in their help) make a create that would exceed them fail before
+it writes anything, with exit code 6.
+
 Output: tables for people; with --json one JSON document on stdout (JSON lines
 for 'events --follow'), its shapes documented in 'ptest-snap help json'.
 Progress bars are drawn on stderr only when it is a terminal.
@@ -127,6 +137,10 @@ func (a *app) rootCommand() *cobra.Command {
 	pf.BoolVarP(&a.quiet, "quiet", "q", false, "print only what a script needs (IDs, problems); no progress bars")
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log what ptest-snap and its engines do, on stderr")
 	pf.DurationVar(&a.lockTimeout, "lock-timeout", defaultLockTimeout, "how long to wait for another process holding the store (0: do not wait)")
+	pf.IntVar(&a.maxSnapshotsPerEnv, "max-snapshots-per-env", envInt("PTEST_SNAP_MAX_SNAPSHOTS_PER_ENV"),
+		"quota: refuse a create that would keep more than `N` snapshots of one environment (0: no limit; default $PTEST_SNAP_MAX_SNAPSHOTS_PER_ENV)")
+	pf.StringVar(&a.maxStoreSize, "max-store-size", os.Getenv("PTEST_SNAP_MAX_STORE_SIZE"),
+		"quota: refuse a create when the store already holds `SIZE` (e.g. 20GiB; default $PTEST_SNAP_MAX_STORE_SIZE)")
 
 	root.AddCommand(
 		a.createCommand(),
@@ -191,9 +205,22 @@ func (a *app) service(ctx context.Context) (service, error) {
 	if err != nil {
 		return nil, err
 	}
+	var maxBytes int64
+	if a.maxStoreSize != "" {
+		n, err := humanize.ParseBytes(a.maxStoreSize)
+		if err != nil || n > math.MaxInt64 {
+			return nil, usageError{err: fmt.Errorf("--max-store-size %q: expected a size like 500MiB or 20GB", a.maxStoreSize)}
+		}
+		maxBytes = int64(n)
+	}
+	if a.maxSnapshotsPerEnv < 0 {
+		return nil, usageError{err: fmt.Errorf("--max-snapshots-per-env must be 0 (no limit) or more")}
+	}
 	svc, err := openService(ctx, serviceOptions{
-		StoreDir:    dir,
-		LockTimeout: a.lockTimeout,
+		StoreDir:           dir,
+		MaxSnapshotsPerEnv: a.maxSnapshotsPerEnv,
+		MaxStoreBytes:      maxBytes,
+		LockTimeout:        a.lockTimeout,
 		OnWait: func(holder string) {
 			if !a.quiet {
 				fmt.Fprintf(a.stderr, "ptest-snap: waiting up to %s for the store %s, held by %s\n",
@@ -208,6 +235,16 @@ func (a *app) service(ctx context.Context) (service, error) {
 	}
 	a.svc = svc
 	return svc, nil
+}
+
+// envInt reads a non-negative integer default from the environment (0 when
+// unset or malformed).
+func envInt(name string) int {
+	n, err := strconv.Atoi(os.Getenv(name))
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
 }
 
 // usageError is a mistake in the command line; it exits with code 2 and

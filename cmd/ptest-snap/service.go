@@ -37,8 +37,11 @@ type serviceOptions struct {
 	StoreDir    string
 	LockTimeout time.Duration
 	OnWait      func(holder string)
-	Verbose     bool
-	Stderr      io.Writer
+	// Quotas (0: no limit).
+	MaxSnapshotsPerEnv int
+	MaxStoreBytes      int64
+	Verbose            bool
+	Stderr             io.Writer
 }
 
 // createParams are the create command's inputs.
