@@ -53,6 +53,7 @@ const (
 
 type packID [16]byte
 
+// String is the hex form, for messages.
 func (id packID) String() string { return hex.EncodeToString(id[:]) }
 
 // refMarker starts a chunk value that is a pack reference; compress's

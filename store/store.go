@@ -112,11 +112,17 @@ func badgerOptions(dir string, logf func(string, ...any)) badger.Options {
 
 type badgerLogger struct{ logf func(string, ...any) }
 
+// Errorf and Warningf pass Badger's problems to Options.Logf; Infof and
+// Debugf drop its chatter (table counts, compactions) that users never need.
 func (l badgerLogger) Errorf(f string, a ...any) { l.log("badger error: "+f, a...) }
-func (l badgerLogger) Warningf(f string, a ...any) {
-	l.log("badger warning: "+f, a...)
-}
-func (badgerLogger) Infof(string, ...any)  {}
+
+// Warningf: see Errorf.
+func (l badgerLogger) Warningf(f string, a ...any) { l.log("badger warning: "+f, a...) }
+
+// Infof: see Errorf.
+func (badgerLogger) Infof(string, ...any) {}
+
+// Debugf: see Errorf.
 func (badgerLogger) Debugf(string, ...any) {}
 func (l badgerLogger) log(f string, a ...any) {
 	if l.logf != nil {

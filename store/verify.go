@@ -16,6 +16,7 @@ type Problem struct {
 	Err        error // wraps ErrNotFound or ErrCorrupt
 }
 
+// String describes the problem for a person: snapshot, stream, path, error.
 func (p Problem) String() string {
 	return fmt.Sprintf("snapshot %s stream %s path %q: %v", p.SnapshotID, p.Stream, p.Path, p.Err)
 }
