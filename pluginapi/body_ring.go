@@ -147,7 +147,10 @@ func openPluginRing() *bodyRing {
 // plugin's head, waiting until the host has consumed enough; flush sends
 // the frames written so far before waiting, or the host could never
 // consume them.
-func (r *bodyRing) reserve(ctx context.Context, n int, flush func() error) (uint64, []byte, error) {
+//
+// peerGone, if not nil, is asked while waiting whether the consumer is
+// still there.
+func (r *bodyRing) reserve(ctx context.Context, n int, flush func() error, peerGone func() error) (uint64, []byte, error) {
 	size := uint64(len(r.data))
 	off := r.head % size
 	want := min(uint64(n), size-off)
@@ -168,6 +171,11 @@ func (r *bodyRing) reserve(ctx context.Context, n int, flush func() error) (uint
 		}
 		if err := ctx.Err(); err != nil {
 			return 0, nil, err
+		}
+		if peerGone != nil {
+			if err := peerGone(); err != nil {
+				return 0, nil, err
+			}
 		}
 		time.Sleep(wait)
 	}

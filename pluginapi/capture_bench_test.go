@@ -1,10 +1,12 @@
 package pluginapi_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -163,4 +165,114 @@ func benchDir(b *testing.B, target string, opts pluginapi.HostOptions) {
 		b.Fatal(err)
 	}
 	benchPaired(b, target, dir.New(), p)
+}
+
+// BenchmarkRestoreVenvFull restores venv-full (captured once into memory)
+// with the directory engine in-process and through its plugin, alternately,
+// into fresh directories under the benchmark's temp dir.
+//
+//	go test -run '^$' -bench RestoreVenvFull -benchtime 2x ./pluginapi/
+func BenchmarkRestoreVenvFull(b *testing.B) {
+	const venv = "/work/data/venv-full"
+	if _, err := os.Stat(venv); err != nil {
+		b.Skipf("dataset absent: %v", err)
+	}
+	s := spec("dir")
+	if _, err := os.Stat(s.Path); err != nil {
+		b.Skipf("dir engine not built: %v", err)
+	}
+	for _, inline := range []bool{false, true} {
+		b.Run(fmt.Sprintf("inline=%v", inline), func(b *testing.B) {
+			h := pluginapi.NewHost(pluginapi.HostOptions{InlineBodies: inline})
+			defer h.Close()
+			p, err := h.Launch(context.Background(), s)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var rec memoryWriter
+			if err := dir.New().Capture(context.Background(), &pluginapi.CaptureRequest{Target: venv}, &rec); err != nil {
+				b.Fatal(err)
+			}
+			// restore returns the wall time and the CPU seconds of this
+			// process and the plugin's of one restore, without the removal.
+			restore := func(e pluginapi.Engine, target string) (time.Duration, float64) {
+				c0, p0, t0 := cpuSeconds(), procCPUSeconds(p.PID()), time.Now()
+				_, err := e.Restore(context.Background(), &pluginapi.RestoreRequest{
+					Target: target, OriginalTarget: venv, Metadata: rec.meta, Streams: rec.streams,
+				}, &memoryReader{entries: rec.entries})
+				if err != nil {
+					b.Fatal(err)
+				}
+				d, cpu := time.Since(t0), cpuSeconds()-c0+procCPUSeconds(p.PID())-p0
+				b.StopTimer()
+				_ = os.RemoveAll(target)
+				b.StartTimer()
+				return d, cpu
+			}
+			var inWall, plWall time.Duration
+			var inCPU, plCPU float64
+			for b.Loop() {
+				d, cpu := restore(dir.New(), filepath.Join(b.TempDir(), "in"))
+				inWall, inCPU = inWall+d, inCPU+cpu
+				d, cpu = restore(p, filepath.Join(b.TempDir(), "pl"))
+				plWall, plCPU = plWall+d, plCPU+cpu
+			}
+			b.ReportMetric(100*inWall.Seconds()/plWall.Seconds(), "plugin/inproc-%")
+			b.ReportMetric(100*inCPU/plCPU, "cpu-efficiency-%")
+			b.ReportMetric(inWall.Seconds()/float64(b.N), "inproc-s")
+			b.ReportMetric(plWall.Seconds()/float64(b.N), "plugin-s")
+		})
+	}
+}
+
+type memoryEntry struct {
+	stream string
+	entry  pluginapi.Entry
+	body   []byte
+}
+
+// memoryWriter keeps a capture in memory for the restore benchmark.
+type memoryWriter struct {
+	meta    pluginapi.Metadata
+	streams []string
+	entries []memoryEntry
+}
+
+func (w *memoryWriter) WriteMetadata(_ context.Context, m pluginapi.Metadata) error {
+	w.meta = m
+	return nil
+}
+
+func (w *memoryWriter) BeginStream(_ context.Context, name string) error {
+	w.streams = append(w.streams, name)
+	return nil
+}
+
+func (w *memoryWriter) WriteEntry(_ context.Context, e *pluginapi.Entry, body io.Reader) error {
+	m := memoryEntry{stream: w.streams[len(w.streams)-1], entry: *e}
+	if body != nil {
+		b, err := io.ReadAll(body)
+		if err != nil {
+			return err
+		}
+		m.body = b
+	}
+	w.entries = append(w.entries, m)
+	return nil
+}
+
+type memoryReader struct{ entries []memoryEntry }
+
+func (r *memoryReader) Next(context.Context) (string, *pluginapi.Entry, io.Reader, error) {
+	if len(r.entries) == 0 {
+		return "", nil, nil, io.EOF
+	}
+	e := &r.entries[0]
+	r.entries = r.entries[1:]
+	var body io.Reader
+	if e.entry.Type == pluginapi.TypeFile && !e.entry.Unchanged {
+		body = bytes.NewReader(e.body)
+	}
+	ent := e.entry
+	return e.stream, &ent, body, nil
 }

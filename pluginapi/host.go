@@ -99,9 +99,12 @@ type Plugin struct {
 	rpc    enginepb.EngineClient
 	// stopProcess cancels the command's context: SIGKILL to the process.
 	stopProcess context.CancelFunc
-	// ring is the shared-memory body ring given to the plugin, or nil.
-	ring *bodyRing
-	once sync.Once
+	// ring is the shared-memory body ring given to the plugin, or nil;
+	// ringOK says the engine maps it (asked once, for Restore).
+	ring     *bodyRing
+	ringOnce sync.Once
+	ringOK   bool
+	once     sync.Once
 }
 
 // Name returns the engine's name.

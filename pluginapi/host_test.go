@@ -432,8 +432,8 @@ func (w *failingWriter) WriteEntry(ctx context.Context, e *pluginapi.Entry, body
 }
 
 // TestCaptureBeyondTheRing captures more than the shared body ring holds,
-// twice, then abandons a capture (after which bodies travel inline) and
-// captures again: every body arrives intact.
+// twice, restores it twice, then abandons a capture (after which bodies
+// travel inline) and captures again: every body arrives intact.
 func TestCaptureBeyondTheRing(t *testing.T) {
 	root := t.TempDir()
 	want := map[string][]byte{}
@@ -450,16 +450,24 @@ func TestCaptureBeyondTheRing(t *testing.T) {
 	p := launch(t, h, "good")
 	ctx := context.Background()
 
-	check := func() {
+	check := func() recordingWriter {
 		var w recordingWriter
 		require.NoError(t, p.Capture(ctx, &pluginapi.CaptureRequest{Target: root}, &w))
 		require.Len(t, w.entries, 3)
 		for _, r := range w.entries {
 			require.True(t, bytes.Equal(want[r.entry.Path], r.body), r.entry.Path)
 		}
+		return w
 	}
 	check()
-	check()
+	w := check()
+	// And back, through the ring the other way, twice.
+	for i := range 2 {
+		target := filepath.Join(t.TempDir(), fmt.Sprintf("restored%d", i))
+		_, err := p.Restore(ctx, &pluginapi.RestoreRequest{Target: target, Streams: w.streams, Metadata: w.meta}, &sliceReader{entries: w.entries})
+		require.NoError(t, err)
+		requireSameTree(t, root, target)
+	}
 	err := p.Capture(ctx, &pluginapi.CaptureRequest{Target: root}, &failingWriter{failAt: "f1"})
 	require.ErrorIs(t, err, errWriter)
 	check()
@@ -500,4 +508,26 @@ func running(pid int) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return i >= 0 && i+2 < len(s) && s[i+2] != 'Z' && s[i+2] != 'X'
+}
+
+// TestCrashMidRestoreNamesTheEngine: the engine dies after its first file
+// while the host has more bodies to send than the ring holds.
+func TestCrashMidRestoreNamesTheEngine(t *testing.T) {
+	for _, inline := range []bool{false, true} {
+		t.Run(fmt.Sprintf("inline=%v", inline), func(t *testing.T) {
+			h := newHostWith(t, pluginapi.HostOptions{InlineBodies: inline})
+			p := launch(t, h, "crash")
+			var entries []recorded
+			for i := range 4 {
+				body := bytes.Repeat([]byte{byte(i)}, 7<<20)
+				entries = append(entries, recorded{stream: "rootfs", body: body,
+					entry: pluginapi.Entry{Path: fmt.Sprintf("f%d", i), Type: pluginapi.TypeFile, Mode: 0o644, Size: int64(len(body))}})
+			}
+			target := filepath.Join(t.TempDir(), "restored")
+			_, err := p.Restore(context.Background(), &pluginapi.RestoreRequest{Target: target, Streams: []string{"rootfs"}}, &sliceReader{entries: entries})
+			require.ErrorIs(t, err, pluginapi.ErrPluginExited)
+			assert.Contains(t, err.Error(), `engine "crash"`)
+			requireGone(t, p.PID())
+		})
+	}
 }

@@ -335,6 +335,9 @@ type batcher struct {
 	ring      *bodyRing
 	ringBytes int
 	ctx       context.Context
+	// peerGone, if set, reports the reader's end as gone, so waiting for
+	// ring space does not outlive it.
+	peerGone func() error
 }
 
 func (b *batcher) flush() error {
@@ -424,7 +427,7 @@ func (b *batcher) entry(e *Entry, body io.Reader, withBody bool) error {
 // their positions.
 func (b *batcher) ringBody(e *Entry, body io.Reader) error {
 	for remaining := e.Size; remaining > 0; {
-		pos, frame, err := b.ring.reserve(b.ctx, int(min(remaining, MaxFrameSize)), b.flush)
+		pos, frame, err := b.ring.reserve(b.ctx, int(min(remaining, MaxFrameSize)), b.flush, b.peerGone)
 		if err != nil {
 			return err
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -65,6 +66,7 @@ func (p *Plugin) Capture(ctx context.Context, req *CaptureRequest, w CaptureWrit
 	complete := false
 	if !req.IndexOnly && p.ring.acquire() {
 		ring = p.ring
+		ring.next = atomic.LoadUint64(ring.consumedPtr())
 		wire.SharedBodies = true
 		defer func() {
 			// A capture abandoned midway may leave the engine writing into
@@ -176,6 +178,22 @@ func (p *Plugin) Capture(ctx context.Context, req *CaptureRequest, w CaptureWrit
 // the engine, and returns the engine's answer.
 func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreReader) (*RestoreResult, error) {
 	op := "restore " + req.Target
+	wire := restoreRequestToProto(req)
+	var ring *bodyRing
+	complete := false
+	if p.ringAccepted(ctx) && p.ring.acquire() {
+		ring = p.ring
+		ring.head = atomic.LoadUint64(ring.consumedPtr())
+		wire.SharedBodies = true
+		defer func() {
+			// An engine that stopped midway may have left frames unread;
+			// the ring is not used again.
+			if !complete {
+				ring.close()
+			}
+			ring.release()
+		}()
+	}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := p.rpc.Restore(sctx)
@@ -185,7 +203,7 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 	// A send fails with io.EOF when the engine has ended the call; its
 	// reason then comes from CloseAndRecv.
 	engineEnded := false
-	if err := stream.Send(&enginepb.RestoreMessage{Request: restoreRequestToProto(req)}); err != nil {
+	if err := stream.Send(&enginepb.RestoreMessage{Request: wire}); err != nil {
 		if err != io.EOF {
 			return nil, p.fail(ctx, op, err)
 		}
@@ -193,6 +211,11 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 	}
 	b := batcher{send: func(recs []*enginepb.Record) error {
 		return stream.Send(&enginepb.RestoreMessage{Records: recs})
+	}, ring: ring, ctx: sctx, peerGone: func() error {
+		if p.client.Exited() {
+			return ErrPluginExited
+		}
+		return nil
 	}}
 	current := ""
 	for !engineEnded {
@@ -233,6 +256,7 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 	if err != nil {
 		return nil, p.fail(ctx, op, err)
 	}
+	complete = !engineEnded
 	return &RestoreResult{Target: resp.GetTarget(), Messages: resp.GetMessages()}, nil
 }
 
@@ -245,6 +269,22 @@ func (p *Plugin) writerFailed(ctx context.Context, op string, err error) error {
 		return fmt.Errorf("engine %q: %s: %w", p.name, op, err)
 	}
 	return err
+}
+
+// ringAccepted reports whether the engine maps the body ring and takes
+// shared frames in Restore; its Info says so, asked once.
+func (p *Plugin) ringAccepted(ctx context.Context) bool {
+	if p.ring == nil {
+		return false
+	}
+	p.ringOnce.Do(func() {
+		ctx, cancel := p.host.callContext(ctx)
+		defer cancel()
+		if info, err := p.rpc.Info(ctx, &enginepb.InfoRequest{}); err == nil {
+			p.ringOK = info.GetBodyRing()
+		}
+	})
+	return p.ringOK
 }
 
 // isTransport reports whether err came from the gRPC stream rather than

@@ -58,7 +58,9 @@ func (s *engineServer) Info(ctx context.Context, _ *enginepb.InfoRequest) (*engi
 	if info.ProtocolVersion == 0 {
 		info.ProtocolVersion = ProtocolVersion
 	}
-	return infoToProto(info), nil
+	resp := infoToProto(info)
+	resp.BodyRing = s.ring != nil
+	return resp, nil
 }
 
 func (s *engineServer) Identify(ctx context.Context, req *enginepb.IdentifyRequest) (*enginepb.IdentifyResponse, error) {
@@ -140,6 +142,15 @@ func (s *engineServer) Restore(stream grpc.ClientStreamingServer[enginepb.Restor
 	if first.GetRequest() == nil {
 		return toStatus(protocolErrorf("the first restore message has no request"))
 	}
+	var ring *bodyRing
+	if first.GetRequest().GetSharedBodies() {
+		if !s.ring.acquire() {
+			return toStatus(protocolErrorf("shared bodies offered, but the body ring is not mapped or is busy"))
+		}
+		defer s.ring.release()
+		ring = s.ring
+		ring.next = atomic.LoadUint64(ring.consumedPtr())
+	}
 	firstRecs := first.GetRecords()
 	entries := newEntryReader(func() ([]*enginepb.Record, error) {
 		if firstRecs != nil {
@@ -156,6 +167,7 @@ func (s *engineServer) Restore(stream grpc.ClientStreamingServer[enginepb.Restor
 		}
 		return msg.GetRecords(), nil
 	}, true)
+	entries.ring = ring
 	res, err := s.impl.Restore(stream.Context(), restoreRequestFromProto(first.GetRequest()), &restoreReceiver{entries: entries})
 	if err != nil {
 		return toStatus(err)

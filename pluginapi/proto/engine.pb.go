@@ -127,7 +127,11 @@ type InfoResponse struct {
 	ProtocolVersion int32 `protobuf:"varint,3,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
 	// capabilities: "restore-in-place", "restore-new-target", "parent-index",
 	// "index-only".
-	Capabilities  []string `protobuf:"bytes,4,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
+	Capabilities []string `protobuf:"bytes,4,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
+	// body_ring: the engine mapped the shared-memory body ring and accepts
+	// shared frames in Restore (see README). Engines that do not know the
+	// ring leave it false.
+	BodyRing      bool `protobuf:"varint,5,opt,name=body_ring,json=bodyRing,proto3" json:"body_ring,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -188,6 +192,13 @@ func (x *InfoResponse) GetCapabilities() []string {
 		return x.Capabilities
 	}
 	return nil
+}
+
+func (x *InfoResponse) GetBodyRing() bool {
+	if x != nil {
+		return x.BodyRing
+	}
+	return false
 }
 
 type IdentifyRequest struct {
@@ -966,8 +977,11 @@ type RestoreRequest struct {
 	Options        map[string]string      `protobuf:"bytes,5,rep,name=options,proto3" json:"options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Metadata       *Metadata              `protobuf:"bytes,6,opt,name=metadata,proto3" json:"metadata,omitempty"`
 	Streams        []string               `protobuf:"bytes,7,rep,name=streams,proto3" json:"streams,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// shared_bodies: bodies may come as shared frames in the body ring. Only
+	// sent to an engine whose Info set body_ring.
+	SharedBodies  bool `protobuf:"varint,8,opt,name=shared_bodies,json=sharedBodies,proto3" json:"shared_bodies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RestoreRequest) Reset() {
@@ -1047,6 +1061,13 @@ func (x *RestoreRequest) GetStreams() []string {
 		return x.Streams
 	}
 	return nil
+}
+
+func (x *RestoreRequest) GetSharedBodies() bool {
+	if x != nil {
+		return x.SharedBodies
+	}
+	return false
 }
 
 type RestoreMessage struct {
@@ -1161,12 +1182,13 @@ var File_pluginapi_proto_engine_proto protoreflect.FileDescriptor
 const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\n" +
 	"\x1cpluginapi/proto/engine.proto\x12\x13ptestsnap.engine.v1\"\r\n" +
-	"\vInfoRequest\"\x8b\x01\n" +
+	"\vInfoRequest\"\xa8\x01\n" +
 	"\fInfoResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12)\n" +
 	"\x10protocol_version\x18\x03 \x01(\x05R\x0fprotocolVersion\x12\"\n" +
-	"\fcapabilities\x18\x04 \x03(\tR\fcapabilities\"\xb2\x01\n" +
+	"\fcapabilities\x18\x04 \x03(\tR\fcapabilities\x12\x1b\n" +
+	"\tbody_ring\x18\x05 \x01(\bR\bbodyRing\"\xb2\x01\n" +
 	"\x0fIdentifyRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12K\n" +
 	"\aoptions\x18\x02 \x03(\v21.ptestsnap.engine.v1.IdentifyRequest.OptionsEntryR\aoptions\x1a:\n" +
@@ -1234,7 +1256,7 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\x06length\x18\x02 \x01(\rR\x06length\"\x83\x01\n" +
 	"\x0fCaptureResponse\x129\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x1d.ptestsnap.engine.v1.MetadataR\bmetadata\x125\n" +
-	"\arecords\x18\x02 \x03(\v2\x1b.ptestsnap.engine.v1.RecordR\arecords\"\xe3\x02\n" +
+	"\arecords\x18\x02 \x03(\v2\x1b.ptestsnap.engine.v1.RecordR\arecords\"\x88\x03\n" +
 	"\x0eRestoreRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12'\n" +
 	"\x0foriginal_target\x18\x02 \x01(\tR\x0eoriginalTarget\x12\x19\n" +
@@ -1242,7 +1264,8 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\areplace\x18\x04 \x01(\bR\areplace\x12J\n" +
 	"\aoptions\x18\x05 \x03(\v20.ptestsnap.engine.v1.RestoreRequest.OptionsEntryR\aoptions\x129\n" +
 	"\bmetadata\x18\x06 \x01(\v2\x1d.ptestsnap.engine.v1.MetadataR\bmetadata\x12\x18\n" +
-	"\astreams\x18\a \x03(\tR\astreams\x1a:\n" +
+	"\astreams\x18\a \x03(\tR\astreams\x12#\n" +
+	"\rshared_bodies\x18\b \x01(\bR\fsharedBodies\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x01\n" +

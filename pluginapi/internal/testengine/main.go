@@ -3,7 +3,7 @@
 // under, ptest-snap-engine-<mode> (the tests link it under each name):
 //
 //	good      captures a directory and restores it (a small real engine)
-//	crash     exits in the middle of a capture
+//	crash     exits in the middle of a capture or a restore
 //	hang      blocks in Capture and Identify, ignoring cancellation, until killed
 //	stdout    prints to stdout before the handshake
 //	version   speaks app protocol version 2
@@ -176,6 +176,9 @@ func (e *dirEngine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, 
 	}
 	for {
 		_, ent, body, err := r.Next(ctx)
+		if e.crashAfter > 0 && ent != nil && ent.Type == pluginapi.TypeFile {
+			os.Exit(3)
+		}
 		if err == io.EOF {
 			return &pluginapi.RestoreResult{Target: req.Target, Messages: []string{"restored by " + e.name}}, nil
 		}
