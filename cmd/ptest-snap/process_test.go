@@ -63,12 +63,15 @@ func TestInterruptDuringCreate(t *testing.T) {
 	requireEngine(t, "dir")
 	c := newCLI(t)
 	src := filepath.Join(t.TempDir(), "big")
-	makeBigTree(t, src, 96, 2<<20) // 192 MiB of random bytes
+	makeBigTree(t, src, 32, 2<<20) // 64 MiB of random bytes
 
 	cmd, out, errb := startCreate(t, c, src, "--name", "interrupted")
 	engines := childProcesses(cmd.Process.Pid, "ptest-snap-engine-dir")
-	time.Sleep(100 * time.Millisecond)
+	// Stopped the moment its engine runs, the create cannot have finished
+	// reading 64 MiB; the interrupt is delivered when it continues.
+	require.NoError(t, cmd.Process.Signal(syscall.SIGSTOP))
 	require.NoError(t, cmd.Process.Signal(os.Interrupt))
+	require.NoError(t, cmd.Process.Signal(syscall.SIGCONT))
 	err := cmd.Wait()
 	require.Error(t, err, "create finished before the interrupt; stdout:\n%s", out.String())
 	assert.Equal(t, exitInterrupted, cmd.ProcessState.ExitCode(), "stderr:\n%s", errb.String())
@@ -109,18 +112,41 @@ func TestSecondProcessOnBusyStore(t *testing.T) {
 	requireEngine(t, "dir")
 	c := newCLI(t)
 	src := filepath.Join(t.TempDir(), "big")
-	makeBigTree(t, src, 48, 2<<20) // 96 MiB
+	makeBigTree(t, src, 16, 2<<20) // 32 MiB
 
 	holder, _, holderErr := startCreate(t, c, src, "--name", "held")
+	// Stopped, the holder keeps the store's lock as long as the test needs.
+	require.NoError(t, holder.Process.Signal(syscall.SIGSTOP))
+	resumed := false
+	defer func() {
+		if !resumed {
+			_ = holder.Process.Signal(syscall.SIGCONT)
+		}
+	}()
 
 	r := c.fails(exitBusy, "--lock-timeout", "0", "list")
 	assert.Contains(t, r.stderr, strconv.Itoa(holder.Process.Pid), "the message names the holder's pid")
 	assert.Contains(t, r.stderr, "hint:")
 
-	// With a timeout the second process waits for the first and then runs.
-	r = c.ok("--lock-timeout", "5m", "list")
-	assert.Contains(t, r.stderr, "waiting", "the second process says it waits")
+	// A short timeout: it says it waits, then gives up with the same code.
+	r = c.fails(exitBusy, "--lock-timeout", "300ms", "list")
+	assert.Contains(t, r.stderr, "waiting")
+	assert.Contains(t, r.stderr, strconv.Itoa(holder.Process.Pid))
+
+	// A long one: it waits for the first process and then runs.
+	waiter := c.command("--lock-timeout", "5m", "--json", "list")
+	var wout, werr safeBuffer
+	waiter.Stdout, waiter.Stderr = &wout, &werr
+	require.NoError(t, waiter.Start())
+	require.True(t, waitFor(30*time.Second, func() bool { return strings.Contains(werr.String(), "waiting") }),
+		"the second process says it waits; stderr:\n%s", werr.String())
+	require.NoError(t, holder.Process.Signal(syscall.SIGCONT))
+	resumed = true
 	require.NoError(t, holder.Wait(), "holder stderr:\n%s", holderErr.String())
+	require.NoError(t, waiter.Wait(), "waiter stderr:\n%s", werr.String())
+	var seen listJSON
+	require.NoError(t, json.Unmarshal([]byte(wout.String()), &seen))
+	assert.Len(t, seen.Snapshots, 1, "the waiter ran after the holder committed")
 	var l listJSON
 	c.jsonOK(&l, "list")
 	require.Len(t, l.Snapshots, 1)
