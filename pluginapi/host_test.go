@@ -368,6 +368,7 @@ func TestHostileCapturesAreRefused(t *testing.T) {
 		{"unsorted", pluginapi.ErrProtocol, "sorted pre-order"},
 		{"longbody", pluginapi.ErrProtocol, "longer than its size"},
 		{"badring", pluginapi.ErrProtocol, "ring position 4096, expected 0"},
+		{"hugemsg", pluginapi.ErrProtocol, "byte limit"},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
 			h := newHost(t)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -307,6 +308,10 @@ func (p *Plugin) fail(ctx context.Context, op string, err error) error {
 	if ctxErr != nil {
 		p.kill()
 		return fmt.Errorf("engine %q: %s: %w (the engine process was stopped)", p.name, op, ctxErr)
+	}
+	if st, ok := status.FromError(err); ok && st.Code() == codes.ResourceExhausted && strings.Contains(st.Message(), "larger than max") {
+		// gRPC on the host refused a message over MaxMessageSize.
+		err = protocolErrorf("a message over the %d-byte limit: %s", MaxMessageSize, st.Message())
 	}
 	if errors.Is(err, ErrProtocol) || errors.Is(err, ErrUnsafePath) && !isRemote(err) {
 		p.kill()

@@ -12,6 +12,7 @@
 //	bigframe  sends a frame larger than MaxFrameSize
 //	unsorted  sends entries out of order
 //	longbody  sends more body bytes than the entry's size
+//	hugemsg   sends a message larger than MaxMessageSize
 //	badring   sends a shared-ring frame at a position the host did not expect
 //
 // If $PTEST_SNAP_TESTENGINE_MARKER is set, every mode first appends
@@ -275,6 +276,12 @@ func (s *rawServer) Capture(_ *enginepb.CaptureRequest, stream grpc.ServerStream
 		recs = append(recs, rec(file("c", 0)), rec(file("b", 0)))
 	case "longbody":
 		recs = append(recs, rec(file("b", 2)), rec([]byte("BBB")))
+	case "hugemsg":
+		n := 5 * pluginapi.MaxFrameSize
+		recs = append(recs, rec(file("huge", n)))
+		for range 5 {
+			recs = append(recs, rec(make([]byte, pluginapi.MaxFrameSize)))
+		}
 	case "badring":
 		recs = append(recs, rec(file("b", 2)),
 			&enginepb.Record{Kind: &enginepb.Record_Shared{Shared: &enginepb.SharedFrame{Position: 4096, Length: 2}}})
