@@ -31,11 +31,12 @@ restic's forget:
 A snapshot is deleted when no rule keeps it; --older-than D keeps the snapshots
 younger than D. With no rule at all, cleanup deletes snapshots older
 than 30 days, as the original ptest did. The report says, for each snapshot,
-whether it was kept or removed and why. Freed data goes at the next gc.`,
+whether it was kept or removed and why. Freed data goes at the next gc (or at
+once with --gc).`,
 		Example: examples(
 			"ptest-snap cleanup --older-than 30d --dry-run",
 			"ptest-snap cleanup --keep-last 3 --keep-daily 7 --keep-weekly 4",
-			"ptest-snap cleanup --older-than 7d --keep-label pin=yes && ptest-snap gc",
+			"ptest-snap cleanup --older-than 7d --keep-label pin=yes --gc",
 		),
 		Args: argsBetween(0, 0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -87,6 +88,7 @@ whether it was kept or removed and why. Freed data goes at the next gc.`,
 	f.StringVar(&p.Env, "env", "", "apply only to this environment")
 	f.StringVar(&p.Engine, "engine", "", "apply only to snapshots of this engine")
 	f.BoolVarP(&p.DryRun, "dry-run", "n", false, "show what would be deleted, delete nothing")
+	f.BoolVar(&p.GC, "gc", false, "run gc afterwards, so the space comes back at once")
 	return cmd
 }
 
@@ -126,5 +128,9 @@ func (a *app) printCleanup(short shortener, r *cleanupJSON) error {
 		summary = "would remove"
 	}
 	fmt.Fprintf(a.stdout, "%d kept, %s %d\n", len(r.Kept), summary, len(r.Removed))
+	if r.GC != nil {
+		fmt.Fprintf(a.stdout, "gc: deleted %s chunks (%s); disk %s -> %s\n", humanCount(r.GC.ChunksDeleted),
+			humanBytes(r.GC.BytesReclaimed), humanBytes(r.GC.DiskBefore), humanBytes(r.GC.DiskAfter))
+	}
 	return nil
 }

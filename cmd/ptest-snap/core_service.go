@@ -277,13 +277,17 @@ func (s *coreService) Cleanup(ctx context.Context, p cleanupParams) (*cleanupJSO
 			OlderThan:   p.OlderThan,
 		},
 		Engine: p.Engine,
-		EnvID:  p.Env,
+		EnvID:  envIDOf(p.Env),
 		DryRun: p.DryRun,
+		GC:     p.GC,
 	})
 	if err != nil {
 		return nil, err
 	}
 	out := &cleanupJSON{DryRun: rep.DryRun, Kept: []cleanupDecision{}, Removed: []cleanupDecision{}}
+	if rep.GC != nil {
+		out.GC = gcFromStore(*rep.GC)
+	}
 	for _, g := range rep.Groups {
 		for _, d := range g.Decisions {
 			cd := cleanupDecision{ID: d.Snapshot.ID, Name: d.Snapshot.Name, EnvID: d.Snapshot.EnvID,
@@ -306,6 +310,11 @@ func (s *coreService) GC(ctx context.Context, prog *progress) (*gcJSON, error) {
 	if err != nil {
 		return nil, err
 	}
+	return gcFromStore(st), nil
+}
+
+// gcFromStore converts a garbage collection's figures.
+func gcFromStore(st store.GCStats) *gcJSON {
 	return &gcJSON{
 		ChunksKept:      st.ChunksKept,
 		ChunksDeleted:   st.ChunksDeleted,
@@ -313,7 +322,7 @@ func (s *coreService) GC(ctx context.Context, prog *progress) (*gcJSON, error) {
 		DiskBefore:      st.DiskBefore,
 		DiskAfter:       st.DiskAfter,
 		DurationSeconds: st.Duration.Seconds(),
-	}, nil
+	}
 }
 
 func (s *coreService) Verify(ctx context.Context, refs []string, prog *progress) (*verifyJSON, error) {

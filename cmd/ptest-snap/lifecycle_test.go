@@ -260,6 +260,19 @@ func TestDirEngineLifecycle(t *testing.T) {
 	assert.Greater(t, g.ChunksDeleted, int64(0))
 	c.ok("verify")
 
+	// cleanup for real, with gc: the older snapshot of the env goes.
+	writeFile(t, filepath.Join(src, "later.txt"), "later\n")
+	c.ok("create", "--engine", "dir", "--name", "later", src)
+	c.jsonOK(&cl, "cleanup", "--keep-last", "1", "--env", src, "--gc")
+	assert.False(t, cl.DryRun)
+	require.Len(t, cl.Removed, 1)
+	assert.Equal(t, s1.ID, cl.Removed[0].ID)
+	require.NotNil(t, cl.GC)
+	c.jsonOK(&l, "list")
+	require.Len(t, l.Snapshots, 1)
+	assert.Equal(t, "later", l.Snapshots[0].Name)
+	c.ok("verify")
+
 	// events: JSON lines with the operations above.
 	r = c.ok("--json", "events")
 	var kinds []string

@@ -96,6 +96,8 @@ type cleanupParams struct {
 	Env        string
 	Engine     string
 	DryRun     bool
+	// GC collects garbage after deleting.
+	GC bool
 }
 
 // The types below are the documented JSON output (see jsonhelp.go). Fields
@@ -227,6 +229,8 @@ type cleanupJSON struct {
 	DryRun  bool              `json:"dry_run"`
 	Kept    []cleanupDecision `json:"kept"`
 	Removed []cleanupDecision `json:"removed"`
+	// GC is set when --gc ran a garbage collection.
+	GC *gcJSON `json:"gc,omitempty"`
 }
 
 // cleanupDecision is one snapshot's fate and why.
