@@ -21,7 +21,7 @@ snapshot being written meanwhile keeps its chunks.`,
 			if err != nil {
 				return err
 			}
-			prog := a.newProgress("collecting", -1, false)
+			prog := a.newSpinner("collecting garbage")
 			res, err := svc.GC(cmd.Context(), prog)
 			prog.done()
 			if err != nil {

@@ -14,8 +14,9 @@ import (
 // is a no-op, so nothing decorative reaches a pipe or a log file. It is safe
 // for concurrent use (the core may report from several goroutines).
 type progress struct {
-	mu  sync.Mutex
-	bar *progressbar.ProgressBar
+	mu      sync.Mutex
+	bar     *progressbar.ProgressBar
+	spinner bool // animated by progressbar's own goroutine
 }
 
 // stderrIsTerminal reports whether the CLI's stderr is a terminal.
@@ -51,6 +52,24 @@ func (a *app) newProgress(description string, total int64, bytes bool) *progress
 		opts = append(opts, progressbar.OptionShowIts(), progressbar.OptionSetItsString("files"))
 	}
 	return &progress{bar: progressbar.NewOptions64(total, opts...)}
+}
+
+// newSpinner shows a spinner with the elapsed time for an operation that
+// reports no progress (gc), on a terminal only.
+func (a *app) newSpinner(description string) *progress {
+	if a.quiet || !a.stderrIsTerminal() {
+		return &progress{}
+	}
+	bar := progressbar.NewOptions64(-1,
+		progressbar.OptionSetWriter(a.stderr),
+		progressbar.OptionSetDescription(description),
+		progressbar.OptionSetElapsedTime(true),
+		progressbar.OptionClearOnFinish(),
+		progressbar.OptionSpinnerType(14),
+		progressbar.OptionSetSpinnerChangeInterval(120*time.Millisecond),
+	)
+	_ = bar.RenderBlank()
+	return &progress{bar: bar, spinner: true}
 }
 
 // setTotal sets or changes the expected total.
@@ -93,6 +112,12 @@ func (p *progress) done() {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.spinner {
+		// Finished, the spinner's goroutine stops drawing and ends.
+		_ = p.bar.Finish()
+		_ = p.bar.Clear()
+		return
+	}
 	_ = p.bar.Exit()
 	_ = p.bar.Clear()
 }
