@@ -34,7 +34,7 @@ func openService(ctx context.Context, o serviceOptions) (service, error) {
 	if o.Verbose {
 		logger = slog.New(slog.NewTextHandler(o.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	host := newEngineHost(o.Verbose, o.Stderr)
+	host := newEngineHost(o.Verbose, o.Stderr, o.EnginePins)
 	m, err := core.Open(ctx, core.Options{
 		StoreDir:    o.StoreDir,
 		LockTimeout: o.LockTimeout,

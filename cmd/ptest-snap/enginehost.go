@@ -30,6 +30,7 @@ func engineSearchPath() []string {
 // kills every process it started on close.
 type engineHost struct {
 	host    *pluginapi.Host
+	pins    map[string][]byte
 	verbose bool
 	stderr  io.Writer
 
@@ -37,13 +38,13 @@ type engineHost struct {
 	running map[string]*pluginapi.Plugin
 }
 
-func newEngineHost(verbose bool, stderr io.Writer) *engineHost {
+func newEngineHost(verbose bool, stderr io.Writer, pins map[string][]byte) *engineHost {
 	opts := pluginapi.HostOptions{}
 	if verbose {
 		opts.Logger = hclog.New(&hclog.LoggerOptions{Name: "ptest-snap", Output: stderr, Level: hclog.Debug})
 		opts.Stderr = stderr
 	}
-	return &engineHost{host: pluginapi.NewHost(opts), verbose: verbose, stderr: stderr, running: map[string]*pluginapi.Plugin{}}
+	return &engineHost{host: pluginapi.NewHost(opts), pins: pins, verbose: verbose, stderr: stderr, running: map[string]*pluginapi.Plugin{}}
 }
 
 // resolve is the core's EngineResolver: it finds the engine program through
@@ -63,7 +64,7 @@ func (h *engineHost) resolve(ctx context.Context, name string) (pluginapi.Engine
 	if err != nil {
 		return nil, tagged{err: err, tag: core.ErrEngineNotFound}
 	}
-	p, err := h.host.Launch(ctx, found.Spec(nil))
+	p, err := h.host.Launch(ctx, found.Spec(h.pins[name]))
 	if err != nil {
 		return nil, tagged{err: err, tag: core.ErrEngine}
 	}

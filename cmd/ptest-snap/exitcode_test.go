@@ -156,6 +156,18 @@ func TestEnginesListsBuiltInEngines(t *testing.T) {
 	assert.Contains(t, e.Warnings[0], dir.Path)
 	r := c.ok("engines")
 	assert.Contains(t, r.stdout, "shadowed")
+
+	// Pinning: the right checksum runs the engine, another is refused
+	// before it runs.
+	src := filepath.Join(t.TempDir(), "fixture")
+	makeFixture(t, src)
+	c.ok("--pin-engine", "dir="+dir.SHA256, "create", "--engine", "dir", src)
+	wrong := strings.Repeat("0", 64)
+	r = c.fails(exitEngine, "--pin-engine", "dir="+wrong, "create", "--engine", "dir", src)
+	assert.Contains(t, r.stderr, "checksum")
+	c.env = append(c.env, "PTEST_SNAP_ENGINE_PINS=dir="+wrong)
+	c.fails(exitEngine, "create", "--engine", "dir", src)
+	c.fails(exitUsage, "--pin-engine", "dir=xyz", "list")
 	assert.True(t, strings.HasPrefix(e.SearchPath[0], extra))
 }
 

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +37,7 @@ type app struct {
 
 	maxSnapshotsPerEnv int
 	maxStoreSize       string
+	enginePins         []string
 
 	// started is set once cobra has parsed flags and arguments and a
 	// command's run function is about to execute; an error before that is
@@ -87,6 +90,10 @@ Engines are programs named ptest-snap-engine-<name>, found in the directories of
 $PTEST_SNAP_PLUGIN_PATH, next to the ptest-snap binary, then in
 $XDG_DATA_HOME/ptest-snap/engines. See 'ptest-snap engines'.
 
+Engine pinning: --pin-engine NAME=SHA256 runs that engine only if its program
+has that checksum (see 'ptest-snap engines'); another program is refused before
+it runs, with exit code 7.
+
 Quotas: --max-snapshots-per-env and --max-store-size (or the environment
 variables named in their help) make a create that would exceed them fail before
 it writes anything, with exit code 6.
@@ -137,6 +144,8 @@ func (a *app) rootCommand() *cobra.Command {
 	pf.BoolVarP(&a.quiet, "quiet", "q", false, "print only what a script needs (IDs, problems); no progress bars")
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log what ptest-snap and its engines do, on stderr")
 	pf.DurationVar(&a.lockTimeout, "lock-timeout", defaultLockTimeout, "how long to wait for another process holding the store (0: do not wait)")
+	pf.StringArrayVar(&a.enginePins, "pin-engine", splitList(os.Getenv("PTEST_SNAP_ENGINE_PINS")),
+		"run engine NAME only if its program's SHA-256 is HEX (`NAME=HEX`, repeatable; default $PTEST_SNAP_ENGINE_PINS, comma-separated)")
 	pf.IntVar(&a.maxSnapshotsPerEnv, "max-snapshots-per-env", envInt("PTEST_SNAP_MAX_SNAPSHOTS_PER_ENV"),
 		"quota: refuse a create that would keep more than `N` snapshots of one environment (0: no limit; default $PTEST_SNAP_MAX_SNAPSHOTS_PER_ENV)")
 	pf.StringVar(&a.maxStoreSize, "max-store-size", os.Getenv("PTEST_SNAP_MAX_STORE_SIZE"),
@@ -213,6 +222,10 @@ func (a *app) service(ctx context.Context) (service, error) {
 		}
 		maxBytes = int64(n)
 	}
+	pins, err := parsePins(a.enginePins)
+	if err != nil {
+		return nil, err
+	}
 	if a.maxSnapshotsPerEnv < 0 {
 		return nil, usageError{err: fmt.Errorf("--max-snapshots-per-env must be 0 (no limit) or more")}
 	}
@@ -220,6 +233,7 @@ func (a *app) service(ctx context.Context) (service, error) {
 		StoreDir:           dir,
 		MaxSnapshotsPerEnv: a.maxSnapshotsPerEnv,
 		MaxStoreBytes:      maxBytes,
+		EnginePins:         pins,
 		LockTimeout:        a.lockTimeout,
 		OnWait: func(holder string) {
 			if !a.quiet {
@@ -235,6 +249,31 @@ func (a *app) service(ctx context.Context) (service, error) {
 	}
 	a.svc = svc
 	return svc, nil
+}
+
+// splitList splits a comma-separated list, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// parsePins parses NAME=HEX engine checksum pins.
+func parsePins(pins []string) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for _, p := range pins {
+		name, sum, ok := strings.Cut(p, "=")
+		b, err := hex.DecodeString(sum)
+		if !ok || name == "" || err != nil || len(b) != sha256.Size {
+			return nil, usageError{err: fmt.Errorf("--pin-engine %q: expected NAME=<64 hex digits> (see 'ptest-snap engines' for the SHA-256)", p)}
+		}
+		out[name] = b
+	}
+	return out, nil
 }
 
 // envInt reads a non-negative integer default from the environment (0 when

@@ -40,8 +40,10 @@ type serviceOptions struct {
 	// Quotas (0: no limit).
 	MaxSnapshotsPerEnv int
 	MaxStoreBytes      int64
-	Verbose            bool
-	Stderr             io.Writer
+	// EnginePins are the SHA-256 sums engines must have, by name.
+	EnginePins map[string][]byte
+	Verbose    bool
+	Stderr     io.Writer
 }
 
 // createParams are the create command's inputs.
