@@ -58,6 +58,20 @@ func runChild(mode, dir string) int {
 				return 2
 			}
 			fmt.Println("committed", id)
+			// Now and then delete an older snapshot and collect it,
+			// so kills also land inside GC (sweep, repack, reclaim).
+			if i%3 == 2 {
+				old := fmt.Sprintf("p%d-%03d", os.Getpid(), i-2)
+				fmt.Println("deleting", old)
+				if err := s.DeleteSnapshot(ctx, old); err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					return 2
+				}
+				if _, err := s.GC(ctx); err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					return 2
+				}
+			}
 		}
 	}
 	if err := s.Close(); err != nil {
@@ -154,12 +168,15 @@ func TestCrashAtAnyPoint(t *testing.T) {
 	committed := map[string]bool{}
 	for round := 0; round < rounds; round++ {
 		c := startChild(t, "write", dir)
-		time.Sleep(time.Duration(20+r.IntN(600)) * time.Millisecond)
+		time.Sleep(time.Duration(20+r.IntN(1200)) * time.Millisecond)
 		require.NoError(t, c.cmd.Process.Signal(syscall.SIGKILL))
 		_ = c.cmd.Wait()
 		for l := range c.lines {
 			if id, ok := strings.CutPrefix(l, "committed "); ok {
 				committed[id] = true
+			}
+			if id, ok := strings.CutPrefix(l, "deleting "); ok {
+				delete(committed, id)
 			}
 		}
 
@@ -183,7 +200,7 @@ func TestCrashAtAnyPoint(t *testing.T) {
 		}
 		require.NoError(t, s.Close())
 	}
-	t.Logf("%d snapshots committed across %d kills", len(committed), rounds)
+	t.Logf("%d snapshots committed and kept across %d kills", len(committed), rounds)
 
 	s := openTest(t, dir)
 	writeSnapshot(t, s, "after", testFiles(99, 20, 1000))
