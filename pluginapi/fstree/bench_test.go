@@ -267,3 +267,19 @@ func rusage(who int) time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkCaptureIndexOnlyVenvFull is the walk the host makes of a target
+// before an in-place restore: every entry, no body.
+func BenchmarkCaptureIndexOnlyVenvFull(b *testing.B) {
+	needVenvFull(b)
+	var cpu time.Duration
+	for b.Loop() {
+		c := cpuTime()
+		w := &countingWriter{}
+		if err := Capture(context.Background(), venvFull, CaptureOptions{Stream: "rootfs", IndexOnly: true}, w); err != nil {
+			b.Fatal(err)
+		}
+		cpu += cpuTime() - c
+	}
+	b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
+}

@@ -9,7 +9,6 @@ import (
 	"io"
 	"path"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 
@@ -109,10 +108,12 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 	ctx, cancel := context.WithCancel(ctx)
 	c := &capturer{
 		opts:    opts,
+		rootFd:  rootFd,
 		prefix:  strings.TrimSuffix(root, "/") + "/",
 		links:   make(map[devIno]string),
 		ordered: make(chan *item, 1024),
 		work:    make(chan *item, 256),
+		dirWork: make(chan *dirJob, dirQueue),
 		budget:  newBudget(opts.ReadAheadBytes),
 		scratch: make([]byte, 1024),
 	}
@@ -124,13 +125,20 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 			c.readAhead(ctx)
 		}()
 	}
+	for range dirReaders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.readDirsAhead(ctx)
+		}()
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		defer close(c.ordered)
 		defer close(c.work)
-		defer unix.Close(rootFd)
-		if err := c.walk(ctx, rootFd, ""); err != nil {
+		defer close(c.dirWork)
+		if err := c.walk(ctx, nil, ""); err != nil {
 			c.emit(ctx, &item{err: err})
 		}
 	}()
@@ -140,6 +148,7 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 	// so no goroutine outlives the call.
 	cancel()
 	wg.Wait()
+	unix.Close(rootFd)
 	if err != nil {
 		return fmt.Errorf("capture %s: %w", root, err)
 	}
@@ -171,10 +180,12 @@ const (
 
 type capturer struct {
 	opts    CaptureOptions
+	rootFd  int
 	prefix  string // root + "/"
 	links   map[devIno]string
 	ordered chan *item // walker → sender, in stream order
 	work    chan *item // walker → readers
+	dirWork chan *dirJob
 	budget  *budget
 	scratch []byte // xattr list buffer, walker only
 }
@@ -200,82 +211,71 @@ func (c *capturer) excluded(rel, name string) bool {
 	return false
 }
 
-// walk sends the entries beneath the directory open as dirFd, whose path
-// relative to the root is dirRel ("" for the root).
-func (c *capturer) walk(ctx context.Context, dirFd int, dirRel string) error {
-	names, err := readDirNames(dirFd)
-	if err != nil {
-		return fmt.Errorf("read directory %q: %w", dirRel, err)
+// walk sends the entries beneath the directory dirRel ("" for the root),
+// whose listing job reads ahead (or, if job is nil, walk reads itself).
+func (c *capturer) walk(ctx context.Context, job *dirJob, dirRel string) error {
+	var kids []child
+	var err error
+	if job == nil {
+		kids, err = c.readDir(dirRel, c.scratch)
+	} else {
+		select {
+		case <-job.done:
+			kids, err = job.kids, job.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	sort.Strings(names)
-	for _, name := range names {
+	if err != nil {
+		return err
+	}
+	// Hand this directory's subdirectories to the directory readers now,
+	// so their listings are ready by the time the walk gets there.
+	subs := make([]*dirJob, len(kids))
+	for i := range kids {
+		if kids[i].st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			subs[i] = c.submitDir(kids[i].rel)
+		}
+	}
+	for i := range kids {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		rel := name
-		if dirRel != "" {
-			rel = dirRel + "/" + name
-		}
-		if c.excluded(rel, name) {
-			continue
-		}
-		var st unix.Stat_t
-		if err := unix.Fstatat(dirFd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			if errors.Is(err, unix.ENOENT) {
-				continue // removed since listed
-			}
-			return fmt.Errorf("lstat %q: %w", rel, err)
-		}
-		it := &item{e: entryFromStat(rel, &st)}
-		full := c.prefix + rel
-		switch st.Mode & unix.S_IFMT {
+		k := &kids[i]
+		it := &item{e: entryFromStat(k.rel, &k.st)}
+		it.e.Xattrs = k.xattrs
+		switch k.st.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:
 			it.e.Type = pluginapi.TypeDir
 		case unix.S_IFLNK:
 			it.e.Type = pluginapi.TypeSymlink
-			target, err := readlinkat(dirFd, name)
-			if err != nil {
-				return fmt.Errorf("readlink %q: %w", rel, err)
-			}
-			it.e.LinkTarget = target
+			it.e.LinkTarget = k.linkTarget
 		case unix.S_IFREG:
 			it.e.Type = pluginapi.TypeFile
-			it.e.Size = st.Size
+			it.e.Size = k.st.Size
+			if err := c.planBody(ctx, it, &k.st); err != nil {
+				return err
+			}
 		default:
 			if c.opts.OnSpecial != nil {
-				if err := c.opts.OnSpecial(rel, specialKind(st.Mode)); err != nil {
+				if err := c.opts.OnSpecial(k.rel, specialKind(k.st.Mode)); err != nil {
 					return err
 				}
 			}
 			continue
 		}
-		if it.e.Type == pluginapi.TypeFile {
-			if err := c.planBody(ctx, it, &st); err != nil {
-				return err
-			}
-		}
 		if it.body == bodyReadAhead {
-			// The reader takes the xattrs from the open file, which
-			// is cheaper than another lookup of the path here.
 			select {
 			case c.work <- it:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-		} else if it.e.Xattrs, err = readXattrs(full, c.scratch); err != nil {
-			return err
 		}
 		if !c.emit(ctx, it) {
 			return ctx.Err()
 		}
 		if it.e.Type == pluginapi.TypeDir {
-			fd, err := unix.Openat(dirFd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-			if err != nil {
-				return fmt.Errorf("open directory %q: %w", rel, err)
-			}
-			err = c.walk(ctx, fd, rel)
-			unix.Close(fd)
-			if err != nil {
+			if err := c.walk(ctx, subs[i], k.rel); err != nil {
 				return err
 			}
 		}
@@ -299,8 +299,7 @@ func (c *capturer) planBody(ctx context.Context, it *item, st *unix.Stat_t) erro
 	if c.opts.IndexOnly {
 		return nil
 	}
-	if p, ok := c.opts.Parent.Lookup(c.opts.Stream, it.e.Path); ok &&
-		p.Size == it.e.Size && p.MtimeNs == it.e.MtimeNs && p.CtimeNs == it.e.CtimeNs && p.Inode == it.e.Inode {
+	if c.unchanged(it.e.Path, st) {
 		it.e.Unchanged = true
 		return nil
 	}
@@ -318,6 +317,13 @@ func (c *capturer) planBody(ctx context.Context, it *item, st *unix.Stat_t) erro
 		it.body = bodyStream
 	}
 	return nil
+}
+
+// unchanged reports whether the parent index has the file at rel with the
+// same size, mtime, ctime and inode.
+func (c *capturer) unchanged(rel string, st *unix.Stat_t) bool {
+	p, ok := c.opts.Parent.Lookup(c.opts.Stream, rel)
+	return ok && p.Size == st.Size && p.MtimeNs == st.Mtim.Nano() && p.CtimeNs == st.Ctim.Nano() && p.Inode == st.Ino
 }
 
 // readAhead reads the bodies of small files until the work channel closes.

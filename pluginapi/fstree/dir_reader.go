@@ -1,0 +1,124 @@
+package fstree
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"golang.org/x/sys/unix"
+)
+
+// The walk's own cost is a few system calls per entry (getdents, lstat,
+// listxattr, readlink). Directory readers make them for the directories
+// ahead of the walk, so the walk itself mostly assembles entries in order.
+const (
+	// dirReaders is the number of goroutines listing directories ahead.
+	dirReaders = 2
+	// dirQueue bounds the directories queued for them; when it is full
+	// the walk lists the directory itself, so it never waits for room.
+	dirQueue = 256
+)
+
+// dirJob is one directory listed ahead of the walk.
+type dirJob struct {
+	rel  string
+	done chan struct{} // closed when kids or err is set
+	kids []child
+	err  error
+}
+
+// child is what the walk needs of one entry of a directory.
+type child struct {
+	name, rel  string
+	st         unix.Stat_t
+	linkTarget string
+	xattrs     map[string][]byte
+}
+
+// submitDir queues the listing of rel for the directory readers, or
+// returns nil if the queue is full.
+func (c *capturer) submitDir(rel string) *dirJob {
+	j := &dirJob{rel: rel, done: make(chan struct{})}
+	select {
+	case c.dirWork <- j:
+		return j
+	default:
+		return nil
+	}
+}
+
+// readDirsAhead lists queued directories until the queue closes.
+func (c *capturer) readDirsAhead(ctx context.Context) {
+	scratch := make([]byte, 1024)
+	for j := range c.dirWork {
+		if err := ctx.Err(); err != nil {
+			j.err = err
+		} else {
+			j.kids, j.err = c.readDir(j.rel, scratch)
+		}
+		close(j.done)
+	}
+}
+
+// readDir lists the directory rel ("" for the root): its entries sorted by
+// name, without excluded ones and those removed since listed, each with
+// its lstat, symlink target and xattrs. A file that will be read ahead gets
+// its xattrs from its open file later instead.
+func (c *capturer) readDir(rel string, scratch []byte) ([]child, error) {
+	fd := c.rootFd
+	if rel != "" {
+		var err error
+		if fd, err = openDirBeneath(c.rootFd, rel); err != nil {
+			return nil, fmt.Errorf("open directory %q: %w", rel, err)
+		}
+		defer unix.Close(fd)
+	}
+	ents, err := readDirEntries(fd)
+	if err != nil {
+		return nil, fmt.Errorf("read directory %q: %w", rel, err)
+	}
+	sort.Slice(ents, func(i, j int) bool { return ents[i].name < ents[j].name })
+	kids := make([]child, 0, len(ents))
+	for _, de := range ents {
+		k := child{name: de.name, rel: de.name}
+		if rel != "" {
+			k.rel = rel + "/" + de.name
+		}
+		if c.excluded(k.rel, k.name) {
+			continue
+		}
+		if err := unix.Fstatat(fd, k.name, &k.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue // removed since listed
+			}
+			return nil, fmt.Errorf("lstat %q: %w", k.rel, err)
+		}
+		switch k.st.Mode & unix.S_IFMT {
+		case unix.S_IFDIR, unix.S_IFREG:
+		case unix.S_IFLNK:
+			if k.linkTarget, err = readlinkat(fd, k.name); err != nil {
+				return nil, fmt.Errorf("readlink %q: %w", k.rel, err)
+			}
+		default:
+			kids = append(kids, k) // special: the walk reports it
+			continue
+		}
+		if !c.readsAhead(&k) {
+			if k.xattrs, err = readXattrs(c.prefix+k.rel, scratch); err != nil {
+				return nil, err
+			}
+		}
+		kids = append(kids, k)
+	}
+	return kids, nil
+}
+
+// readsAhead reports whether the walk will hand k to a reader (see
+// planBody): then the reader takes its xattrs from the open file, which is
+// cheaper than a lookup of its path. Files with several links may turn
+// into hard-link entries and get theirs by path here.
+func (c *capturer) readsAhead(k *child) bool {
+	return k.st.Mode&unix.S_IFMT == unix.S_IFREG && k.st.Nlink == 1 && !c.opts.IndexOnly &&
+		k.st.Size > 0 && k.st.Size <= readAheadMax && !c.unchanged(k.rel, &k.st)
+}
