@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -46,4 +47,56 @@ func TestReadmeTour(t *testing.T) {
 	require.Contains(t, s, "pip", "the package diff names pip")
 	require.Contains(t, s, "restored snapshot")
 	require.True(t, strings.Contains(s, "0 problems"), "verify of the other store is clean:\n%s", s)
+}
+
+// readmeQuickStart are README lines run elsewhere: the build and the test
+// suite themselves (make), and the quick start's create, which the tour's
+// last line runs.
+var readmeQuickStart = []string{
+	"make build && ./bin/ptest-snap create --engine dir .",
+	"make test",
+	"make bench",
+}
+
+// TestReadmeCommandsAreTested checks that every command line the README
+// shows in a code block is one this file runs: the tour, or the quick
+// start. A README command without a test fails here.
+func TestReadmeCommandsAreTested(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if os.IsNotExist(err) {
+		t.Skip("no README.md next to the module (not a source checkout)")
+	}
+	require.NoError(t, err)
+	known := map[string]bool{}
+	for _, l := range strings.Split(readmeTour, "\n") {
+		known[normalizeCommand(l)] = true
+	}
+	for _, l := range readmeQuickStart {
+		known[normalizeCommand(l)] = true
+	}
+	inBlock := false
+	for i, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "```") {
+			inBlock = !inBlock
+			continue
+		}
+		cmd := normalizeCommand(line)
+		if !inBlock || cmd == "" {
+			continue
+		}
+		assert.True(t, known[cmd], "README.md line %d is not run by any test: %q (add it to readmeTour)", i+1, line)
+	}
+}
+
+// normalizeCommand strips a shell prompt, a trailing comment and spacing.
+func normalizeCommand(l string) string {
+	l = strings.TrimSpace(l)
+	l = strings.TrimPrefix(l, "$ ")
+	if i := strings.Index(l, " #"); i >= 0 {
+		l = l[:i]
+	}
+	if strings.HasPrefix(l, "#") {
+		return ""
+	}
+	return strings.Join(strings.Fields(l), " ")
 }
