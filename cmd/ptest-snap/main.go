@@ -9,8 +9,11 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"slices"
 	"syscall"
 )
 
@@ -22,7 +25,18 @@ func main() {
 // (SIGINT) or SIGTERM cancels the command's context: the core aborts what it
 // was writing, the plugin host kills its engines, and the command returns.
 // A second signal falls back to the default action (immediate exit).
-func run(args []string) int {
+func run(args []string) (code int) {
+	// A bug must not greet the user with a Go stack trace: say what
+	// happened and how to report it (the trace only with --verbose).
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(os.Stderr, "ptest-snap: internal error: %v\nhint: please report this with the command you ran; run it again with --verbose for details\n", r)
+			if slices.Contains(args, "--verbose") || slices.Contains(args, "-v") {
+				os.Stderr.Write(debug.Stack())
+			}
+			code = exitFailure
+		}
+	}()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {
