@@ -16,10 +16,6 @@ import (
 	"github.com/pypj/ptest-snap/store"
 )
 
-// errNotWired is returned by operations whose core API has not landed in
-// this build yet.
-var errNotWired = errors.New("not available in this build of ptest-snap yet")
-
 // coreService implements service over core.Manager, with engines resolved
 // through the plugin host.
 type coreService struct {
@@ -55,6 +51,7 @@ func openService(ctx context.Context, o serviceOptions) (service, error) {
 // Close closes the store, then the plugin host, which kills every engine
 // process it started.
 func (s *coreService) Close() error {
+	s.m.CloseEvents()
 	err := s.m.Close()
 	s.engines.close()
 	return err
@@ -531,8 +528,6 @@ func classifyCore(err error) (int, string, bool) {
 		return exitFailure, "restore with --in-place to reset it, --replace to replace it, or --target to restore elsewhere", true
 	case errors.Is(err, core.ErrInvalidOptions):
 		return exitUsage, "", true
-	case errors.Is(err, errNotWired):
-		return exitFailure, "this command is not finished in this build", true
 	}
 	return 0, "", false
 }

@@ -323,7 +323,7 @@ func argsBetween(min, max int, what string) cobra.PositionalArgs {
 	}
 }
 
-// oneLine trims a multi-line example block for cobra.
+// examples indents example command lines for cobra's help.
 func examples(lines ...string) string {
 	return "  " + strings.Join(lines, "\n  ")
 }
