@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -104,7 +105,10 @@ type Plugin struct {
 	ring     *bodyRing
 	ringOnce sync.Once
 	ringOK   bool
-	once     sync.Once
+	// stopped is set once the host has begun stopping the plugin, so a call
+	// it cuts short says so rather than "exited unexpectedly".
+	stopped atomic.Bool
+	once    sync.Once
 }
 
 // Name returns the engine's name.
@@ -123,6 +127,7 @@ func (p *Plugin) Exited() bool { return p.client.Exited() }
 // SIGKILL if it has not exited within a few seconds. It waits until the
 // process is reaped. It is safe to call more than once.
 func (p *Plugin) Close() error {
+	p.stopped.Store(true)
 	p.once.Do(func() {
 		t := time.AfterFunc(5*time.Second, p.stopProcess)
 		p.client.Kill()
@@ -136,6 +141,7 @@ func (p *Plugin) Close() error {
 
 // kill stops the plugin at once (it may be hung) and reaps it.
 func (p *Plugin) kill() {
+	p.stopped.Store(true)
 	p.once.Do(func() {
 		p.stopProcess()
 		p.client.Kill()

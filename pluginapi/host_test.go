@@ -389,16 +389,29 @@ func TestHostileCapturesAreRefused(t *testing.T) {
 func TestHostCloseKillsEveryPlugin(t *testing.T) {
 	h := pluginapi.NewHost(pluginapi.HostOptions{})
 	var pids []int
+	var hung *pluginapi.Plugin
 	for _, name := range []string{"good", "hang"} {
 		p, err := h.Launch(context.Background(), spec(name))
 		require.NoError(t, err)
 		pids = append(pids, p.PID())
+		hung = p
 	}
+	// A capture in flight in the hung engine ends when the host closes, as
+	// the CLI's interrupt handling does.
+	done := make(chan error, 1)
+	go func() {
+		done <- hung.Capture(context.Background(), &pluginapi.CaptureRequest{Target: t.TempDir()}, &recordingWriter{})
+	}()
+	time.Sleep(100 * time.Millisecond)
 	require.NoError(t, h.Close())
+	err := <-done
+	require.ErrorIs(t, err, pluginapi.ErrPluginExited)
+	assert.Contains(t, err.Error(), `engine "hang"`)
+	assert.Contains(t, err.Error(), "stopped by the host")
 	for _, pid := range pids {
 		requireGone(t, pid)
 	}
-	_, err := h.Launch(context.Background(), spec("good"))
+	_, err = h.Launch(context.Background(), spec("good"))
 	require.ErrorIs(t, err, pluginapi.ErrHostClosed)
 }
 

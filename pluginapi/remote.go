@@ -321,6 +321,9 @@ func (p *Plugin) fail(ctx context.Context, op string, err error) error {
 	if fromEngine {
 		return fmt.Errorf("engine %q: %s: %w", p.name, op, mapped)
 	}
+	if p.stopped.Load() {
+		return fmt.Errorf("engine %q: %s: %w: stopped by the host (%v)", p.name, op, ErrPluginExited, mapped)
+	}
 	if p.waitExited(exitGrace) {
 		p.kill()
 		return fmt.Errorf("engine %q: %s: %w unexpectedly (%v)", p.name, op, ErrPluginExited, mapped)
