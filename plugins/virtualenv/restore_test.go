@@ -275,3 +275,33 @@ func otherPython(t *testing.T, notMM string) (string, string) {
 	require.NoError(t, os.WriteFile(p, []byte("#!/bin/sh\necho 3.1.5 CPython\n"), 0o755))
 	return p, "3.1.5"
 }
+
+// TestCopiesVenvRelocates: a venv made with --copies has a copied
+// interpreter binary in bin/ instead of links; it is restored byte for byte
+// (never buffered for relocation) and runs at the new path.
+func TestCopiesVenvRelocates(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 not in PATH")
+	}
+	src := filepath.Join(t.TempDir(), "copies")
+	_, err := runCmd("", "python3", "-m", "venv", "--copies", "--without-pip", src)
+	require.NoError(t, err)
+	fi, err := os.Lstat(filepath.Join(src, "bin", "python"))
+	require.NoError(t, err)
+	require.True(t, fi.Mode().IsRegular(), "bin/python is a copy")
+
+	snap := capture(t, src, nil)
+	m := snap.mustMeta(t)
+	assert.NotEmpty(t, m.BaseInterpreter.Realpath)
+	assert.Empty(t, m.PipPath)
+	target := filepath.Join(t.TempDir(), "moved copies")
+	_, err = restore(t, snap, target, false, nil)
+	require.NoError(t, err)
+	out := run(t, "", filepath.Join(target, "bin", "python"), "-c", "import sys; print(sys.prefix)")
+	assert.Equal(t, target, strings.TrimSpace(out))
+	want, err := os.ReadFile(filepath.Join(src, "bin", "python"))
+	require.NoError(t, err)
+	got, err := os.ReadFile(filepath.Join(target, "bin", "python"))
+	require.NoError(t, err)
+	assert.Equal(t, want, got)
+}
