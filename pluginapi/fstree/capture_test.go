@@ -265,3 +265,24 @@ func TestExactReaderShrunkFile(t *testing.T) {
 	assert.Equal(t, int64(4), n)
 	assert.Equal(t, "0123", buf.String())
 }
+
+func TestReadXattrsAt(t *testing.T) {
+	dir := t.TempDir()
+	if !xattrsSupported(t, dir) {
+		t.Skipf("the file system of %s does not support user.* xattrs", dir)
+	}
+	p := filepath.Join(dir, "f")
+	writeFile(t, p, "", 0o644)
+	require.NoError(t, unix.Setxattr(p, "user.k", []byte("v"), 0))
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	require.NoError(t, err)
+	defer unix.Close(fd)
+	if _, err := listxattrat(fd, "f", make([]byte, 64)); errors.Is(err, unix.ENOSYS) {
+		t.Log("kernel without listxattrat: the llistxattr fallback is used")
+	} else {
+		require.NoError(t, err)
+	}
+	attrs, err := readXattrsAt(fd, "f", p, nil)
+	require.NoError(t, err)
+	assert.Equal(t, map[string][]byte{"user.k": []byte("v")}, attrs)
+}

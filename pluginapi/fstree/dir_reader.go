@@ -14,7 +14,10 @@ import (
 // ahead of the walk, so the walk itself mostly assembles entries in order.
 const (
 	// dirReaders is the number of goroutines listing directories ahead.
-	dirReaders = 2
+	// One overlaps the listing with the walk on an idle machine; more
+	// measured slower (wall time) on a loaded 2-core one, where every
+	// hand-off between goroutines waits for a core.
+	dirReaders = 1
 	// dirQueue bounds the directories queued for them; when it is full
 	// the walk lists the directory itself, so it never waits for room.
 	dirQueue = 256
@@ -105,7 +108,7 @@ func (c *capturer) readDir(rel string, scratch []byte) ([]child, error) {
 			continue
 		}
 		if !c.readsAhead(&k) {
-			if k.xattrs, err = readXattrs(c.prefix+k.rel, scratch); err != nil {
+			if k.xattrs, err = readXattrsAt(fd, k.name, c.prefix+k.rel, scratch); err != nil {
 				return nil, err
 			}
 		}

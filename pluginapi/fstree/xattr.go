@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,6 +27,48 @@ func readXattrs(path string, scratch []byte) (map[string][]byte, error) {
 		return nil, fmt.Errorf("xattrs of %s: %w", path, err)
 	}
 	return attrs, nil
+}
+
+// readXattrsAt returns the extended attributes of name in the directory
+// dirFd (whose path is path), not following a final symlink. It lists them
+// with listxattrat(2) (Linux 6.13), which spares the kernel a lookup of the
+// whole path for the common case of no attributes, and falls back to
+// llistxattr(2) on older kernels.
+func readXattrsAt(dirFd int, name, path string, scratch []byte) (map[string][]byte, error) {
+	if noListxattrat.Load() {
+		return readXattrs(path, scratch)
+	}
+	attrs, err := collectXattrs(scratch,
+		func(dest []byte) (int, error) { return listxattrat(dirFd, name, dest) },
+		func(name string, dest []byte) (int, error) { return unix.Lgetxattr(path, name, dest) })
+	if errors.Is(err, unix.ENOSYS) {
+		noListxattrat.Store(true)
+		return readXattrs(path, scratch)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("xattrs of %s: %w", path, err)
+	}
+	return attrs, nil
+}
+
+// noListxattrat is set once the kernel said it has no listxattrat.
+var noListxattrat atomic.Bool
+
+func listxattrat(dirFd int, name string, dest []byte) (int, error) {
+	p, err := unix.BytePtrFromString(name)
+	if err != nil {
+		return 0, err
+	}
+	var d unsafe.Pointer
+	if len(dest) > 0 {
+		d = unsafe.Pointer(&dest[0])
+	}
+	n, _, errno := unix.Syscall6(unix.SYS_LISTXATTRAT, uintptr(dirFd), uintptr(unsafe.Pointer(p)),
+		unix.AT_SYMLINK_NOFOLLOW, uintptr(d), uintptr(len(dest)), 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
 }
 
 // readFdXattrs returns the extended attributes of an open file.
