@@ -172,6 +172,7 @@ func TestRestoreWhileOriginalRuns(t *testing.T) {
 	// A name given as the "name" option (how the core passes --name).
 	req := c.restoreRequest("")
 	req.Options["name"] = fc.name + "-named"
+	req.Options["skip-present-image"] = "true"
 	rd := &reader{c: c}
 	res, err = e.Restore(ctx, req, rd)
 	require.NoError(t, err)

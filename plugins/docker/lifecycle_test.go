@@ -173,7 +173,9 @@ func TestThroughPlugin(t *testing.T) {
 	// Again, with the image now in the engine: the engine ends the call
 	// before the image's entries and the host takes its answer.
 	rd := &reader{c: c2}
-	res, err = p.Restore(ctx, c2.restoreRequest(""), rd)
+	req := c2.restoreRequest("")
+	req.Options["skip-present-image"] = "true"
+	res, err = p.Restore(ctx, req, rd)
 	require.NoError(t, err)
 	assert.Contains(t, strings.Join(res.Messages, "\n"), "already in the engine")
 	got, err = testCli.ContainerInspect(ctx, res.Target)

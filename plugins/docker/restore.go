@@ -34,7 +34,9 @@ import (
 // <orig>-restored-<n> when that is taken; an explicit Target that exists is ErrTargetExists unless
 // Replace, which stops and removes it first. Host ports are kept unless
 // "remap-ports=true" or another container holds them; a remapped port is
-// reported in Messages.
+// reported in Messages. "skip-present-image=true": when the engine already
+// has the image, stop reading the stream there (the host then does not read
+// the image from the store).
 func (e *Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r pluginapi.RestoreReader) (*pluginapi.RestoreResult, error) {
 	if req.InPlace {
 		return nil, fmt.Errorf("docker: in-place restore: %w (restore to a new container, or use Replace)", pluginapi.ErrUnsupported)
@@ -44,6 +46,10 @@ func (e *Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r p
 		return nil, err
 	}
 	remapPorts, err := boolOption(req.Options, "remap-ports")
+	if err != nil {
+		return nil, err
+	}
+	stopEarly, err := boolOption(req.Options, "skip-present-image")
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +69,7 @@ func (e *Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r p
 
 	rs := &restoreSession{
 		cli: cli, meta: meta, req: req, tempDir: tempDir,
-		remapPorts: remapPorts, reuseVolumes: volumeMode == "reuse",
+		remapPorts: remapPorts, reuseVolumes: volumeMode == "reuse", stopEarly: stopEarly,
 		loader:   &imageLoader{cli: cli, meta: meta},
 		spools:   map[string]*volumeSpool{},
 		volNames: map[string]string{},
@@ -106,6 +112,7 @@ type restoreSession struct {
 	tempDir      string
 	remapPorts   bool
 	reuseVolumes bool
+	stopEarly    bool
 	loader       *imageLoader
 	spools       map[string]*volumeSpool // by volume name
 
@@ -149,11 +156,12 @@ func (rs *restoreSession) read(ctx context.Context, r pluginapi.RestoreReader) e
 			if err := rs.loader.entry(ctx, e, body); err != nil {
 				return err
 			}
-			if rs.loader.skip && rs.imageIsLast() {
+			if rs.loader.skip && rs.stopEarly && rs.imageIsLast() {
 				// The engine has the image: stop reading, so the host
-				// does not read the image's bytes from the store at all
-				// (the host and the core let an engine end a restore
-				// before the last entry).
+				// does not read the image's bytes from the store at all.
+				// Opt-in until the host's shared-memory body ring stops
+				// waiting for space an engine that ended will never free
+				// (with it, an image larger than the ring hangs the host).
 				rs.say("image %s is already in the engine; not loaded", shortID(rs.meta.Image.ID))
 				return rs.closeSpoolWriters()
 			}
