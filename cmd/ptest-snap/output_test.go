@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,4 +145,35 @@ func TestCleanMessageDropsTransportNoise(t *testing.T) {
 	assert.Equal(t, "engine \"dir\": capture: target not found: /x",
 		cleanMessage("engine \"dir\": capture: rpc error: code = NotFound desc = target not found: /x"))
 	assert.Equal(t, "boom", cleanMessage("boom\ngoroutine 1 [running]:\nmain.main()"))
+}
+
+// TestJSONShapesAreDocumented checks that every field the CLI prints with
+// --json is named in JSON.md (the documented contract).
+func TestJSONShapesAreDocumented(t *testing.T) {
+	doc := jsonDoc
+	seen := map[reflect.Type]bool{}
+	var walk func(reflect.Type)
+	walk = func(ty reflect.Type) {
+		for ty.Kind() == reflect.Pointer || ty.Kind() == reflect.Slice || ty.Kind() == reflect.Map {
+			ty = ty.Elem()
+		}
+		if ty.Kind() != reflect.Struct || seen[ty] || ty.PkgPath() != reflect.TypeOf(app{}).PkgPath() {
+			return
+		}
+		seen[ty] = true
+		for i := 0; i < ty.NumField(); i++ {
+			f := ty.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			assert.Contains(t, doc, `"`+name+`"`, "%s.%s (json %q) is not documented in JSON.md", ty.Name(), f.Name, name)
+			walk(f.Type)
+		}
+	}
+	for _, v := range []any{snapshotJSON{}, listJSON{}, restoreJSON{}, diffJSON{}, statsJSON{}, deleteJSON{},
+		cleanupJSON{}, gcJSON{}, verifyJSON{}, exportJSON{}, importJSON{}, enginesJSON{}, versionJSON{}, errorJSON{}} {
+		walk(reflect.TypeOf(v))
+	}
+	require.Greater(t, len(seen), 15, "the walk reached the nested types")
 }
