@@ -545,3 +545,39 @@ func TestCrashMidRestoreNamesTheEngine(t *testing.T) {
 		})
 	}
 }
+
+// TestSilentPluginIsCutOff: an engine that never says its handshake line is
+// killed when the start timeout passes, or when the launch is cancelled.
+func TestSilentPluginIsCutOff(t *testing.T) {
+	t.Run("start timeout", func(t *testing.T) {
+		marker := filepath.Join(t.TempDir(), "ran")
+		t.Setenv("PTEST_SNAP_TESTENGINE_MARKER", marker)
+		h := newHostWith(t, pluginapi.HostOptions{StartTimeout: time.Second})
+		_, err := h.Launch(context.Background(), spec("mute"))
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), `engine "mute"`)
+		assert.Contains(t, err.Error(), "timeout")
+		requireGone(t, markedPID(t, marker))
+	})
+	t.Run("cancelled launch", func(t *testing.T) {
+		marker := filepath.Join(t.TempDir(), "ran")
+		t.Setenv("PTEST_SNAP_TESTENGINE_MARKER", marker)
+		h := newHost(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			// Cancel once the engine runs (it has written the marker).
+			for i := 0; i < 1000; i++ {
+				if _, err := os.Stat(marker); err == nil {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			cancel()
+		}()
+		_, err := h.Launch(ctx, spec("mute"))
+		require.ErrorIs(t, err, context.Canceled)
+		assert.Contains(t, err.Error(), `engine "mute"`)
+		requireGone(t, markedPID(t, marker))
+	})
+}

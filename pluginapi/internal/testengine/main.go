@@ -6,6 +6,7 @@
 //	crash     exits in the middle of a capture or a restore
 //	hang      blocks in Capture and Identify, ignoring cancellation, until killed
 //	stdout    prints to stdout before the handshake
+//	mute      never completes the handshake
 //	version   speaks app protocol version 2
 //	dotdot    sends an entry path with ".."
 //	abs       sends an absolute entry path
@@ -55,6 +56,10 @@ func main() {
 	case "stdout":
 		fmt.Println("hello from an engine that talks too early")
 		pluginapi.Serve(&dirEngine{name: mode})
+	case "mute":
+		for {
+			time.Sleep(time.Hour)
+		}
 	case "version":
 		serveRaw(mode, pluginapi.ProtocolVersion+1)
 	default:
