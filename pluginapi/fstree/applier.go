@@ -56,6 +56,16 @@ type ApplyOptions struct {
 	// and may modify and return its argument. Files larger than
 	// MaxRewriteSize fail the restore if Rewrite accepts them.
 	Rewrite func(e *pluginapi.Entry) (rewrite func([]byte) ([]byte, error), ok bool)
+	// TrustUnchangedDirs (in place) skips listing the directories marked
+	// Unchanged when deleting what the stream does not mention: adding,
+	// removing or renaming an entry changes its directory's mtime, so a
+	// directory the host found with the snapshot's mtime has no extra
+	// entries (git's untracked cache relies on the same). What it misses:
+	// entries added to a directory whose mtime was then set back to the
+	// snapshot's (touch -d, tar x), and the check that each Unchanged entry
+	// inside such a directory exists. It spares a full listing of the
+	// target, the bulk of an in-place restore that changes little.
+	TrustUnchangedDirs bool
 }
 
 // Applier writes the entries of one stream into a directory. Call Apply for
@@ -693,7 +703,12 @@ func (a *Applier) Finish(ctx context.Context) error {
 	if err := a.Err(); err != nil {
 		return err
 	}
-	if a.opts.InPlace {
+	switch {
+	case a.opts.InPlace && a.opts.TrustUnchangedDirs:
+		if err := a.deleteExtrasInChangedDirs(ctx); err != nil {
+			return a.fail(fmt.Errorf("in place: %w", err))
+		}
+	case a.opts.InPlace:
 		found, err := a.deleteExtras(ctx)
 		if err != nil {
 			return a.fail(fmt.Errorf("in place: %w", err))
@@ -742,6 +757,9 @@ type pruner struct {
 	slots chan struct{} // free goroutine slots
 	wg    sync.WaitGroup
 	found atomic.Int64 // entries marked Unchanged that are there
+
+	// shallow: list only the directories given, not their subdirectories.
+	shallow bool
 
 	mu    sync.Mutex
 	err   error
@@ -819,7 +837,7 @@ func (p *pruner) prune(dirFd int, rel string) {
 			}
 			p.found.Add(1)
 		}
-		if s.typ != pluginapi.TypeDir {
+		if s.typ != pluginapi.TypeDir || p.shallow {
 			continue
 		}
 		fd, err := openDirBeneath(dirFd, de.name)
@@ -859,6 +877,38 @@ func checkKept(dirFd int, de dirent, s seenEntry, child string) error {
 		return fmt.Errorf("%w: unchanged directory %q is a symlink in the target", pluginapi.ErrUnsafePath, child)
 	}
 	return fmt.Errorf("unchanged %s %q is something else in the target", s.typ, child)
+}
+
+// deleteExtrasInChangedDirs is deleteExtras for TrustUnchangedDirs: it
+// lists only the root and the directories not marked Unchanged.
+func (a *Applier) deleteExtrasInChangedDirs(ctx context.Context) error {
+	p := &pruner{a: a, ctx: ctx, shallow: true}
+	rels := []string{""}
+	for _, d := range a.dirs {
+		if !d.unchanged {
+			rels = append(rels, d.e.Path)
+		}
+	}
+	for _, rel := range rels {
+		var fd int
+		var err error
+		if rel == "" {
+			fd, err = unix.Dup(a.rootDir.fd)
+		} else {
+			fd, err = openDirBeneath(a.rootDir.fd, rel)
+		}
+		if err != nil {
+			return err
+		}
+		p.prune(fd, rel)
+		if p.err != nil {
+			return p.err
+		}
+	}
+	for _, d := range p.dirty {
+		a.dirty[d] = true
+	}
+	return nil
 }
 
 // missingUnchanged names an entry marked Unchanged that the target lacks.

@@ -355,3 +355,29 @@ func TestShortBodyFails(t *testing.T) {
 		assert.Error(t, err, "size %d", size)
 	}
 }
+
+func TestInPlaceTrustUnchangedDirs(t *testing.T) {
+	src := buildTree(t)
+	snap := capture(t, src, CaptureOptions{})
+	dst := filepath.Join(t.TempDir(), "dst")
+	require.NoError(t, restore(t, snap.recs, dst, ApplyOptions{}))
+
+	writeFile(t, filepath.Join(dst, "lib/pkg/extra.py"), "extra", 0o644) // lib/pkg's mtime moves
+	writeFile(t, filepath.Join(dst, "newdir/x"), "x", 0o644)             // in root: always listed
+	// An extra whose directory's mtime is set back: the documented miss.
+	writeFile(t, filepath.Join(dst, "bin/hidden"), "h", 0o644)
+	binMtime := find(t, snap.recs, "bin").e.MtimeNs
+	require.NoError(t, unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(dst, "bin"), []unix.Timespec{unix.NsecToTimespec(0), unix.NsecToTimespec(binMtime)}, 0))
+
+	plan := planInPlace(t, snap.recs, dst)
+	assert.False(t, find(t, plan, "lib/pkg").e.Unchanged)
+	assert.True(t, find(t, plan, "bin").e.Unchanged)
+	require.NoError(t, restore(t, plan, dst, ApplyOptions{InPlace: true, TrustUnchangedDirs: true}))
+
+	assert.NoFileExists(t, filepath.Join(dst, "lib/pkg/extra.py"))
+	assert.NoDirExists(t, filepath.Join(dst, "newdir"))
+	assert.FileExists(t, filepath.Join(dst, "bin/hidden"), "kept: its directory looked unchanged")
+	require.NoError(t, os.Remove(filepath.Join(dst, "bin/hidden")))
+	require.NoError(t, unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(dst, "bin"), []unix.Timespec{unix.NsecToTimespec(0), unix.NsecToTimespec(binMtime)}, 0))
+	assert.Equal(t, comparable(snap.recs), comparable(capture(t, dst, CaptureOptions{}).recs))
+}
