@@ -79,7 +79,8 @@ type CaptureOptions struct {
 // ahead in parallel. A body always yields exactly Size bytes: a small file
 // that changes while read is re-read, and a file that keeps changing, or a
 // large one that changes while streamed, fails the capture with an error
-// wrapping ErrFileChanged. Files that vanish during the walk are skipped.
+// wrapping ErrFileChanged. Files removed during the capture, before they
+// are read, are left out (unless other names of them were seen).
 func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.CaptureWriter) error {
 	if opts.Stream == "" {
 		return errors.New("capture: empty stream name")
@@ -167,6 +168,8 @@ type item struct {
 	buf     []byte
 	readErr error
 	cost    int64
+	// linked: the file has other names, which may follow as hard links.
+	linked bool
 }
 
 type bodyKind uint8
@@ -287,6 +290,7 @@ func (c *capturer) walk(ctx context.Context, job *dirJob, dirRel string) error {
 // unchanged, not at all, read ahead, or streamed.
 func (c *capturer) planBody(ctx context.Context, it *item, st *unix.Stat_t) error {
 	if st.Nlink > 1 {
+		it.linked = true
 		key := devIno{uint64(st.Dev), st.Ino}
 		if first, ok := c.links[key]; ok {
 			it.e.Type = pluginapi.TypeHardlink
@@ -437,6 +441,9 @@ func (c *capturer) sendItem(ctx context.Context, w pluginapi.CaptureWriter, it *
 		}
 		defer c.budget.release(it.cost)
 		if it.readErr != nil {
+			if c.vanished(it, it.readErr) {
+				return nil
+			}
 			return it.readErr
 		}
 		err := w.WriteEntry(ctx, &it.e, bytes.NewReader(it.buf))
@@ -448,12 +455,23 @@ func (c *capturer) sendItem(ctx context.Context, w pluginapi.CaptureWriter, it *
 	}
 }
 
+// vanished reports whether err says the file of it was removed between the
+// walk and its reading, in which case it is left out of the stream like a
+// file removed before the walk saw it. The first name of a hard-linked
+// file cannot be left out: later entries name it.
+func (c *capturer) vanished(it *item, err error) bool {
+	return errors.Is(err, unix.ENOENT) && !it.linked
+}
+
 // streamFile sends a large file straight from disk. If it changes while
 // streamed, the entry already sent would not match its body, so the capture
 // fails.
 func (c *capturer) streamFile(ctx context.Context, w pluginapi.CaptureWriter, it *item) error {
 	fd, err := unix.Open(c.prefix+it.e.Path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
+		if c.vanished(it, err) {
+			return nil
+		}
 		return fmt.Errorf("open %q: %w", it.e.Path, err)
 	}
 	defer unix.Close(fd)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -285,4 +286,29 @@ func TestReadXattrsAt(t *testing.T) {
 	attrs, err := readXattrsAt(fd, "f", p, nil)
 	require.NoError(t, err)
 	assert.Equal(t, map[string][]byte{"user.k": []byte("v")}, attrs)
+}
+
+// removingWriter deletes a file when it receives a given entry.
+type removingWriter struct {
+	memWriter
+	on, remove string
+}
+
+func (w *removingWriter) WriteEntry(ctx context.Context, e *pluginapi.Entry, body io.Reader) error {
+	if e.Path == w.on {
+		if err := os.Remove(w.remove); err != nil {
+			return err
+		}
+	}
+	return w.memWriter.WriteEntry(ctx, e, body)
+}
+
+func TestCaptureFileRemovedBeforeRead(t *testing.T) {
+	root := t.TempDir()
+	writeFile(t, filepath.Join(root, "a"), "a", 0o644)
+	require.NoError(t, os.WriteFile(filepath.Join(root, "big"), bytes.Repeat([]byte("b"), 3<<20), 0o644)) // streamed when sent
+	writeFile(t, filepath.Join(root, "c"), "c", 0o644)
+	w := &removingWriter{on: "a", remove: filepath.Join(root, "big")}
+	require.NoError(t, Capture(context.Background(), root, CaptureOptions{Stream: "rootfs"}, w))
+	assert.Equal(t, []string{"a", "c"}, paths(w.recs))
 }
