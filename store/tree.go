@@ -192,6 +192,10 @@ func appendString(b []byte, s string) []byte {
 type treeDecoder struct {
 	b   []byte
 	err error
+	// str is the whole input as one string, and base its length when
+	// decoding began: names are substrings of it, one allocation for all.
+	str  string
+	base int
 }
 
 func (d *treeDecoder) uvarint(max uint64, what string) uint64 {
@@ -238,7 +242,15 @@ func (d *treeDecoder) bytes(n uint64, what string) []byte {
 }
 
 func (d *treeDecoder) string(max uint64, what string) string {
-	return string(d.bytes(d.uvarint(max, what+" length"), what))
+	if d.str == "" {
+		return string(d.bytes(d.uvarint(max, what), what))
+	}
+	n := d.uvarint(max, what)
+	off := d.base - len(d.b)
+	if d.bytes(n, what) == nil {
+		return ""
+	}
+	return d.str[off : off+int(n)]
 }
 
 // DecodeTree decodes a tree, refusing anything not canonical: a wrong magic
@@ -252,7 +264,7 @@ func DecodeTree(b []byte) (*Tree, error) {
 	if b[1] != treeVersion {
 		return nil, treeErr("unknown version %d", b[1])
 	}
-	d := &treeDecoder{b: b[2:]}
+	d := &treeDecoder{b: b[2:], str: string(b[2:]), base: len(b) - 2}
 	count := d.uvarint(maxTreeNodes, "node count")
 	if d.err == nil && count > uint64(len(d.b))/minNodeEncoded {
 		return nil, treeErr("%d nodes cannot fit in %d bytes", count, len(d.b))
@@ -261,6 +273,8 @@ func DecodeTree(b []byte) (*Tree, error) {
 	if count > 0 {
 		t.Nodes = make([]Node, count)
 	}
+	// All chunk lists share one array: at most len/32 hashes fit.
+	var hashes []Hash
 	for i := range t.Nodes {
 		n := &t.Nodes[i]
 		n.Name = d.string(maxNameLen, "name")
@@ -279,10 +293,14 @@ func DecodeTree(b []byte) (*Tree, error) {
 			nc := d.uvarint(maxFileChunks, "chunk count")
 			raw := d.bytes(nc*32, "chunk list")
 			if d.err == nil && nc > 0 {
-				n.Content = make([]Hash, nc)
-				for j := range n.Content {
-					copy(n.Content[j][:], raw[32*j:])
+				if hashes == nil {
+					hashes = make([]Hash, 0, len(b)/32)
 				}
+				start := len(hashes)
+				for j := 0; j < int(nc); j++ {
+					hashes = append(hashes, Hash(raw[32*j:32*j+32]))
+				}
+				n.Content = hashes[start:len(hashes):len(hashes)]
 			}
 		case NodeDir:
 			copy(n.Subtree[:], d.bytes(32, "subtree"))
