@@ -103,9 +103,10 @@ func OpenEventLog(dir string) (*EventLog, error) {
 	return openEventLog(dir, false)
 }
 
-// Read calls fn with every event from offset on; with follow it keeps
-// waiting for new ones until ctx ends (then it returns ctx's error with the
-// offset reached). It returns the offset after the last complete event.
+// Read calls fn with every event from offset on (the slice is valid only
+// during the call); with follow it keeps waiting for new ones until ctx ends
+// (then it returns ctx's error with the offset reached). It returns the
+// offset after the last complete event, to resume from.
 func (l *EventLog) Read(ctx context.Context, offset int64, follow bool, fn func(event []byte) error) (int64, error) {
 	var f *os.File
 	defer func() {
