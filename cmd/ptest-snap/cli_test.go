@@ -23,21 +23,20 @@ import (
 // already holds them (make test sets it).
 
 var (
-	binDir   string // directory holding ptest-snap and the engines
-	binErr   error  // why the binaries could not be built
-	ptestBin string // the ptest-snap binary
+	binOnce    sync.Once
+	binDir     string // directory holding ptest-snap and the engines
+	binErr     error  // why the binaries could not be built
+	binCleanup func()
+	ptestBin   string // the ptest-snap binary
 )
 
+// TestMain removes the binaries built for the run. They are built on first
+// need (requireBinaries), so the unit tests alone build nothing.
 func TestMain(m *testing.M) {
-	code := func() int {
-		dir, cleanup, err := prepareBinaries()
-		if cleanup != nil {
-			defer cleanup()
-		}
-		binDir, binErr = dir, err
-		ptestBin = filepath.Join(dir, "ptest-snap")
-		return m.Run()
-	}()
+	code := m.Run()
+	if binCleanup != nil {
+		binCleanup()
+	}
 	os.Exit(code)
 }
 
@@ -72,9 +71,14 @@ func prepareBinaries() (string, func(), error) {
 	return tmp, cleanup, nil
 }
 
-// requireBinaries fails the test when the binaries could not be built.
+// requireBinaries builds the binaries (once per run) and fails the test
+// when they could not be built.
 func requireBinaries(t *testing.T) {
 	t.Helper()
+	binOnce.Do(func() {
+		binDir, binCleanup, binErr = prepareBinaries()
+		ptestBin = filepath.Join(binDir, "ptest-snap")
+	})
 	require.NoError(t, binErr, "building the binaries")
 }
 
