@@ -114,6 +114,23 @@ func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w p
 	meta.DockerInfo.SnapshotImage = imageID
 	meta.Image = ImageInfo{ID: imageID, DiffIDs: diffIDs, Flattened: flattened}
 
+	// Open every volume's archive now: its first header is the volume's
+	// root directory, whose mode and owner go into the metadata (a stream's
+	// root is not an entry).
+	vols := make([]*volumeReader, len(meta.Volumes))
+	defer func() {
+		for _, vr := range vols {
+			if vr != nil {
+				vr.rc.Close()
+			}
+		}
+	}()
+	for i := range meta.Volumes {
+		if vols[i], err = openVolume(ctx, cli, c.ID, &meta.Volumes[i]); err != nil {
+			return err
+		}
+	}
+
 	pm, err := encodeMetadata(meta)
 	if err != nil {
 		return err
@@ -121,9 +138,12 @@ func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w p
 	if err := w.WriteMetadata(ctx, pm); err != nil {
 		return err
 	}
-	for _, v := range meta.Volumes {
-		if err := e.captureVolume(ctx, cli, c.ID, v, req.Excludes, w); err != nil {
+	for i, v := range meta.Volumes {
+		if err := w.BeginStream(ctx, volumeStream(v.Name)); err != nil {
 			return err
+		}
+		if _, err := tarToEntries(ctx, vols[i].tr, w, req.Excludes); err != nil {
+			return fmt.Errorf("docker: volume %s: %w", v.Name, err)
 		}
 	}
 	unpause()
@@ -279,18 +299,25 @@ func describeMounts(c *container.InspectResponse, meta *Metadata) {
 	sort.Slice(meta.Volumes, func(i, j int) bool { return meta.Volumes[i].Name < meta.Volumes[j].Name })
 }
 
-// captureVolume streams a volume's files, read through the container.
-func (e *Engine) captureVolume(ctx context.Context, cli *client.Client, containerID string, v VolumeInfo, excludes []string, w pluginapi.CaptureWriter) error {
+// volumeReader is a volume's archive, opened, its root header read.
+type volumeReader struct {
+	rc io.ReadCloser
+	tr *tar.Reader
+}
+
+// openVolume opens a volume's archive through the container and records
+// its root directory's attributes in v.
+func openVolume(ctx context.Context, cli *client.Client, containerID string, v *VolumeInfo) (*volumeReader, error) {
 	rc, _, err := cli.CopyFromContainer(ctx, containerID, v.Destination)
 	if err != nil {
-		return containerErr("read volume "+v.Name+" of", containerID, err)
+		return nil, containerErr("read volume "+v.Name+" of", containerID, err)
 	}
-	defer rc.Close()
-	if err := w.BeginStream(ctx, volumeStream(v.Name)); err != nil {
-		return err
+	vr := &volumeReader{rc: rc, tr: tar.NewReader(rc)}
+	hdr, err := vr.tr.Next()
+	if err != nil || hdr.Typeflag != tar.TypeDir || stripFirst(hdr.Name) != "" {
+		rc.Close()
+		return nil, fmt.Errorf("docker: volume %s: the archive does not start with its directory (%v)", v.Name, err)
 	}
-	if _, err := tarToEntries(ctx, tar.NewReader(rc), w, excludes); err != nil {
-		return fmt.Errorf("docker: volume %s: %w", v.Name, err)
-	}
-	return nil
+	v.Root = &RootAttrs{Mode: uint32(hdr.Mode) & 0o7777, UID: uint32(hdr.Uid), GID: uint32(hdr.Gid), MtimeNs: hdr.ModTime.UnixNano()}
+	return vr, nil
 }

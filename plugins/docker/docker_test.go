@@ -318,3 +318,14 @@ func waitExit(t testing.TB, id string) {
 }
 
 func filtersLabel(label string) filters.Args { return filters.NewArgs(filters.Arg("label", label)) }
+
+// statPath returns the tar header the archive API gives for a path.
+func statPath(t testing.TB, id, p string) *tar.Header {
+	t.Helper()
+	rc, _, err := testCli.CopyFromContainer(context.Background(), id, p)
+	require.NoError(t, err)
+	defer rc.Close()
+	hdr, err := tar.NewReader(rc).Next()
+	require.NoError(t, err)
+	return hdr
+}

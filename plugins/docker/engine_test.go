@@ -58,6 +58,8 @@ func startFullContainer(t *testing.T) *fullContainer {
 	execIn(t, fc.id, "write", "/data/new.txt", "written in the container")
 	execIn(t, fc.id, "rm", "/data/delete-me.txt")
 	execIn(t, fc.id, "write", "/vol/sub/v.txt", "volume data")
+	execIn(t, fc.id, "chown", "/vol", "1234", "4321")
+	execIn(t, fc.id, "chmod", "/vol", "750")
 	return fc
 }
 
@@ -130,6 +132,11 @@ func TestCaptureRestoreFullContainer(t *testing.T) {
 	_, ok := readFile(t, got.ID, "/data/delete-me.txt")
 	assert.False(t, ok, "a file deleted before the capture came back")
 	assert.Equal(t, "volume data", execIn(t, got.ID, "cat", "/vol/sub/v.txt"))
+	// The volume's root keeps its owner and mode.
+	root := statPath(t, got.ID, "/vol")
+	assert.Equal(t, 1234, root.Uid)
+	assert.Equal(t, 4321, root.Gid)
+	assert.Equal(t, int64(0o750), root.Mode&0o7777)
 	env := execIn(t, got.ID, "env")
 	assert.Contains(t, env, "GREETING=hello world\n")
 	vol, err := testCli.VolumeInspect(ctx, fc.vol)

@@ -198,6 +198,7 @@ func TestVolumeMountedTwiceReadOnly(t *testing.T) {
 		{Type: mount.TypeVolume, Source: vol, Target: "/ro", ReadOnly: true},
 	}}, nil, true)
 	execIn(t, id, "write", "/vol/f", "shared")
+	execIn(t, id, "chmod", "/vol", "700")
 	e := New()
 	defer e.Close()
 	c := captureOf(t, e, name, nil, nil, nil)
@@ -213,6 +214,7 @@ func TestVolumeMountedTwiceReadOnly(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "shared", execIn(t, got.ID, "cat", "/ro/f"))
 	assert.Equal(t, "shared", execIn(t, got.ID, "cat", "/vol/f"))
+	assert.Equal(t, int64(0o700), statPath(t, got.ID, "/vol").Mode&0o7777)
 	for _, mt := range got.Mounts {
 		assert.Equal(t, vol, mt.Name)
 		assert.Equal(t, mt.Destination == "/vol", mt.RW, mt.Destination)

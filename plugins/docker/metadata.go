@@ -135,6 +135,16 @@ type VolumeInfo struct {
 	RW          bool              `json:"rw"`
 	Labels      map[string]string `json:"labels,omitempty"`
 	Options     map[string]string `json:"options,omitempty"`
+	// Root is the volume's root directory (not an entry of its stream).
+	Root *RootAttrs `json:"root,omitempty"`
+}
+
+// RootAttrs are a directory's mode, owner and mtime.
+type RootAttrs struct {
+	Mode    uint32 `json:"mode"`
+	UID     uint32 `json:"uid"`
+	GID     uint32 `json:"gid"`
+	MtimeNs int64  `json:"mtime_ns"`
 }
 
 // MountInfo is one mount of any type, as inspected.

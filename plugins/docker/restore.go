@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/docker/docker/api/types/container"
@@ -75,6 +77,9 @@ func (e *Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r p
 		volNames: map[string]string{},
 	}
 	defer rs.closeSpools()
+	if err := rs.openSpools(); err != nil {
+		return nil, err
+	}
 	if err := rs.read(ctx, r); err != nil {
 		rs.loader.abort()
 		return nil, err
@@ -115,6 +120,9 @@ type restoreSession struct {
 	stopEarly    bool
 	loader       *imageLoader
 	spools       map[string]*volumeSpool // by volume name
+	// fillHelper: volumes are filled through a helper container (some
+	// volume is mounted read-only), else through the restored container.
+	fillHelper bool
 
 	name     string
 	existing string // ID of the container named name, if any
@@ -126,10 +134,53 @@ type restoreSession struct {
 }
 
 // volumeSpool collects a volume's entries as a tar file until the image is
-// loaded and a container can receive it.
+// loaded and a container can receive it. The tar holds the volume's root
+// as a directory named base (so its mode and owner are set too) and is
+// extracted into parent.
 type volumeSpool struct {
-	f  *os.File
-	tw *tar.Writer
+	f            *os.File
+	tw           *tar.Writer
+	parent, base string
+}
+
+// helperFillDir is where the helper container mounts volume i.
+const helperFillDir = "/ptest-snap-fill"
+
+// openSpools starts a spool for every volume, with its root directory.
+func (rs *restoreSession) openSpools() error {
+	for _, mi := range rs.meta.Mounts {
+		if mi.Type == "volume" && !mi.RW {
+			rs.fillHelper = true
+		}
+	}
+	for i, v := range rs.meta.Volumes {
+		parent, base := helperFillDir, strconv.Itoa(i)
+		if !rs.fillHelper {
+			for _, mi := range rs.meta.Mounts {
+				if mi.Type == "volume" && mi.Name == v.Name {
+					parent, base = path.Split(path.Clean(mi.Destination))
+					break
+				}
+			}
+			if base == "" || base == "/" {
+				return fmt.Errorf("docker: volume %s: cannot restore a volume mounted at %q", v.Name, parent)
+			}
+		}
+		f, err := os.CreateTemp(rs.tempDir, "volume-*.tar")
+		if err != nil {
+			return fmt.Errorf("docker: spool volume %s: %w", v.Name, err)
+		}
+		sp := &volumeSpool{f: f, tw: tar.NewWriter(f), parent: parent, base: base}
+		rs.spools[v.Name] = sp
+		root := pluginapi.Entry{Path: base, Type: pluginapi.TypeDir, Mode: 0o755}
+		if r := v.Root; r != nil {
+			root.Mode, root.UID, root.GID, root.MtimeNs = r.Mode, r.UID, r.GID, r.MtimeNs
+		}
+		if err := writeEntryTar(sp.tw, &root, nil); err != nil {
+			return fmt.Errorf("docker: spool volume %s: %w", v.Name, err)
+		}
+	}
+	return nil
 }
 
 func (rs *restoreSession) say(format string, args ...any) {
@@ -196,15 +247,15 @@ func (rs *restoreSession) spoolEntry(vol string, e *pluginapi.Entry, body io.Rea
 		return fmt.Errorf("docker: volume entry %q marked unchanged: in-place restore %w", e.Path, pluginapi.ErrUnsupported)
 	}
 	sp := rs.spools[vol]
-	if sp == nil {
-		f, err := os.CreateTemp(rs.tempDir, "volume-*.tar")
-		if err != nil {
-			return fmt.Errorf("docker: spool volume %s: %w", vol, err)
-		}
-		sp = &volumeSpool{f: f, tw: tar.NewWriter(f)}
-		rs.spools[vol] = sp
+	if err := pluginapi.ValidatePath(e.Path); err != nil {
+		return err
 	}
-	if err := writeEntryTar(sp.tw, e, body); err != nil {
+	pe := *e
+	pe.Path = sp.base + "/" + e.Path
+	if e.Type == pluginapi.TypeHardlink {
+		pe.LinkTarget = sp.base + "/" + e.LinkTarget
+	}
+	if err := writeEntryTar(sp.tw, &pe, body); err != nil {
 		return fmt.Errorf("docker: volume %s: %w", vol, err)
 	}
 	return nil
@@ -351,12 +402,22 @@ func (rs *restoreSession) volumes(ctx context.Context) error {
 	// A volume the container mounts read-write is filled through the
 	// container itself once created (no extra container); if any is
 	// read-only, all go through a helper container now.
-	for _, mi := range rs.meta.Mounts {
-		if mi.Type == "volume" && !mi.RW {
-			return rs.fillVolumes(ctx, fill)
-		}
+	if rs.fillHelper {
+		return rs.fillVolumes(ctx, fill)
 	}
 	rs.pendingFill = fill
+	return nil
+}
+
+// copySpool extracts a volume's spool into a container.
+func (rs *restoreSession) copySpool(ctx context.Context, id string, v VolumeInfo) error {
+	sp := rs.spools[v.Destination]
+	if _, err := sp.f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("docker: spooled volume: %w", err)
+	}
+	if err := rs.cli.CopyToContainer(ctx, id, sp.parent, sp.f, container.CopyToContainerOptions{}); err != nil {
+		return engineErr("fill volume "+v.Name, err)
+	}
 	return nil
 }
 
@@ -364,21 +425,8 @@ func (rs *restoreSession) volumes(ctx context.Context) error {
 // started) container at the volumes' mount points.
 func (rs *restoreSession) fillThrough(ctx context.Context, id string) error {
 	for _, v := range rs.pendingFill {
-		sp := rs.spools[v.Destination]
-		if sp == nil {
-			continue // an empty volume
-		}
-		for _, mi := range rs.meta.Mounts {
-			if mi.Type != "volume" || mi.Name != v.Destination {
-				continue
-			}
-			if _, err := sp.f.Seek(0, io.SeekStart); err != nil {
-				return fmt.Errorf("docker: spooled volume: %w", err)
-			}
-			if err := rs.cli.CopyToContainer(ctx, id, mi.Destination, sp.f, container.CopyToContainerOptions{}); err != nil {
-				return engineErr("fill volume "+v.Name, err)
-			}
-			break // a volume mounted twice is filled once
+		if err := rs.copySpool(ctx, id, v); err != nil {
+			return err
 		}
 	}
 	rs.pendingFill = nil
@@ -391,9 +439,10 @@ func (rs *restoreSession) fillThrough(ctx context.Context, id string) error {
 // read-only and whatever the image holds at the mount points.
 func (rs *restoreSession) fillVolumes(ctx context.Context, vols []VolumeInfo) error {
 	hc := &container.HostConfig{NetworkMode: "none"}
-	for i, v := range vols {
+	for _, v := range vols {
+		sp := rs.spools[v.Destination]
 		hc.Mounts = append(hc.Mounts, mount.Mount{
-			Type: mount.TypeVolume, Source: v.Name, Target: fmt.Sprintf("/ptest-snap-fill/%d", i),
+			Type: mount.TypeVolume, Source: v.Name, Target: sp.parent + "/" + sp.base,
 			VolumeOptions: &mount.VolumeOptions{NoCopy: true},
 		})
 	}
@@ -410,16 +459,9 @@ func (rs *restoreSession) fillVolumes(ctx context.Context, vols []VolumeInfo) er
 		defer cancel()
 		_ = rs.cli.ContainerRemove(rctx, helper.ID, container.RemoveOptions{Force: true})
 	}()
-	for i, v := range vols {
-		sp := rs.spools[v.Destination]
-		if sp == nil {
-			continue // an empty volume
-		}
-		if _, err := sp.f.Seek(0, io.SeekStart); err != nil {
-			return fmt.Errorf("docker: spooled volume: %w", err)
-		}
-		if err := rs.cli.CopyToContainer(ctx, helper.ID, fmt.Sprintf("/ptest-snap-fill/%d", i), sp.f, container.CopyToContainerOptions{}); err != nil {
-			return engineErr("fill volume "+v.Name, err)
+	for _, v := range vols {
+		if err := rs.copySpool(ctx, helper.ID, v); err != nil {
+			return err
 		}
 	}
 	return nil

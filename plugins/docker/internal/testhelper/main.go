@@ -8,6 +8,8 @@
 //	testhelper random PATH SIZE SEED   write SIZE pseudo-random bytes from SEED
 //	testhelper rm PATH                 remove PATH
 //	testhelper cat PATH                print PATH's content
+//	testhelper chmod PATH MODE         chmod PATH to the octal MODE
+//	testhelper chown PATH UID GID      chown PATH
 //	testhelper env                     print the environment, one VAR=value a line
 //	testhelper serve ADDR              answer HTTP on ADDR with "ok" until stopped
 //	testhelper sleep                   sleep until stopped
@@ -81,6 +83,28 @@ func run(args []string) error {
 		}
 		_, err = os.Stdout.Write(b)
 		return err
+	case "chmod":
+		if err := need(2); err != nil {
+			return err
+		}
+		mode, err := strconv.ParseUint(args[2], 8, 32)
+		if err != nil {
+			return err
+		}
+		return os.Chmod(args[1], os.FileMode(mode))
+	case "chown":
+		if err := need(3); err != nil {
+			return err
+		}
+		uid, err := strconv.Atoi(args[2])
+		if err != nil {
+			return err
+		}
+		gid, err := strconv.Atoi(args[3])
+		if err != nil {
+			return err
+		}
+		return os.Lchown(args[1], uid, gid)
 	case "env":
 		env := os.Environ()
 		sort.Strings(env)
