@@ -112,11 +112,13 @@ func (r *replay) Next(context.Context) (string, *pluginapi.Entry, io.Reader, err
 	return me.stream, &e, nil, nil
 }
 
-// sameEntry is the host's in-place test: the target already holds e.
+// sameEntry is the host's in-place test: the target already holds e (the
+// same type, mode, owner, mtime, size and link target; core also proves a
+// file's content through its change indexes).
 func sameEntry(a, b pluginapi.Entry) bool {
 	return a.Type == b.Type && a.Mode == b.Mode && a.UID == b.UID && a.GID == b.GID &&
 		a.Size == b.Size && a.LinkTarget == b.LinkTarget &&
-		(a.Type != pluginapi.TypeFile || a.MtimeNs == b.MtimeNs)
+		(a.Type == pluginapi.TypeHardlink || a.MtimeNs == b.MtimeNs)
 }
 
 // capture runs the engine's capture of target into memory.

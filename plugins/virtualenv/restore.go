@@ -52,6 +52,11 @@ func (*Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r plu
 		newVersion: version,
 	}
 	opts := fstree.ApplyOptions{InPlace: req.InPlace || req.Replace}
+	// In place, a directory the host found with the snapshot's mtime has
+	// no extra entries (pip and Python add and remove files, which moves
+	// it), so only changed directories are listed for extras; the option
+	// full-scan=true lists every directory instead.
+	opts.TrustUnchangedDirs = req.InPlace && !isTrue(req.Options["full-scan"])
 	if reloc.active() {
 		opts.Rewrite = func(e *pluginapi.Entry) (func([]byte) ([]byte, error), bool) {
 			rel := e.Path
@@ -177,4 +182,13 @@ func checkRealDirs(root, rel string) error {
 		}
 	}
 	return nil
+}
+
+// isTrue reads a boolean option value.
+func isTrue(v string) bool {
+	switch strings.ToLower(v) {
+	case "1", "true", "yes", "on":
+		return true
+	}
+	return false
 }

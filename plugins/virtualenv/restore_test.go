@@ -305,3 +305,30 @@ func TestCopiesVenvRelocates(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, want, got)
 }
+
+// TestRestoreInPlaceFullScan: in place, directories whose mtime is the
+// snapshot's are trusted to hold no extra entries; a file slipped in with
+// the directory's mtime set back survives that, and full-scan=true finds
+// and deletes it.
+func TestRestoreInPlaceFullScan(t *testing.T) {
+	f := venvFixture(t)
+	work := filepath.Join(t.TempDir(), "venv")
+	_, err := restore(t, capture(t, f.golden, nil), work, false, nil)
+	require.NoError(t, err)
+	snap := capture(t, work, nil)
+	include := filepath.Join(work, "include")
+	fi, err := os.Stat(include)
+	require.NoError(t, err)
+	sneaky := filepath.Join(include, "sneaky.h")
+	require.NoError(t, os.WriteFile(sneaky, nil, 0o644))
+	require.NoError(t, os.Chtimes(include, fi.ModTime(), fi.ModTime()))
+
+	_, err = restore(t, snap, work, true, nil)
+	require.NoError(t, err)
+	assert.FileExists(t, sneaky, "a trusted directory is not listed")
+
+	_, err = restore(t, snap, work, true, map[string]string{"full-scan": "true"})
+	require.NoError(t, err)
+	assert.NoFileExists(t, sneaky)
+	assert.Equal(t, treeSummary(snap, true), treeSummary(capture(t, work, nil), true))
+}
