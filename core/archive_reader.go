@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"time"
 
@@ -303,8 +304,26 @@ func (m *Manager) importArchive(ctx context.Context, r io.Reader, opts ImportOpt
 			w.Abort()
 		}
 	}()
+	// received holds the chunks read; putTrees the trees stored; pending
+	// the trees read before their children (an archive not in post-order),
+	// stored once everything has arrived.
 	received := map[store.Hash]bool{}
-	needed := map[store.Hash]bool{}
+	putTrees := map[store.Hash]bool{}
+	pending := map[store.Hash]*store.Tree{}
+	putTree := func(h store.Hash, t *store.Tree) error {
+		got, err := w.PutTree(ctx, t)
+		if err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("%w: tree %s: %v", ErrArchiveIncomplete, h, err)
+			}
+			return err
+		}
+		if got != h {
+			return fmt.Errorf("%w: tree %s is not canonical", ErrArchiveCorrupt, h)
+		}
+		putTrees[h] = true
+		return nil
+	}
 	hasHardlinks := false
 	for {
 		kind, payload, err := ar.next()
@@ -369,6 +388,7 @@ func (m *Manager) importArchive(ctx context.Context, r io.Reader, opts ImportOpt
 				}
 				return nil, fmt.Errorf("%w: tree %s: %v", ErrArchiveCorrupt, h, err)
 			}
+			ready := true
 			for i := range t.Nodes {
 				n := &t.Nodes[i]
 				if n.Type == store.NodeHardlink {
@@ -378,21 +398,24 @@ func (m *Manager) importArchive(ctx context.Context, r io.Reader, opts ImportOpt
 					}
 				}
 				for _, c := range n.Content {
-					needed[c] = true
+					ready = ready && received[c]
 				}
 				if n.Type == store.NodeDir {
-					needed[n.Subtree] = true
+					ready = ready && putTrees[n.Subtree]
 				}
 			}
-			got, err := w.PutTree(ctx, t)
-			if err != nil {
-				return nil, err
-			}
-			if got != h {
-				return nil, fmt.Errorf("%w: tree %s is not canonical", ErrArchiveCorrupt, h)
+			if ready {
+				if err := putTree(h, t); err != nil {
+					return nil, err
+				}
+			} else if len(pending) >= maxPendingTrees {
+				return nil, fmt.Errorf("%w: more than %d trees before their contents", ErrArchiveTooLarge, maxPendingTrees)
+			} else {
+				pending[h] = t
 			}
 			rep.Trees++
 		case frameChunk:
+			received[h] = true
 			before := w.Stats()
 			got, err := w.PutChunk(ctx, body)
 			if err != nil {
@@ -407,7 +430,6 @@ func (m *Manager) importArchive(ctx context.Context, r io.Reader, opts ImportOpt
 			}
 			rep.Chunks++
 		}
-		received[h] = true
 		if opts.Progress != nil {
 			opts.Progress(ImportProgress{Trees: rep.Trees, Chunks: rep.Chunks, Bytes: rep.Bytes})
 		}
@@ -423,22 +445,46 @@ func (m *Manager) importArchive(ctx context.Context, r io.Reader, opts ImportOpt
 			return nil, err
 		}
 	}
-	// Everything referenced must be here or already stored.
-	for _, rec := range recs {
-		for _, st := range rec.Streams {
-			needed[st.Root] = true
+	// Trees held back: store each after its subtrees.
+	var putPending func(h store.Hash) error
+	putPending = func(h store.Hash) error {
+		t, ok := pending[h]
+		if !ok {
+			return nil
 		}
+		delete(pending, h)
+		for i := range t.Nodes {
+			if t.Nodes[i].Type == store.NodeDir {
+				if err := putPending(t.Nodes[i].Subtree); err != nil {
+					return err
+				}
+			}
+		}
+		return putTree(h, t)
 	}
-	for h := range needed {
-		if received[h] {
-			continue
-		}
-		ok, err := m.store.HasChunk(ctx, h)
-		if err != nil {
+	held := make([]store.Hash, 0, len(pending))
+	for h := range pending {
+		held = append(held, h)
+	}
+	sort.Slice(held, func(i, j int) bool { return bytes.Compare(held[i][:], held[j][:]) < 0 })
+	for _, h := range held {
+		if err := putPending(h); err != nil {
 			return nil, err
 		}
-		if !ok {
-			return nil, fmt.Errorf("%w: chunk %s is neither in the archive nor in the store", ErrArchiveIncomplete, h)
+	}
+	// Every root must be here or already stored.
+	for _, rec := range recs {
+		for _, st := range rec.Streams {
+			if putTrees[st.Root] {
+				continue
+			}
+			ok, err := m.store.HasChunk(ctx, st.Root)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				return nil, fmt.Errorf("%w: snapshot %s stream %s: root tree %s is neither in the archive nor in the store", ErrArchiveIncomplete, rec.ID, st.Name, st.Root)
+			}
 		}
 	}
 	if hasHardlinks {

@@ -417,3 +417,43 @@ func TestExportErrors(t *testing.T) {
 	_, err = m.Export(context.Background(), []string{"w"}, pw, nil)
 	require.ErrorContains(t, err, "reader went away")
 }
+
+// Export writes each tree after its chunks and subtrees, so an import can
+// store every tree as it arrives (nothing held back).
+func TestExportIsPostOrder(t *testing.T) {
+	m := lcOpen(t)
+	lcWrite(t, m, lcSnap{ID: "po", Streams: map[string]map[string]string{
+		"rootfs": {"a/b/c": "1", "a/d": "2", "e": "3", "f/": ""}, "volume:v": {"x": "4"}}})
+	ar, err := openArchive(bytes.NewReader(lcExport(t, m, "po")))
+	require.NoError(t, err)
+	defer ar.close()
+	seen := map[store.Hash]bool{}
+	trees := 0
+	for {
+		kind, payload, err := ar.next()
+		require.NoError(t, err)
+		if kind == frameEnd {
+			break
+		}
+		if kind == frameRecord {
+			continue
+		}
+		var h store.Hash
+		copy(h[:], payload[:32])
+		if kind == frameTree {
+			trees++
+			tr, err := store.DecodeTree(payload[32:])
+			require.NoError(t, err)
+			for _, n := range tr.Nodes {
+				for _, c := range n.Content {
+					assert.True(t, seen[c], "chunk before its tree")
+				}
+				if n.Type == store.NodeDir {
+					assert.True(t, seen[n.Subtree], "subtree before its tree")
+				}
+			}
+		}
+		seen[h] = true
+	}
+	assert.Equal(t, 5, trees, "rootfs, a, a/b, f (empty) and the volume's root, each once")
+}

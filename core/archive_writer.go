@@ -29,8 +29,10 @@ import (
 //	         trailer, as written (uncompressed)
 //
 // Each tree and chunk appears once however many snapshots or files use it.
-// Trees come before what they reference (pre-order), so a reader could
-// restore from the stream; the importer does not rely on the order.
+// A tree comes after everything it references (post-order), so an importer
+// can store each tree as it arrives (the store accepts a tree only once
+// its chunks and subtrees are stored). The importer also accepts any other
+// order, holding back trees whose children have not arrived yet.
 const (
 	archiveMagic       = "PTSNAPAR"
 	archiveVersion     = 1
@@ -45,6 +47,7 @@ const (
 	maxArchiveChunk    = 16 << 20 // 4× the chunker's largest chunk
 	maxArchiveTrailer  = 3*binary.MaxVarintLen64 + 32
 	maxArchiveRecords  = 1 << 16
+	maxPendingTrees    = 1 << 20 // trees held back (out-of-order archives)
 	archiveFrameHeader = 1 + binary.MaxVarintLen64
 )
 
@@ -131,8 +134,8 @@ func (m *Manager) Export(ctx context.Context, refs []string, w io.Writer, progre
 	return rep, nil
 }
 
-// exportTree writes tree h (if not written yet), then its files' chunks
-// and subtrees.
+// exportTree writes tree h (if not written yet) after its files' chunks
+// and its subtrees.
 func (m *Manager) exportTree(ctx context.Context, aw *archiveWriter, seen map[store.Hash]bool, h store.Hash, report func()) error {
 	if seen[h] {
 		return nil
@@ -149,11 +152,6 @@ func (m *Manager) exportTree(ctx context.Context, aw *archiveWriter, seen map[st
 	if err != nil {
 		return fmt.Errorf("tree %s: %w", h, err)
 	}
-	if err := aw.frame(frameTree, h[:], raw); err != nil {
-		return err
-	}
-	aw.trees++
-	report()
 	for i := range t.Nodes {
 		n := &t.Nodes[i]
 		for _, c := range n.Content {
@@ -177,6 +175,11 @@ func (m *Manager) exportTree(ctx context.Context, aw *archiveWriter, seen map[st
 			}
 		}
 	}
+	if err := aw.frame(frameTree, h[:], raw); err != nil {
+		return err
+	}
+	aw.trees++
+	report()
 	return nil
 }
 

@@ -251,14 +251,14 @@ func (m *Manager) ImportJSON(ctx context.Context, r io.Reader, opts ImportOption
 		res.AlreadyPresent = true
 		return res, nil
 	}
-	// A gc running between this check and the commit could still delete
-	// the (unreferenced) data; the store offers no way yet to pin a chunk
-	// without its bytes, and gc is an explicit command.
-	if err := m.checkDataPresent(ctx, rec); err != nil {
-		return nil, fmt.Errorf("import json: %w", err)
-	}
 	w, err := m.store.NewWriter(ctx)
 	if err != nil {
+		return nil, fmt.Errorf("import json: %w", err)
+	}
+	// Re-putting each root tree makes the Writer check, and protect from
+	// gc until the commit, every chunk and subtree under it.
+	if err := m.pinData(ctx, w, rec); err != nil {
+		w.Abort()
 		return nil, fmt.Errorf("import json: %w", err)
 	}
 	if err := w.Commit(ctx, rec, nil); err != nil {
@@ -274,48 +274,18 @@ func (m *Manager) ImportJSON(ctx context.Context, r io.Reader, opts ImportOption
 	return res, nil
 }
 
-// checkDataPresent walks the record's trees and checks every chunk is
-// stored.
-func (m *Manager) checkDataPresent(ctx context.Context, rec *store.Snapshot) error {
-	seen := map[store.Hash]bool{}
-	var walk func(h store.Hash) error
-	walk = func(h store.Hash) error {
-		if seen[h] {
-			return nil
-		}
-		seen[h] = true
-		t, err := m.store.GetTree(ctx, h)
-		if err != nil {
-			if errors.Is(err, store.ErrNotFound) {
-				return fmt.Errorf("%w: tree %s of snapshot %s (import an archive instead)", ErrReportDataMissing, h, rec.ID)
-			}
-			return err
-		}
-		for i := range t.Nodes {
-			n := &t.Nodes[i]
-			for _, c := range n.Content {
-				if seen[c] {
-					continue
-				}
-				seen[c] = true
-				ok, err := m.store.HasChunk(ctx, c)
-				if err != nil {
-					return err
-				}
-				if !ok {
-					return fmt.Errorf("%w: chunk %s of snapshot %s (import an archive instead)", ErrReportDataMissing, c, rec.ID)
-				}
-			}
-			if n.Type == store.NodeDir {
-				if err := walk(n.Subtree); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	}
+// pinData checks that every tree and chunk of rec is stored, protecting
+// them through w.
+func (m *Manager) pinData(ctx context.Context, w *store.Writer, rec *store.Snapshot) error {
 	for _, st := range rec.Streams {
-		if err := walk(st.Root); err != nil {
+		t, err := m.store.GetTree(ctx, st.Root)
+		if err == nil {
+			_, err = w.PutTree(ctx, t)
+		}
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("%w: snapshot %s stream %s: %v (import an archive instead)", ErrReportDataMissing, rec.ID, st.Name, err)
+		}
+		if err != nil {
 			return err
 		}
 	}
