@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -214,7 +215,7 @@ func writeFile(t *testing.T, path, content string) {
 }
 
 // treeState maps every path under root to a description of it: the
-// content of files, the target of symlinks, "dir" for directories, with
+// SHA-256 of files' content, the target of symlinks, "dir" for directories, with
 // the permission bits.
 func treeState(t *testing.T, root string) map[string]string {
 	t.Helper()
@@ -242,7 +243,7 @@ func treeState(t *testing.T, root string) map[string]string {
 			if err != nil {
 				return err
 			}
-			out[rel] = fmt.Sprintf("file %o %x", mode.Perm(), b)
+			out[rel] = fmt.Sprintf("file %o %x", mode.Perm(), sha256.Sum256(b))
 		}
 		return nil
 	})

@@ -40,7 +40,14 @@ func makeBigTree(t *testing.T, root string, files, size int) {
 // engine process runs (so the store is open and the capture under way).
 func startCreate(t *testing.T, c *cli, src string, extra ...string) (*exec.Cmd, *safeBuffer, *safeBuffer) {
 	t.Helper()
-	cmd := c.command(append([]string{"create", "--engine", "dir"}, append(extra, src)...)...)
+	return startWithEngine(t, c, append([]string{"create", "--engine", "dir"}, append(extra, src)...)...)
+}
+
+// startWithEngine starts ptest-snap with args in the background and waits
+// until its dir engine process runs.
+func startWithEngine(t *testing.T, c *cli, args ...string) (*exec.Cmd, *safeBuffer, *safeBuffer) {
+	t.Helper()
+	cmd := c.command(args...)
 	var out, errb safeBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	require.NoError(t, cmd.Start())
@@ -53,7 +60,7 @@ func startCreate(t *testing.T, c *cli, src string, extra ...string) (*exec.Cmd, 
 	started := waitFor(20*time.Second, func() bool {
 		return len(childProcesses(cmd.Process.Pid, "ptest-snap-engine-dir")) > 0
 	})
-	require.True(t, started, "the create never launched its engine; stderr:\n%s", errb.String())
+	require.True(t, started, "%v never launched its engine; stderr:\n%s", args, errb.String())
 	return cmd, &out, &errb
 }
 
@@ -90,6 +97,39 @@ func TestInterruptDuringCreate(t *testing.T) {
 	c.fails(exitNotFound, "show", "interrupted")
 	c.ok("verify")
 	c.ok("gc")
+}
+
+// TestInterruptDuringRestore interrupts a restore to a new path: exit 130,
+// no engine process left, and the store untouched and sound.
+func TestInterruptDuringRestore(t *testing.T) {
+	requireEngine(t, "dir")
+	c := newCLI(t)
+	src := filepath.Join(t.TempDir(), "big")
+	makeBigTree(t, src, 32, 2<<20) // 64 MiB
+	c.ok("create", "--engine", "dir", "--name", "big", src)
+
+	dst := filepath.Join(t.TempDir(), "restored")
+	cmd, _, errb := startWithEngine(t, c, "restore", "big", "--target", dst)
+	engines := childProcesses(cmd.Process.Pid, "ptest-snap-engine-dir")
+	require.NoError(t, cmd.Process.Signal(syscall.SIGSTOP))
+	require.NoError(t, cmd.Process.Signal(os.Interrupt))
+	require.NoError(t, cmd.Process.Signal(syscall.SIGCONT))
+	require.Error(t, cmd.Wait())
+	assert.Equal(t, exitInterrupted, cmd.ProcessState.ExitCode(), "stderr:\n%s", errb.String())
+	assert.Contains(t, errb.String(), "interrupted")
+	requireCleanStderr(t, errb.String())
+	for _, pid := range engines {
+		alive := syscall.Kill(pid, 0) == nil && processState(pid) != "Z"
+		assert.False(t, alive, "engine process %d still running", pid)
+	}
+	var l listJSON
+	c.jsonOK(&l, "list")
+	assert.Len(t, l.Snapshots, 1)
+	c.ok("verify")
+	// Restoring again (to a fresh path) completes.
+	dst2 := filepath.Join(t.TempDir(), "restored")
+	c.ok("restore", "big", "--target", dst2)
+	assert.Equal(t, treeState(t, src), treeState(t, dst2))
 }
 
 // processState returns the state letter of a process ("" if gone).
