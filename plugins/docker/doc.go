@@ -27,4 +27,16 @@
 // the v1 ID from the layer's chain ID), so with the parent's index a layer
 // already captured is sent as Unchanged entries, with no bytes. See
 // metadata.go for the JSON schema.
+//
+// Options. Capture: flatten-layers=N (default 100: a commit with more
+// layers is replaced by export + import, one layer, so snapshot → restore
+// → snapshot cycles stay under Docker's ~125-layer limit), keep-image=true
+// (leave the commit image in the engine; by default it is removed once
+// streamed, the store being the copy). Restore: name=NAME (the container's
+// name when the request has no Target), remap-ports=true (let the engine
+// pick every host port; ports another container holds are remapped
+// anyway), volumes=new|reuse (what to do with a volume that already exists:
+// restore its data into <name>-restored-<n>, or mount it as it is),
+// skip-present-image=true (stop reading the stream when the engine already
+// has the image; see Restore).
 package docker
