@@ -190,4 +190,3 @@ func BenchmarkSplitLayer(b *testing.B) {
 		}
 	})
 }
-
