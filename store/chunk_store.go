@@ -52,6 +52,7 @@ type chunkQueue struct {
 	unflushed map[string][]byte
 	writing   int   // batches being written
 	err       error // first write error: sticky, no commit succeeds after it
+	sinceRel  int   // bytes written since the last releaseMappedPages
 }
 
 // Batch limits: large enough to amortize a Badger commit, small enough to
@@ -110,7 +111,18 @@ func (q *chunkQueue) writeLocked() error {
 
 	err := q.s.gated(func() error { return q.write(batch) })
 
+	written := 0
+	for _, g := range batch {
+		for _, e := range g {
+			written += len(e.val)
+		}
+	}
 	q.mu.Lock()
+	q.sinceRel += written
+	release := q.sinceRel >= releaseEvery
+	if release {
+		q.sinceRel = 0
+	}
 	for _, g := range batch {
 		for _, e := range g {
 			delete(q.unflushed, string(e.key))
@@ -123,6 +135,9 @@ func (q *chunkQueue) writeLocked() error {
 	q.cond.Broadcast()
 	err = q.err
 	q.mu.Unlock()
+	if release {
+		q.s.releaseMappedPages()
+	}
 	return err
 }
 
@@ -196,6 +211,11 @@ func (s *Store) value(key []byte) ([]byte, error) {
 		v, err = item.ValueCopy(nil)
 		return err
 	})
+	// Reading faults value-log pages into our address space as writing
+	// does: a restore of the whole store would hold all of it.
+	if n := s.readSinceRel.Add(int64(len(v))); n >= releaseEvery*2 && s.readSinceRel.CompareAndSwap(n, 0) {
+		s.releaseMappedPages()
+	}
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, ErrNotFound
 	}

@@ -67,6 +67,12 @@ type Store struct {
 	packer    packer
 	packCache packCache
 	packLoads atomic.Int64 // packs decompressed (cache misses), for benchmarks
+
+	readSinceRel atomic.Int64 // value bytes read since the last releaseMappedPages
+
+	// mapsPrefix is the database directory as /proc/self/maps names it
+	// (mapped_pages.go); empty if it cannot be known.
+	mapsPrefix string
 }
 
 // dbDir is where Badger lives inside the store directory.
@@ -176,6 +182,11 @@ func open(opts Options, lk *dirLock) (*Store, error) {
 	}
 	s.chunks.init(s)
 	s.packer.init(s)
+	if abs, err := filepath.Abs(dbDir(opts.Dir)); err == nil {
+		if real, err := filepath.EvalSymlinks(abs); err == nil {
+			s.mapsPrefix = real + string(filepath.Separator)
+		}
+	}
 	if err := s.checkFormat(); err != nil {
 		s.closeParts()
 		return nil, err

@@ -342,6 +342,7 @@ func (w *Writer) Commit(ctx context.Context, snap *Snapshot, idx ChangeIndex) er
 	}
 	snap.FormatMajor, snap.FormatMinor, snap.Stats = rec.FormatMajor, rec.FormatMinor, rec.Stats
 	w.release()
+	s.releaseMappedPages()
 	return nil
 }
 
