@@ -83,8 +83,10 @@ const valueThreshold = 1 << 10
 
 // badgerOptions tunes Badger for this workload:
 //   - values are our compressed chunks: Badger's own compression is off
-//     (it would only burn CPU on zstd output) and so is its block cache's
-//     main reason to exist; a small block cache still helps key lookups;
+//     (it would only burn CPU on zstd output), and without compression or
+//     encryption its tables are read straight from their memory mapping,
+//     so the block cache is off too; the index cache is off as well, which
+//     keeps the (small) table indexes in memory;
 //   - values above 1 KiB (packs, large chunks) go to the value log (big sequential writes, no
 //     rewriting by LSM compactions); small chunks and keys stay in the LSM,
 //     which compaction reclaims on its own after GC;
@@ -108,8 +110,8 @@ func badgerOptions(dir string, logf func(string, ...any)) badger.Options {
 		WithNumLevelZeroTables(4).
 		WithNumLevelZeroTablesStall(8).
 		WithBaseTableSize(8 << 20).
-		WithBlockCacheSize(16 << 20).
-		WithIndexCacheSize(8 << 20).
+		WithBlockCacheSize(0).
+		WithIndexCacheSize(0).
 		WithNumCompactors(2).
 		WithNumVersionsToKeep(1).
 		WithCompactL0OnClose(true).
