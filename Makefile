@@ -4,7 +4,7 @@ BIN     ?= $(CURDIR)/bin
 PKGS    ?= ./...
 ENGINES := $(wildcard plugins/*/cmd/ptest-snap-engine-*)
 
-.PHONY: all build test bench lint proto clean
+.PHONY: all build test bench bench-micro lint proto clean
 
 all: build
 
@@ -17,10 +17,13 @@ build:
 test: build
 	PTEST_SNAP_BIN=$(BIN) $(GO) test -race -count=1 -timeout 25m $(PKGS)
 
-## bench: the side-by-side benchmark harness (see README) and the micro-benchmarks
+## bench: the side-by-side benchmark harness (see README); BENCHFLAGS passes flags
 bench: build
+	PTEST_SNAP_BIN=$(BIN) $(GO) run ./bench -bin $(BIN) $(BENCHFLAGS)
+
+## bench-micro: Go micro-benchmarks of the hot paths (chunking, hashing, compression, put/get, trees)
+bench-micro:
 	$(GO) test -run '^$$' -bench . -benchmem ./compress/ ./store/
-	PTEST_SNAP_BIN=$(BIN) $(GO) run ./bench $(BENCHFLAGS)
 
 ## lint: go vet and staticcheck
 lint:

@@ -81,6 +81,9 @@ func parseFlags(args []string) (Config, error) {
 	fs.BoolVar(&cfg.NoPeers, "no-peers", false, "skip restic and kopia even when installed")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the scratch directory")
 	fs.BoolVar(&cfg.Docker, "docker", cfg.Docker, "run the Docker scenarios when a Docker engine answers")
+	fs.IntVar(&cfg.DockerImageMB, "docker-image-mb", cfg.DockerImageMB, "size of the Docker scenarios' image data")
+	fs.IntVar(&cfg.DockerChangeMB, "docker-change-mb", cfg.DockerChangeMB, "what the container changes over its image")
+	fs.StringVar(&cfg.ModuleDir, "module", cfg.ModuleDir, "the ptest-snap source tree (builds the container helper)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}

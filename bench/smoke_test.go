@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,7 +28,7 @@ func TestMeasureCountsChildren(t *testing.T) {
 	assert.ErrorContains(t, err, "boom", "a failing step says why")
 }
 
-// binDir returns a directory with ptest-snap and the dir engine: the one
+// binDir returns a directory with ptest-snap and its engines: the one
 // `make test` built ($PTEST_SNAP_BIN), or a fresh build.
 func binDir(t *testing.T) string {
 	t.Helper()
@@ -42,33 +44,32 @@ func binDir(t *testing.T) string {
 	return dir
 }
 
-// TestSmokeRun runs the whole harness, every scenario and the scaling run, on
-// a tiny synthetic dataset with the directory engine, and checks its outputs.
+// TestSmokeRun runs `make bench`, the README's command, with flags for a tiny
+// synthetic dataset and the directory engine: every scenario (the Docker ones
+// when an engine answers) and the scaling run, then checks its outputs.
 func TestSmokeRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binaries")
 	}
-	cfg := defaultConfig()
-	tmp := t.TempDir()
-	cfg.BinDir, cfg.DataDir, cfg.WorkDir, cfg.OutDir = binDir(t), filepath.Join(tmp, "data"), filepath.Join(tmp, "work"), filepath.Join(tmp, "out")
-	cfg.Dataset, cfg.Engine = "synthetic", "dir"
-	cfg.Synthetic = SyntheticSpec{Files: 120, MedianSize: 1500, Sigma: 1.5, RandomFraction: 0.1, FilesPerDir: 12, Seed: 3}
-	cfg.Runs, cfg.Warmup, cfg.Settle, cfg.GrowthSteps, cfg.Scales = 1, 0, 0, 3, []int{1, 2}
-	cfg.NoPeers = true
-	cfg.ModuleDir, cfg.DockerImageMB, cfg.DockerChangeMB = "..", 4, 1
-	cfg.Docker = os.Getenv("PTEST_SNAP_REQUIRE_DOCKER") == "1" || dockerReachable(context.Background())
-	for _, s := range scenarios() {
-		cfg.Scenarios = append(cfg.Scenarios, s.name)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	bin, tmp := binDir(t), t.TempDir()
+	out := filepath.Join(tmp, "out")
+	docker := os.Getenv("PTEST_SNAP_REQUIRE_DOCKER") == "1" || dockerReachable(context.Background())
+	flags := strings.Join([]string{
+		"-dataset synthetic -synthetic-files 120 -synthetic-median 1500 -seed 3 -engine dir",
+		"-runs 1 -warmup 0 -settle 0 -growth-steps 3 -scales 1,2 -no-peers",
+		"-docker-image-mb 4 -docker-change-mb 1 -docker=" + strconv.FormatBool(docker),
+		"-data " + filepath.Join(tmp, "data") + " -work " + filepath.Join(tmp, "work") + " -out " + out,
+	}, " ")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	c := exec.CommandContext(ctx, "make", "-s", "-C", "..", "bench", "BIN="+bin, "BENCHFLAGS="+flags)
+	var stdout, stderr bytes.Buffer
+	c.Stdout, c.Stderr = &stdout, &stderr
+	require.NoError(t, c.Run(), "make bench:\n%s\n%s", stdout.String(), stderr.String())
 
-	var out, log bytes.Buffer
-	require.NoError(t, runHarness(ctx, cfg, &out, &log), "log:\n%s", log.String())
-
-	md := out.String()
+	md := stdout.String()
 	for _, s := range scenarios() {
-		if s.needsDocker && !cfg.Docker {
+		if s.needsDocker && !docker {
 			continue
 		}
 		assert.Contains(t, md, "| "+s.name+" | ptest-snap", "every scenario timed ptest-snap")
@@ -76,7 +77,7 @@ func TestSmokeRun(t *testing.T) {
 	assert.Contains(t, md, "| in-place restore undoing small | ptest-snap full restore |")
 	assert.Contains(t, md, "| 2× | 240 |")
 
-	b, err := os.ReadFile(filepath.Join(cfg.OutDir, "results.json"))
+	b, err := os.ReadFile(filepath.Join(out, "results.json"))
 	require.NoError(t, err)
 	var res Results
 	require.NoError(t, json.Unmarshal(b, &res))
@@ -84,12 +85,10 @@ func TestSmokeRun(t *testing.T) {
 	for _, f := range res.Figures {
 		assert.Equal(t, 1, f.WallS.N, "%s / %s", f.Scenario, f.Tool)
 		assert.Positive(t, f.WallS.Median, "%s / %s", f.Scenario, f.Tool)
-	}
-	for _, f := range res.Figures {
 		if f.Scenario == "initial snapshot" && f.Tool == toolSnap {
 			assert.Positive(t, f.MB.Median, "the store's size is measured")
 		}
 	}
 	assert.Len(t, res.Growth[toolSnap], 3)
-	assert.FileExists(t, filepath.Join(cfg.OutDir, "ratios.png"))
+	assert.FileExists(t, filepath.Join(out, "ratios.png"))
 }
