@@ -73,7 +73,11 @@ type CaptureOptions struct {
 //
 // Entries carry mode (07777), uid, gid, mtime and ctime in nanoseconds,
 // inode, size and xattrs. A second name of a regular file already sent
-// (same device and inode) is sent as TypeHardlink naming the first path.
+// (same device and inode) is sent as TypeHardlink naming the first path,
+// with Size 0 and no body. Only regular files are ever Unchanged.
+// Sockets, devices and FIFOs are never sent (see OnSpecial). A directory
+// replaced by a symlink while the walk is under way fails the capture
+// with an error wrapping pluginapi.ErrUnsafePath.
 //
 // w is called from the calling goroutine only, in order; bodies are read
 // ahead in parallel. A body always yields exactly Size bytes: a small file
