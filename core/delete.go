@@ -14,6 +14,9 @@ type DeleteOptions struct {
 	// Every ref is resolved before anything is deleted, so a bad ref
 	// deletes nothing.
 	Refs []string
+	// Engine and EnvID, both set, add every snapshot of that environment
+	// (the original report's delete on an environment object).
+	Engine, EnvID string
 	// DryRun resolves and reports without deleting.
 	DryRun bool
 }
@@ -31,12 +34,23 @@ type DeleteReport struct {
 // whole call before anything is deleted. Each deletion emits
 // snapshot_deleting and snapshot_deleted (or snapshot_delete_failed).
 func (m *Manager) Delete(ctx context.Context, opts DeleteOptions) (*DeleteReport, error) {
-	if len(opts.Refs) == 0 {
+	byEnv := opts.Engine != "" || opts.EnvID != ""
+	if len(opts.Refs) == 0 && !byEnv {
 		return nil, fmt.Errorf("delete: %w: no snapshot given", ErrInvalidOptions)
+	}
+	if byEnv && (opts.Engine == "" || opts.EnvID == "") {
+		return nil, fmt.Errorf("delete: %w: an environment needs both engine and env ID", ErrInvalidOptions)
 	}
 	snaps, err := m.ResolveMany(ctx, opts.Refs)
 	if err != nil {
 		return nil, fmt.Errorf("delete: %w", err)
+	}
+	if byEnv {
+		envSnaps, err := m.store.SnapshotsByEnv(ctx, opts.Engine, opts.EnvID)
+		if err != nil {
+			return nil, fmt.Errorf("delete: %w", err)
+		}
+		snaps = append(snaps, envSnaps...)
 	}
 	seen := map[string]bool{}
 	rep := &DeleteReport{DryRun: opts.DryRun}

@@ -192,3 +192,18 @@ func TestQuotaStoreBytes(t *testing.T) {
 	assert.Equal(t, qe.Current-1000, qe.Over)
 	assert.Contains(t, err.Error(), "over the limit of 1000 B by")
 }
+
+func TestDeleteAllOfAnEnvironment(t *testing.T) {
+	ctx := context.Background()
+	m := lcOpen(t)
+	lcWrite(t, m, lcSnap{ID: "e1a", EnvID: "one", Streams: lcFiles("f", "1")})
+	lcWrite(t, m, lcSnap{ID: "e1b", EnvID: "one", Created: retentionClock.Add(-time.Hour), Streams: lcFiles("f", "2")})
+	lcWrite(t, m, lcSnap{ID: "e2", EnvID: "two", Streams: lcFiles("f", "3")})
+	lcWrite(t, m, lcSnap{ID: "e1v", EnvID: "one", Engine: "virtualenv", Streams: lcFiles("f", "4")})
+	rep, err := m.Delete(ctx, DeleteOptions{Engine: "dir", EnvID: "one", Refs: []string{"e1a"}})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"e1a", "e1b"}, lcIDs(rep.Snapshots), "newest first, e1a once")
+	assert.Equal(t, []string{"e1v", "e2"}, lcSnapIDs(t, m))
+	_, err = m.Delete(ctx, DeleteOptions{EnvID: "two"})
+	require.ErrorIs(t, err, ErrInvalidOptions)
+}

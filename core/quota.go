@@ -38,6 +38,10 @@ func (e *QuotaError) Error() string {
 		return fmt.Sprintf("%v: environment %s (%s) has %d snapshots; another would make %d, over the limit of %d by %d (delete some or run cleanup)",
 			ErrQuotaExceeded, e.EnvID, e.Engine, e.Current, e.After, e.Max, e.Over)
 	case QuotaStoreBytes:
+		if e.Over == 0 {
+			return fmt.Sprintf("%v: the store holds %s, which is its limit (delete snapshots and run gc)",
+				ErrQuotaExceeded, humanize.IBytes(uint64(e.Current)))
+		}
 		return fmt.Sprintf("%v: the store holds %s, over the limit of %s by %s (delete snapshots and run gc)",
 			ErrQuotaExceeded, humanize.IBytes(uint64(e.Current)), humanize.IBytes(uint64(e.Max)), humanize.IBytes(uint64(e.Over)))
 	}
