@@ -408,3 +408,35 @@ func BenchmarkRestoreVenvFull(b *testing.B) {
 		b.ReportMetric(cpuSeconds(syscall.RUSAGE_SELF)-c0, "restore-cpu-s")
 	}
 }
+
+// BenchmarkSecondCreateSmall times the create after change small, with the
+// parent, alone (for -cpuprofile).
+func BenchmarkSecondCreateSmall(b *testing.B) {
+	if _, err := os.Stat(benchDataset); err != nil {
+		b.Skipf("no dataset at %s", benchDataset)
+	}
+	ctx := context.Background()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		scratch := benchScratch(b)
+		x := filepath.Join(scratch, "X")
+		sh(b, fmt.Sprintf("cp -a %s %s", benchDataset, x))
+		m := openManagerAt(b, filepath.Join(scratch, "store"), map[string]pluginapi.Engine{"dir": newDirEngine()})
+		if _, err := m.Create(ctx, CreateOptions{Engine: "dir", Target: x}); err != nil {
+			b.Fatal(err)
+		}
+		if err := changeSmall(x); err != nil {
+			b.Fatal(err)
+		}
+		exec.Command("sync").Run()
+		b.StartTimer()
+		s, err := m.Create(ctx, CreateOptions{Engine: "dir", Target: x})
+		b.StopTimer()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("stats %+v", s.Stats)
+		m.Close()
+		os.RemoveAll(scratch)
+	}
+}

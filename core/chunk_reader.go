@@ -16,11 +16,11 @@ const (
 	// both busy while one waits on Badger.
 	defaultRestoreWorkers = 3
 	// restoreAheadBytes bounds the chunk bytes fetched ahead of the engine.
-	restoreAheadBytes = 64 << 20
+	restoreAheadBytes = 32 << 20
 	// recentChunksBytes bounds the cache of chunks already handed out, so a
 	// chunk shared by files close together (identical small files are
 	// common in a venv) is read from the store once.
-	recentChunksBytes = 16 << 20
+	recentChunksBytes = 8 << 20
 	// recentChunkMax: larger chunks are not kept once consumed.
 	recentChunkMax = 1 << 20
 )
