@@ -83,14 +83,33 @@ type ApplyOptions struct {
 // Directories are created mode 0700 and get their mode, owner, xattrs and
 // mtime at Finish, after their contents. Files get content, owner (when
 // running as root; best effort otherwise), mode, xattrs and mtime before
-// they appear under their name in place mode. A new-target restore that
-// fails leaves what it wrote so far.
+// they appear under their name in place mode.
+//
+// Abandon: a restore to a new target that does not finish (Close without
+// a successful Finish, or Finish failing, e.g. because ctx was cancelled)
+// removes everything it wrote: the workers are stopped and waited for
+// first, then the root is emptied through its directory fd with the same
+// no-symlink, beneath-the-root removal the in-place prune uses; the root
+// itself is removed too if NewApplier created it (with the parents it
+// created, when they are empty), and left, empty, if it existed. So a new
+// target is either complete or gone (DESIGN invariant 2). In place, every
+// replaced entry is written under a temporary name and renamed over the old
+// one, so an abandoned in-place restore leaves each entry either as it was
+// or as the snapshot has it, never half written, and no temporary names;
+// it does not roll back what it already renamed into place.
 type Applier struct {
 	root   string
 	opts   ApplyOptions
 	isRoot bool
 	euid   uint32
 	egid   uint32
+
+	// created is the topmost directory NewApplier created for a new
+	// target (root or one of its parents), "" if root existed; rootStat
+	// identifies root's inode, so the abandon path removes that directory
+	// and not whatever may have been moved to its name since.
+	created  string
+	rootStat unix.Stat_t
 
 	rootDir *dirHandle
 	stack   []openDir // directories open along the current path; [0] is root
@@ -162,12 +181,21 @@ type fileJob struct {
 // missing root is created and an existing one must be a directory.
 func NewApplier(root string, opts ApplyOptions) (*Applier, error) {
 	root = filepath.Clean(root)
-	if err := prepareRoot(root, opts.InPlace); err != nil {
+	created, err := prepareRoot(root, opts.InPlace)
+	if err != nil {
 		return nil, err
 	}
 	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
+		if created != "" && !opts.InPlace {
+			removeCreatedParents(root, created)
+		}
 		return nil, fmt.Errorf("open target %s: %w", root, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("target %s: %w", root, err)
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = DefaultWorkers
@@ -176,16 +204,18 @@ func NewApplier(root string, opts ApplyOptions) (*Applier, error) {
 		opts.WriteBehindBytes = DefaultWriteBehindBytes
 	}
 	a := &Applier{
-		root:    root,
-		opts:    opts,
-		isRoot:  os.Geteuid() == 0,
-		euid:    uint32(os.Geteuid()),
-		egid:    uint32(os.Getegid()),
-		rootDir: newDirHandle(fd),
-		seen:    make(map[string]seenEntry),
-		dirty:   make(map[string]bool),
-		jobs:    make(chan *fileJob, 4*opts.Workers),
-		memory:  newBudget(opts.WriteBehindBytes),
+		root:     root,
+		created:  created,
+		rootStat: st,
+		opts:     opts,
+		isRoot:   os.Geteuid() == 0,
+		euid:     uint32(os.Geteuid()),
+		egid:     uint32(os.Getegid()),
+		rootDir:  newDirHandle(fd),
+		seen:     make(map[string]seenEntry),
+		dirty:    make(map[string]bool),
+		jobs:     make(chan *fileJob, 4*opts.Workers),
+		memory:   newBudget(opts.WriteBehindBytes),
 	}
 	a.stack = []openDir{{path: "", dir: a.rootDir}}
 	for range opts.Workers {
@@ -195,38 +225,47 @@ func NewApplier(root string, opts ApplyOptions) (*Applier, error) {
 	return a, nil
 }
 
-func prepareRoot(root string, inPlace bool) error {
+// prepareRoot checks or creates root and returns the topmost directory it
+// created ("" if root existed).
+func prepareRoot(root string, inPlace bool) (created string, err error) {
 	fi, err := os.Lstat(root)
 	if errors.Is(err, os.ErrNotExist) {
-		if err := os.MkdirAll(root, 0o755); err != nil {
-			return fmt.Errorf("create target %s: %w", root, err)
+		created = root
+		for p := filepath.Dir(created); p != created; p = filepath.Dir(p) {
+			if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			created = p
 		}
-		return nil
+		if err := os.MkdirAll(root, 0o755); err != nil {
+			return "", fmt.Errorf("create target %s: %w", root, err)
+		}
+		return created, nil
 	}
 	if err != nil {
-		return fmt.Errorf("target %s: %w", root, err)
+		return "", fmt.Errorf("target %s: %w", root, err)
 	}
 	if fi.Mode()&os.ModeSymlink != 0 {
 		// The user named a symlink: restore where it points.
 		if fi, err = os.Stat(root); err != nil {
-			return fmt.Errorf("target %s: %w", root, err)
+			return "", fmt.Errorf("target %s: %w", root, err)
 		}
 	}
 	if !fi.IsDir() {
-		return fmt.Errorf("%w: %s is not a directory", pluginapi.ErrTargetExists, root)
+		return "", fmt.Errorf("%w: %s is not a directory", pluginapi.ErrTargetExists, root)
 	}
 	if inPlace {
-		return nil
+		return "", nil
 	}
 	f, err := os.Open(root)
 	if err != nil {
-		return fmt.Errorf("target %s: %w", root, err)
+		return "", fmt.Errorf("target %s: %w", root, err)
 	}
 	defer f.Close()
 	if names, _ := f.Readdirnames(1); len(names) > 0 {
-		return fmt.Errorf("%w: %s is not empty (restore in place to overwrite it)", pluginapi.ErrTargetExists, root)
+		return "", fmt.Errorf("%w: %s is not empty (restore in place to overwrite it)", pluginapi.ErrTargetExists, root)
 	}
-	return nil
+	return "", nil
 }
 
 // Err returns the first error the Applier met, if any.
@@ -693,13 +732,21 @@ func (a *Applier) applyHardlink(dir *dirHandle, name string, e *pluginapi.Entry)
 // Finish waits for every queued file, deletes (in place) whatever the
 // stream did not mention, then sets each directory's owner, mode, xattrs
 // and mtime, deepest first, so writing into a directory does not change
-// its restored mtime afterwards. It releases the Applier's resources.
-func (a *Applier) Finish(ctx context.Context) error {
+// its restored mtime afterwards. It releases the Applier's resources. If
+// it fails, a new target is removed as by Close.
+func (a *Applier) Finish(ctx context.Context) (err error) {
 	if a.done {
 		return errors.New("finish: applier already finished")
 	}
 	a.stopWorkers()
-	defer a.release()
+	defer func() {
+		if err != nil {
+			if derr := a.discard(); derr != nil {
+				err = fmt.Errorf("%w; %w", err, derr)
+			}
+		}
+		a.release()
+	}()
 	if err := a.Err(); err != nil {
 		return err
 	}
@@ -938,16 +985,57 @@ func (a *Applier) missingUnchanged() error {
 }
 
 // Close abandons the restore if Finish has not run: queued files are
-// dropped, workers stopped and waited for, and directories closed. What was
-// written stays. Close after Finish does nothing.
+// dropped, workers stopped and waited for, and directories closed. A new
+// target is then removed (see Applier); in place, what was renamed into
+// place stays. Close after Finish does nothing. The error is that of the
+// removal.
 func (a *Applier) Close() error {
 	if a.done {
 		return nil
 	}
 	a.stopped.Store(true)
+	a.fail(errAbandoned)
 	a.stopWorkers()
+	err := a.discard()
 	a.release()
+	return err
+}
+
+// errAbandoned is the Applier's error after Close.
+var errAbandoned = errors.New("applier closed before the restore finished")
+
+// discard removes what an unfinished new-target restore wrote; the
+// workers must have stopped. In place it does nothing: each entry was
+// renamed into place whole, and temporary names were removed on failure.
+func (a *Applier) discard() error {
+	if a.opts.InPlace {
+		return nil
+	}
+	if err := emptyDir(a.rootDir.fd); err != nil {
+		return fmt.Errorf("remove the partial target %s: %w", a.root, err)
+	}
+	if a.created == "" {
+		return nil
+	}
+	if err := removeDirIfSame(a.root, &a.rootStat); err != nil {
+		return fmt.Errorf("remove the partial target %s: %w", a.root, err)
+	}
+	removeCreatedParents(filepath.Dir(a.root), a.created)
 	return nil
+}
+
+// removeCreatedParents removes the empty directories from dir up to top,
+// which NewApplier created for a target that is gone again. A directory
+// someone else filled meanwhile stays.
+func removeCreatedParents(dir, top string) {
+	for ; len(dir) >= len(top) && strings.HasPrefix(dir, top); dir = filepath.Dir(dir) {
+		if unix.Rmdir(dir) != nil {
+			return
+		}
+		if dir == top {
+			return
+		}
+	}
 }
 
 func (a *Applier) stopWorkers() {

@@ -3,6 +3,7 @@ package fstree
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -78,6 +79,52 @@ func removeAllAt(dirFd int, name string) error {
 		return err
 	}
 	if err := unix.Unlinkat(dirFd, name, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	return nil
+}
+
+// emptyDir removes everything in the directory open as dirFd (not the
+// directory itself), never following a symlink nor leaving it. It lists
+// through a fresh open of "." so the offset of dirFd does not matter.
+func emptyDir(dirFd int) error {
+	fd, err := unix.Openat(dirFd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	names, err := readDirNames(fd)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if err := removeAllAt(dirFd, name); err != nil {
+			return fmt.Errorf("%q: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// removeDirIfSame removes the empty directory dir if it is still the inode
+// want describes (not something moved to its name since).
+func removeDirIfSame(dir string, want *unix.Stat_t) error {
+	parent, err := unix.Open(filepath.Dir(dir), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(parent)
+	name := filepath.Base(dir)
+	var st unix.Stat_t
+	if err := unix.Fstatat(parent, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return err
+	}
+	if st.Dev != want.Dev || st.Ino != want.Ino {
+		return nil
+	}
+	if err := unix.Unlinkat(parent, name, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
 		return err
 	}
 	return nil
