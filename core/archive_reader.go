@@ -511,7 +511,11 @@ func (m *Manager) importArchive(ctx context.Context, r io.Reader, opts ImportOpt
 			cw.Abort()
 			m.undoImport(committed)
 			if errors.Is(err, store.ErrExists) {
-				return nil, fmt.Errorf("%w: %v", ErrNameTaken, err)
+				// Taken since the check (a concurrent create or import).
+				if strings.Contains(err.Error(), "snapshot name") {
+					return nil, fmt.Errorf("%w: %v", ErrNameTaken, err)
+				}
+				return nil, fmt.Errorf("%w: %v", ErrIDTaken, err)
 			}
 			return nil, err
 		}

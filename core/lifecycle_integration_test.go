@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -90,6 +91,18 @@ func TestLifecycleWithRealCreateAndRestore(t *testing.T) {
 
 	archive := lcExport(t, m, "first", s2.ID)
 	other := lcOpen(t, withDirEngine)
+	// A listener that never returns and one that panics cannot stall or
+	// crash the operations.
+	block := make(chan struct{})
+	defer close(block)
+	other.Subscribe(func(Event) { <-block })
+	other.Subscribe(func(Event) { panic("listener bug") })
+	var restoreEvents []Event
+	other.Subscribe(func(e Event) {
+		mu.Lock()
+		restoreEvents = append(restoreEvents, e)
+		mu.Unlock()
+	})
 	rep, err := other.Import(ctx, bytes.NewReader(archive), ImportOptions{})
 	require.NoError(t, err)
 	require.Len(t, rep.Snapshots, 2)
@@ -102,4 +115,23 @@ func TestLifecycleWithRealCreateAndRestore(t *testing.T) {
 	got, err = os.ReadFile(filepath.Join(target, "lib", "b.py"))
 	require.NoError(t, err)
 	assert.Equal(t, "print(1)\n", string(got))
+
+	_, err = other.Restore(ctx, RestoreOptions{Ref: "first", Target: target})
+	require.Error(t, err, "the target exists now")
+	// Delivery is asynchronous: wait for the six events to arrive.
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(restoreEvents) >= 6
+	}, 30*time.Second, 5*time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	var rkinds []EventType
+	for _, e := range restoreEvents {
+		rkinds = append(rkinds, e.Type)
+	}
+	assert.Equal(t, []EventType{EventSnapshotImported, EventSnapshotImported, EventSnapshotRestoring, EventSnapshotRestored,
+		EventSnapshotRestoring, EventSnapshotRestoreFailed}, rkinds)
+	assert.Equal(t, s1.ID, restoreEvents[3].SnapshotID)
+	assert.NotEmpty(t, restoreEvents[5].Error)
 }
