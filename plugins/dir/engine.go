@@ -112,7 +112,8 @@ func (Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w plug
 }
 
 // Restore writes the "rootfs" stream to req.Target (or, if empty, the
-// captured path), in place when req.InPlace.
+// captured path), in place when req.InPlace. A restore to a new target that
+// fails or is cancelled removes what it wrote (see fstree.Applier).
 func (Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r pluginapi.RestoreReader) (*pluginapi.RestoreResult, error) {
 	if req.Metadata.Version > MetadataVersion {
 		return nil, fmt.Errorf("%w: metadata version %d is newer than this engine's %d", pluginapi.ErrUnsupported, req.Metadata.Version, MetadataVersion)
@@ -136,6 +137,9 @@ func (Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r plug
 	if err != nil {
 		return nil, err
 	}
+	// On any failure or cancellation (the host cancelling the call), a new
+	// target is removed again; after a successful Finish, Close does nothing.
+	defer a.Close()
 	if err := fstree.ApplyAll(ctx, r, map[string]*fstree.Applier{Stream: a}); err != nil {
 		return nil, err
 	}

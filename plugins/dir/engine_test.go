@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -49,13 +51,25 @@ func (c *captured) WriteEntry(_ context.Context, e *pluginapi.Entry, body io.Rea
 	return nil
 }
 
-// reader replays a capture as a RestoreReader.
+// reader replays a capture as a RestoreReader. With failAt > 0 it fails
+// instead of yielding entry failAt, as the core's reader does on a
+// damaged chunk.
 type reader struct {
-	c *captured
-	i int
+	c      *captured
+	i      int
+	failAt int
+	onNext func(i int) // called before entry i is yielded
 }
 
+var errDamaged = errors.New("chunk checksum mismatch (test)")
+
 func (r *reader) Next(context.Context) (string, *pluginapi.Entry, io.Reader, error) {
+	if r.failAt > 0 && r.i == r.failAt {
+		return "", nil, nil, errDamaged
+	}
+	if r.onNext != nil {
+		r.onNext(r.i)
+	}
 	if r.i >= len(r.c.entries) {
 		return "", nil, nil, io.EOF
 	}
@@ -187,6 +201,54 @@ func TestCaptureIncrementalAndExcludes(t *testing.T) {
 	index := captureDir(t, &pluginapi.CaptureRequest{Target: root, IndexOnly: true})
 	for i := range index.entries {
 		assert.Nil(t, index.bodies[i])
+	}
+}
+
+// TestRestoreFailingMidwayLeavesNoTarget: a restore to a new path whose
+// reader fails after some entries are written, or whose context ends,
+// removes the target (and a parent it created); a target directory that
+// existed empty is left empty.
+func TestRestoreFailingMidwayLeavesNoTarget(t *testing.T) {
+	root := fixture(t)
+	for i := range 40 {
+		require.NoError(t, os.WriteFile(filepath.Join(root, "data", fmt.Sprintf("f%02d", i)), bytes.Repeat([]byte{byte(i)}, 100+i), 0o644))
+	}
+	c := captureDir(t, &pluginapi.CaptureRequest{Target: root})
+	half := len(c.entries) / 2
+
+	restore := func(target string, cancelled bool) error {
+		ctx := context.Background()
+		r := &reader{c: c, failAt: half}
+		if cancelled {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithCancel(ctx)
+			r.failAt = 0
+			r.onNext = func(i int) {
+				if i == half {
+					cancel()
+				}
+			}
+		}
+		_, err := New().Restore(ctx, &pluginapi.RestoreRequest{Target: target, Metadata: c.meta, Streams: []string{Stream}}, r)
+		return err
+	}
+	for _, cancelled := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cancelled=%v", cancelled), func(t *testing.T) {
+			base := t.TempDir()
+			err := restore(filepath.Join(base, "new", "copy"), cancelled)
+			if cancelled {
+				require.ErrorIs(t, err, context.Canceled)
+			} else {
+				require.ErrorIs(t, err, errDamaged)
+			}
+			assert.NoDirExists(t, filepath.Join(base, "new"))
+
+			empty := t.TempDir()
+			require.Error(t, restore(empty, cancelled))
+			names, err := os.ReadDir(empty)
+			require.NoError(t, err)
+			assert.Empty(t, names)
+		})
 	}
 }
 
