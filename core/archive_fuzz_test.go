@@ -2,6 +2,7 @@ package core
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -84,4 +85,46 @@ func TestWriteFuzzSeeds(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "valid-two-snapshots"), []byte(seed), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// FuzzImport runs whole imports into a real store: no input may panic
+// Import, and a refused import must leave the visible snapshots as they
+// were. Seeds as FuzzArchiveReader's.
+func FuzzImport(f *testing.F) {
+	files, _ := filepath.Glob(filepath.Join("testdata", "archives", "*.ptsa"))
+	seeds, _ := filepath.Glob(filepath.Join("testdata", "formats", "*", "archive.ptsa"))
+	for _, p := range append(files, seeds...) {
+		b, err := os.ReadFile(p)
+		if err == nil {
+			f.Add(b)
+		}
+	}
+	m := lcOpen(f)
+	ctx := context.Background()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		before, err := m.Store().Snapshots(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := m.Import(ctx, bytes.NewReader(b), ImportOptions{Rename: true})
+		after, lerr := m.Store().Snapshots(ctx)
+		if lerr != nil {
+			t.Fatal(lerr)
+		}
+		if err != nil {
+			if len(after) != len(before) {
+				t.Fatalf("refused import (%v) changed the snapshots: %d → %d", err, len(before), len(after))
+			}
+			return
+		}
+		if len(after) != len(before)+len(rep.Snapshots) {
+			t.Fatalf("import reported %d snapshots, store went %d → %d", len(rep.Snapshots), len(before), len(after))
+		}
+		// Keep the store small between runs.
+		for _, s := range rep.Snapshots {
+			if err := m.Store().DeleteSnapshot(ctx, s.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
 }
