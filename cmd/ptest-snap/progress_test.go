@@ -31,9 +31,14 @@ func TestProgressOnTerminalOnly(t *testing.T) {
 	r := c.ok("create", "--engine", "dir", "--name", "piped", src)
 	requireNoProgress(t, r.stdout+r.stderr)
 
-	// On a terminal: a bar with a byte rate on stderr, then the result.
+	// On a terminal: a bar with a byte rate on stderr, then the result. The
+	// tree is new to the store (other seeds), so the create stores 96 MiB
+	// and lasts long enough for the bar to redraw with a rate; the same tree
+	// again would be deduplicated and could end before the first redraw.
+	src2 := filepath.Join(t.TempDir(), "bigger")
+	makeBigTree(t, src2, 48, 2<<20)
 	line := strings.Join([]string{shellQuote(ptestBin), "--store", shellQuote(c.store),
-		"create", "--engine", "dir", "--parent", "none", "--name", "tty", shellQuote(src)}, " ")
+		"create", "--engine", "dir", "--name", "tty", shellQuote(src2)}, " ")
 	cmd := exec.Command("script", "-qefc", line, "/dev/null")
 	cmd.Env = c.environ()
 	out, err := cmd.CombinedOutput()
