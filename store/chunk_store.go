@@ -9,7 +9,6 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/klauspost/compress/zstd"
-	"github.com/pypj/ptest-snap/compress"
 )
 
 func compressLevel(l int) zstd.EncoderLevel {
@@ -351,37 +350,6 @@ func (s *Store) GetTree(ctx context.Context, h Hash) (*Tree, error) {
 		return nil, fmt.Errorf("tree %s: %w", h, err)
 	}
 	return t, nil
-}
-
-// ChunkStoredSize returns the stored (compressed) size of a chunk; for a
-// packed chunk its share of the pack's stored size.
-func (s *Store) ChunkStoredSize(ctx context.Context, h Hash) (int64, error) {
-	if err := s.check(ctx); err != nil {
-		return 0, err
-	}
-	if raw, ok := s.packer.get(h); ok {
-		return int64(len(raw)), nil
-	}
-	v, err := s.value(chunkKey(h))
-	if err != nil {
-		return 0, fmt.Errorf("chunk %s: %w", h, err)
-	}
-	if !isRef(v) {
-		return int64(len(v)), nil
-	}
-	id, _, n, err := decodeRef(v)
-	if err != nil {
-		return 0, fmt.Errorf("chunk %s: %w", h, err)
-	}
-	pv, err := s.value(packKey(id))
-	if err != nil {
-		return 0, fmt.Errorf("chunk %s: pack %s: %w", h, id, err)
-	}
-	ph, err := compress.ParseHeader(pv)
-	if err != nil || ph.RawLen == 0 {
-		return 0, fmt.Errorf("chunk %s: pack %s: %w", h, id, ErrCorrupt)
-	}
-	return int64(len(pv)) * int64(n) / int64(ph.RawLen), nil
 }
 
 // storeNew stores a chunk that is not in the store: small file chunks go

@@ -211,6 +211,23 @@ func (p *packer) has(h Hash) bool {
 	return false
 }
 
+// size returns the length of a chunk held in an unsealed or sealing pack.
+func (p *packer) size(h Hash) (int, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.open != nil {
+		if m, ok := p.open.members[h]; ok {
+			return m.n, true
+		}
+	}
+	for b := range p.sealing {
+		if m, ok := b.members[h]; ok {
+			return m.n, true
+		}
+	}
+	return 0, false
+}
+
 // get returns a copy of a chunk held in an unsealed or sealing pack.
 func (p *packer) get(h Hash) ([]byte, bool) {
 	p.mu.Lock()

@@ -66,6 +66,7 @@ type Store struct {
 	chunks    chunkQueue
 	packer    packer
 	packCache packCache
+	packSizes packSizes    // stored and raw size per pack (stored_size.go)
 	packLoads atomic.Int64 // packs decompressed (cache misses), for benchmarks
 
 	readSinceRel atomic.Int64 // value bytes read since the last releaseMappedPages
