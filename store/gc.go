@@ -74,12 +74,62 @@ type GCStats struct {
 // writers wait for at most one batch.
 const sweepBatch = 1000
 
+// GCPhase names a step of a garbage collection, in the order they run.
+type GCPhase string
+
+// GC phases; GCProgress says what Done and Total count in each.
+const (
+	// GCMark reads every snapshot's trees: Done and Total count snapshots.
+	GCMark GCPhase = "mark"
+	// GCSweep deletes the chunks nothing references: Done and Total count
+	// those chunks (Total is known once the chunk keys are scanned).
+	GCSweep GCPhase = "sweep"
+	// GCRepack deletes packs left without members and rewrites packs that
+	// are mostly garbage: Done and Total count the packs examined.
+	GCRepack GCPhase = "repack"
+	// GCVlog makes Badger give the space back (memtable flush, compaction,
+	// value-log GC); it runs only when something was deleted. Done counts
+	// its steps (flush, compaction, then one per value-log file rewritten);
+	// Total is 0: how many files the value-log GC rewrites is not known
+	// in advance.
+	GCVlog GCPhase = "vlog"
+)
+
+// GCProgress is a garbage collection's progress in one phase. Within a
+// phase Done never decreases; Total is 0 when not known.
+type GCProgress struct {
+	Phase GCPhase
+	Done  int64
+	Total int64
+}
+
+// GCOptions configure GCWithOptions.
+type GCOptions struct {
+	// Progress, if set, is called from GC's goroutine at the start of each
+	// phase and as it advances (per snapshot, per batch of deletions, per
+	// pack, per value-log step). It must return quickly: GC waits for it,
+	// and so may writers waiting on GC.
+	Progress func(GCProgress)
+}
+
+func (o GCOptions) report(phase GCPhase, done, total int64) {
+	if o.Progress != nil {
+		o.Progress(GCProgress{Phase: phase, Done: done, Total: total})
+	}
+}
+
 // GC deletes every chunk no snapshot (and no live Writer) references, then
 // makes Badger give the space back: the deletions are flushed from the
 // memtable and compacted into one level (which drops the deleted values
 // stored in the LSM and tells the value log what is garbage), then the
-// value-log GC rewrites the files that are mostly garbage.
+// value-log GC rewrites the files that are mostly garbage. It is
+// GCWithOptions with no options.
 func (s *Store) GC(ctx context.Context) (GCStats, error) {
+	return s.GCWithOptions(ctx, GCOptions{})
+}
+
+// GCWithOptions is GC reporting its progress (GCOptions).
+func (s *Store) GCWithOptions(ctx context.Context, opts GCOptions) (GCStats, error) {
 	if err := s.check(ctx); err != nil {
 		return GCStats{}, err
 	}
@@ -101,15 +151,15 @@ func (s *Store) GC(ctx context.Context) (GCStats, error) {
 		s.refMu.Unlock()
 	}()
 
-	live, err := s.mark(ctx)
+	live, err := s.mark(ctx, opts)
 	if err != nil {
 		return st, fmt.Errorf("gc: %w", err)
 	}
-	if err := s.sweep(ctx, live, &st); err != nil {
+	if err := s.sweep(ctx, live, &st, opts); err != nil {
 		return st, fmt.Errorf("gc: %w", err)
 	}
 	if st.ChunksDeleted > 0 || st.BytesReclaimed > 0 {
-		if err := s.reclaim(ctx); err != nil {
+		if err := s.reclaim(ctx, opts); err != nil {
 			return st, fmt.Errorf("gc: %w", err)
 		}
 	}
@@ -122,11 +172,12 @@ func (s *Store) GC(ctx context.Context) (GCStats, error) {
 
 // mark returns every chunk reachable from a snapshot: its trees and the
 // files' chunks. Each tree is read once however many snapshots share it.
-func (s *Store) mark(ctx context.Context) (map[Hash]struct{}, error) {
+func (s *Store) mark(ctx context.Context, opts GCOptions) (map[Hash]struct{}, error) {
 	snaps, err := s.Snapshots(ctx)
 	if err != nil {
 		return nil, err
 	}
+	opts.report(GCMark, 0, int64(len(snaps)))
 	live := map[Hash]struct{}{}
 	var walk func(h Hash) error
 	walk = func(h Hash) error {
@@ -163,7 +214,10 @@ func (s *Store) mark(ctx context.Context) (map[Hash]struct{}, error) {
 		live[h] = struct{}{}
 		return true
 	}
-	for _, snap := range snaps {
+	for i, snap := range snaps {
+		if i > 0 {
+			opts.report(GCMark, int64(i), int64(len(snaps)))
+		}
 		for _, stream := range snap.Streams {
 			if err := walk(stream.Root); err != nil {
 				return nil, fmt.Errorf("mark snapshot %s stream %s: %w", snap.ID, stream.Name, err)
@@ -186,6 +240,9 @@ func (s *Store) mark(ctx context.Context) (map[Hash]struct{}, error) {
 				return nil, fmt.Errorf("mark snapshot %s change index of %s: %w", snap.ID, st, err)
 			}
 		}
+	}
+	if len(snaps) > 0 {
+		opts.report(GCMark, int64(len(snaps)), int64(len(snaps)))
 	}
 	return live, nil
 }
@@ -210,7 +267,7 @@ type packUse struct {
 // files do not keep whole packs alive.
 const repackBelow = 0.5
 
-func (s *Store) sweep(ctx context.Context, live map[Hash]struct{}, st *GCStats) error {
+func (s *Store) sweep(ctx context.Context, live map[Hash]struct{}, st *GCStats, opts GCOptions) error {
 	var dead []sweepCandidate
 	packs := map[packID]*packUse{}
 	use := func(id packID) *packUse {
@@ -264,6 +321,8 @@ func (s *Store) sweep(ctx context.Context, live map[Hash]struct{}, st *GCStats) 
 	if err != nil {
 		return err
 	}
+	total := int64(len(dead))
+	opts.report(GCSweep, 0, total)
 	for len(dead) > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -273,8 +332,9 @@ func (s *Store) sweep(ctx context.Context, live map[Hash]struct{}, st *GCStats) 
 		if err := s.deleteUnprotected(batch, packs, st); err != nil {
 			return err
 		}
+		opts.report(GCSweep, total-int64(len(dead)), total)
 	}
-	return s.sweepPacks(ctx, packs, st)
+	return s.sweepPacks(ctx, packs, st, opts)
 }
 
 // deleteUnprotected deletes the chunks of batch no writer protects, checking
@@ -326,11 +386,18 @@ func (s *Store) deleteUnprotected(batch []sweepCandidate, packs map[packID]*pack
 // sweepPacks deletes packs none of whose members is left and rewrites packs
 // that are mostly garbage. Only packs whose members the sweep saw are
 // considered: a pack sealed after the sweep's scan is left alone.
-func (s *Store) sweepPacks(ctx context.Context, packs map[packID]*packUse, st *GCStats) error {
+func (s *Store) sweepPacks(ctx context.Context, packs map[packID]*packUse, st *GCStats, opts GCOptions) error {
+	total := int64(len(packs))
+	opts.report(GCRepack, 0, total)
+	var done int64
 	for id, u := range packs {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		if done > 0 {
+			opts.report(GCRepack, done, total)
+		}
+		done++
 		if len(u.live) > 0 && !s.wantRepack(id, u) {
 			continue
 		}
@@ -358,6 +425,9 @@ func (s *Store) sweepPacks(ctx context.Context, packs map[packID]*packUse, st *G
 		}
 		st.BytesReclaimed += freed
 	}
+	if total > 0 {
+		opts.report(GCRepack, total, total)
+	}
 	return nil
 }
 
@@ -371,11 +441,13 @@ func (s *Store) wantRepack(id packID, u *packUse) bool {
 		}
 		liveBytes += m.n
 	}
-	raw, err := s.pack(id)
+	// The raw size is in the pack's header: no need to decompress the
+	// packs that stay.
+	ps, err := s.packSizeOf(id)
 	if err != nil {
 		return false
 	}
-	return float64(liveBytes) < repackBelow*float64(len(raw))
+	return float64(liveBytes) < repackBelow*float64(ps.raw)
 }
 
 // repack writes a pack's live members into a new pack and, in the same
@@ -433,7 +505,8 @@ func (s *Store) repack(old packID, u *packUse, oldStored int64) (int64, error) {
 // drop a marker key's prefix (writes are paused by s.gate meanwhile, since
 // Badger refuses writes during a drop), then Flatten, then run the
 // value-log GC until it finds nothing more to rewrite.
-func (s *Store) reclaim(ctx context.Context) error {
+func (s *Store) reclaim(ctx context.Context, opts GCOptions) error {
+	opts.report(GCVlog, 0, 0)
 	marker := metaKey("gc-flush-marker")
 	err := s.gated(func() error {
 		return s.db.Update(func(txn *badger.Txn) error { return txn.Set(marker, []byte{1}) })
@@ -447,9 +520,11 @@ func (s *Store) reclaim(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("flush memtable: %w", err)
 	}
+	opts.report(GCVlog, 1, 0)
 	if err := s.db.Flatten(2); err != nil {
 		return fmt.Errorf("flatten: %w", err)
 	}
+	opts.report(GCVlog, 2, 0)
 	for i := 0; i < 1000; i++ {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -461,6 +536,7 @@ func (s *Store) reclaim(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("value log gc: %w", err)
 		}
+		opts.report(GCVlog, int64(3+i), 0)
 	}
 	return nil
 }

@@ -251,3 +251,73 @@ func TestGCProtectsReusedChunks(t *testing.T) {
 	assert.ErrorIs(t, err, ErrNotFound)
 	assert.Contains(t, err.Error(), `"x"`)
 }
+
+// TestGCProgress checks that GCWithOptions reports every phase in order,
+// each with Done never decreasing and ending at Total where Total is known.
+func TestGCProgress(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, Options{Dir: t.TempDir(), valueLogFileSize: 2 << 20})
+	require.NoError(t, err)
+	defer s.Close()
+	writeSnapshot(t, s, "keep", testFiles(7, 50, 3000))
+	big := map[string][]byte{}
+	for i := 0; i < 8; i++ {
+		big[fmt.Sprintf("lib%02d.so", i)] = randomBytes(uint64(200+i), 512<<10)
+	}
+	for name, data := range testFiles(8, 2500, 3000) {
+		big[name+"x"] = data
+	}
+	writeSnapshot(t, s, "drop", big)
+	writeSnapshot(t, s, "keep2", testFiles(9, 30, 3000))
+	require.NoError(t, s.DeleteSnapshot(ctx, "drop"))
+
+	var got []GCProgress
+	st, err := s.GCWithOptions(ctx, GCOptions{Progress: func(p GCProgress) { got = append(got, p) }})
+	require.NoError(t, err)
+	require.Greater(t, st.ChunksDeleted, int64(sweepBatch), "more than one sweep batch")
+
+	order := []GCPhase{GCMark, GCSweep, GCRepack, GCVlog}
+	var phases []GCPhase
+	last := map[GCPhase]GCProgress{}
+	for _, p := range got {
+		prev, seen := last[p.Phase]
+		if !seen {
+			phases = append(phases, p.Phase)
+			assert.Zero(t, p.Done, "%s starts at 0", p.Phase)
+		} else {
+			assert.GreaterOrEqual(t, p.Done, prev.Done, "%s: done went back", p.Phase)
+			assert.Equal(t, prev.Total, p.Total, "%s: total changed", p.Phase)
+			require.Equal(t, p.Phase, phases[len(phases)-1], "%s reported after a later phase", p.Phase)
+		}
+		if p.Total > 0 {
+			assert.LessOrEqual(t, p.Done, p.Total, "%s", p.Phase)
+		}
+		last[p.Phase] = p
+	}
+	assert.Equal(t, order, phases)
+	assert.Equal(t, GCProgress{GCMark, 2, 2}, last[GCMark])
+	assert.Equal(t, st.ChunksDeleted, last[GCSweep].Done)
+	assert.Equal(t, last[GCSweep].Total, last[GCSweep].Done)
+	assert.Positive(t, last[GCRepack].Total)
+	assert.Equal(t, last[GCRepack].Total, last[GCRepack].Done)
+	assert.GreaterOrEqual(t, last[GCVlog].Done, int64(2), "flush and compaction reported")
+	assert.Zero(t, last[GCVlog].Total)
+	sweeps := 0
+	for _, p := range got {
+		if p.Phase == GCSweep {
+			sweeps++
+		}
+	}
+	assert.Greater(t, sweeps, 2, "the sweep reports per batch")
+
+	// Nothing left to delete: no vlog phase; GC (no options) still works.
+	got = nil
+	_, err = s.GCWithOptions(ctx, GCOptions{Progress: func(p GCProgress) { got = append(got, p) }})
+	require.NoError(t, err)
+	for _, p := range got {
+		assert.NotEqual(t, GCVlog, p.Phase)
+	}
+	st, err = s.GC(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, st.ChunksDeleted)
+}

@@ -195,6 +195,17 @@ func (s *Store) packSize(txn *badger.Txn, id packID) (packSize, error) {
 	return ps, nil
 }
 
+// packSizeOf is packSize in a transaction of its own.
+func (s *Store) packSizeOf(id packID) (packSize, error) {
+	var ps packSize
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		ps, err = s.packSize(txn, id)
+		return err
+	})
+	return ps, err
+}
+
 // readInPlace calls fn with a stored value from the queue or, without
 // copying it, from txn; v is valid only during fn. A missing key is
 // ErrNotFound.

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -251,7 +250,7 @@ func venvFullDir(tb testing.TB) string {
 		p = venvFull
 	}
 	if _, err := os.Stat(p); err != nil {
-		tb.Skip(fmt.Sprintf("dataset absent (%s): %v", p, err))
+		tb.Skipf("dataset absent (%s): %v", p, err)
 	}
 	return p
 }
