@@ -85,6 +85,20 @@ const (
 
 var errTree = errors.New("tree")
 
+// ErrBadName is wrapped (beside ErrCorrupt) by the error of EncodeTree,
+// DecodeTree and Writer.PutTree for a node whose name is not a single path
+// element: empty, ".", "..", containing '/' or NUL, or longer than 4096
+// bytes. An importer tells an unsafe path from other damage with
+// errors.Is(err, ErrBadName).
+var ErrBadName = errors.New("bad node name")
+
+// badNameError keeps the tree error's text ("corrupt data: tree: bad name
+// ...") and adds ErrBadName to what it wraps.
+type badNameError struct{ err error }
+
+func (e *badNameError) Error() string   { return e.err.Error() }
+func (e *badNameError) Unwrap() []error { return []error{e.err, ErrBadName} }
+
 func treeErr(format string, args ...any) error {
 	return fmt.Errorf("%w: %w: %s", ErrCorrupt, errTree, fmt.Sprintf(format, args...))
 }
@@ -92,7 +106,7 @@ func treeErr(format string, args ...any) error {
 // validateNode checks a node's own fields (not its place in the tree).
 func validateNode(n *Node) error {
 	if n.Name == "" || n.Name == "." || n.Name == ".." || strings.ContainsAny(n.Name, "/\x00") || len(n.Name) > maxNameLen {
-		return treeErr("bad name %q", n.Name)
+		return &badNameError{treeErr("bad name %q", n.Name)}
 	}
 	if n.Size < 0 {
 		return treeErr("%s: negative size", n.Name)

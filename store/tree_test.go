@@ -1,7 +1,10 @@
 package store
 
 import (
+	"context"
 	"encoding/binary"
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -43,29 +46,33 @@ func TestTreeRoundTrip(t *testing.T) {
 func TestEncodeTreeRejects(t *testing.T) {
 	h := SumChunk([]byte("x"))
 	for _, tc := range []struct {
-		name  string
-		nodes []Node
+		name    string
+		nodes   []Node
+		badName bool
 	}{
-		{"unsorted", []Node{{Name: "b", Type: NodeFile}, {Name: "a", Type: NodeFile}}},
-		{"duplicate", []Node{{Name: "a", Type: NodeFile}, {Name: "a", Type: NodeFile}}},
-		{"bad type", []Node{{Name: "a", Type: 9}}},
-		{"zero type", []Node{{Name: "a"}}},
-		{"empty name", []Node{{Name: "", Type: NodeFile}}},
-		{"dot dot", []Node{{Name: "..", Type: NodeFile}}},
-		{"slash", []Node{{Name: "a/b", Type: NodeFile}}},
-		{"nul", []Node{{Name: "a\x00", Type: NodeFile}}},
-		{"dir without subtree", []Node{{Name: "a", Type: NodeDir}}},
-		{"file with subtree", []Node{{Name: "a", Type: NodeFile, Subtree: h}}},
-		{"dir with content", []Node{{Name: "a", Type: NodeDir, Subtree: h, Content: []Hash{h}}}},
-		{"symlink without target", []Node{{Name: "a", Type: NodeSymlink}}},
-		{"file with target", []Node{{Name: "a", Type: NodeFile, LinkTarget: "x"}}},
-		{"negative size", []Node{{Name: "a", Type: NodeFile, Size: -1}}},
-		{"xattrs unsorted", []Node{{Name: "a", Type: NodeFile, Xattrs: []Xattr{{Name: "b"}, {Name: "a"}}}}},
-		{"xattrs duplicate", []Node{{Name: "a", Type: NodeFile, Xattrs: []Xattr{{Name: "a"}, {Name: "a"}}}}},
+		{"unsorted", []Node{{Name: "b", Type: NodeFile}, {Name: "a", Type: NodeFile}}, false},
+		{"duplicate", []Node{{Name: "a", Type: NodeFile}, {Name: "a", Type: NodeFile}}, false},
+		{"bad type", []Node{{Name: "a", Type: 9}}, false},
+		{"zero type", []Node{{Name: "a"}}, false},
+		{"empty name", []Node{{Name: "", Type: NodeFile}}, true},
+		{"dot", []Node{{Name: ".", Type: NodeFile}}, true},
+		{"dot dot", []Node{{Name: "..", Type: NodeFile}}, true},
+		{"slash", []Node{{Name: "a/b", Type: NodeFile}}, true},
+		{"nul", []Node{{Name: "a\x00", Type: NodeFile}}, true},
+		{"too long", []Node{{Name: strings.Repeat("a", maxNameLen+1), Type: NodeFile}}, true},
+		{"dir without subtree", []Node{{Name: "a", Type: NodeDir}}, false},
+		{"file with subtree", []Node{{Name: "a", Type: NodeFile, Subtree: h}}, false},
+		{"dir with content", []Node{{Name: "a", Type: NodeDir, Subtree: h, Content: []Hash{h}}}, false},
+		{"symlink without target", []Node{{Name: "a", Type: NodeSymlink}}, false},
+		{"file with target", []Node{{Name: "a", Type: NodeFile, LinkTarget: "x"}}, false},
+		{"negative size", []Node{{Name: "a", Type: NodeFile, Size: -1}}, false},
+		{"xattrs unsorted", []Node{{Name: "a", Type: NodeFile, Xattrs: []Xattr{{Name: "b"}, {Name: "a"}}}}, false},
+		{"xattrs duplicate", []Node{{Name: "a", Type: NodeFile, Xattrs: []Xattr{{Name: "a"}, {Name: "a"}}}}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := EncodeTree(&Tree{Nodes: tc.nodes})
 			assert.ErrorIs(t, err, ErrCorrupt)
+			assert.Equal(t, tc.badName, errors.Is(err, ErrBadName), "ErrBadName: %v", err)
 		})
 	}
 }
@@ -157,4 +164,33 @@ func benchTree(n int) *Tree {
 			Mode: 0o644, MtimeNs: 1700000000000000000 + int64(i), Size: 4000, Content: []Hash{SumChunk([]byte{byte(i)})}})
 	}
 	return t
+}
+
+// TestBadNameSentinel: a node name that is not a single path element is
+// ErrBadName (and ErrCorrupt, with the same text as before) from
+// DecodeTree, EncodeTree and PutTree; other damage is not ErrBadName.
+func TestBadNameSentinel(t *testing.T) {
+	good, err := EncodeTree(&Tree{Nodes: []Node{{Name: "ab", Type: NodeFile}}})
+	require.NoError(t, err)
+	i := strings.Index(string(good), "ab")
+	for _, name := range []string{"..", "a/", "a\x00"} {
+		b := append([]byte(nil), good...)
+		copy(b[i:], name)
+		_, err := DecodeTree(b)
+		require.ErrorIs(t, err, ErrBadName, "%q", name)
+		require.ErrorIs(t, err, ErrCorrupt)
+		assert.Contains(t, err.Error(), "corrupt data: tree: bad name")
+	}
+	_, err = DecodeTree(good[:len(good)-1])
+	require.ErrorIs(t, err, ErrCorrupt)
+	assert.NotErrorIs(t, err, ErrBadName)
+
+	ctx := context.Background()
+	s := openTest(t, "")
+	w, err := s.NewWriter(ctx)
+	require.NoError(t, err)
+	defer w.Abort()
+	_, err = w.PutTree(ctx, &Tree{Nodes: []Node{{Name: ".", Type: NodeFile}}})
+	require.ErrorIs(t, err, ErrBadName)
+	assert.EqualError(t, err, `corrupt data: tree: bad name "."`)
 }
