@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -81,9 +80,7 @@ func TestChangeIndexRoundTrip(t *testing.T) {
 // what the first snapshot's index stores, what an unchanged second one
 // adds, next to the same index as JSON.
 func BenchmarkChangeIndexVenvFull(b *testing.B) {
-	if _, err := os.Stat(venvFull); err != nil {
-		b.Skip("dataset absent")
-	}
+	venvFull := venvFullDir(b)
 	files := map[string]IndexRecord{}
 	err := filepath.WalkDir(venvFull, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {

@@ -160,9 +160,7 @@ func applyChangeSmall(root string) (changed [][]byte, err error) {
 // next to each changed and added file compressed alone at the same level
 // (the bound: the per-file zstd -3 size, 1.74 MB with real zstd).
 func BenchmarkStoreVenvChangeSmall(b *testing.B) {
-	if _, err := os.Stat(venvFull); err != nil {
-		b.Skip("dataset absent: ", venvFull)
-	}
+	venvFull := venvFullDir(b)
 	ctx := context.Background()
 	for i := 0; i < b.N; i++ {
 		work := b.TempDir()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -107,9 +106,7 @@ func BenchmarkHash(b *testing.B) {
 // each chunk alone as the store does, and reports the stored size and the
 // chunk count. This is the measurement behind DefaultChunkerParams.
 func BenchmarkChunkSizes(b *testing.B) {
-	if _, err := os.Stat(venvFull); err != nil {
-		b.Skip("dataset absent")
-	}
+	venvFull := venvFullDir(b)
 	var large [][]byte
 	total := 0
 	walkFiles(b, venvFull, func(data []byte) {

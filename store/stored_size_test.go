@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"errors"
-	"os"
 	"testing"
 	"time"
 
@@ -239,18 +238,4 @@ func benchStoredSizes(b *testing.B, s *Store) {
 		}
 		return t
 	})
-}
-
-// venvFullDir returns the venv-full dataset's path ($PTEST_SNAP_VENV_FULL,
-// default /work/data/venv-full) and skips when it is absent.
-func venvFullDir(tb testing.TB) string {
-	tb.Helper()
-	p := os.Getenv("PTEST_SNAP_VENV_FULL")
-	if p == "" {
-		p = venvFull
-	}
-	if _, err := os.Stat(p); err != nil {
-		tb.Skipf("dataset absent (%s): %v", p, err)
-	}
-	return p
 }

@@ -15,7 +15,23 @@ import (
 	"time"
 )
 
-const venvFull = "/work/data/venv-full"
+// defaultVenvFull is where the shared dataset is unless
+// $PTEST_SNAP_VENV_FULL says otherwise.
+const defaultVenvFull = "/work/data/venv-full"
+
+// venvFullDir returns the venv-full dataset's path ($PTEST_SNAP_VENV_FULL,
+// default /work/data/venv-full) and skips when it is absent.
+func venvFullDir(tb testing.TB) string {
+	tb.Helper()
+	p := os.Getenv("PTEST_SNAP_VENV_FULL")
+	if p == "" {
+		p = defaultVenvFull
+	}
+	if _, err := os.Stat(p); err != nil {
+		tb.Skipf("dataset absent (%s): %v", p, err)
+	}
+	return p
+}
 
 // dirJob is one file body to chunk and store.
 type dirJob struct {
@@ -152,15 +168,13 @@ func snapshotDir(ctx context.Context, w *Writer, root string, workers int) (Hash
 // final size and the process's peak RSS, at zstd levels 1 (fastest),
 // 2 (default) and 3 (better).
 func BenchmarkStoreVenvFull(b *testing.B) {
-	if _, err := os.Stat(venvFull); err != nil {
-		b.Skip("dataset absent: ", venvFull)
-	}
+	venvFull := venvFullDir(b)
 	for _, level := range []int{1, 2, 3} {
-		b.Run(fmt.Sprintf("level=%d", level), func(b *testing.B) { benchStoreVenv(b, level) })
+		b.Run(fmt.Sprintf("level=%d", level), func(b *testing.B) { benchStoreVenv(b, venvFull, level) })
 	}
 }
 
-func benchStoreVenv(b *testing.B, level int) {
+func benchStoreVenv(b *testing.B, venvFull string, level int) {
 	ctx := context.Background()
 	for i := 0; i < b.N; i++ {
 		dir := b.TempDir()
