@@ -47,10 +47,15 @@ snapshot has it, file by file; a new target is removed.`,
 			if err != nil {
 				return err
 			}
+			a.restoreInPlace = p.InPlace || p.Replace
+			target := watchNewTarget(p)
 			prog := a.newProgress("restoring", -1, true)
 			res, err := svc.Restore(cmd.Context(), p, prog)
 			prog.done()
 			if err != nil {
+				if _, uerr := target.undo(err); uerr != nil {
+					err = fmt.Errorf("%w; %w", err, uerr)
+				}
 				return err
 			}
 			return a.printRestored(res)

@@ -99,7 +99,10 @@ func (a *app) reportError(err error) int {
 		msg = "interrupted (" + msg + ")"
 		switch a.command {
 		case "restore":
-			hint = "the store is unchanged; the target may be incomplete: run the restore again (--in-place finishes it)"
+			hint = "the store is unchanged and the new target was removed: run the restore again"
+			if a.restoreInPlace {
+				hint = "the store is unchanged; each file of the target is as it was or as the snapshot has it: run the restore again to finish"
+			}
 		case "import":
 			hint = "nothing was imported; the store is as it was"
 		case "export":

@@ -171,18 +171,10 @@ func TestEnginesListsBuiltInEngines(t *testing.T) {
 	assert.True(t, strings.HasPrefix(e.SearchPath[0], extra))
 }
 
-// TestVerifyFindsDamagedStore flips bytes in the middle of the store's
-// largest data file and checks that verify reports each damaged piece on
-// its own line, with exit code 4, and that intact stores pass.
-func TestVerifyFindsDamagedStore(t *testing.T) {
-	requireEngine(t, "dir")
-	c := newCLI(t)
-	src := filepath.Join(t.TempDir(), "big")
-	makeBigTree(t, src, 8, 256<<10)
-	r := c.ok("create", "-q", "--engine", "dir", src)
-	id := strings.TrimSpace(r.stdout)
-	c.ok("verify")
-
+// damageStore flips 64 bytes in the middle of the largest file of c's
+// store, the one that holds the chunks.
+func damageStore(t *testing.T, c *cli) {
+	t.Helper()
 	// The largest file of the store's database holds the chunks.
 	var biggest string
 	var size int64
@@ -204,6 +196,47 @@ func TestVerifyFindsDamagedStore(t *testing.T) {
 	_, err = f.WriteAt(buf, size/2)
 	require.NoError(t, err)
 	require.NoError(t, f.Close())
+}
+
+// TestRestoreFromDamagedStoreLeavesNoTarget restores a snapshot whose
+// chunks are damaged to a new path: the restore fails with the corrupt
+// code, and the target is removed (a target that existed empty is left
+// empty), not left half written.
+func TestRestoreFromDamagedStoreLeavesNoTarget(t *testing.T) {
+	requireEngine(t, "dir")
+	c := newCLI(t)
+	src := filepath.Join(t.TempDir(), "big")
+	makeBigTree(t, src, 8, 256<<10)
+	c.ok("create", "--engine", "dir", "--name", "big", src)
+	damageStore(t, c)
+
+	base := t.TempDir()
+	dst := filepath.Join(base, "restored")
+	r := c.fails(exitCorrupt, "restore", "big", "--target", dst)
+	requireCleanStderr(t, r.stderr)
+	assert.NoDirExists(t, dst, "a failed restore to a new path leaves no target")
+
+	empty := filepath.Join(base, "empty")
+	require.NoError(t, os.Mkdir(empty, 0o755))
+	c.fails(exitCorrupt, "restore", "big", "--target", empty)
+	names, err := os.ReadDir(empty)
+	require.NoError(t, err)
+	assert.Empty(t, names, "a target that existed empty is left empty")
+}
+
+// TestVerifyFindsDamagedStore flips bytes in the middle of the store's
+// largest data file and checks that verify reports each damaged piece on
+// its own line, with exit code 4, and that intact stores pass.
+func TestVerifyFindsDamagedStore(t *testing.T) {
+	requireEngine(t, "dir")
+	c := newCLI(t)
+	src := filepath.Join(t.TempDir(), "big")
+	makeBigTree(t, src, 8, 256<<10)
+	r := c.ok("create", "-q", "--engine", "dir", src)
+	id := strings.TrimSpace(r.stdout)
+	c.ok("verify")
+
+	damageStore(t, c)
 
 	r = c.fails(exitCorrupt, "verify")
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")

@@ -99,8 +99,9 @@ func TestInterruptDuringCreate(t *testing.T) {
 	c.ok("gc")
 }
 
-// TestInterruptDuringRestore interrupts a restore to a new path: exit 130,
-// no engine process left, and the store untouched and sound.
+// TestInterruptDuringRestore interrupts a restore to a new path midway:
+// exit 130, no engine process left, the target removed, and the store
+// untouched and sound.
 func TestInterruptDuringRestore(t *testing.T) {
 	requireEngine(t, "dir")
 	c := newCLI(t)
@@ -109,12 +110,18 @@ func TestInterruptDuringRestore(t *testing.T) {
 	c.ok("create", "--engine", "dir", "--name", "big", src)
 
 	dst := filepath.Join(t.TempDir(), "restored")
-	cmd, _, errb := startWithEngine(t, c, "restore", "big", "--target", dst)
+	cmd, out, errb := startWithEngine(t, c, "restore", "big", "--target", dst)
 	engines := childProcesses(cmd.Process.Pid, "ptest-snap-engine-dir")
+	// Interrupt once the engine has written files into the new target:
+	// stopping the CLI (not its engine) holds the restore there, as the
+	// engine waits for the bodies the CLI sends.
+	written := waitFor(20*time.Second, func() bool { return countFiles(dst) > 0 })
+	require.True(t, written, "the restore wrote nothing; stderr:\n%s", errb.String())
 	require.NoError(t, cmd.Process.Signal(syscall.SIGSTOP))
+	t.Logf("%d files written when interrupted", countFiles(dst))
 	require.NoError(t, cmd.Process.Signal(os.Interrupt))
 	require.NoError(t, cmd.Process.Signal(syscall.SIGCONT))
-	require.Error(t, cmd.Wait())
+	require.Error(t, cmd.Wait(), "restore finished before the interrupt; stdout:\n%s", out.String())
 	assert.Equal(t, exitInterrupted, cmd.ProcessState.ExitCode(), "stderr:\n%s", errb.String())
 	assert.Contains(t, errb.String(), "interrupted")
 	requireCleanStderr(t, errb.String())
@@ -122,6 +129,8 @@ func TestInterruptDuringRestore(t *testing.T) {
 		alive := syscall.Kill(pid, 0) == nil && processState(pid) != "Z"
 		assert.False(t, alive, "engine process %d still running", pid)
 	}
+	// The new target is removed, not left half written (issue #7).
+	assert.NoDirExists(t, dst, "%d files left in the interrupted target", countFiles(dst))
 	var l listJSON
 	c.jsonOK(&l, "list")
 	assert.Len(t, l.Snapshots, 1)
@@ -130,6 +139,18 @@ func TestInterruptDuringRestore(t *testing.T) {
 	dst2 := filepath.Join(t.TempDir(), "restored")
 	c.ok("restore", "big", "--target", dst2)
 	assert.Equal(t, treeState(t, src), treeState(t, dst2))
+}
+
+// countFiles counts the regular files beneath root (0 if it is absent).
+func countFiles(root string) int {
+	n := 0
+	_ = filepath.WalkDir(root, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			n++
+		}
+		return nil
+	})
+	return n
 }
 
 // processState returns the state letter of a process ("" if gone).

@@ -45,6 +45,9 @@ type app struct {
 	started bool
 	// command is the name of the command that ran ("create", ...).
 	command string
+	// restoreInPlace: the restore that ran was in place (or replaced its
+	// target), so a failure left the target partly reset, not removed.
+	restoreInPlace bool
 
 	svc service
 }
