@@ -19,7 +19,8 @@ import (
 // (or the one option python=/path names), before writing anything. In place
 // it rewrites only the entries the host did not mark Unchanged and deletes
 // what the snapshot lacks; to another path it relocates the venv (see
-// relocation). The result's Target is the venv's path.
+// relocation). The result's Target is the venv's path. A restore to a new
+// path that fails or is cancelled removes what it wrote (fstree.Applier).
 func (*Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r pluginapi.RestoreReader) (*pluginapi.RestoreResult, error) {
 	m, err := decodeMetadata(req.Metadata)
 	if err != nil {
@@ -73,9 +74,11 @@ func (*Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r plu
 	if err != nil {
 		return nil, fmt.Errorf("restore virtualenv %s: %w", target, err)
 	}
+	// On any failure or cancellation (the host cancelling the call), a new
+	// target is removed again; after a successful Finish, Close does nothing.
+	defer a.Close()
 	fixups, err := applyStream(ctx, a, r, reloc)
 	if err != nil {
-		a.Close()
 		return nil, fmt.Errorf("restore virtualenv %s: %w", target, err)
 	}
 	if err := a.Finish(ctx); err != nil {
