@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -348,7 +349,12 @@ func BenchmarkInPlaceUndoSmall(b *testing.B) {
 		x := filepath.Join(scratch, "X")
 		sh(b, fmt.Sprintf("cp -a %s %s", benchDataset, x))
 		eng := newDirEngine()
-		m := openManagerAt(b, filepath.Join(scratch, "store"), map[string]pluginapi.Engine{"dir": eng})
+		m, err := Open(ctx, Options{StoreDir: filepath.Join(scratch, "store"),
+			Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})),
+			Engines: func(context.Context, string) (pluginapi.Engine, error) { return eng, nil }})
+		if err != nil {
+			b.Fatal(err)
+		}
 		s1, err := m.Create(ctx, CreateOptions{Engine: "dir", Target: x})
 		if err != nil {
 			b.Fatal(err)

@@ -125,8 +125,10 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 		}
 	}
 	var current targetIndex
+	phase := m.now()
 	if opts.InPlace && indexable {
 		current, err = captureIndex(ctx, eng, target, options)
+		m.log.Debug("restore: listed target", "target", target, "took", m.now().Sub(phase))
 		if err != nil {
 			return fail(fmt.Errorf("engine %q: list target %q: %w", snap.Engine, target, engineErr(err)))
 		}
@@ -159,6 +161,7 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 	for _, s := range snap.Streams {
 		req.Streams = append(req.Streams, s.Name)
 	}
+	phase = m.now()
 	rctx, cancel := context.WithCancel(ctx)
 	rr := newRestoreReader(rctx, m.store, snap, planner, m.opts.RestoreWorkers, opts.Progress)
 	er, err := eng.Restore(rctx, req, rr)
@@ -179,11 +182,14 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 	}
 	res := &RestoreResult{RestoreResult: *er, Snapshot: snap, Stats: rr.stats}
 	res.Stats.Planned = planner != nil
+	m.log.Debug("restore: engine done", "target", target, "took", m.now().Sub(phase))
 
 	// Remember what the target looks like now, so the next in-place
 	// restore trusts what it finds untouched.
 	if indexable && res.Target != "" {
+		phase = m.now()
 		m.recordRestoreIndex(ctx, eng, snap, res.Target, options, planner != nil && res.Stats.Rewritten == 0, current)
+		m.log.Debug("restore: recorded restore index", "target", res.Target, "took", m.now().Sub(phase))
 	}
 	return res, nil
 }
