@@ -66,16 +66,28 @@ func (s *Store) ChunkStoredSize(ctx context.Context, h Hash) (int64, error) {
 	if err := s.check(ctx); err != nil {
 		return 0, err
 	}
+	n, err := s.storedSizeNewTxn(h)
+	if errors.Is(err, ErrNotFound) {
+		// The chunk may have left the queue for Badger after our
+		// transaction began: a transaction begun after that queue miss
+		// sees it.
+		n, err = s.storedSizeNewTxn(h)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("chunk %s: %w", h, err)
+	}
+	return n, nil
+}
+
+// storedSizeNewTxn is storedSize in a read transaction of its own.
+func (s *Store) storedSizeNewTxn(h Hash) (int64, error) {
 	var n int64
 	err := s.db.View(func(txn *badger.Txn) error {
 		var err error
 		n, err = s.storedSize(txn, h)
 		return err
 	})
-	if err != nil {
-		return 0, fmt.Errorf("chunk %s: %w", h, err)
-	}
-	return n, nil
+	return n, err
 }
 
 // ChunkStoredSizes calls fn with the stored size of each of hashes (as
@@ -102,11 +114,9 @@ func (s *Store) ChunkStoredSizes(ctx context.Context, hashes []Hash, fn func(h H
 			if errors.Is(err, ErrNotFound) {
 				// Written to Badger (and left the queue) after txn
 				// began: look again in a new transaction.
-				n, err = s.ChunkStoredSize(ctx, h)
-				if err != nil {
-					return err
-				}
-			} else if err != nil {
+				n, err = s.storedSizeNewTxn(h)
+			}
+			if err != nil {
 				return fmt.Errorf("chunk %s: %w", h, err)
 			}
 			if err := fn(h, n); err != nil {
@@ -131,6 +141,7 @@ func (s *Store) storedSize(txn *badger.Txn, h Hash) (int64, error) {
 		n      int64
 	)
 	read := func(v []byte) error {
+		ref = false
 		if !isRef(v) {
 			n = int64(len(v))
 			return nil
@@ -148,8 +159,9 @@ func (s *Store) storedSize(txn *badger.Txn, h Hash) (int64, error) {
 	}
 	ps, err := s.packSize(txn, id)
 	if errors.Is(err, ErrNotFound) {
-		// GC may have repacked the chunk between the two reads (only
-		// visible to a new transaction): read its reference again.
+		// The reference came from the queue and its pack left the queue
+		// for Badger after txn began, or GC repacked the chunk
+		// meanwhile: read both again in a new transaction.
 		err = s.db.View(func(txn2 *badger.Txn) error {
 			if err := s.readInPlace(txn2, key, read); err != nil {
 				return err
