@@ -18,7 +18,27 @@ import (
 )
 
 func main() {
+	setMemoryLimit()
 	os.Exit(run(os.Args[1:]))
+}
+
+// softMemoryLimit is the CLI's default Go soft memory limit. A create of a
+// large environment keeps its live heap well below it (~110 MB for
+// venv-full: bounded queues, pooled buffers) but allocates at a high rate;
+// with GOGC alone the heap grows to twice the live size between
+// collections, and that slack is not data. Measured on a create of
+// venv-full (/usr/bin/time, 3 runs each): peak heap 218 -> 170 MB, peak RSS
+// 248-255 -> 232-235 MB, user CPU unchanged (3.1-3.7 s vs 3.0-3.3 s). The
+// limit is soft: a command that needs more memory gets it (at some GC
+// cost).
+const softMemoryLimit = 192 << 20
+
+// setMemoryLimit applies softMemoryLimit unless the user set GOMEMLIMIT,
+// which the Go runtime has already applied.
+func setMemoryLimit() {
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
+		debug.SetMemoryLimit(softMemoryLimit)
+	}
 }
 
 // run executes one command line and returns the process exit code. Ctrl-C
