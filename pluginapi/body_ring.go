@@ -3,11 +3,11 @@ package pluginapi
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -23,11 +23,25 @@ import (
 // cannot change bytes the host is hashing) and hands the ring space back.
 //
 // The host creates the ring (a memfd) and passes it to the plugin as file
-// descriptor 3, naming it in $PTEST_SNAP_BODY_RING_FD. Layout: a 4 KiB
-// header whose first 8 bytes are the consumed position (written by the
-// host, little-endian, atomically), then RingSize data bytes. Positions
-// count bytes written since the ring was made and never wrap; a frame at
-// position p lies at data offset p mod RingSize and never crosses the end.
+// descriptor 3, naming it in $PTEST_SNAP_BODY_RING_V2_FD. Layout: a 4 KiB
+// header, then RingSize data bytes. The header holds, little-endian and
+// accessed atomically: at 0 the consumed position (uint64, written by the
+// consumer), at 8 the producer's waiting flag (uint32), at 12 the wake
+// sequence (uint32, a futex word). Positions count bytes written since the
+// ring was made and never wrap; a frame at position p lies at data offset
+// p mod RingSize and never crosses the end.
+//
+// A producer (the plugin in Capture, the host in Restore) that finds the
+// ring full sleeps in futex(2) on the wake sequence, which works across the
+// two processes because the mapping is shared. It is woken, by a bump of
+// the sequence, when the consumer hands space back (the consumer bumps it
+// only while the waiting flag is set, so a busy ring costs no system calls)
+// or, from its own process, when its call ends or its context is done: it
+// never polls. The waiting flag is set before the producer checks for room
+// for the last time, and the consumer publishes the consumed position
+// before it reads the flag, so a wake-up cannot be lost. (Version 1 of the
+// layout had no wake words and the producer polled; the variable's name
+// changed with the layout so that two builds never share a ring.)
 
 // RingSize is the data size of the shared-memory body ring.
 const RingSize = 16 << 20
@@ -35,7 +49,7 @@ const RingSize = 16 << 20
 const (
 	ringHeader = 4096
 	// ringFDEnv names the plugin's file descriptor of the ring.
-	ringFDEnv = "PTEST_SNAP_BODY_RING_FD"
+	ringFDEnv = "PTEST_SNAP_BODY_RING_V2_FD"
 	// ringFD is the descriptor the ring gets in the plugin (ExtraFiles[0]).
 	ringFD = 3
 )
@@ -55,6 +69,29 @@ type bodyRing struct {
 }
 
 func (r *bodyRing) consumedPtr() *uint64 { return (*uint64)(unsafe.Pointer(&r.mem[0])) }
+func (r *bodyRing) waitingPtr() *uint32  { return (*uint32)(unsafe.Pointer(&r.mem[8])) }
+func (r *bodyRing) wakeSeqPtr() *uint32  { return (*uint32)(unsafe.Pointer(&r.mem[12])) }
+
+// futex(2) operations on a word shared between processes (so without
+// FUTEX_PRIVATE_FLAG).
+const (
+	futexWait = 0 // FUTEX_WAIT
+	futexWake = 1 // FUTEX_WAKE
+)
+
+// wake bumps the wake sequence and wakes whoever sleeps on it, in either
+// process.
+func (r *bodyRing) wake() {
+	seq := r.wakeSeqPtr()
+	atomic.AddUint32(seq, 1)
+	_, _, _ = unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(seq)), futexWake, math.MaxInt32, 0, 0, 0)
+}
+
+// sleep blocks until the wake sequence is no longer seen, or a signal
+// interrupts it (the caller checks again either way).
+func (r *bodyRing) sleep(seen uint32) {
+	_, _, _ = unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(r.wakeSeqPtr())), futexWait, uintptr(seen), 0, 0, 0)
+}
 
 // acquire reserves the ring for one capture; false if another has it or
 // it is closed (that capture sends its bodies inline).
@@ -144,46 +181,66 @@ func openPluginRing() *bodyRing {
 }
 
 // reserve returns room for the next frame of at most n bytes at the
-// plugin's head, waiting until the host has consumed enough; flush sends
-// the frames written so far before waiting, or the host could never
-// consume them.
+// producer's head, waiting until the consumer has consumed enough; flush
+// sends the frames written so far before waiting, or the consumer could
+// never consume them.
 //
-// peerGone, if not nil, is asked while waiting whether the consumer is
-// still there.
-func (r *bodyRing) reserve(ctx context.Context, n int, flush func() error, peerGone func() error) (uint64, []byte, error) {
+// The wait ends when ctx is done, with its cause: the caller's ctx ends
+// when the call is over (the peer answered, went away, or the caller gave
+// up), so nobody waits for space that will never be handed back.
+func (r *bodyRing) reserve(ctx context.Context, n int, flush func() error) (uint64, []byte, error) {
 	size := uint64(len(r.data))
 	off := r.head % size
 	want := min(uint64(n), size-off)
 	flushed := false
-	for wait := time.Microsecond; ; wait = min(2*wait, time.Millisecond) {
+	// woken is closed when the wake-up for ctx has run; stop unregisters it.
+	var woken chan struct{}
+	var stop func() bool
+	defer func() {
+		if stop == nil {
+			return
+		}
+		atomic.StoreUint32(r.waitingPtr(), 0)
+		if !stop() {
+			<-woken // it runs now: let it finish before the ring can go
+		}
+	}()
+	for {
+		seen := atomic.LoadUint32(r.wakeSeqPtr())
 		consumed := atomic.LoadUint64(r.consumedPtr())
 		if consumed > r.head {
-			return 0, nil, fmt.Errorf("body ring: host consumed %d beyond the plugin's position %d", consumed, r.head)
+			return 0, nil, fmt.Errorf("body ring: consumer at %d beyond the producer's position %d", consumed, r.head)
 		}
 		if r.head+want-consumed <= size {
 			return r.head, r.data[off : off+want], nil
 		}
-		if !flushed {
+		if err := ctx.Err(); err != nil {
+			return 0, nil, context.Cause(ctx)
+		}
+		switch {
+		case !flushed:
 			if err := flush(); err != nil {
 				return 0, nil, err
 			}
 			flushed = true
+		case stop == nil:
+			// Ask to be woken, then look again before sleeping.
+			woken = make(chan struct{})
+			stop = context.AfterFunc(ctx, func() {
+				r.wake()
+				close(woken)
+			})
+			atomic.StoreUint32(r.waitingPtr(), 1)
+		default:
+			r.sleep(seen)
 		}
-		if err := ctx.Err(); err != nil {
-			return 0, nil, err
-		}
-		if peerGone != nil {
-			if err := peerGone(); err != nil {
-				return 0, nil, err
-			}
-		}
-		time.Sleep(wait)
 	}
 }
 
 // take copies the frame at position pos out of the ring into dst's memory
-// (the host side), checks it is the frame expected next, and hands its
-// space back to the plugin.
+// (the consumer's side: the host in Capture, the plugin in Restore), checks
+// it is the frame expected next, hands its space back to the producer, and
+// wakes the producer if it waits for space.
 func (r *bodyRing) take(pos uint64, length uint32, dst []byte) ([]byte, error) {
 	size := uint64(len(r.data))
 	switch {
@@ -198,5 +255,8 @@ func (r *bodyRing) take(pos uint64, length uint32, dst []byte) ([]byte, error) {
 	dst = append(dst[:0], r.data[off:off+uint64(length)]...)
 	r.next = pos + uint64(length)
 	atomic.StoreUint64(r.consumedPtr(), r.next)
+	if atomic.LoadUint32(r.waitingPtr()) != 0 {
+		r.wake()
+	}
 	return dst, nil
 }

@@ -581,3 +581,82 @@ func TestSilentPluginIsCutOff(t *testing.T) {
 		requireGone(t, markedPID(t, marker))
 	})
 }
+
+// TestRestoreEndedEarlyByTheEngine: the engine returns from Restore after
+// its first entry while the host still has more bodies to send than the
+// shared ring holds. The host stops sending and returns the engine's answer
+// (its result, or its error) instead of waiting for ring space nobody will
+// free; the plugin stays usable. The timeout only turns a regression into
+// a failure instead of a hung test. (The second restore relies on the ring
+// staying in use after an engine answered: inline, the host could not send
+// far enough to give the cue.)
+func TestRestoreEndedEarlyByTheEngine(t *testing.T) {
+	// A 1-byte file, then 8 MiB, 8 MiB - 1, 8 MiB, 8 MiB.
+	var entries []recorded
+	for i, size := range []int{1, 8 << 20, 8<<20 - 1, 8 << 20, 8 << 20} {
+		body := bytes.Repeat([]byte{byte(i + 1)}, size)
+		entries = append(entries, recorded{stream: "rootfs", body: body,
+			entry: pluginapi.Entry{Path: fmt.Sprintf("f%d", i), Type: pluginapi.TypeFile, Mode: 0o644, Size: int64(len(body))}})
+	}
+	for _, inline := range []bool{false, true} {
+		// The engine ends once the host asks for the entry numbered cueAt:
+		// through the ring, when the unread f0 to f2 fill it exactly, so
+		// the host waits for room at once; inline, at once, before gRPC's
+		// flow control can stop the host's sending.
+		cueAt := 3
+		if inline {
+			cueAt = 1
+		}
+		for _, mode := range []string{"stopearly", "failearly"} {
+			t.Run(fmt.Sprintf("%s/inline=%v", mode, inline), func(t *testing.T) {
+				h := newHostWith(t, pluginapi.HostOptions{InlineBodies: inline})
+				p := launch(t, h, mode)
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				for range 2 { // and again, on the same plugin
+					dir := t.TempDir()
+					target, cue := filepath.Join(dir, "restored"), filepath.Join(dir, "cue")
+					r := &cueReader{sliceReader: sliceReader{entries: entries}, at: cueAt, cue: cue}
+					req := &pluginapi.RestoreRequest{Target: target, Streams: []string{"rootfs"}, Options: map[string]string{"end-when": cue}}
+					res, err := p.Restore(ctx, req, r)
+					require.NoError(t, ctx.Err(), "the host waited for the engine that had ended its restore")
+					if mode == "stopearly" {
+						require.NoError(t, err)
+						assert.Equal(t, target, res.Target)
+						assert.Equal(t, []string{"stopped early after f0"}, res.Messages)
+					} else {
+						require.Error(t, err)
+						assert.Nil(t, res)
+						assert.Contains(t, err.Error(), "failearly: gave up after the first entry")
+						assert.Contains(t, err.Error(), `engine "failearly"`)
+						assert.NotErrorIs(t, err, pluginapi.ErrPluginExited)
+					}
+				}
+				require.False(t, p.Exited(), "the engine answered; it must not be stopped")
+				// It still captures, bodies intact.
+				root := makeTree(t)
+				var w recordingWriter
+				require.NoError(t, p.Capture(ctx, &pluginapi.CaptureRequest{Target: root}, &w))
+				require.NotEmpty(t, w.entries)
+			})
+		}
+	}
+}
+
+// cueReader is a sliceReader that creates the file cue when asked for its
+// entry number at (from 0).
+type cueReader struct {
+	sliceReader
+	at, n int
+	cue   string
+}
+
+func (r *cueReader) Next(ctx context.Context) (string, *pluginapi.Entry, io.Reader, error) {
+	if r.n == r.at {
+		if err := os.WriteFile(r.cue, nil, 0o644); err != nil {
+			return "", nil, nil, err
+		}
+	}
+	r.n++
+	return r.sliceReader.Next(ctx)
+}

@@ -330,14 +330,13 @@ type batcher struct {
 	extra int    // estimated bytes of the batch's entries
 	order orderChecker
 
-	// ring, if set, receives the bodies instead of the messages (plugin
-	// side, when the host offered it); ringBytes counts the batch's.
+	// ring, if set, receives the bodies instead of the messages (the
+	// producer's side: the plugin in Capture, the host in Restore);
+	// ringBytes counts the batch's.
 	ring      *bodyRing
 	ringBytes int
-	ctx       context.Context
-	// peerGone, if set, reports the reader's end as gone, so waiting for
-	// ring space does not outlive it.
-	peerGone func() error
+	// ctx ends when the call does; it ends a wait for ring space.
+	ctx context.Context
 }
 
 func (b *batcher) flush() error {
@@ -427,7 +426,7 @@ func (b *batcher) entry(e *Entry, body io.Reader, withBody bool) error {
 // their positions.
 func (b *batcher) ringBody(e *Entry, body io.Reader) error {
 	for remaining := e.Size; remaining > 0; {
-		pos, frame, err := b.ring.reserve(b.ctx, int(min(remaining, MaxFrameSize)), b.flush, b.peerGone)
+		pos, frame, err := b.ring.reserve(b.ctx, int(min(remaining, MaxFrameSize)), b.flush)
 		if err != nil {
 			return err
 		}

@@ -177,6 +177,10 @@ func (p *Plugin) Capture(ctx context.Context, req *CaptureRequest, w CaptureWrit
 
 // Restore streams the request and then every entry r yields, with bodies, to
 // the engine, and returns the engine's answer.
+//
+// The engine may answer before it has read every entry (it found it had
+// nothing more to do, or it failed): the host then stops sending at once,
+// even while it waits for room in the shared ring, and returns that answer.
 func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreReader) (*RestoreResult, error) {
 	op := "restore " + req.Target
 	wire := restoreRequestToProto(req)
@@ -187,8 +191,10 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 		ring.head = atomic.LoadUint64(ring.consumedPtr())
 		wire.SharedBodies = true
 		defer func() {
-			// An engine that stopped midway may have left frames unread;
-			// the ring is not used again.
+			// Unless the engine answered, it may still be reading the
+			// ring; it is not used again. An engine that answered has
+			// released it, and the next call starts at its consumed
+			// position, past whatever the last call left unread.
 			if !complete {
 				ring.close()
 			}
@@ -201,28 +207,48 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 	if err != nil {
 		return nil, p.fail(ctx, op, err)
 	}
-	// A send fails with io.EOF when the engine has ended the call; its
-	// reason then comes from CloseAndRecv.
+
+	// The engine's answer is awaited from the start, by a goroutine that
+	// stops when it arrives or sctx is cancelled; Restore waits for it.
+	// Its arrival ends callCtx, which stops the sending.
+	callCtx, endCall := context.WithCancelCause(sctx)
+	defer endCall(nil)
+	answered := make(chan restoreAnswer, 1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		resp := new(enginepb.RestoreResponse)
+		err := stream.RecvMsg(resp)
+		answered <- restoreAnswer{resp, err}
+		endCall(errCallEnded)
+	}()
+	defer wg.Wait()
+	defer cancel()
+
+	// A send fails with io.EOF, and a wait for ring space with
+	// errCallEnded, when the engine has ended the call; its answer then
+	// tells how.
 	engineEnded := false
+	ended := func(err error) bool { return err == io.EOF || errors.Is(err, errCallEnded) }
 	if err := stream.Send(&enginepb.RestoreMessage{Request: wire}); err != nil {
-		if err != io.EOF {
+		if !ended(err) {
 			return nil, p.fail(ctx, op, err)
 		}
 		engineEnded = true
 	}
 	b := batcher{send: func(recs []*enginepb.Record) error {
 		return stream.Send(&enginepb.RestoreMessage{Records: recs})
-	}, ring: ring, ctx: sctx, peerGone: func() error {
-		if p.client.Exited() {
-			return ErrPluginExited
-		}
-		return nil
-	}}
+	}, ring: ring, ctx: callCtx}
 	current := ""
 	for !engineEnded {
+		if context.Cause(callCtx) == errCallEnded {
+			engineEnded = true
+			break
+		}
 		name, e, body, err := r.Next(ctx)
 		if err == io.EOF {
-			if err := b.flush(); err == io.EOF {
+			if err := b.flush(); ended(err) {
 				engineEnded = true
 			} else if err != nil {
 				return nil, p.fail(ctx, op, err)
@@ -239,7 +265,7 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 		if err == nil {
 			err = b.entry(e, body, e.Type == TypeFile && !e.Unchanged)
 		}
-		if err == io.EOF {
+		if ended(err) {
 			engineEnded = true
 			break
 		}
@@ -253,13 +279,33 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 			return nil, p.writerFailed(ctx, op, err)
 		}
 	}
-	resp, err := stream.CloseAndRecv()
-	if err != nil {
-		return nil, p.fail(ctx, op, err)
+	if !engineEnded {
+		if err := stream.CloseSend(); err != nil {
+			return nil, p.fail(ctx, op, err)
+		}
 	}
-	complete = !engineEnded
-	return &RestoreResult{Target: resp.GetTarget(), Messages: resp.GetMessages()}, nil
+	// The answer comes, or ctx ends (sctx with it) and the answer is an
+	// error.
+	a := <-answered
+	if a.err != nil {
+		_, fromEngine := fromStatus(a.err)
+		complete = fromEngine && sctx.Err() == nil
+		return nil, p.fail(ctx, op, a.err)
+	}
+	complete = true
+	return &RestoreResult{Target: a.resp.GetTarget(), Messages: a.resp.GetMessages()}, nil
 }
+
+// restoreAnswer is what the engine answered a Restore: its result, or why
+// the call failed.
+type restoreAnswer struct {
+	resp *enginepb.RestoreResponse
+	err  error
+}
+
+// errCallEnded is the cause of a Restore's call context once the engine has
+// answered: nothing more it is sent would be read.
+var errCallEnded = errors.New("the engine ended the call")
 
 // writerFailed returns the host's own error (the capture's writer, the
 // restore's reader) as it is; the engine's call is cancelled. If ctx ended,

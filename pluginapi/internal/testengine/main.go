@@ -4,6 +4,11 @@
 //
 //	good      captures a directory and restores it (a small real engine)
 //	crash     exits in the middle of a capture or a restore
+//	stopearly returns from Restore, with a result, after its first entry
+//	failearly returns from Restore, with an error, after its first entry
+//	          (both first wait, if the request's option "end-when" names a
+//	          path, until that file exists: the test's cue that the host
+//	          has more to send than the ring holds)
 //	hang      blocks in Capture and Identify, ignoring cancellation, until killed
 //	stdout    prints to stdout before the handshake
 //	mute      never completes the handshake
@@ -22,6 +27,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -53,6 +59,10 @@ func main() {
 		pluginapi.Serve(&dirEngine{name: mode, crashAfter: 50})
 	case "hang":
 		pluginapi.Serve(&dirEngine{name: mode, hang: true})
+	case "stopearly":
+		pluginapi.Serve(&dirEngine{name: mode, stopEarly: true})
+	case "failearly":
+		pluginapi.Serve(&dirEngine{name: mode, failEarly: true})
 	case "stdout":
 		fmt.Println("hello from an engine that talks too early")
 		pluginapi.Serve(&dirEngine{name: mode})
@@ -72,7 +82,13 @@ type dirEngine struct {
 	name       string
 	crashAfter int
 	hang       bool
+	// stopEarly and failEarly end a restore after its first entry, with a
+	// result or an error, leaving the rest unread.
+	stopEarly, failEarly bool
 }
+
+// errFailEarly is the error the failearly mode's restore ends with.
+var errFailEarly = errors.New("failearly: gave up after the first entry")
 
 func (e *dirEngine) Info(context.Context) (pluginapi.Info, error) {
 	return pluginapi.Info{Name: e.name, Version: "test", ProtocolVersion: pluginapi.ProtocolVersion,
@@ -191,6 +207,17 @@ func (e *dirEngine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, 
 		if err != nil {
 			return nil, err
 		}
+		if e.stopEarly || e.failEarly {
+			if err := waitForFile(ctx, req.Options["end-when"]); err != nil {
+				return nil, err
+			}
+		}
+		switch {
+		case e.stopEarly:
+			return &pluginapi.RestoreResult{Target: req.Target, Messages: []string{"stopped early after " + ent.Path}}, nil
+		case e.failEarly:
+			return nil, errFailEarly
+		}
 		full := filepath.Join(req.Target, filepath.FromSlash(ent.Path))
 		switch ent.Type {
 		case pluginapi.TypeDir:
@@ -295,4 +322,19 @@ func (s *rawServer) Capture(_ *enginepb.CaptureRequest, stream grpc.ServerStream
 		return err
 	}
 	return stream.Send(&enginepb.CaptureResponse{Records: recs})
+}
+
+// waitForFile waits until path exists (at once if path is empty).
+func waitForFile(ctx context.Context, path string) error {
+	for path != "" {
+		if _, err := os.Lstat(path); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	return nil
 }
