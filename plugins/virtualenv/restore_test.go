@@ -1,6 +1,9 @@
 package virtualenv
 
 import (
+	"context"
+	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -331,4 +334,51 @@ func TestRestoreInPlaceFullScan(t *testing.T) {
 	require.NoError(t, err)
 	assert.NoFileExists(t, sneaky)
 	assert.Equal(t, treeSummary(snap, true), treeSummary(capture(t, work, nil), true))
+}
+
+// failingReplay replays a capture and fails instead of yielding entry
+// failAt, as the host's reader does on a damaged chunk; with cancel set it
+// cancels the call there instead (the host cancelling the RPC on Ctrl-C).
+type failingReplay struct {
+	replay
+	failAt int
+	cancel context.CancelFunc
+}
+
+var errDamagedChunk = errors.New("chunk checksum mismatch (test)")
+
+func (r *failingReplay) Next(ctx context.Context) (string, *pluginapi.Entry, io.Reader, error) {
+	if r.i == r.failAt {
+		if r.cancel == nil {
+			return "", nil, nil, errDamagedChunk
+		}
+		r.cancel()
+	}
+	return r.replay.Next(ctx)
+}
+
+// TestRestoreFailingMidwayLeavesNoVenv: a restore to a new path that fails
+// or is cancelled halfway (relocating scripts on the way) removes the venv
+// and the parent it created.
+func TestRestoreFailingMidwayLeavesNoVenv(t *testing.T) {
+	f := venvFixture(t)
+	snap := capture(t, f.golden, nil)
+	for _, cancelled := range []bool{false, true} {
+		base := t.TempDir()
+		target := filepath.Join(base, "new", "venv")
+		ctx, cancel := context.WithCancel(context.Background())
+		r := &failingReplay{replay: replay{c: snap}, failAt: len(snap.entries) / 2}
+		if cancelled {
+			r.cancel = cancel
+		}
+		req := &pluginapi.RestoreRequest{Target: target, OriginalTarget: snap.mustMeta(t).VenvPath, Metadata: snap.md, Streams: snap.streams}
+		_, err := New().Restore(ctx, req, r)
+		cancel()
+		if cancelled {
+			require.ErrorIs(t, err, context.Canceled)
+		} else {
+			require.ErrorIs(t, err, errDamagedChunk)
+		}
+		assert.NoDirExists(t, filepath.Join(base, "new"), "cancelled=%v", cancelled)
+	}
 }
