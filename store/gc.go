@@ -401,7 +401,9 @@ func (s *Store) sweepPacks(ctx context.Context, packs map[packID]*packUse, st *G
 		if len(u.live) > 0 && !s.wantRepack(id, u) {
 			continue
 		}
-		v, err := s.value(packKey(id))
+		// Only the pack's stored size is needed: its length, read in
+		// place rather than copying the pack.
+		stored, err := s.valueLen(packKey(id))
 		if errors.Is(err, ErrNotFound) {
 			continue
 		}
@@ -416,10 +418,10 @@ func (s *Store) sweepPacks(ctx context.Context, packs map[packID]*packUse, st *G
 				return fmt.Errorf("delete pack %s: %w", id, err)
 			}
 			s.packCache.drop(id)
-			st.BytesReclaimed += int64(len(v))
+			st.BytesReclaimed += stored
 			continue
 		}
-		freed, err := s.repack(id, u, int64(len(v)))
+		freed, err := s.repack(id, u, stored)
 		if err != nil {
 			return err
 		}

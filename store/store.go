@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -174,6 +175,10 @@ func open(opts Options, lk *dirLock) (*Store, error) {
 	if opts.valueLogFileSize > 0 {
 		bo = bo.WithValueLogFileSize(opts.valueLogFileSize)
 	}
+	if err := removeEmptyLogFiles(dbDir(opts.Dir)); err != nil {
+		codec.Close()
+		return nil, err
+	}
 	db, err := badger.Open(bo)
 	if err != nil {
 		codec.Close()
@@ -200,6 +205,42 @@ func open(opts Options, lk *dirLock) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// removeEmptyLogFiles removes the 0-byte memtable (.mem) and value-log
+// (.vlog) files a process killed between creating such a file and sizing
+// it leaves behind: Badger's Open fails on them with "Create a new file"
+// (badger issue #2207; TestCrashAtAnyPoint hit it). An empty file holds no
+// entry, so nothing refers to it. We hold the store's lock: no other
+// process has the database open.
+func removeEmptyLogFiles(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if !e.Type().IsRegular() || (filepath.Ext(name) != ".mem" && filepath.Ext(name) != ".vlog") {
+			continue
+		}
+		info, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if info.Size() != 0 {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove empty %s left by a crash: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // checkFormat records the layout version in a new store and refuses a store

@@ -218,6 +218,15 @@ func (s *Store) packSizeOf(id packID) (packSize, error) {
 	return ps, err
 }
 
+// valueLen returns the length of a stored value without copying it.
+func (s *Store) valueLen(key []byte) (int64, error) {
+	var n int64
+	err := s.db.View(func(txn *badger.Txn) error {
+		return s.readInPlace(txn, key, func(v []byte) error { n = int64(len(v)); return nil })
+	})
+	return n, err
+}
+
 // readInPlace calls fn with a stored value from the queue or, without
 // copying it, from txn; v is valid only during fn. A missing key is
 // ErrNotFound.
