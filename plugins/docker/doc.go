@@ -37,6 +37,7 @@
 // pick every host port; ports another container holds are remapped
 // anyway), volumes=new|reuse (what to do with a volume that already exists:
 // restore its data into <name>-restored-<n>, or mount it as it is),
-// skip-present-image=true (stop reading the stream when the engine already
-// has the image; see Restore).
+// skip-present-image=false (load the image from the snapshot even when the
+// engine has it; by default a present image is not loaded and the stream
+// is not read past it; see Restore).
 package docker

@@ -129,9 +129,14 @@ func (e *Engine) flattenThreshold(options map[string]string) (int, error) {
 
 // boolOption reads a true/false option ("", absent: false).
 func boolOption(options map[string]string, key string) (bool, error) {
+	return boolOptionOr(options, key, false)
+}
+
+// boolOptionOr reads a true/false option ("", absent: def).
+func boolOptionOr(options map[string]string, key string, def bool) (bool, error) {
 	v, ok := options[key]
 	if !ok || v == "" {
-		return false, nil
+		return def, nil
 	}
 	b, err := strconv.ParseBool(v)
 	if err != nil {

@@ -179,13 +179,12 @@ func TestRestoreWhileOriginalRuns(t *testing.T) {
 	// A name given as the "name" option (how the core passes --name).
 	req := c.restoreRequest("")
 	req.Options["name"] = fc.name + "-named"
-	req.Options["skip-present-image"] = "true"
 	rd := &reader{c: c}
 	res, err = e.Restore(ctx, req, rd)
 	require.NoError(t, err)
 	assert.Equal(t, fc.name+"-named", res.Target)
-	// The first restore loaded the image: this one stops reading at the
-	// image stream.
+	// The first restore loaded the image: by default this one stops
+	// reading at the image stream.
 	assert.Contains(t, strings.Join(res.Messages, "\n"), "already in the engine")
 	assert.Less(t, rd.i, len(c.entries))
 	named, err := testCli.ContainerInspect(ctx, res.Target)
@@ -199,11 +198,17 @@ func TestRestoreWhileOriginalRuns(t *testing.T) {
 	// ...and replaces the original with it.
 	execIn(t, fc.id, "write", "/data/new.txt", "changed after the snapshot")
 	execIn(t, fc.id, "write", "/vol/sub/v.txt", "changed after the snapshot")
+	// (Loading the image although the engine has it, when asked to.)
 	req = c.restoreRequest(fc.name)
 	req.Replace = true
-	res, err = e.Restore(ctx, req, &reader{c: c})
+	req.Options["skip-present-image"] = "false"
+	rd = &reader{c: c}
+	res, err = e.Restore(ctx, req, rd)
 	require.NoError(t, err)
 	t.Logf("replace messages: %q", res.Messages)
+	assert.Equal(t, len(c.entries), rd.i, "the whole stream is read")
+	assert.Contains(t, strings.Join(res.Messages, "\n"), "loaded image")
+	assert.NotContains(t, strings.Join(res.Messages, "\n"), "already in the engine")
 	assert.Equal(t, fc.name, res.Target)
 	got, err = testCli.ContainerInspect(ctx, fc.name)
 	require.NoError(t, err)

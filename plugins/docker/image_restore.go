@@ -16,10 +16,12 @@ import (
 // `docker save` archive again — plain files as they are, each split layer
 // spliced back into its byte-identical tar — straight into `docker load`
 // (no temporary file). If the engine already has the image (by ID, the
-// config's digest), the stream is read and dropped.
+// config's digest) it is not loaded (skip), unless force.
 type imageLoader struct {
-	cli     *client.Client
-	meta    *Metadata
+	cli  *client.Client
+	meta *Metadata
+	// force loads the image even when the engine has it.
+	force   bool
 	started bool
 	skip    bool
 
@@ -54,7 +56,7 @@ func (l *imageLoader) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if ok {
+	if ok && !l.force {
 		l.skip = true
 		return nil
 	}

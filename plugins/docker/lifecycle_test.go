@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"
@@ -150,7 +151,8 @@ func TestThroughPlugin(t *testing.T) {
 	id := runContainer(t, name, &container.Config{Env: []string{"A=1"}},
 		&container.HostConfig{Mounts: []mount.Mount{{Type: mount.TypeVolume, Source: name + "-vol", Target: "/vol"}}}, nil, true)
 	execIn(t, id, "write", "/vol/d/f", "through the plugin")
-	execIn(t, id, "random", "/data/r.bin", "3000000", "7")
+	// More than the shared body ring holds (16 MiB), for the early end below.
+	execIn(t, id, "random", "/data/r.bin", "24000000", "7")
 	c := &capture{}
 	require.NoError(t, p.Capture(ctx, &pluginapi.CaptureRequest{Target: name}, &memWriter{c: c}))
 	m := metaOf(t, c)
@@ -170,12 +172,15 @@ func TestThroughPlugin(t *testing.T) {
 	assert.Equal(t, "through the plugin", execIn(t, got.ID, "cat", "/vol/d/f"))
 	assert.Equal(t, execIn(t, id, "cat", "/data/r.bin"), execIn(t, got.ID, "cat", "/data/r.bin"))
 
-	// Again, with the image now in the engine: the engine ends the call
-	// before the image's entries and the host takes its answer.
+	// Again, with the image now in the engine: by default the engine ends
+	// the call at the image's first entry and the host, with more left to
+	// send than the ring holds, stops and takes its answer. (The timeout
+	// turns a regression into a failure rather than a hung test.)
 	rd := &reader{c: c2}
-	req := c2.restoreRequest("")
-	req.Options["skip-present-image"] = "true"
-	res, err = p.Restore(ctx, req, rd)
+	early, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	res, err = p.Restore(early, c2.restoreRequest(""), rd)
+	require.NoError(t, early.Err())
 	require.NoError(t, err)
 	assert.Contains(t, strings.Join(res.Messages, "\n"), "already in the engine")
 	got, err = testCli.ContainerInspect(ctx, res.Target)

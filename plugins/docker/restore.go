@@ -24,7 +24,9 @@ import (
 
 // Restore recreates a captured container as a new container.
 //
-// The image is loaded from the stream only if the engine lacks it; missing
+// The image is loaded from the stream only if the engine lacks it (then
+// reading stops at the image's stream, when it is the last one, so the host
+// does not even read the image from the store); missing
 // networks are recreated with their config; each volume is created and
 // filled with the snapshot's data (a volume that already exists is left
 // alone and a new one, <name>-restored-<n>, is used instead, unless Replace
@@ -36,9 +38,9 @@ import (
 // <orig>-restored-<n> when that is taken; an explicit Target that exists is ErrTargetExists unless
 // Replace, which stops and removes it first. Host ports are kept unless
 // "remap-ports=true" or another container holds them; a remapped port is
-// reported in Messages. "skip-present-image=true": when the engine already
-// has the image, stop reading the stream there (the host then does not read
-// the image from the store).
+// reported in Messages. "skip-present-image=false" loads the image from the
+// snapshot even when the engine has it (reading the whole stream), as when
+// the engine's copy is in doubt.
 func (e *Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r pluginapi.RestoreReader) (*pluginapi.RestoreResult, error) {
 	if req.InPlace {
 		return nil, fmt.Errorf("docker: in-place restore: %w (restore to a new container, or use Replace)", pluginapi.ErrUnsupported)
@@ -51,7 +53,7 @@ func (e *Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r p
 	if err != nil {
 		return nil, err
 	}
-	stopEarly, err := boolOption(req.Options, "skip-present-image")
+	skipPresent, err := boolOptionOr(req.Options, "skip-present-image", true)
 	if err != nil {
 		return nil, err
 	}
@@ -71,8 +73,8 @@ func (e *Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r p
 
 	rs := &restoreSession{
 		cli: cli, meta: meta, req: req, tempDir: tempDir,
-		remapPorts: remapPorts, reuseVolumes: volumeMode == "reuse", stopEarly: stopEarly,
-		loader:   &imageLoader{cli: cli, meta: meta},
+		remapPorts: remapPorts, reuseVolumes: volumeMode == "reuse",
+		loader:   &imageLoader{cli: cli, meta: meta, force: !skipPresent},
 		spools:   map[string]*volumeSpool{},
 		volNames: map[string]string{},
 	}
@@ -117,7 +119,6 @@ type restoreSession struct {
 	tempDir      string
 	remapPorts   bool
 	reuseVolumes bool
-	stopEarly    bool
 	loader       *imageLoader
 	spools       map[string]*volumeSpool // by volume name
 	// fillHelper: volumes are filled through a helper container (some
@@ -207,12 +208,10 @@ func (rs *restoreSession) read(ctx context.Context, r pluginapi.RestoreReader) e
 			if err := rs.loader.entry(ctx, e, body); err != nil {
 				return err
 			}
-			if rs.loader.skip && rs.stopEarly && rs.imageIsLast() {
+			if rs.loader.skip && rs.imageIsLast() {
 				// The engine has the image: stop reading, so the host
-				// does not read the image's bytes from the store at all.
-				// Opt-in until the host's shared-memory body ring stops
-				// waiting for space an engine that ended will never free
-				// (with it, an image larger than the ring hangs the host).
+				// does not read the image's bytes from the store at all
+				// (it stops sending when this call ends).
 				rs.say("image %s is already in the engine; not loaded", shortID(rs.meta.Image.ID))
 				return rs.closeSpoolWriters()
 			}
