@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/pypj/ptest-snap/pluginapi"
@@ -84,11 +85,11 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 	}
 	info, err := eng.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("create: engine %q: %w", opts.Engine, engineErr(err))
+		return nil, fmt.Errorf("create: %w", engineError(opts.Engine, "", err))
 	}
 	ident, err := eng.Identify(ctx, opts.Target, opts.Options)
 	if err != nil {
-		return nil, fmt.Errorf("create: engine %q: identify %q: %w", opts.Engine, opts.Target, engineErr(err))
+		return nil, fmt.Errorf("create: %w", engineError(opts.Engine, fmt.Sprintf("identify %q", opts.Target), err))
 	}
 	op.EnvID, op.Target = ident.EnvID, ident.Target
 
@@ -146,7 +147,7 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 	capErr := eng.Capture(pctx, req, sw)
 	if capErr != nil {
 		cancel()
-		capErr = fmt.Errorf("engine %q: capture %q: %w", opts.Engine, opts.Target, engineErr(capErr))
+		capErr = engineError(opts.Engine, fmt.Sprintf("capture %q", opts.Target), capErr)
 	}
 	streams, err := sw.finish(pctx, capErr)
 	if err != nil {
@@ -280,6 +281,20 @@ func toParentIndex(idx store.ChangeIndex) pluginapi.ParentIndex {
 
 // engineErr marks an engine's error with ErrEngine unless it already
 // carries a sentinel the caller can branch on.
+// engineError names the engine and the operation in err, once: the plugin
+// host's errors already start with `engine "NAME": `, an in-process
+// engine's do not. It classifies err with engineErr.
+func engineError(name, op string, err error) error {
+	err = engineErr(err)
+	if strings.HasPrefix(err.Error(), fmt.Sprintf("engine %q: ", name)) {
+		return err
+	}
+	if op == "" {
+		return fmt.Errorf("engine %q: %w", name, err)
+	}
+	return fmt.Errorf("engine %q: %s: %w", name, op, err)
+}
+
 func engineErr(err error) error {
 	for _, known := range []error{
 		context.Canceled, context.DeadlineExceeded, ErrEngine, ErrNotFound, ErrCorrupt,

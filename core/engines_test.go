@@ -6,9 +6,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pypj/ptest-snap/pluginapi"
@@ -109,4 +111,25 @@ func TestPluginRoundTrip(t *testing.T) {
 	requireSameTree(t, src, dst)
 	require.Equal(t, keep, inode(t, filepath.Join(dst, "data", "big.bin")))
 	require.Less(t, res.Stats.Bytes, int64(100))
+}
+
+// TestEngineErrorsNameTheEngineOnce checks that an engine's error names the
+// engine once, whether the engine runs in-process (core names it) or as a
+// plugin (the host already names it).
+func TestEngineErrorsNameTheEngineOnce(t *testing.T) {
+	ctx := context.Background()
+	host := pluginapi.NewHost(pluginapi.HostOptions{})
+	defer host.Close()
+	p, err := host.Launch(ctx, pluginapi.Spec{Name: "dir", Path: dirPluginPath(t)})
+	require.NoError(t, err)
+	defer p.Close()
+	missing := filepath.Join(t.TempDir(), "missing")
+	for name, eng := range map[string]pluginapi.Engine{"in-process": newDirEngine(), "plugin": p} {
+		t.Run(name, func(t *testing.T) {
+			m := openManager(t, map[string]pluginapi.Engine{"dir": eng})
+			_, err := m.Create(ctx, CreateOptions{Engine: "dir", Target: missing})
+			require.ErrorIs(t, err, pluginapi.ErrTargetNotFound)
+			assert.Equal(t, 1, strings.Count(err.Error(), `engine "dir"`), "%v", err)
+		})
+	}
 }

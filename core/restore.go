@@ -94,7 +94,7 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 	}
 	info, err := eng.Info(ctx)
 	if err != nil {
-		return fail(fmt.Errorf("engine %q: %w", snap.Engine, engineErr(err)))
+		return fail(engineError(snap.Engine, "", err))
 	}
 	options := maps.Clone(opts.Options)
 	if opts.Name != "" {
@@ -130,7 +130,7 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 		current, err = captureIndex(ctx, eng, target, options)
 		m.log.Debug("restore: listed target", "target", target, "took", m.now().Sub(phase))
 		if err != nil {
-			return fail(fmt.Errorf("engine %q: list target %q: %w", snap.Engine, target, engineErr(err)))
+			return fail(engineError(snap.Engine, fmt.Sprintf("list target %q", target), err))
 		}
 		own, err := m.store.ChangeIndex(ctx, snap.ID)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -175,7 +175,7 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 			// The snapshot's side failed (a corrupt tree): say so first.
 			return fail(fmt.Errorf("%w (engine: %w)", rr.prodErr, err))
 		}
-		return fail(fmt.Errorf("engine %q: %w", snap.Engine, engineErr(err)))
+		return fail(engineError(snap.Engine, "", err))
 	}
 	if er == nil {
 		er = &pluginapi.RestoreResult{Target: target}
