@@ -36,14 +36,12 @@ type refWalk struct {
 	sharedTrees []store.Hash
 	// visitedTree marks trees already descended, with the snapshot that did.
 	visitedTree map[store.Hash]int
-	// storedSize caches ChunkStoredSize.
-	storedSize map[store.Hash]int64
 }
 
 func newRefWalk(st *store.Store) *refWalk {
 	return &refWalk{
 		st: st, owner: map[store.Hash]int{}, shared: map[store.Hash]bool{},
-		visitedTree: map[store.Hash]int{}, storedSize: map[store.Hash]int64{},
+		visitedTree: map[store.Hash]int{},
 	}
 }
 
@@ -135,32 +133,22 @@ func (w *refWalk) finish(ctx context.Context) error {
 	return nil
 }
 
-// chunkStored returns a chunk's stored size, cached.
-func (w *refWalk) chunkStored(ctx context.Context, h store.Hash) (int64, error) {
-	if n, ok := w.storedSize[h]; ok {
-		return n, nil
-	}
-	n, err := w.st.ChunkStoredSize(ctx, h)
-	if err != nil {
-		return 0, fmt.Errorf("chunk %s: %w", h, err)
-	}
-	w.storedSize[h] = n
-	return n, nil
-}
-
 // exclusive returns, per snapshot index, the stored bytes only it
 // references.
 func (w *refWalk) exclusive(ctx context.Context, n int) ([]int64, error) {
 	out := make([]int64, n)
-	for h, i := range w.owner {
-		if w.shared[h] {
-			continue
+	var hs []store.Hash
+	for h := range w.owner {
+		if !w.shared[h] {
+			hs = append(hs, h)
 		}
-		size, err := w.chunkStored(ctx, h)
-		if err != nil {
-			return nil, err
-		}
-		out[i] += size
+	}
+	err := w.st.ChunkStoredSizes(ctx, hs, func(h store.Hash, size int64) error {
+		out[w.owner[h]] += size
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -237,12 +225,16 @@ func (m *Manager) Stats(ctx context.Context) (*StoreStats, error) {
 	}
 	st.Envs = len(envs)
 	var reachableStored int64
+	hs := make([]store.Hash, 0, len(w.owner))
 	for h := range w.owner {
-		n, err := w.chunkStored(ctx, h)
-		if err != nil {
-			return nil, fmt.Errorf("stats: %w", err)
-		}
+		hs = append(hs, h)
+	}
+	err = m.store.ChunkStoredSizes(ctx, hs, func(_ store.Hash, n int64) error {
 		reachableStored += n
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stats: %w", err)
 	}
 	if r := u.StoredBytes - reachableStored; r > 0 {
 		st.ReclaimableBytes = r
