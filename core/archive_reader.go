@@ -383,7 +383,7 @@ func (m *Manager) importArchive(ctx context.Context, r io.Reader, opts ImportOpt
 			}
 			t, err := store.DecodeTree(body)
 			if err != nil {
-				if strings.Contains(err.Error(), "bad name") {
+				if errors.Is(err, store.ErrBadName) {
 					return nil, fmt.Errorf("%w: tree %s: %v", ErrArchiveUnsafePath, h, err)
 				}
 				return nil, fmt.Errorf("%w: tree %s: %v", ErrArchiveCorrupt, h, err)
