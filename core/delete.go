@@ -96,10 +96,23 @@ func (m *Manager) deleteSnapshots(ctx context.Context, snaps []*store.Snapshot) 
 	return done, nil
 }
 
+// GCOptions configure GCWithOptions.
+type GCOptions struct {
+	// Progress, if set, is called as the collection goes through its
+	// phases (see store.GCOptions.Progress: from GC's goroutine, and it
+	// must return quickly).
+	Progress func(store.GCProgress)
+}
+
 // GC deletes every chunk no snapshot references and gives the disk space
 // back (see store.GC).
 func (m *Manager) GC(ctx context.Context) (store.GCStats, error) {
-	st, err := m.store.GC(ctx)
+	return m.GCWithOptions(ctx, GCOptions{})
+}
+
+// GCWithOptions is GC reporting its progress (GCOptions).
+func (m *Manager) GCWithOptions(ctx context.Context, opts GCOptions) (store.GCStats, error) {
+	st, err := m.store.GCWithOptions(ctx, store.GCOptions{Progress: opts.Progress})
 	if err != nil {
 		return st, err
 	}
@@ -120,6 +133,9 @@ type CleanupOptions struct {
 	DryRun bool
 	// GC runs a garbage collection after deleting, so the space comes back.
 	GC bool
+	// GCProgress, if set, receives that garbage collection's progress
+	// (GCOptions.Progress).
+	GCProgress func(store.GCProgress)
 }
 
 // CleanupReport says what a cleanup kept and removed, and why.
@@ -187,7 +203,7 @@ func (m *Manager) Cleanup(ctx context.Context, opts CleanupOptions) (*CleanupRep
 		return rep, fmt.Errorf("cleanup: %w", err)
 	}
 	if opts.GC {
-		st, err := m.GC(ctx)
+		st, err := m.GCWithOptions(ctx, GCOptions{Progress: opts.GCProgress})
 		if err != nil {
 			return rep, fmt.Errorf("cleanup: %w", err)
 		}

@@ -106,6 +106,65 @@ func TestDeleteEmitsEventsAndGCReclaims(t *testing.T) {
 	}
 }
 
+// TestGCWithOptionsReportsPhases checks that the store's GC progress reaches
+// the caller through Manager.GCWithOptions and through Cleanup: every phase,
+// in order, with the mark phase counting the snapshots kept.
+func TestGCWithOptionsReportsPhases(t *testing.T) {
+	ctx := context.Background()
+	m := lcOpen(t)
+	collect := func() (*[]store.GCProgress, func(store.GCProgress)) {
+		var got []store.GCProgress
+		return &got, func(p store.GCProgress) { got = append(got, p) }
+	}
+	phases := func(got []store.GCProgress) []store.GCPhase {
+		var out []store.GCPhase
+		for _, p := range got {
+			if len(out) == 0 || out[len(out)-1] != p.Phase {
+				out = append(out, p.Phase)
+			}
+		}
+		return out
+	}
+	lastOf := func(got []store.GCProgress, ph store.GCPhase) store.GCProgress {
+		var last store.GCProgress
+		for _, p := range got {
+			if p.Phase == ph {
+				last = p
+			}
+		}
+		return last
+	}
+
+	lcWrite(t, m, lcSnap{ID: "gone", Streams: lcFiles("big", strings.Repeat("only here ", 3000))})
+	lcWrite(t, m, lcSnap{ID: "stays", Streams: lcFiles("small", "x")})
+	_, err := m.Delete(ctx, DeleteOptions{Refs: []string{"gone"}})
+	require.NoError(t, err)
+	got, fn := collect()
+	st, err := m.GCWithOptions(ctx, GCOptions{Progress: fn})
+	require.NoError(t, err)
+	require.Greater(t, st.ChunksDeleted, int64(0))
+	assert.Equal(t, []store.GCPhase{store.GCMark, store.GCSweep, store.GCRepack, store.GCVlog}, phases(*got))
+	assert.Equal(t, store.GCProgress{Phase: store.GCMark, Done: 1, Total: 1}, lastOf(*got, store.GCMark))
+	sweep := lastOf(*got, store.GCSweep)
+	assert.Equal(t, sweep.Total, sweep.Done)
+	assert.Equal(t, st.ChunksDeleted, sweep.Total)
+
+	// Nothing to delete: no vlog phase.
+	got, fn = collect()
+	_, err = m.GCWithOptions(ctx, GCOptions{Progress: fn})
+	require.NoError(t, err)
+	assert.Equal(t, []store.GCPhase{store.GCMark, store.GCSweep, store.GCRepack}, phases(*got))
+
+	// Cleanup passes its GC's progress on.
+	lcWrite(t, m, lcSnap{ID: "old", Created: retentionClock.Add(-40 * 24 * time.Hour), Streams: lcFiles("f", "old only")})
+	got, fn = collect()
+	rep, err := m.Cleanup(ctx, CleanupOptions{GC: true, GCProgress: fn})
+	require.NoError(t, err)
+	require.Equal(t, []string{"old"}, lcIDs(rep.Removed))
+	require.NotNil(t, rep.GC)
+	assert.Equal(t, []store.GCPhase{store.GCMark, store.GCSweep, store.GCRepack, store.GCVlog}, phases(*got))
+}
+
 func TestCleanupDefaultAgeAndDryRun(t *testing.T) {
 	ctx := context.Background()
 	m := lcOpen(t)
