@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -124,6 +125,39 @@ func TestConcurrentUse(t *testing.T) {
 				got, err := c.Decode(nil, c.Encode(nil, data, 0))
 				assert.NoError(t, err)
 				assert.Equal(t, data, got)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestEncodeLevel: chunks encoded at another level than the codec's decode
+// with the same codec (the level is not in the format), concurrently, and
+// incompressible data is stored raw at every level.
+func TestEncodeLevel(t *testing.T) {
+	c, err := NewCodec(Options{})
+	require.NoError(t, err)
+	defer c.Close()
+	noise := make([]byte, 100<<10)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range noise {
+		noise[i] = byte(r.Uint32())
+	}
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			src := pySource(uint64(i), 300<<10)
+			for _, level := range []zstd.EncoderLevel{0, zstd.SpeedFastest, zstd.SpeedDefault, zstd.SpeedBetterCompression} {
+				enc := c.EncodeLevel(nil, src, level)
+				assert.Equal(t, MethodZstd, Method(enc[0]), "level %v", level)
+				assert.Less(t, len(enc), len(src)/2, "level %v", level)
+				dec, err := c.Decode(nil, enc)
+				assert.NoError(t, err)
+				assert.True(t, bytes.Equal(src, dec), "level %v round trip", level)
+				raw := c.EncodeLevel(nil, noise, level)
+				assert.Equal(t, MethodRaw, Method(raw[0]), "level %v on noise", level)
 			}
 		}()
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+	"github.com/klauspost/compress/zstd"
 	"github.com/pypj/ptest-snap/compress"
 )
 
@@ -36,6 +37,11 @@ type Options struct {
 	// Logf, if set, receives Badger's warnings and errors.
 	Logf func(format string, args ...any)
 
+	// bigChunkLevel overrides the level of chunks stored alone (benchmarks
+	// compare strategies); 0 keeps bigChunkLevel, or CompressionLevel
+	// when that is set.
+	bigChunkLevel int
+
 	// valueLogFileSize overrides the value-log file size (tests use small
 	// files so that value-log GC has whole files to rewrite).
 	valueLogFileSize int64
@@ -43,13 +49,15 @@ type Options struct {
 
 // Store is an open content-addressed store. It is safe for concurrent use.
 type Store struct {
-	dir    string
-	opts   Options
-	db     *badger.DB
-	lock   *dirLock
-	codec  *compress.Codec
-	events *EventLog
-	closed atomic.Bool
+	dir   string
+	opts  Options
+	db    *badger.DB
+	lock  *dirLock
+	codec *compress.Codec
+	// bigLevel is the zstd level of chunks stored alone (chunk_store.go).
+	bigLevel zstd.EncoderLevel
+	events   *EventLog
+	closed   atomic.Bool
 
 	// live writers and the chunks they reference, protected from GC (see
 	// gc.go): refs counts, per chunk, the live writers that put or found it.
@@ -167,6 +175,13 @@ func open(opts Options, lk *dirLock) (*Store, error) {
 	if opts.CompressionLevel != 0 {
 		level = compressLevel(opts.CompressionLevel)
 	}
+	big := bigChunkLevel
+	if opts.CompressionLevel != 0 {
+		big = level
+	}
+	if opts.bigChunkLevel != 0 {
+		big = compressLevel(opts.bigChunkLevel)
+	}
 	codec, err := compress.NewCodec(compress.Options{Level: level})
 	if err != nil {
 		return nil, err
@@ -185,7 +200,7 @@ func open(opts Options, lk *dirLock) (*Store, error) {
 		return nil, fmt.Errorf("badger: %w", err)
 	}
 	s := &Store{
-		dir: opts.Dir, opts: opts, db: db, lock: lk, codec: codec,
+		dir: opts.Dir, opts: opts, db: db, lock: lk, codec: codec, bigLevel: big,
 		refs: map[Hash]int32{},
 	}
 	s.chunks.init(s)
