@@ -68,7 +68,13 @@ once with --gc).`,
 			if err != nil {
 				return err
 			}
-			res, err := svc.Cleanup(cmd.Context(), p)
+			// Only --gc reports progress (deleting is quick).
+			prog := &progress{}
+			if p.GC && !p.DryRun {
+				prog = a.newPhaseProgress("cleanup")
+			}
+			res, err := svc.Cleanup(cmd.Context(), p, prog)
+			prog.done()
 			if err != nil {
 				return err
 			}

@@ -21,7 +21,7 @@ snapshot being written meanwhile keeps its chunks.`,
 			if err != nil {
 				return err
 			}
-			prog := a.newSpinner("collecting garbage")
+			prog := a.newPhaseProgress("gc")
 			res, err := svc.GC(cmd.Context(), prog)
 			prog.done()
 			if err != nil {

@@ -260,7 +260,7 @@ func (s *coreService) Delete(ctx context.Context, refs []string, dryRun bool) (*
 	return out, nil
 }
 
-func (s *coreService) Cleanup(ctx context.Context, p cleanupParams) (*cleanupJSON, error) {
+func (s *coreService) Cleanup(ctx context.Context, p cleanupParams, prog *progress) (*cleanupJSON, error) {
 	rep, err := s.m.Cleanup(ctx, core.CleanupOptions{
 		Policy: core.RetentionPolicy{
 			KeepLast:    p.KeepLast,
@@ -273,10 +273,11 @@ func (s *coreService) Cleanup(ctx context.Context, p cleanupParams) (*cleanupJSO
 			KeepLabels:  p.KeepLabels,
 			OlderThan:   p.OlderThan,
 		},
-		Engine: p.Engine,
-		EnvID:  envIDOf(p.Env),
-		DryRun: p.DryRun,
-		GC:     p.GC,
+		Engine:     p.Engine,
+		EnvID:      envIDOf(p.Env),
+		DryRun:     p.DryRun,
+		GC:         p.GC,
+		GCProgress: gcProgress(prog),
 	})
 	if err != nil {
 		return nil, err
@@ -303,11 +304,33 @@ func (s *coreService) Cleanup(ctx context.Context, p cleanupParams) (*cleanupJSO
 }
 
 func (s *coreService) GC(ctx context.Context, prog *progress) (*gcJSON, error) {
-	st, err := s.m.GC(ctx)
+	st, err := s.m.GCWithOptions(ctx, core.GCOptions{Progress: gcProgress(prog)})
 	if err != nil {
 		return nil, err
 	}
 	return gcFromStore(st), nil
+}
+
+// gcPhaseLabels name a garbage collection's phases on its bar, with what
+// each counts.
+var gcPhaseLabels = map[store.GCPhase]string{
+	store.GCMark:   "gc 1/4: marking snapshots",
+	store.GCSweep:  "gc 2/4: deleting chunks",
+	store.GCRepack: "gc 3/4: checking packs",
+	store.GCVlog:   "gc 4/4: compacting",
+}
+
+// gcProgress shows a garbage collection's progress on prog, one phase at a
+// time.
+func gcProgress(prog *progress) func(store.GCProgress) {
+	return func(p store.GCProgress) {
+		label, ok := gcPhaseLabels[p.Phase]
+		if !ok {
+			label = "gc: " + string(p.Phase)
+		}
+		prog.phase(label, p.Total)
+		prog.set(p.Done)
+	}
 }
 
 // gcFromStore converts a garbage collection's figures.

@@ -14,9 +14,12 @@ import (
 // is a no-op, so nothing decorative reaches a pipe or a log file. It is safe
 // for concurrent use (the core may report from several goroutines).
 type progress struct {
-	mu      sync.Mutex
-	bar     *progressbar.ProgressBar
-	spinner bool // animated by progressbar's own goroutine
+	mu  sync.Mutex
+	bar *progressbar.ProgressBar
+	// phaseName and phaseTotal are the current phase's description and
+	// total (phase).
+	phaseName  string
+	phaseTotal int64
 }
 
 // stderrIsTerminal reports whether the CLI's stderr is a terminal.
@@ -54,22 +57,57 @@ func (a *app) newProgress(description string, total int64, bytes bool) *progress
 	return &progress{bar: progressbar.NewOptions64(total, opts...)}
 }
 
-// newSpinner shows a spinner with the elapsed time for an operation that
-// reports no progress (gc), on a terminal only.
-func (a *app) newSpinner(description string) *progress {
+// newPhaseProgress starts a bar counting items for an operation that goes
+// through phases, each with its own count and total (gc): phase switches it
+// to the next one. On a terminal only, like newProgress.
+func (a *app) newPhaseProgress(description string) *progress {
 	if a.quiet || !a.stderrIsTerminal() {
 		return &progress{}
 	}
 	bar := progressbar.NewOptions64(-1,
 		progressbar.OptionSetWriter(a.stderr),
 		progressbar.OptionSetDescription(description),
+		progressbar.OptionSetWidth(24),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetPredictTime(true),
 		progressbar.OptionSetElapsedTime(true),
 		progressbar.OptionClearOnFinish(),
-		progressbar.OptionSpinnerType(14),
-		progressbar.OptionSetSpinnerChangeInterval(120*time.Millisecond),
+		progressbar.OptionFullWidth(),
+		// As in newProgress: redrawn when the core reports, no goroutine.
+		progressbar.OptionSetSpinnerChangeInterval(0),
 	)
 	_ = bar.RenderBlank()
-	return &progress{bar: bar, spinner: true}
+	return &progress{bar: bar}
+}
+
+// phase starts a new phase named description, counting from 0 towards
+// total (unknown when total <= 0), with its own rate and ETA. Calling it
+// again with the current description changes only the total.
+func (p *progress) phase(description string, total int64) {
+	if p == nil || p.bar == nil {
+		return
+	}
+	if total <= 0 {
+		total = -1
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if description == p.phaseName && total == p.phaseTotal {
+		return
+	}
+	p.phaseTotal = total
+	if description == p.phaseName {
+		p.bar.ChangeMax64(total)
+		return
+	}
+	p.phaseName = description
+	p.bar.Reset()
+	p.bar.Describe(description)
+	p.bar.ChangeMax64(total)
+	// Drawn now, not after the throttle: a phase may report nothing more
+	// for seconds (a value-log rewrite).
+	_ = p.bar.RenderBlank()
 }
 
 // setTotal sets or changes the expected total.
@@ -112,12 +150,6 @@ func (p *progress) done() {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.spinner {
-		// Finished, the spinner's goroutine stops drawing and ends.
-		_ = p.bar.Finish()
-		_ = p.bar.Clear()
-		return
-	}
 	_ = p.bar.Exit()
 	_ = p.bar.Clear()
 }

@@ -49,3 +49,39 @@ func TestProgressOnTerminalOnly(t *testing.T) {
 	assert.Contains(t, s, "\r", "the bar redraws in place")
 	assert.Contains(t, s, "created snapshot")
 }
+
+// TestGCProgressNamesPhases runs gc on a terminal and into a pipe: on the
+// terminal a bar names each phase (all four, as something is deleted), the
+// pipe gets none.
+func TestGCProgressNamesPhases(t *testing.T) {
+	requireEngine(t, "dir")
+	if _, err := exec.LookPath("script"); err != nil {
+		t.Skip("script(1) is not installed (util-linux); cannot make a pty")
+	}
+	c := newCLI(t)
+	gone := filepath.Join(t.TempDir(), "gone")
+	makeBigTree(t, gone, 8, 256<<10)
+	stays := filepath.Join(t.TempDir(), "stays")
+	makeBigTree(t, stays, 2, 64<<10)
+	c.ok("create", "--engine", "dir", "--name", "gone", gone)
+	c.ok("create", "--engine", "dir", "--name", "stays", stays)
+	c.ok("delete", "gone")
+
+	line := strings.Join([]string{shellQuote(ptestBin), "--store", shellQuote(c.store), "gc"}, " ")
+	cmd := exec.Command("script", "-qefc", line, "/dev/null")
+	cmd.Env = c.environ()
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	s := string(out)
+	for _, label := range []string{"marking snapshots", "deleting chunks", "checking packs", "compacting"} {
+		assert.Contains(t, s, label, "the bar names the phase")
+	}
+	assert.Contains(t, s, "\r", "the bar redraws in place")
+	assert.Contains(t, s, "deleted ")
+
+	// Piped: no bar, same result line.
+	c.ok("delete", "stays")
+	r := c.ok("gc")
+	requireNoProgress(t, r.stdout+r.stderr)
+	assert.Contains(t, r.stdout, "deleted ")
+}

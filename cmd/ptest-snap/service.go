@@ -20,7 +20,7 @@ type service interface {
 	Diff(ctx context.Context, a, b string, packagesOnly bool) (*diffJSON, error)
 	Stats(ctx context.Context) (*statsJSON, error)
 	Delete(ctx context.Context, refs []string, dryRun bool) (*deleteJSON, error)
-	Cleanup(ctx context.Context, p cleanupParams) (*cleanupJSON, error)
+	Cleanup(ctx context.Context, p cleanupParams, prog *progress) (*cleanupJSON, error)
 	GC(ctx context.Context, prog *progress) (*gcJSON, error)
 	Verify(ctx context.Context, refs []string, prog *progress) (*verifyJSON, error)
 	Export(ctx context.Context, refs []string, w io.Writer, prog *progress) (*exportJSON, error)
