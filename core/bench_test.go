@@ -20,8 +20,17 @@ import (
 	"github.com/pypj/ptest-snap/pluginapi"
 )
 
-// benchDataset is the shared venv-full dataset (see the foundation issue).
-const benchDataset = "/work/data/venv-full"
+// benchDataset is the shared venv-full dataset (see the foundation issue):
+// $PTEST_SNAP_VENV_FULL, default /work/data/venv-full, as in store/ and
+// pluginapi/fstree. The benchmarks using it skip when it is absent.
+var benchDataset = venvFullPath()
+
+func venvFullPath() string {
+	if p := os.Getenv("PTEST_SNAP_VENV_FULL"); p != "" {
+		return filepath.Clean(p)
+	}
+	return "/work/data/venv-full"
+}
 
 // benchScratch is where the benchmark copies the dataset; override with
 // PTEST_SNAP_BENCH_SCRATCH.
