@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -12,20 +14,36 @@ import (
 // of its site-packages, deletes the first and collects it: what a user's
 // gc after deleting an env's old snapshot costs, phase by phase
 // (GCWithOptions' progress), with how often progress was reported.
+//
+// Sub-benchmarks vary the value-log file size: smaller files concentrate a
+// deleted snapshot's garbage in whole files (more disk back for less
+// rewriting) at the cost of more files; s-create is the first snapshot's
+// time, vlog-files their number after it.
 func BenchmarkGCVenvFull(b *testing.B) {
 	root := venvFullDir(b)
+	for _, mib := range []int64{16, 32, 64} {
+		b.Run(fmt.Sprintf("vlog=%dMiB", mib), func(b *testing.B) { benchGCVenv(b, root, mib<<20) })
+	}
+}
+
+func benchGCVenv(b *testing.B, root string, vlogSize int64) {
 	ctx := context.Background()
 	dur := map[GCPhase]time.Duration{}
 	calls := map[GCPhase]int{}
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		s, err := Open(ctx, Options{Dir: b.TempDir()})
+		dir := b.TempDir()
+		s, err := Open(ctx, Options{Dir: dir, valueLogFileSize: vlogSize})
 		require.NoError(b, err)
+		createStart := time.Now()
 		w, err := s.NewWriter(ctx)
 		require.NoError(b, err)
 		all, _, err := snapshotDir(ctx, w, root, 2)
 		require.NoError(b, err)
 		require.NoError(b, w.Commit(ctx, &Snapshot{ID: "all", Engine: "dir", EnvID: "venv", CreatedAt: time.Now(), Streams: []Stream{{Name: "rootfs", Root: all}}}, nil))
+		b.ReportMetric(time.Since(createStart).Seconds(), "s-create")
+		vlogs, _ := filepath.Glob(filepath.Join(dbDir(dir), "*.vlog"))
+		b.ReportMetric(float64(len(vlogs)), "vlog-files")
 
 		sp := all
 		for _, name := range []string{"lib", "", "site-packages"} {
@@ -67,6 +85,8 @@ func BenchmarkGCVenvFull(b *testing.B) {
 		b.ReportMetric(float64(st.ChunksDeleted), "chunks-deleted")
 		b.ReportMetric(float64(st.BytesReclaimed)/1e6, "MB-reclaimed")
 		b.ReportMetric(float64(st.DiskBefore-st.DiskAfter)/1e6, "MB-disk-freed")
+		b.ReportMetric(float64(st.DiskBefore)/1e6, "MB-disk-before")
+		b.ReportMetric(float64(st.DiskAfter)/1e6, "MB-disk-after")
 		require.NoError(b, s.Close())
 		b.StartTimer()
 	}
