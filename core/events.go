@@ -260,8 +260,8 @@ func (m *Manager) lc() *lifecycle {
 }
 
 // CloseEvents stops event delivery, waiting briefly for listeners to
-// receive what is queued. Manager.Close should call it (until it does, the
-// bus holds no goroutine once its queues are empty, so nothing leaks).
+// receive what is queued. Manager.Close calls it; calling it earlier (or
+// twice) is safe.
 func (m *Manager) CloseEvents() {
 	if v, ok := lifecycles.LoadAndDelete(m); ok {
 		v.(*lifecycle).bus.close()

@@ -82,3 +82,22 @@ func TestEventFromOpCarriesFigures(t *testing.T) {
 	assert.Equal(t, int64(5), e.StoredBytes)
 	assert.Equal(t, time.Second, e.Duration)
 }
+
+// TestCloseDeliversQueuedEvents checks that Manager.Close stops the event
+// bus (CloseEvents) before closing the store: listeners receive what was
+// queued without an explicit CloseEvents, and the Manager's lifecycle state
+// is released.
+func TestCloseDeliversQueuedEvents(t *testing.T) {
+	ctx := context.Background()
+	m := lcOpen(t)
+	var got []EventType // read after Close: its wait for delivery orders it
+	m.Subscribe(func(e Event) { got = append(got, e.Type) })
+	lcWrite(t, m, lcSnap{ID: "c1", Streams: lcFiles("f", "1")})
+	_, err := m.Delete(ctx, DeleteOptions{Refs: []string{"c1"}})
+	require.NoError(t, err)
+	require.NoError(t, m.Close())
+	assert.Equal(t, []EventType{EventSnapshotDeleting, EventSnapshotDeleted}, got)
+	_, ok := lifecycles.Load(m)
+	assert.False(t, ok, "Close released the lifecycle state")
+	require.NoError(t, m.Close(), "a second Close is a no-op")
+}

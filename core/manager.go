@@ -134,9 +134,14 @@ func Open(ctx context.Context, opts Options) (*Manager, error) {
 	return m, nil
 }
 
-// Close closes the store and releases its lock. It is safe to call twice.
+// Close stops event delivery (letting listeners receive what is queued,
+// see CloseEvents), then closes the store and releases its lock. It is safe
+// to call twice.
 func (m *Manager) Close() error {
-	m.closeOnce.Do(func() { m.closeErr = m.store.Close() })
+	m.closeOnce.Do(func() {
+		m.CloseEvents()
+		m.closeErr = m.store.Close()
+	})
 	return m.closeErr
 }
 
