@@ -48,10 +48,9 @@ func openService(ctx context.Context, o serviceOptions) (service, error) {
 	return &coreService{m: m, engines: host}, nil
 }
 
-// Close closes the store, then the plugin host, which kills every engine
-// process it started.
+// Close closes the Manager (which delivers queued events, then closes the
+// store), then the plugin host, which kills every engine process it started.
 func (s *coreService) Close() error {
-	s.m.CloseEvents()
 	err := s.m.Close()
 	s.engines.close()
 	return err
