@@ -9,10 +9,10 @@ import (
 
 // The snapshot record format. A reader refuses a record of a newer major
 // version (ErrNewerFormat); a newer minor version only adds fields, which an
-// older reader ignores.
+// older reader ignores. Minor 1 added Snapshot.Excludes.
 const (
 	FormatMajor = 1
-	FormatMinor = 0
+	FormatMinor = 1
 )
 
 // maxRecordSize bounds a snapshot record (metadata included).
@@ -51,8 +51,12 @@ type Snapshot struct {
 	Metadata        json.RawMessage   `json:"metadata,omitempty"`
 	Env             map[string]string `json:"env,omitempty"`
 	Ports           []int             `json:"ports,omitempty"`
-	Streams         []Stream          `json:"streams"`
-	Stats           SnapshotStats     `json:"stats"`
+	// Excludes are the glob patterns the snapshot was captured with: the
+	// paths they match are not part of it, so an in-place restore neither
+	// writes nor deletes them. Records before format 1.1 have none.
+	Excludes []string      `json:"excludes,omitempty"`
+	Streams  []Stream      `json:"streams"`
+	Stats    SnapshotStats `json:"stats"`
 }
 
 // validate checks what the store relies on: an id usable as a key, unique

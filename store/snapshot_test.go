@@ -29,6 +29,33 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	assert.Equal(t, s, got)
 }
 
+func TestSnapshotExcludesRoundTrip(t *testing.T) {
+	s := sampleSnapshot()
+	s.Excludes = []string{"__pycache__", "data/*.tmp"}
+	b, err := EncodeSnapshot(s)
+	require.NoError(t, err)
+	assert.Contains(t, string(b), `"excludes":["__pycache__","data/*.tmp"]`)
+	got, err := DecodeSnapshot(b)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"__pycache__", "data/*.tmp"}, got.Excludes)
+	assert.Equal(t, FormatMinor, got.FormatMinor)
+	assert.GreaterOrEqual(t, FormatMinor, 1, "Excludes came with format 1.1")
+
+	// A record without excludes does not mention them, and a format 1.0
+	// record (written before the field existed) still loads, with none.
+	b, err = EncodeSnapshot(sampleSnapshot())
+	require.NoError(t, err)
+	assert.NotContains(t, string(b), "excludes")
+	old := []byte(`{"format_major":1,"format_minor":0,"id":"01OLD","engine":"dir","env_id":"/tmp/x",` +
+		`"target":"/tmp/x","created_at":"2026-01-01T00:00:00Z","streams":[{"name":"rootfs","root":"` +
+		SumChunk([]byte("root")).String() + `"}],"stats":{"files":1,"dirs":0,"logical_bytes":1,"new_bytes":1,"stored_bytes":1,"duration_ns":1}}`)
+	got, err = DecodeSnapshot(old)
+	require.NoError(t, err)
+	assert.Equal(t, "01OLD", got.ID)
+	assert.Equal(t, 0, got.FormatMinor)
+	assert.Nil(t, got.Excludes)
+}
+
 func TestDecodeSnapshotRejects(t *testing.T) {
 	good, err := EncodeSnapshot(sampleSnapshot())
 	require.NoError(t, err)
