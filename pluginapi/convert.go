@@ -140,6 +140,7 @@ func restoreRequestToProto(r *RestoreRequest) *enginepb.RestoreRequest {
 		Options:        r.Options,
 		Metadata:       metadataToProto(r.Metadata),
 		Streams:        r.Streams,
+		Excludes:       r.Excludes,
 	}
 }
 
@@ -152,5 +153,6 @@ func restoreRequestFromProto(p *enginepb.RestoreRequest) *RestoreRequest {
 		Options:        p.GetOptions(),
 		Metadata:       metadataFromProto(p.GetMetadata()),
 		Streams:        p.GetStreams(),
+		Excludes:       p.GetExcludes(),
 	}
 }

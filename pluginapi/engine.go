@@ -205,6 +205,10 @@ type RestoreRequest struct {
 	Metadata Metadata
 	// Streams lists the snapshot's stream names, in order.
 	Streams []string
+	// Excludes are the glob patterns the snapshot was captured with
+	// (CaptureRequest.Excludes). In place, paths matching them are neither
+	// written nor deleted: they are not part of the snapshot.
+	Excludes []string
 }
 
 // RestoreReader yields the entries of a restore, stream by stream, in the

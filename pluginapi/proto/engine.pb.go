@@ -979,7 +979,10 @@ type RestoreRequest struct {
 	Streams        []string               `protobuf:"bytes,7,rep,name=streams,proto3" json:"streams,omitempty"`
 	// shared_bodies: bodies may come as shared frames in the body ring. Only
 	// sent to an engine whose Info set body_ring.
-	SharedBodies  bool `protobuf:"varint,8,opt,name=shared_bodies,json=sharedBodies,proto3" json:"shared_bodies,omitempty"`
+	SharedBodies bool `protobuf:"varint,8,opt,name=shared_bodies,json=sharedBodies,proto3" json:"shared_bodies,omitempty"`
+	// excludes: the glob patterns the snapshot was captured with; in place,
+	// paths matching them are neither written nor deleted.
+	Excludes      []string `protobuf:"bytes,9,rep,name=excludes,proto3" json:"excludes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1068,6 +1071,13 @@ func (x *RestoreRequest) GetSharedBodies() bool {
 		return x.SharedBodies
 	}
 	return false
+}
+
+func (x *RestoreRequest) GetExcludes() []string {
+	if x != nil {
+		return x.Excludes
+	}
+	return nil
 }
 
 type RestoreMessage struct {
@@ -1256,7 +1266,7 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\x06length\x18\x02 \x01(\rR\x06length\"\x83\x01\n" +
 	"\x0fCaptureResponse\x129\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x1d.ptestsnap.engine.v1.MetadataR\bmetadata\x125\n" +
-	"\arecords\x18\x02 \x03(\v2\x1b.ptestsnap.engine.v1.RecordR\arecords\"\x88\x03\n" +
+	"\arecords\x18\x02 \x03(\v2\x1b.ptestsnap.engine.v1.RecordR\arecords\"\xa4\x03\n" +
 	"\x0eRestoreRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12'\n" +
 	"\x0foriginal_target\x18\x02 \x01(\tR\x0eoriginalTarget\x12\x19\n" +
@@ -1265,7 +1275,8 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\aoptions\x18\x05 \x03(\v20.ptestsnap.engine.v1.RestoreRequest.OptionsEntryR\aoptions\x129\n" +
 	"\bmetadata\x18\x06 \x01(\v2\x1d.ptestsnap.engine.v1.MetadataR\bmetadata\x12\x18\n" +
 	"\astreams\x18\a \x03(\tR\astreams\x12#\n" +
-	"\rshared_bodies\x18\b \x01(\bR\fsharedBodies\x1a:\n" +
+	"\rshared_bodies\x18\b \x01(\bR\fsharedBodies\x12\x1a\n" +
+	"\bexcludes\x18\t \x03(\tR\bexcludes\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x01\n" +
