@@ -40,8 +40,9 @@ type ApplyOptions struct {
 	// InPlace restores over an existing tree: entries marked Unchanged are
 	// left alone (they must exist), others are replaced atomically (written
 	// under a temporary name, then renamed), and at Finish everything under
-	// the root that the stream did not mention is deleted. Without InPlace
-	// the root must not exist or be an empty directory.
+	// the root that the stream did not mention is deleted, but for what
+	// Excludes matches. Without InPlace the root must not exist or be an
+	// empty directory.
 	InPlace bool
 	// Workers is the number of goroutines writing file bodies
 	// (0: DefaultWorkers).
@@ -66,6 +67,12 @@ type ApplyOptions struct {
 	// inside such a directory exists. It spares a full listing of the
 	// target, the bulk of an in-place restore that changes little.
 	TrustUnchangedDirs bool
+	// Excludes (in place) are the patterns the snapshot was captured with
+	// (CaptureOptions.Excludes, matched the same way): Finish does not
+	// delete an existing path they match, nor anything beneath a matched
+	// directory, since the snapshot says nothing about them. Entries that
+	// match are still applied if the stream has them.
+	Excludes []string
 }
 
 // Applier writes the entries of one stream into a directory. Call Apply for
@@ -180,6 +187,9 @@ type fileJob struct {
 // otherwise the error wraps pluginapi.ErrTargetExists. With opts.InPlace a
 // missing root is created and an existing one must be a directory.
 func NewApplier(root string, opts ApplyOptions) (*Applier, error) {
+	if err := checkExcludes(opts.Excludes); err != nil {
+		return nil, fmt.Errorf("restore %s: %w", root, err)
+	}
 	root = filepath.Clean(root)
 	created, err := prepareRoot(root, opts.InPlace)
 	if err != nil {
@@ -868,6 +878,9 @@ func (p *pruner) prune(dirFd int, rel string) {
 		}
 		s, ok := p.a.seen[child]
 		if !ok {
+			if matchExcludes(p.a.opts.Excludes, child, de.name) {
+				continue // not part of the snapshot: left as it is
+			}
 			if err := removeAllAt(dirFd, de.name); err != nil {
 				p.fail(fmt.Errorf("remove %q: %w", child, err))
 				return

@@ -3,7 +3,9 @@ package fstree
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -380,4 +382,74 @@ func TestInPlaceTrustUnchangedDirs(t *testing.T) {
 	require.NoError(t, os.Remove(filepath.Join(dst, "bin/hidden")))
 	require.NoError(t, unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(dst, "bin"), []unix.Timespec{unix.NsecToTimespec(0), unix.NsecToTimespec(binMtime)}, 0))
 	assert.Equal(t, comparable(snap.recs), comparable(capture(t, dst, CaptureOptions{}).recs))
+}
+
+// TestInPlaceKeepsExcluded: an in-place restore of a capture taken with
+// excludes leaves the excluded paths of the target alone (a file, a whole
+// directory, a pattern on the base name at any depth) and still deletes
+// the other extras.
+func TestInPlaceKeepsExcluded(t *testing.T) {
+	excludes := []string{"__pycache__", "data/big", "*.log"}
+	for _, trust := range []bool{false, true} {
+		t.Run(fmt.Sprintf("TrustUnchangedDirs=%v", trust), func(t *testing.T) {
+			src := t.TempDir()
+			writeFile(t, filepath.Join(src, "keep.txt"), "v1", 0o644)
+			writeFile(t, filepath.Join(src, "data/small"), "s", 0o644)
+			writeFile(t, filepath.Join(src, "pkg/mod.py"), "m", 0o644)
+			excluded := map[string]string{
+				"__pycache__/x.pyc":     "top cache",
+				"pkg/__pycache__/y.pyc": "nested cache",
+				"data/big/blob":         "big data",
+				"data/big/sub/deep":     "deeper",
+				"run.log":               "log",
+				"pkg/deep.log":          "nested log",
+			}
+			for p, c := range excluded {
+				writeFile(t, filepath.Join(src, p), c, 0o644)
+			}
+			snap := capture(t, src, CaptureOptions{Excludes: excludes})
+			for _, r := range snap.recs {
+				require.False(t, matchExcludes(excludes, r.e.Path, filepath.Base(r.e.Path)), r.e.Path)
+			}
+
+			// The target: the source itself, changed by a test run.
+			dst := src
+			writeFile(t, filepath.Join(dst, "keep.txt"), "v2 modified", 0o644)
+			writeFile(t, filepath.Join(dst, "extra.txt"), "x", 0o644)
+			writeFile(t, filepath.Join(dst, "extradir/z"), "z", 0o644)
+			writeFile(t, filepath.Join(dst, "data/other"), "o", 0o644)
+			writeFile(t, filepath.Join(dst, "data/big/new"), "added to an excluded dir", 0o644)
+			excluded["data/big/new"] = "added to an excluded dir"
+			writeFile(t, filepath.Join(dst, "pkg/__pycache__/y.pyc"), "rewritten cache", 0o644)
+			excluded["pkg/__pycache__/y.pyc"] = "rewritten cache"
+
+			require.NoError(t, restore(t, snap.recs, dst, ApplyOptions{InPlace: true, TrustUnchangedDirs: trust, Excludes: excludes}))
+
+			for p, c := range excluded {
+				b, err := os.ReadFile(filepath.Join(dst, p))
+				require.NoError(t, err, p)
+				assert.Equal(t, c, string(b), p)
+			}
+			b, err := os.ReadFile(filepath.Join(dst, "keep.txt"))
+			require.NoError(t, err)
+			assert.Equal(t, "v1", string(b))
+			for _, p := range []string{"extra.txt", "extradir", "data/other"} {
+				assert.NoFileExists(t, filepath.Join(dst, p))
+				assert.NoDirExists(t, filepath.Join(dst, p))
+			}
+			// What the excludes leave out is the same as before the restore.
+			assert.Equal(t, comparable(snap.recs), comparable(capture(t, dst, CaptureOptions{Excludes: excludes}).recs))
+
+			// Without the excludes, the same restore deletes them: the
+			// snapshot does not have them.
+			require.NoError(t, restore(t, snap.recs, dst, ApplyOptions{InPlace: true, TrustUnchangedDirs: trust}))
+			assert.NoDirExists(t, filepath.Join(dst, "data/big"))
+			assert.NoFileExists(t, filepath.Join(dst, "run.log"))
+		})
+	}
+}
+
+func TestApplierRejectsBadExclude(t *testing.T) {
+	_, err := NewApplier(t.TempDir(), ApplyOptions{InPlace: true, Excludes: []string{"[oops"}})
+	require.ErrorIs(t, err, path.ErrBadPattern)
 }

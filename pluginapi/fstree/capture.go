@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -89,10 +88,8 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 	if opts.Stream == "" {
 		return errors.New("capture: empty stream name")
 	}
-	for _, p := range opts.Excludes {
-		if _, err := path.Match(p, ""); err != nil {
-			return fmt.Errorf("capture: exclude pattern %q: %w", p, err)
-		}
+	if err := checkExcludes(opts.Excludes); err != nil {
+		return fmt.Errorf("capture: %w", err)
 	}
 	root = filepath.Clean(root)
 	rootFd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -207,15 +204,7 @@ func (c *capturer) emit(ctx context.Context, it *item) bool {
 }
 
 func (c *capturer) excluded(rel, name string) bool {
-	for _, p := range c.opts.Excludes {
-		if ok, _ := path.Match(p, rel); ok {
-			return true
-		}
-		if ok, _ := path.Match(p, name); ok {
-			return true
-		}
-	}
-	return false
+	return matchExcludes(c.opts.Excludes, rel, name)
 }
 
 // walk sends the entries beneath the directory dirRel ("" for the root),
