@@ -133,7 +133,7 @@ func (Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r plug
 	if err != nil {
 		return nil, err
 	}
-	a, err := fstree.NewApplier(target, fstree.ApplyOptions{InPlace: req.InPlace})
+	a, err := fstree.NewApplier(target, fstree.ApplyOptions{InPlace: req.InPlace, Excludes: req.Excludes})
 	if err != nil {
 		return nil, err
 	}

@@ -52,7 +52,8 @@ func (*Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r plu
 		oldExe: m.BaseInterpreter.Path, newExe: exe,
 		newVersion: version,
 	}
-	opts := fstree.ApplyOptions{InPlace: req.InPlace || req.Replace}
+	// Excludes: what the snapshot left out is not deleted from the target.
+	opts := fstree.ApplyOptions{InPlace: req.InPlace || req.Replace, Excludes: req.Excludes}
 	// In place, a directory the host found with the snapshot's mtime has
 	// no extra entries (pip and Python add and remove files, which moves
 	// it), so only changed directories are listed for extras; the option
