@@ -374,7 +374,7 @@ func BenchmarkInPlaceUndoSmall(b *testing.B) {
 		if d, err := time.ParseDuration(os.Getenv("PTEST_SNAP_BENCH_PAUSE")); err == nil {
 			time.Sleep(d)
 		}
-		tList := timed(b, func() error { _, err := captureIndex(ctx, eng, x, nil); return err })
+		tList := timed(b, func() error { _, err := captureIndex(ctx, eng, x, nil, nil); return err })
 		exec.Command("sync").Run()
 		b.StartTimer()
 		res, err := m.Restore(ctx, RestoreOptions{Ref: s1.ID, Target: x, InPlace: true})

@@ -173,6 +173,7 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 		Metadata:        sw.metadata.JSON,
 		Env:             opts.Env,
 		Ports:           opts.Ports,
+		Excludes:        opts.Excludes,
 		Streams:         streams,
 		Stats: store.SnapshotStats{
 			Files:        sw.files,

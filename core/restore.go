@@ -127,7 +127,7 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 	var current targetIndex
 	phase := m.now()
 	if opts.InPlace && indexable {
-		current, err = captureIndex(ctx, eng, target, options)
+		current, err = captureIndex(ctx, eng, target, options, snap.Excludes)
 		m.log.Debug("restore: listed target", "target", target, "took", m.now().Sub(phase))
 		if err != nil {
 			return fail(engineError(snap.Engine, fmt.Sprintf("list target %q", target), err))
@@ -157,6 +157,8 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 		Replace:        opts.Replace,
 		Options:        options,
 		Metadata:       pluginapi.Metadata{Version: snap.MetadataVersion, JSON: snap.Metadata},
+		// What the snapshot left out, an in-place restore leaves alone.
+		Excludes: snap.Excludes,
 	}
 	for _, s := range snap.Streams {
 		req.Streams = append(req.Streams, s.Name)
@@ -206,7 +208,7 @@ func (m *Manager) recordRestoreIndex(ctx context.Context, eng pluginapi.Engine, 
 	if nothingRewritten && before != nil {
 		files = before.files()
 	} else {
-		now, err := captureIndex(ctx, eng, target, options)
+		now, err := captureIndex(ctx, eng, target, options, snap.Excludes)
 		if err != nil {
 			m.log.Warn("list target after restore", "target", target, "err", err)
 			return

@@ -81,10 +81,12 @@ func (c *indexCollector) WriteEntry(_ context.Context, e *pluginapi.Entry, body 
 	return nil
 }
 
-// captureIndex runs an index-only capture of target through eng.
-func captureIndex(ctx context.Context, eng pluginapi.Engine, target string, options map[string]string) (targetIndex, error) {
+// captureIndex runs an index-only capture of target through eng. excludes
+// are the snapshot's (store.Snapshot.Excludes): what they match is not
+// listed, so the plan neither rewrites nor deletes it.
+func captureIndex(ctx context.Context, eng pluginapi.Engine, target string, options map[string]string, excludes []string) (targetIndex, error) {
 	c := &indexCollector{idx: targetIndex{}}
-	req := &pluginapi.CaptureRequest{Target: target, Options: options, IndexOnly: true}
+	req := &pluginapi.CaptureRequest{Target: target, Excludes: excludes, Options: options, IndexOnly: true}
 	if err := eng.Capture(ctx, req, c); err != nil {
 		return nil, err
 	}
