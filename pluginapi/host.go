@@ -61,11 +61,14 @@ type Spec struct {
 }
 
 // Host launches engine plugins and owns their processes: every plugin it
-// launched is killed by Plugin.Close, by Host.Close (call it from the
+// launched is stopped by Plugin.Close, by Host.Close (call it from the
 // CLI's signal handling), when an RPC's context ends before the engine
-// answers, or when the plugin breaks the protocol. Plugins also get SIGKILL
-// from the kernel if the host process dies (Linux parent-death signal), so
-// none outlives it. A Host is safe for concurrent use.
+// answers, or when the plugin breaks the protocol. A plugin with a Restore
+// in flight is stopped gracefully (Plugin.Close), so the engine can remove
+// a partial new target; any other is killed at once, since it may be hung.
+// Plugins also get SIGKILL from the kernel if the host process dies (Linux
+// parent-death signal), so none outlives it. A Host is safe for concurrent
+// use.
 type Host struct {
 	opts HostOptions
 
@@ -109,6 +112,9 @@ type Plugin struct {
 	// it cuts short says so rather than "exited unexpectedly".
 	stopped atomic.Bool
 	once    sync.Once
+	// restores counts the Restore calls in flight: Host.Close stops a
+	// plugin with one gracefully.
+	restores atomic.Int32
 }
 
 // Name returns the engine's name.
@@ -123,9 +129,11 @@ func (p *Plugin) PID() int { return p.pid }
 // Exited reports whether the plugin's process has ended (and was reaped).
 func (p *Plugin) Exited() bool { return p.client.Exited() }
 
-// Close stops the plugin: politely (go-plugin's shutdown call), then by
-// SIGKILL if it has not exited within a few seconds. It waits until the
-// process is reaped. It is safe to call more than once.
+// Close stops the plugin: politely (go-plugin's shutdown call, which
+// cancels the engine's calls; a Restore's cleanup then runs before the
+// process exits), then by SIGKILL if it has not exited within 2 s
+// (go-plugin's Kill; the 5 s timer covers a shutdown call that hangs). It
+// waits until the process is reaped. It is safe to call more than once.
 func (p *Plugin) Close() error {
 	p.stopped.Store(true)
 	p.once.Do(func() {
@@ -175,8 +183,10 @@ func (h *Host) forget(p *Plugin) {
 	h.mu.Unlock()
 }
 
-// Close kills every plugin the host launched, at once, waits until their
-// processes are reaped, and makes further Launch calls fail.
+// Close stops every plugin the host launched, waits until their processes
+// are reaped, and makes further Launch calls fail. A plugin with a Restore
+// in flight is stopped gracefully (Plugin.Close: its engine can remove a
+// partial new target), any other is killed at once.
 func (h *Host) Close() error {
 	h.mu.Lock()
 	h.closed = true
@@ -190,7 +200,11 @@ func (h *Host) Close() error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p.kill()
+			if p.restores.Load() > 0 {
+				p.Close()
+			} else {
+				p.kill()
+			}
 		}()
 	}
 	wg.Wait()

@@ -129,7 +129,7 @@ func (p *Plugin) Capture(ctx context.Context, req *CaptureRequest, w CaptureWrit
 		return p.fail(ctx, op, protocolErrorf("the first capture message has no metadata"))
 	}
 	if err := w.WriteMetadata(ctx, metadataFromProto(first.GetMetadata())); err != nil {
-		return p.writerFailed(ctx, op, err)
+		return p.writerFailed(ctx, op, err, p.kill)
 	}
 	firstRecs := first.GetRecords()
 	entries := newEntryReader(func() ([]*enginepb.Record, error) {
@@ -160,7 +160,7 @@ func (p *Plugin) Capture(ctx context.Context, req *CaptureRequest, w CaptureWrit
 		}
 		if e == nil {
 			if err := w.BeginStream(ctx, begin); err != nil {
-				return p.writerFailed(ctx, op, err)
+				return p.writerFailed(ctx, op, err, p.kill)
 			}
 			continue
 		}
@@ -170,7 +170,7 @@ func (p *Plugin) Capture(ctx context.Context, req *CaptureRequest, w CaptureWrit
 			if entries.body.err != nil {
 				return p.fail(ctx, op, entries.body.err)
 			}
-			return p.writerFailed(ctx, op, err)
+			return p.writerFailed(ctx, op, err, p.kill)
 		}
 	}
 }
@@ -178,11 +178,18 @@ func (p *Plugin) Capture(ctx context.Context, req *CaptureRequest, w CaptureWrit
 // Restore streams the request and then every entry r yields, with bodies, to
 // the engine, and returns the engine's answer.
 //
+// If ctx ends first, the call is cancelled and the plugin stopped
+// gracefully (Plugin.Close): the engine's Restore sees the cancellation and
+// can remove a partial new target before its process exits; one that does
+// not finish within Close's grace is killed.
+//
 // The engine may answer before it has read every entry (it found it had
 // nothing more to do, or it failed): the host then stops sending at once,
 // even while it waits for room in the shared ring, and returns that answer.
 func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreReader) (*RestoreResult, error) {
 	op := "restore " + req.Target
+	p.restores.Add(1)
+	defer p.restores.Add(-1)
 	wire := restoreRequestToProto(req)
 	var ring *bodyRing
 	complete := false
@@ -205,7 +212,7 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 	defer cancel()
 	stream, err := p.rpc.Restore(sctx)
 	if err != nil {
-		return nil, p.fail(ctx, op, err)
+		return nil, p.failRestore(ctx, op, err)
 	}
 
 	// The engine's answer is awaited from the start, by a goroutine that
@@ -233,7 +240,7 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 	ended := func(err error) bool { return err == io.EOF || errors.Is(err, errCallEnded) }
 	if err := stream.Send(&enginepb.RestoreMessage{Request: wire}); err != nil {
 		if !ended(err) {
-			return nil, p.fail(ctx, op, err)
+			return nil, p.failRestore(ctx, op, err)
 		}
 		engineEnded = true
 	}
@@ -251,12 +258,12 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 			if err := b.flush(); ended(err) {
 				engineEnded = true
 			} else if err != nil {
-				return nil, p.fail(ctx, op, err)
+				return nil, p.failRestore(ctx, op, err)
 			}
 			break
 		}
 		if err != nil {
-			return nil, p.writerFailed(ctx, op, err)
+			return nil, p.writerFailed(ctx, op, err, p.stopGracefully)
 		}
 		if name != current {
 			current = name
@@ -274,14 +281,14 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 				return nil, fmt.Errorf("restore to engine %q: %w", p.name, err)
 			}
 			if ctx.Err() == nil && isTransport(err) {
-				return nil, p.fail(ctx, op, err)
+				return nil, p.failRestore(ctx, op, err)
 			}
-			return nil, p.writerFailed(ctx, op, err)
+			return nil, p.writerFailed(ctx, op, err, p.stopGracefully)
 		}
 	}
 	if !engineEnded {
 		if err := stream.CloseSend(); err != nil {
-			return nil, p.fail(ctx, op, err)
+			return nil, p.failRestore(ctx, op, err)
 		}
 	}
 	// The answer comes, or ctx ends (sctx with it) and the answer is an
@@ -290,7 +297,7 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 	if a.err != nil {
 		_, fromEngine := fromStatus(a.err)
 		complete = fromEngine && sctx.Err() == nil
-		return nil, p.fail(ctx, op, a.err)
+		return nil, p.failRestore(ctx, op, a.err)
 	}
 	complete = true
 	return &RestoreResult{Target: a.resp.GetTarget(), Messages: a.resp.GetMessages()}, nil
@@ -309,10 +316,11 @@ var errCallEnded = errors.New("the engine ended the call")
 
 // writerFailed returns the host's own error (the capture's writer, the
 // restore's reader) as it is; the engine's call is cancelled. If ctx ended,
-// the engine is stopped too, since it may not heed the cancellation.
-func (p *Plugin) writerFailed(ctx context.Context, op string, err error) error {
+// the engine is stopped too (by stop), since it may not heed the
+// cancellation.
+func (p *Plugin) writerFailed(ctx context.Context, op string, err error, stop func()) error {
 	if ctx.Err() != nil {
-		p.kill()
+		stop()
 		return fmt.Errorf("engine %q: %s: %w", p.name, op, err)
 	}
 	return err
@@ -341,10 +349,26 @@ func isTransport(err error) bool {
 	return !fromEngine && !errors.Is(err, io.ErrUnexpectedEOF)
 }
 
+// stopGracefully stops the plugin by Plugin.Close: after a cancelled
+// Restore, so the engine's cleanup (removing a partial new target) runs.
+func (p *Plugin) stopGracefully() { _ = p.Close() }
+
 // fail turns an error of an RPC into the error the core sees, naming the
 // engine, and kills the plugin when it can no longer be trusted: ctx ended
 // (it may be hung), it broke the protocol, or its process died.
 func (p *Plugin) fail(ctx context.Context, op string, err error) error {
+	return p.failStopping(ctx, op, err, p.kill)
+}
+
+// failRestore is fail for a Restore: if ctx ended, the plugin is stopped
+// gracefully rather than killed, so the engine can clean up.
+func (p *Plugin) failRestore(ctx context.Context, op string, err error) error {
+	return p.failStopping(ctx, op, err, p.stopGracefully)
+}
+
+// failStopping is fail, with stop stopping the plugin when ctx ended; a
+// plugin that broke the protocol or died is killed regardless.
+func (p *Plugin) failStopping(ctx context.Context, op string, err error, stop func()) error {
 	ctxErr := ctx.Err()
 	if _, hasDeadline := ctx.Deadline(); ctxErr == nil && hasDeadline && status.Code(err) == codes.DeadlineExceeded {
 		// The engine's side saw the deadline (sent along as grpc-timeout)
@@ -352,7 +376,7 @@ func (p *Plugin) fail(ctx context.Context, op string, err error) error {
 		ctxErr = context.DeadlineExceeded
 	}
 	if ctxErr != nil {
-		p.kill()
+		stop()
 		return fmt.Errorf("engine %q: %s: %w (the engine process was stopped)", p.name, op, ctxErr)
 	}
 	if st, ok := status.FromError(err); ok && st.Code() == codes.ResourceExhausted && strings.Contains(st.Message(), "larger than max") {

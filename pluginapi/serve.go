@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -19,7 +21,13 @@ import (
 // one call an engine binary's main makes. The process must not write to
 // stdout before this call (the handshake line goes there); logs go to
 // stderr through hclog and reach the host's log.
+//
+// When the host stops the plugin (go-plugin's shutdown call stops the gRPC
+// server and cancels every call), Serve waits up to restoreDrain for the
+// Restore calls still running, so an engine can remove a partial new
+// target before the process exits. Other calls are not waited for.
 func Serve(engine Engine) {
+	defer restoreCalls.wait(restoreDrain)
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: HandshakeConfig(),
 		Plugins:         plugin.PluginSet{pluginName: &enginePlugin{impl: engine, ring: openPluginRing()}},
@@ -135,6 +143,8 @@ func (w *captureSender) WriteEntry(ctx context.Context, e *Entry, body io.Reader
 }
 
 func (s *engineServer) Restore(stream grpc.ClientStreamingServer[enginepb.RestoreMessage, enginepb.RestoreResponse]) error {
+	restoreCalls.begin()
+	defer restoreCalls.end()
 	first, err := stream.Recv()
 	if err != nil {
 		return err
@@ -198,5 +208,63 @@ func (r *restoreReceiver) Next(ctx context.Context) (string, *Entry, io.Reader, 
 			continue
 		}
 		return r.stream, e, body, nil
+	}
+}
+
+// restoreDrain bounds how long Serve waits for cancelled Restore calls to
+// finish their cleanup once the host has stopped the plugin. The host gives
+// a stopping plugin less (go-plugin's Kill waits 2 s before SIGKILL); this
+// bound is for a plugin stopped some other way.
+const restoreDrain = 10 * time.Second
+
+// restoreCalls counts the plugin's Restore calls in progress.
+var restoreCalls callCounter
+
+// callCounter counts calls in progress and lets one wait, bounded, until
+// none is. Unlike a sync.WaitGroup, a call may begin while another
+// goroutine waits.
+type callCounter struct {
+	mu sync.Mutex
+	n  int
+	// idle is closed when n drops to zero; a new one is made when n
+	// rises from zero.
+	idle chan struct{}
+}
+
+func (c *callCounter) begin() {
+	c.mu.Lock()
+	if c.n == 0 {
+		c.idle = make(chan struct{})
+	}
+	c.n++
+	c.mu.Unlock()
+}
+
+func (c *callCounter) end() {
+	c.mu.Lock()
+	c.n--
+	if c.n == 0 {
+		close(c.idle)
+	}
+	c.mu.Unlock()
+}
+
+// wait waits until no call is in progress, or for d at most; it reports
+// whether none is.
+func (c *callCounter) wait(d time.Duration) bool {
+	c.mu.Lock()
+	if c.n == 0 {
+		c.mu.Unlock()
+		return true
+	}
+	idle := c.idle
+	c.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-idle:
+		return true
+	case <-t.C:
+		return false
 	}
 }

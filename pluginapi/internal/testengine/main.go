@@ -9,7 +9,8 @@
 //	          (both first wait, if the request's option "end-when" names a
 //	          path, until that file exists: the test's cue that the host
 //	          has more to send than the ring holds)
-//	hang      blocks in Capture and Identify, ignoring cancellation, until killed
+//	hang      blocks in Capture, Identify and Restore (once it has made the
+//	          target), ignoring cancellation, until killed
 //	stdout    prints to stdout before the handshake
 //	mute      never completes the handshake
 //	version   speaks app protocol version 2
@@ -195,6 +196,9 @@ func (e *dirEngine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, 
 	}
 	if err := os.Mkdir(req.Target, 0o755); err != nil {
 		return nil, err
+	}
+	for e.hang {
+		time.Sleep(time.Hour)
 	}
 	for {
 		_, ent, body, err := r.Next(ctx)
