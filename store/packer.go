@@ -49,10 +49,10 @@ const (
 	packMaxChunk = 64 << 10
 	// packTarget: a pack is sealed once its raw bytes reach this. 2 MiB
 	// rather than 1: 1 MB smaller and 10 % less compression CPU for the
-	// venv's small files (one thread: 1.06 -> 0.96 s), which keeps the
-	// store under 110 MB with large chunks at SpeedFastest (bigChunkLevel;
-	// core.BenchmarkVenvFull store-MB 110.7 with 1 MiB packs, 109.8 with
-	// 2 MiB). A restore reads files in pack order, so it still
+	// venv's small files (one thread: 1.06 -> 0.96 s); with large chunks
+	// at SpeedFastest it is what kept the store under 110 MB
+	// (core.BenchmarkVenvFull store-MB 110.7 with 1 MiB packs, 109.8 with
+	// 2 MiB; bigChunkLevel says why large chunks stay at the default). A restore reads files in pack order, so it still
 	// decompresses each pack about once (BenchmarkStoreVenvFull pack-loads
 	// 151 for 91 packs); the cost is 8 more MiB of decompressed packs in
 	// the cache and 1 MiB more per pack being filled or sealed. References
