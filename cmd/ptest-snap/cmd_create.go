@@ -34,7 +34,7 @@ Ctrl-C stops the capture; nothing partial is kept.`,
 			"ptest-snap create --engine dir ./fixtures",
 			"ptest-snap create --engine virtualenv --name clean --label suite=api ./venv",
 			"ptest-snap create --engine docker --env DB_URL=postgres://db --port 8080 my-container",
-			"ptest-snap create --engine dir --exclude '*.log' --exclude 'tmp/**' ./data",
+			"ptest-snap create --engine dir --exclude '*.log' --exclude tmp ./data",
 			"ID=$(ptest-snap create -q --engine virtualenv ./venv)",
 		),
 		Args: argsBetween(1, 1, "one TARGET"),
@@ -83,7 +83,7 @@ Ctrl-C stops the capture; nothing partial is kept.`,
 	f.StringArrayVar(&env, "env", nil, "environment variable `K=V` recorded with the snapshot (repeatable)")
 	f.StringArrayVar(&ports, "port", nil, "allocated port recorded with the snapshot (repeatable, or comma-separated)")
 	f.StringVar(&p.Parent, "parent", "auto", "parent snapshot for incremental capture: auto, none, or an ID or name")
-	f.StringArrayVar(&p.Excludes, "exclude", nil, "skip paths matching `GLOB` (repeatable; '**' crosses directories)")
+	f.StringArrayVar(&p.Excludes, "exclude", nil, "skip paths matching `GLOB` (repeatable; matched against the relative path and the base name, path.Match syntax; a matched directory is skipped whole, and an in-place restore leaves excluded paths alone)")
 	f.StringArrayVarP(&options, "option", "o", nil, "engine-specific option `k=v` (repeatable)")
 	_ = cmd.RegisterFlagCompletionFunc("engine", a.completeEngines)
 	return cmd
