@@ -566,9 +566,12 @@ func TestSilentPluginIsCutOff(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		go func() {
-			// Cancel once the engine runs (it has written the marker).
+			// Cancel once the engine runs: it has written its whole marker
+			// line ("mode pid"). The file exists a moment before the line
+			// is in it; cancelling then kills the engine before it writes
+			// its pid, and markedPID below finds nothing.
 			for i := 0; i < 1000; i++ {
-				if _, err := os.Stat(marker); err == nil {
+				if b, err := os.ReadFile(marker); err == nil && len(strings.Fields(string(b))) == 2 {
 					break
 				}
 				time.Sleep(10 * time.Millisecond)
