@@ -29,6 +29,8 @@ type inplacePlanner struct {
 	// keptFiles are the files left alone, per stream: a hard link to a
 	// rewritten file must be remade.
 	keptFiles map[string]map[string]bool
+	// files counts the snapshot's regular files planned, kept or not.
+	files int
 }
 
 func newInplacePlanner(current targetIndex, own store.ChangeIndex, last *restoreIndex, lastSnap *treeLookup, snapID string) *inplacePlanner {
@@ -42,6 +44,9 @@ func newInplacePlanner(current targetIndex, own store.ChangeIndex, last *restore
 
 // unchanged reports whether the target already holds node n at path p.
 func (p *inplacePlanner) unchanged(ctx context.Context, stream, path string, n *store.Node) (bool, error) {
+	if n.Type == store.NodeFile {
+		p.files++
+	}
 	cur := p.current[stream][path]
 	if cur == nil || cur.Mode != n.Mode || cur.UID != n.UID || cur.GID != n.GID || !sameXattrs(cur.Xattrs, n.Xattrs) {
 		return false, nil
@@ -98,4 +103,35 @@ func (p *inplacePlanner) contentKnown(ctx context.Context, stream, path string, 
 		return false, err
 	}
 	return ln != nil && ln.Type == store.NodeFile && ln.Size == n.Size && slices.Equal(ln.Content, n.Content), nil
+}
+
+// rewrittenFiles is how many of the snapshot's files the plan rewrote.
+func (p *inplacePlanner) rewrittenFiles() int {
+	kept := 0
+	for _, m := range p.keptFiles {
+		kept += len(m)
+	}
+	return p.files - kept
+}
+
+// keptIndex returns the change-index form of the files the plan left
+// alone, with the statistics the listing before the restore saw. The
+// engine did not touch them, so those are still their statistics, and
+// their content was known to be the snapshot's; anything that touched
+// one since (the engine included) changed its ctime, so a stale record
+// only costs a rewrite. Rewritten files are left out: their new
+// statistics are unknown without listing the target again.
+func (p *inplacePlanner) keptIndex() store.ChangeIndex {
+	out := make(store.ChangeIndex, len(p.current))
+	for stream := range p.current {
+		kept := p.keptFiles[stream]
+		m := make(map[string]store.IndexRecord, len(kept))
+		for path := range kept {
+			if e := p.current[stream][path]; e != nil && e.Type == pluginapi.TypeFile {
+				m[path] = store.IndexRecord{Size: e.Size, MtimeNs: e.MtimeNs, CtimeNs: e.CtimeNs, Inode: e.Inode}
+			}
+		}
+		out[stream] = m
+	}
+	return out
 }

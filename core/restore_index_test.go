@@ -1,0 +1,80 @@
+package core
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pypj/ptest-snap/pluginapi"
+	"github.com/pypj/ptest-snap/plugins/dir"
+)
+
+// listingCounter counts the index-only captures (target listings) made
+// through an engine.
+type listingCounter struct {
+	pluginapi.Engine
+	listings atomic.Int64
+}
+
+func (c *listingCounter) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w pluginapi.CaptureWriter) error {
+	if req.IndexOnly {
+		c.listings.Add(1)
+	}
+	return c.Engine.Capture(ctx, req, w)
+}
+
+// An in-place restore that rewrites few files records its restore index
+// from the listing taken before it (the files it kept) instead of listing
+// the target again; the files it rewrote are left out, and the next
+// in-place restore still yields exactly the snapshot.
+func TestRestoreInPlaceRecordsKeptFilesWithoutRelisting(t *testing.T) {
+	ctx := context.Background()
+	src := filepath.Join(t.TempDir(), "src")
+	makeTree(t, src)
+	for i := range 2 * relistDivisor {
+		writeFile(t, filepath.Join(src, "many", fmt.Sprintf("f%03d.py", i)), []byte(fmt.Sprintf("x = %d\n", i)), 0o644, fixedTime)
+	}
+	eng := &listingCounter{Engine: newDirEngine()}
+	m := openManager(t, map[string]pluginapi.Engine{"dir": eng})
+	snap, err := m.Create(ctx, CreateOptions{Engine: "dir", Target: src})
+	require.NoError(t, err)
+	dst := filepath.Join(t.TempDir(), "dst")
+	_, err = m.Restore(ctx, RestoreOptions{Ref: snap.ID, Target: dst})
+	require.NoError(t, err)
+
+	// One file changed (same size and mtime: only ctime tells).
+	changed := filepath.Join(dst, "many", "f007.py")
+	writeFile(t, changed, []byte("y = 7\n"), 0o644, fixedTime)
+	captures := eng.listings.Load()
+	res, err := m.Restore(ctx, RestoreOptions{Ref: snap.ID, Target: dst, InPlace: true})
+	require.NoError(t, err)
+	requireSameTree(t, src, dst)
+	assert.EqualValues(t, 1, eng.listings.Load()-captures, "the target is listed once, before the restore")
+	assert.True(t, res.Stats.Planned)
+	assert.EqualValues(t, len("x = 7\n"), res.Stats.Bytes, "only the changed file is rewritten: %+v", res.Stats)
+
+	ri := m.loadRestoreIndex(ctx, "dir", dst)
+	require.NotNil(t, ri)
+	assert.Equal(t, snap.ID, ri.SnapshotID)
+	files := ri.Files[dir.Stream]
+	assert.NotContains(t, files, "many/f007.py", "a rewritten file's statistics are unknown")
+	require.Contains(t, files, "many/f008.py", "a kept file is recorded")
+	st, err := os.Stat(filepath.Join(dst, "many", "f008.py"))
+	require.NoError(t, err)
+	assert.Equal(t, st.ModTime().UnixNano(), files["many/f008.py"].MtimeNs)
+
+	// A kept file changed behind the index's back is still caught, and the
+	// file rewritten last time is rewritten again.
+	other := filepath.Join(dst, "many", "f008.py")
+	writeFile(t, other, []byte("y = 8\n"), 0o644, fixedTime)
+	res, err = m.Restore(ctx, RestoreOptions{Ref: snap.ID, Target: dst, InPlace: true})
+	require.NoError(t, err)
+	requireSameTree(t, src, dst)
+	assert.Greater(t, res.Stats.Unchanged, int64(2*relistDivisor-2))
+}
