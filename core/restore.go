@@ -127,23 +127,20 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 	var current targetIndex
 	phase := m.now()
 	if opts.InPlace && indexable {
+		// What the plan compares the listing with is loaded while the
+		// engine lists the target.
+		priorc := make(chan *planPrior, 1)
+		go func() { priorc <- m.loadPlanPrior(ctx, snap, riTarget) }()
 		current, err = captureIndex(ctx, eng, target, options, snap.Excludes)
 		m.log.Debug("restore: listed target", "target", target, "took", m.now().Sub(phase))
+		prior := <-priorc
 		if err != nil {
 			return fail(engineError(snap.Engine, fmt.Sprintf("list target %q", target), err))
 		}
-		own, err := m.store.ChangeIndex(ctx, snap.ID)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return fail(err)
+		if prior.err != nil {
+			return fail(prior.err)
 		}
-		last := m.loadRestoreIndex(ctx, snap.Engine, riTarget)
-		var lastSnap *treeLookup
-		if last != nil && last.SnapshotID != snap.ID {
-			if ls, err := m.store.Snapshot(ctx, last.SnapshotID); err == nil {
-				lastSnap = newTreeLookup(m.store, ls)
-			}
-		}
-		planner = newInplacePlanner(current, own, last, lastSnap, snap.ID)
+		planner = newInplacePlanner(current, prior.own, prior.last, prior.lastSnap, snap.ID)
 	}
 	if indexable && riTarget != "" {
 		m.dropRestoreIndex(snap.Engine, riTarget)
@@ -201,6 +198,35 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 		m.log.Debug("restore: recorded restore index", "target", res.Target, "took", m.now().Sub(phase))
 	}
 	return res, nil
+}
+
+// planPrior is what an in-place plan compares the target's listing with.
+type planPrior struct {
+	own      store.ChangeIndex // the snapshot's own change index, if any
+	last     *restoreIndex     // the target's restore index, if any
+	lastSnap *treeLookup       // the last restore's snapshot, when another one
+	err      error
+}
+
+// loadPlanPrior loads the change index of snap and the restore index of
+// the target (riTarget, its identity).
+func (m *Manager) loadPlanPrior(ctx context.Context, snap *store.Snapshot, riTarget string) *planPrior {
+	start := m.now()
+	p := &planPrior{}
+	own, err := m.store.ChangeIndex(ctx, snap.ID)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		p.err = err
+		return p
+	}
+	p.own = own
+	p.last = m.loadRestoreIndex(ctx, snap.Engine, riTarget)
+	if p.last != nil && p.last.SnapshotID != snap.ID {
+		if ls, err := m.store.Snapshot(ctx, p.last.SnapshotID); err == nil {
+			p.lastSnap = newTreeLookup(m.store, ls)
+		}
+	}
+	m.log.Debug("restore: loaded change and restore indexes", "took", m.now().Sub(start))
+	return p
 }
 
 // relistDivisor bounds what an in-place restore may leave out of the
