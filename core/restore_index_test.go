@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"testing"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/pypj/ptest-snap/pluginapi"
 	"github.com/pypj/ptest-snap/plugins/dir"
+	"github.com/pypj/ptest-snap/store"
 )
 
 // listingCounter counts the index-only captures (target listings) made
@@ -77,4 +79,70 @@ func TestRestoreInPlaceRecordsKeptFilesWithoutRelisting(t *testing.T) {
 	require.NoError(t, err)
 	requireSameTree(t, src, dst)
 	assert.Greater(t, res.Stats.Unchanged, int64(2*relistDivisor-2))
+}
+
+func sampleRestoreIndex() *restoreIndex {
+	return &restoreIndex{Engine: "virtualenv", Target: "/tmp/venv", SnapshotID: "01abc",
+		Files: store.ChangeIndex{
+			"rootfs": {
+				"bin/python3": {Size: 123, MtimeNs: -1, CtimeNs: 1 << 62, Inode: 1<<64 - 1},
+				"lib/a.py":    {Size: 0, MtimeNs: 1700000000123456789, CtimeNs: 1700000000123456790, Inode: 42},
+			},
+			"volume:data": {},
+		}}
+}
+
+func TestRestoreIndexEncodingRoundTrip(t *testing.T) {
+	for name, ri := range map[string]*restoreIndex{
+		"sample": sampleRestoreIndex(),
+		"empty":  {Engine: "dir", Files: store.ChangeIndex{}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := decodeRestoreIndex(encodeRestoreIndex(ri))
+			require.NoError(t, err)
+			assert.Equal(t, ri, got)
+		})
+	}
+	data := encodeRestoreIndex(sampleRestoreIndex())
+	for name, bad := range map[string][]byte{
+		"empty":     nil,
+		"gob":       []byte("\x1f\x8b\x08\x00"),
+		"truncated": data[:len(data)-1],
+		"trailing":  append(slices.Clone(data), 0),
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := decodeRestoreIndex(bad)
+			require.ErrorIs(t, err, errBadRestoreIndex)
+		})
+	}
+}
+
+// A restore index file that does not decode is not used (and not fatal).
+func TestLoadRestoreIndexIgnoresUnreadableFile(t *testing.T) {
+	ctx := context.Background()
+	m := openManager(t, map[string]pluginapi.Engine{"dir": newDirEngine()})
+	ri := sampleRestoreIndex()
+	ri.Engine = "dir"
+	require.NoError(t, m.saveRestoreIndex(ctx, ri))
+	got := m.loadRestoreIndex(ctx, "dir", ri.Target)
+	require.NotNil(t, got)
+	assert.Equal(t, ri, got)
+	require.NoError(t, os.WriteFile(m.restoreIndexPath("dir", ri.Target), []byte("\x1f\x8b\x08\x00 old gob"), 0o600))
+	assert.Nil(t, m.loadRestoreIndex(ctx, "dir", ri.Target))
+}
+
+func FuzzDecodeRestoreIndex(f *testing.F) {
+	f.Add(encodeRestoreIndex(sampleRestoreIndex()))
+	f.Add([]byte(restoreIndexMagic + "\x01a\x00\x00\x01"))
+	f.Add([]byte(restoreIndexMagic + "\x00\x00\x00\xff\xff\xff\xff\x0f"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ri, err := decodeRestoreIndex(data)
+		if err != nil {
+			require.ErrorIs(t, err, errBadRestoreIndex)
+			return
+		}
+		again, err := decodeRestoreIndex(encodeRestoreIndex(ri))
+		require.NoError(t, err)
+		require.Equal(t, ri, again)
+	})
 }
