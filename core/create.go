@@ -111,7 +111,7 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 	}
 	var lookup *treeLookup
 	if parent != nil {
-		op.Parent = parent.ID
+		op.Parent, op.parent = parent.ID, parent
 		idx, err := m.store.ChangeIndex(ctx, parent.ID)
 		switch {
 		case err == nil:
@@ -144,6 +144,7 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sw := newSnapshotWriter(pctx, w, lookup, m.opts.CreateWorkers, opts.Progress)
+	sw.saver.budget = op.budget
 	capErr := eng.Capture(pctx, req, sw)
 	if capErr != nil {
 		cancel()
@@ -160,6 +161,11 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 		return nil, fmt.Errorf("create: %w: engine %q sent no metadata", ErrEngine, opts.Engine)
 	}
 	ws := w.Stats()
+	// Trees are stored after the last chunk; packed small chunks count
+	// when their pack is sealed, in Commit, so this is the last check.
+	if err := op.budget.check(ws.StoredBytes); err != nil {
+		return nil, fmt.Errorf("create: %w", err)
+	}
 	snap := &store.Snapshot{
 		ID:              id,
 		Name:            opts.Name,
@@ -298,7 +304,7 @@ func engineError(name, op string, err error) error {
 
 func engineErr(err error) error {
 	for _, known := range []error{
-		context.Canceled, context.DeadlineExceeded, ErrEngine, ErrNotFound, ErrCorrupt,
+		context.Canceled, context.DeadlineExceeded, ErrEngine, ErrQuotaExceeded, ErrNotFound, ErrCorrupt,
 		pluginapi.ErrTargetNotFound, pluginapi.ErrInvalidTarget, pluginapi.ErrTargetExists,
 		pluginapi.ErrUnsafePath, pluginapi.ErrUnavailable, pluginapi.ErrUnsupported,
 	} {

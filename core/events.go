@@ -242,7 +242,7 @@ func init() {
 			lc.emit(ctx, eventFromOp(EventType(kind), op, lc.now()))
 		})
 		m.hooks.beforeCreate = append(m.hooks.beforeCreate, func(ctx context.Context, op *OpInfo) error {
-			return m.checkQuota(ctx, op.Engine, op.EnvID)
+			return m.checkCreateQuota(ctx, op)
 		})
 		return nil
 	})

@@ -106,6 +106,9 @@ type fileSaver struct {
 	wg      sync.WaitGroup
 	chunker *store.Chunker // capture goroutine only
 	cr      countingReader
+	// budget, if set, fails the create once the chunks stored take the
+	// store past Options.MaxStoreBytes (set before the first save).
+	budget *storeBudget
 }
 
 func newFileSaver(ctx context.Context, w *store.Writer, fail *failure, workers int) *fileSaver {
@@ -146,6 +149,9 @@ func (fs *fileSaver) work(ctx context.Context) {
 			if err != nil {
 				fs.fail.set(fmt.Errorf("store chunk: %w", err))
 			} else {
+				if err := fs.budget.check(fs.w.Stats().StoredBytes); err != nil {
+					fs.fail.set(err)
+				}
 				fs.sem.Release(fs.weight(len(j.data)))
 				putBuf(j.data)
 				j.file.stored(j.i, h)

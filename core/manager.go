@@ -42,7 +42,10 @@ type Options struct {
 	// MaxSnapshotsPerEnv limits snapshots per (engine, env); 0 is no limit.
 	// Enforced before a create writes anything (see quota hooks).
 	MaxSnapshotsPerEnv int
-	// MaxStoreBytes limits the store's size on disk; 0 is no limit.
+	// MaxStoreBytes limits the stored (compressed) bytes of the store's
+	// chunks; 0 is no limit. A create is refused before it writes when the
+	// store is full or its parent's growth would not fit, and stopped (its
+	// writer aborted) as soon as its stored chunks pass the limit.
 	MaxStoreBytes int64
 
 	// CreateWorkers is the number of goroutines chunking and storing file
@@ -87,6 +90,11 @@ type OpInfo struct {
 	Duration time.Duration
 	// Err is the failure, for *_failed events.
 	Err error
+
+	// parent is the create's parent snapshot, for the quota's estimate;
+	// budget is what the quota hook leaves for the pipeline to enforce.
+	parent *store.Snapshot
+	budget *storeBudget
 }
 
 // lifecycleHooks are the points where the lifecycle code (events.go,
