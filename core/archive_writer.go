@@ -61,6 +61,12 @@ type ExportProgress struct {
 	Chunks    int64
 	// Bytes is the uncompressed bytes written so far.
 	Bytes int64
+	// TotalBytes estimates Bytes at the end, for a progress bar's total:
+	// the file bytes of the snapshots exported, counting for a snapshot
+	// whose parent is exported too only what it added (its NewBytes). It
+	// leaves out trees and framing and counts a chunk shared by unrelated
+	// snapshots more than once, so Bytes may pass it; zero when unknown.
+	TotalBytes int64
 }
 
 // ExportReport is the result of an export.
@@ -99,9 +105,10 @@ func (m *Manager) Export(ctx context.Context, refs []string, w io.Writer, progre
 		return nil, fmt.Errorf("export: %w", err)
 	}
 	rep := &ExportReport{Snapshots: uniq}
+	total := exportEstimate(uniq)
 	report := func() {
 		if progress != nil {
-			progress(ExportProgress{Snapshots: len(uniq), Trees: aw.trees, Chunks: aw.chunks, Bytes: aw.bytes})
+			progress(ExportProgress{Snapshots: len(uniq), Trees: aw.trees, Chunks: aw.chunks, Bytes: aw.bytes, TotalBytes: total})
 		}
 	}
 	err = func() error {
@@ -132,6 +139,24 @@ func (m *Manager) Export(ctx context.Context, refs []string, w io.Writer, progre
 	rep.Trees, rep.Chunks, rep.Bytes, rep.Written = aw.trees, aw.chunks, aw.bytes, aw.out.n
 	m.log.Info("export", "snapshots", len(uniq), "trees", rep.Trees, "chunks", rep.Chunks, "bytes", rep.Bytes, "written", rep.Written)
 	return rep, nil
+}
+
+// exportEstimate is ExportProgress.TotalBytes for snaps, from their
+// records' stats (no tree is read).
+func exportEstimate(snaps []*store.Snapshot) int64 {
+	in := map[string]bool{}
+	for _, s := range snaps {
+		in[s.ID] = true
+	}
+	var total int64
+	for _, s := range snaps {
+		if s.Parent != "" && in[s.Parent] {
+			total += s.Stats.NewBytes
+		} else {
+			total += s.Stats.LogicalBytes
+		}
+	}
+	return total
 }
 
 // exportTree writes tree h (if not written yet) after its files' chunks

@@ -145,6 +145,11 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 	defer cancel()
 	sw := newSnapshotWriter(pctx, w, lookup, m.opts.CreateWorkers, opts.Progress)
 	sw.saver.budget = op.budget
+	if parent != nil {
+		// The parent's size is the best guess at this capture's, for a
+		// progress bar's total and ETA.
+		sw.totalFiles, sw.totalBytes = parent.Stats.Files+parent.Stats.Dirs, parent.Stats.LogicalBytes
+	}
 	capErr := eng.Capture(pctx, req, sw)
 	if capErr != nil {
 		cancel()

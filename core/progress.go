@@ -15,7 +15,9 @@ type Progress struct {
 	Bytes    int64
 	BytesNew int64
 	// TotalFiles and TotalBytes are known on restore (from the snapshot's
-	// stats); zero when unknown.
+	// stats). On a create with a parent they are an estimate, the parent's
+	// size: raised to Files and Bytes when those pass it, and set to them
+	// on the last report. Zero when unknown (a create without a parent).
 	TotalFiles int64
 	TotalBytes int64
 	// Done is set on the last report.

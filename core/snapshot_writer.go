@@ -37,6 +37,9 @@ type snapshotWriter struct {
 
 	progress     func(Progress)
 	lastProgress time.Time
+	// totalFiles and totalBytes estimate the capture's size for progress
+	// (the parent's); zero when unknown.
+	totalFiles, totalBytes int64
 }
 
 func newSnapshotWriter(ctx context.Context, w *store.Writer, parent *treeLookup, workers int, progress func(Progress)) *snapshotWriter {
@@ -222,7 +225,15 @@ func (sw *snapshotWriter) report(path string, done bool) {
 		return
 	}
 	sw.lastProgress = now
-	sw.progress(Progress{Op: "create", Stream: sw.stream, Path: path, Files: sw.files + sw.dirs, Bytes: sw.bytes, BytesNew: sw.saver.w.Stats().NewBytes, Done: done})
+	p := Progress{Op: "create", Stream: sw.stream, Path: path, Files: sw.files + sw.dirs, Bytes: sw.bytes, BytesNew: sw.saver.w.Stats().NewBytes, Done: done}
+	if sw.totalBytes > 0 || sw.totalFiles > 0 {
+		// An estimate: never below what is done, exact at the end.
+		p.TotalFiles, p.TotalBytes = max(sw.totalFiles, p.Files), max(sw.totalBytes, p.Bytes)
+		if done {
+			p.TotalFiles, p.TotalBytes = p.Files, p.Bytes
+		}
+	}
+	sw.progress(p)
 }
 
 // sortedXattrs turns an xattr map into the store's sorted list.

@@ -387,7 +387,14 @@ func (s *coreService) Verify(ctx context.Context, refs []string, prog *progress)
 }
 
 func (s *coreService) Export(ctx context.Context, refs []string, w io.Writer, prog *progress) (*exportJSON, error) {
-	rep, err := s.m.Export(ctx, refs, w, func(p core.ExportProgress) { prog.set(p.Bytes) })
+	rep, err := s.m.Export(ctx, refs, w, func(p core.ExportProgress) {
+		// The total is an estimate from the records' stats; the bytes
+		// written may pass it (trees, framing), so it only grows.
+		if p.TotalBytes > 0 {
+			prog.setTotal(max(p.TotalBytes, p.Bytes))
+		}
+		prog.set(p.Bytes)
+	})
 	if err != nil {
 		return nil, err
 	}
