@@ -3,9 +3,7 @@ package dir
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/pypj/ptest-snap/pluginapi"
@@ -55,44 +53,18 @@ func (Engine) Info(context.Context) (pluginapi.Info, error) {
 // environment's ID: the same directory reached through a symlink is the
 // same environment.
 func (Engine) Identify(_ context.Context, target string, _ map[string]string) (pluginapi.Identity, error) {
-	realPath, err := realDir(target)
+	realPath, err := fstree.RealDir(target, "directory")
 	if err != nil {
 		return pluginapi.Identity{}, err
 	}
 	return pluginapi.Identity{EnvID: realPath, Target: realPath}, nil
 }
 
-// realDir returns the realPath absolute path of the directory target.
-func realDir(target string) (string, error) {
-	if target == "" {
-		return "", fmt.Errorf("%w: no directory given", pluginapi.ErrInvalidTarget)
-	}
-	abs, err := filepath.Abs(target)
-	if err != nil {
-		return "", fmt.Errorf("%w: %s: %v", pluginapi.ErrInvalidTarget, target, err)
-	}
-	realPath, err := filepath.EvalSymlinks(abs)
-	if errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("%w: %s", pluginapi.ErrTargetNotFound, abs)
-	}
-	if err != nil {
-		return "", fmt.Errorf("%w: %s: %v", pluginapi.ErrInvalidTarget, abs, err)
-	}
-	fi, err := os.Stat(realPath)
-	if err != nil {
-		return "", fmt.Errorf("%w: %s: %v", pluginapi.ErrInvalidTarget, abs, err)
-	}
-	if !fi.IsDir() {
-		return "", fmt.Errorf("%w: %s is not a directory", pluginapi.ErrInvalidTarget, abs)
-	}
-	return realPath, nil
-}
-
 // Capture sends the metadata and the directory's tree as the stream
 // "rootfs". Sockets, devices and FIFOs are skipped: they cannot be
 // restored as files.
 func (Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w pluginapi.CaptureWriter) error {
-	realPath, err := realDir(req.Target)
+	realPath, err := fstree.RealDir(req.Target, "directory")
 	if err != nil {
 		return err
 	}

@@ -2,13 +2,12 @@ package virtualenv
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 
 	"github.com/pypj/ptest-snap/pluginapi"
+	"github.com/pypj/ptest-snap/pluginapi/fstree"
 )
 
 // EngineName is the engine's name; its binary is ptest-snap-engine-virtualenv.
@@ -54,32 +53,15 @@ func (*Engine) Identify(_ context.Context, target string, _ map[string]string) (
 // venvPath validates that target is a venv and returns its absolute real
 // path. The errors say exactly what is missing.
 func venvPath(target string) (string, error) {
-	if target == "" {
-		return "", fmt.Errorf("%w: no virtualenv path given", pluginapi.ErrInvalidTarget)
-	}
-	abs, err := filepath.Abs(target)
+	real, err := fstree.RealDir(target, "virtualenv path")
 	if err != nil {
-		return "", fmt.Errorf("%w: virtualenv %s: %v", pluginapi.ErrInvalidTarget, target, err)
-	}
-	real, err := filepath.EvalSymlinks(abs)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return "", fmt.Errorf("%w: virtualenv %s: no such directory", pluginapi.ErrTargetNotFound, abs)
-		}
-		return "", fmt.Errorf("%w: virtualenv %s: %v", pluginapi.ErrInvalidTarget, abs, err)
-	}
-	fi, err := os.Stat(real)
-	if err != nil {
-		return "", fmt.Errorf("%w: virtualenv %s: %v", pluginapi.ErrInvalidTarget, abs, err)
-	}
-	if !fi.IsDir() {
-		return "", fmt.Errorf("%w: %s is not a virtualenv: not a directory", pluginapi.ErrInvalidTarget, abs)
+		return "", err
 	}
 	if fi, err := os.Stat(filepath.Join(real, "pyvenv.cfg")); err != nil || !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("%w: %s is not a virtualenv: pyvenv.cfg is missing", pluginapi.ErrInvalidTarget, abs)
+		return "", fmt.Errorf("%w: %s is not a virtualenv: pyvenv.cfg is missing", pluginapi.ErrInvalidTarget, real)
 	}
 	if _, err := os.Lstat(filepath.Join(real, "bin", "python")); err != nil {
-		return "", fmt.Errorf("%w: %s is not a virtualenv: bin/python is missing", pluginapi.ErrInvalidTarget, abs)
+		return "", fmt.Errorf("%w: %s is not a virtualenv: bin/python is missing", pluginapi.ErrInvalidTarget, real)
 	}
 	return real, nil
 }
