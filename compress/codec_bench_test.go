@@ -8,31 +8,15 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/pypj/ptest-snap/internal/venvfull"
 )
-
-// defaultVenvFull is where the shared dataset is unless
-// $PTEST_SNAP_VENV_FULL says otherwise; benchmarks that need it skip
-// without it.
-const defaultVenvFull = "/work/data/venv-full"
-
-// venvFullDir returns the dataset's path and skips when it is absent.
-func venvFullDir(tb testing.TB) string {
-	tb.Helper()
-	p := os.Getenv("PTEST_SNAP_VENV_FULL")
-	if p == "" {
-		p = defaultVenvFull
-	}
-	if _, err := os.Stat(p); err != nil {
-		tb.Skipf("dataset absent (%s): %v", p, err)
-	}
-	return p
-}
 
 // loadVenv reads every regular file of the dataset, split into pieces of at
 // most 1 MiB (the store's average chunk), in walk order.
 func loadVenv(b *testing.B) (chunks [][]byte, total int) {
 	b.Helper()
-	venvFull := venvFullDir(b)
+	venvFull := venvfull.Dir(b)
 	err := filepath.WalkDir(venvFull, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.Type().IsRegular() {
 			return err

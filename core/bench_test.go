@@ -17,20 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pypj/ptest-snap/internal/venvfull"
 	"github.com/pypj/ptest-snap/pluginapi"
 )
-
-// benchDataset is the shared venv-full dataset (see the foundation issue):
-// $PTEST_SNAP_VENV_FULL, default /work/data/venv-full, as in store/ and
-// pluginapi/fstree. The benchmarks using it skip when it is absent.
-var benchDataset = venvFullPath()
-
-func venvFullPath() string {
-	if p := os.Getenv("PTEST_SNAP_VENV_FULL"); p != "" {
-		return filepath.Clean(p)
-	}
-	return "/work/data/venv-full"
-}
 
 // benchScratch is where the benchmark copies the dataset; override with
 // PTEST_SNAP_BENCH_SCRATCH.
@@ -94,9 +83,7 @@ func maxRSSMB() float64 {
 // Run: go test -run '^$' -bench VenvFull -benchtime 1x ./core/
 // (the first create of the process is what peak-create-RSS measures).
 func BenchmarkVenvFull(b *testing.B) {
-	if _, err := os.Stat(benchDataset); err != nil {
-		b.Skipf("no dataset at %s", benchDataset)
-	}
+	benchDataset := venvfull.Dir(b)
 	ctx := context.Background()
 	for i := 0; i < b.N; i++ {
 		scratch := benchScratch(b)
@@ -265,9 +252,7 @@ func changeSmall(x string) error {
 // BenchmarkCreateVenvFull is the initial create alone, for profiling
 // (-cpuprofile, -memprofile).
 func BenchmarkCreateVenvFull(b *testing.B) {
-	if _, err := os.Stat(benchDataset); err != nil {
-		b.Skipf("no dataset at %s", benchDataset)
-	}
+	benchDataset := venvfull.Dir(b)
 	ctx := context.Background()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
@@ -348,9 +333,7 @@ func rssParts() (anon, file int64) {
 // one after). Set PTEST_SNAP_BENCH_PAUSE=30s to wait out the file system's
 // slow-create period after change small's deletions.
 func BenchmarkInPlaceUndoSmall(b *testing.B) {
-	if _, err := os.Stat(benchDataset); err != nil {
-		b.Skipf("no dataset at %s", benchDataset)
-	}
+	benchDataset := venvfull.Dir(b)
 	ctx := context.Background()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
@@ -392,9 +375,7 @@ func BenchmarkInPlaceUndoSmall(b *testing.B) {
 // BenchmarkRestoreVenvFull restores venv-full to an empty directory, side
 // by side with cp -a of the same tree (target: restore ≤ 1.0 × cp -a).
 func BenchmarkRestoreVenvFull(b *testing.B) {
-	if _, err := os.Stat(benchDataset); err != nil {
-		b.Skipf("no dataset at %s", benchDataset)
-	}
+	benchDataset := venvfull.Dir(b)
 	ctx := context.Background()
 	b.StopTimer()
 	scratch := benchScratch(b)
@@ -427,9 +408,7 @@ func BenchmarkRestoreVenvFull(b *testing.B) {
 // BenchmarkSecondCreateSmall times the create after change small, with the
 // parent, alone (for -cpuprofile).
 func BenchmarkSecondCreateSmall(b *testing.B) {
-	if _, err := os.Stat(benchDataset); err != nil {
-		b.Skipf("no dataset at %s", benchDataset)
-	}
+	benchDataset := venvfull.Dir(b)
 	ctx := context.Background()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/pypj/ptest-snap/internal/venvfull"
 )
 
 // BenchmarkLifecycleVenvFull measures the lifecycle operations on the
@@ -16,9 +18,7 @@ import (
 // writer, import into a second store, list with exclusive sizes, stats
 // and diff. Run: go test ./core -run XXX -bench LifecycleVenvFull -benchtime 1x
 func BenchmarkLifecycleVenvFull(b *testing.B) {
-	if _, err := os.Stat(benchDataset); err != nil {
-		b.Skip("no dataset")
-	}
+	benchDataset := venvfull.Dir(b)
 	ctx := context.Background()
 	scratch := os.Getenv("PTEST_SNAP_BENCH_SCRATCH")
 	if scratch == "" {

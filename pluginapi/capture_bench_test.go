@@ -16,6 +16,7 @@ import (
 
 	"github.com/zeebo/blake3"
 
+	"github.com/pypj/ptest-snap/internal/venvfull"
 	"github.com/pypj/ptest-snap/pluginapi"
 	"github.com/pypj/ptest-snap/plugins/dir"
 )
@@ -132,10 +133,7 @@ func benchPaired(b *testing.B, target string, inproc pluginapi.Engine, plugin *p
 //
 //	go test -run '^$' -bench CaptureVenvFull -benchtime 5x ./pluginapi/
 func BenchmarkCaptureVenvFull(b *testing.B) {
-	const venv = "/work/data/venv-full"
-	if _, err := os.Stat(venv); err != nil {
-		b.Skipf("dataset absent: %v", err)
-	}
+	venv := venvfull.Dir(b)
 	benchDir(b, venv, pluginapi.HostOptions{})
 }
 
@@ -143,10 +141,7 @@ func BenchmarkCaptureVenvFull(b *testing.B) {
 // off: every body travels inside gRPC messages (what an engine written
 // without the ring costs).
 func BenchmarkCaptureVenvFullInline(b *testing.B) {
-	const venv = "/work/data/venv-full"
-	if _, err := os.Stat(venv); err != nil {
-		b.Skipf("dataset absent: %v", err)
-	}
+	venv := venvfull.Dir(b)
 	benchDir(b, venv, pluginapi.HostOptions{InlineBodies: true})
 }
 
@@ -173,10 +168,7 @@ func benchDir(b *testing.B, target string, opts pluginapi.HostOptions) {
 //
 //	go test -run '^$' -bench RestoreVenvFull -benchtime 2x ./pluginapi/
 func BenchmarkRestoreVenvFull(b *testing.B) {
-	const venv = "/work/data/venv-full"
-	if _, err := os.Stat(venv); err != nil {
-		b.Skipf("dataset absent: %v", err)
-	}
+	venv := venvfull.Dir(b)
 	s := spec("dir")
 	if _, err := os.Stat(s.Path); err != nil {
 		b.Skipf("dir engine not built: %v", err)

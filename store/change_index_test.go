@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pypj/ptest-snap/internal/venvfull"
 )
 
 // commitIndex commits a snapshot with only a change index (and a trivial
@@ -80,7 +82,7 @@ func TestChangeIndexRoundTrip(t *testing.T) {
 // what the first snapshot's index stores, what an unchanged second one
 // adds, next to the same index as JSON.
 func BenchmarkChangeIndexVenvFull(b *testing.B) {
-	venvFull := venvFullDir(b)
+	venvFull := venvfull.Dir(b)
 	files := map[string]IndexRecord{}
 	err := filepath.WalkDir(venvFull, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pypj/ptest-snap/internal/venvfull"
 )
 
 // copyTree copies src to dst with the files' modes and mtimes and the
@@ -160,7 +162,7 @@ func applyChangeSmall(root string) (changed [][]byte, err error) {
 // next to each changed and added file compressed alone at the same level
 // (the bound: the per-file zstd -3 size, 1.74 MB with real zstd).
 func BenchmarkStoreVenvChangeSmall(b *testing.B) {
-	venvFull := venvFullDir(b)
+	venvFull := venvfull.Dir(b)
 	ctx := context.Background()
 	for i := 0; i < b.N; i++ {
 		work := b.TempDir()

@@ -10,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pypj/ptest-snap/internal/venvfull"
 )
 
 func randomBytes(seed uint64, n int) []byte {
@@ -106,7 +108,7 @@ func BenchmarkHash(b *testing.B) {
 // each chunk alone as the store does, and reports the stored size and the
 // chunk count. This is the measurement behind DefaultChunkerParams.
 func BenchmarkChunkSizes(b *testing.B) {
-	venvFull := venvFullDir(b)
+	venvFull := venvfull.Dir(b)
 	var large [][]byte
 	total := 0
 	walkFiles(b, venvFull, func(data []byte) {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/pypj/ptest-snap/internal/venvfull"
 )
 
 // BenchmarkGCVenvFull stores venv-full, then a second snapshot holding half
@@ -20,7 +22,7 @@ import (
 // rewriting) at the cost of more files; s-create is the first snapshot's
 // time, vlog-files their number after it.
 func BenchmarkGCVenvFull(b *testing.B) {
-	root := venvFullDir(b)
+	root := venvfull.Dir(b)
 	for _, mib := range []int64{16, 32, 64} {
 		b.Run(fmt.Sprintf("vlog=%dMiB", mib), func(b *testing.B) { benchGCVenv(b, root, mib<<20) })
 	}

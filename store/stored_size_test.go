@@ -10,6 +10,8 @@ import (
 	"github.com/pypj/ptest-snap/compress"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pypj/ptest-snap/internal/venvfull"
 )
 
 // storedSizeByCopy is the first implementation of ChunkStoredSize: it
@@ -180,7 +182,7 @@ func BenchmarkChunkStoredSize(b *testing.B) {
 		benchStoredSizes(b, s)
 	})
 	b.Run("venv-full", func(b *testing.B) {
-		root := venvFullDir(b)
+		root := venvfull.Dir(b)
 		s := openTest(b, "")
 		ctx := context.Background()
 		w, err := s.NewWriter(ctx)

@@ -13,25 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pypj/ptest-snap/internal/venvfull"
 )
-
-// defaultVenvFull is where the shared dataset is unless
-// $PTEST_SNAP_VENV_FULL says otherwise.
-const defaultVenvFull = "/work/data/venv-full"
-
-// venvFullDir returns the venv-full dataset's path ($PTEST_SNAP_VENV_FULL,
-// default /work/data/venv-full) and skips when it is absent.
-func venvFullDir(tb testing.TB) string {
-	tb.Helper()
-	p := os.Getenv("PTEST_SNAP_VENV_FULL")
-	if p == "" {
-		p = defaultVenvFull
-	}
-	if _, err := os.Stat(p); err != nil {
-		tb.Skipf("dataset absent (%s): %v", p, err)
-	}
-	return p
-}
 
 // dirJob is one file body to chunk and store.
 type dirJob struct {
@@ -169,7 +153,7 @@ func snapshotDir(ctx context.Context, w *Writer, root string, workers int) (Hash
 // 2 default) for packs and for big chunks stored alone (packs=2/big=1 is
 // the store's default, see bigChunkLevel).
 func BenchmarkStoreVenvFull(b *testing.B) {
-	venvFull := venvFullDir(b)
+	venvFull := venvfull.Dir(b)
 	for _, c := range []struct{ packs, big int }{{2, 1}, {2, 2}, {1, 1}} {
 		b.Run(fmt.Sprintf("packs=%d/big=%d", c.packs, c.big), func(b *testing.B) { benchStoreVenv(b, venvFull, c.packs, c.big) })
 	}

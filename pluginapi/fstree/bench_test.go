@@ -14,6 +14,7 @@ import (
 	"github.com/zeebo/blake3"
 	"golang.org/x/sys/unix"
 
+	"github.com/pypj/ptest-snap/internal/venvfull"
 	"github.com/pypj/ptest-snap/pluginapi"
 )
 
@@ -23,21 +24,6 @@ import (
 // absolute times, on a shared machine:
 //
 //	go test -run '^$' -bench . -benchtime 3x ./pluginapi/fstree/
-var venvFull = venvFullPath()
-
-func venvFullPath() string {
-	if p := os.Getenv("PTEST_SNAP_VENV_FULL"); p != "" {
-		return filepath.Clean(p)
-	}
-	return "/work/data/venv-full"
-}
-
-func needVenvFull(b *testing.B) {
-	b.Helper()
-	if _, err := os.Stat(venvFull); err != nil {
-		b.Skipf("dataset %s not present: %v", venvFull, err)
-	}
-}
 
 // countingWriter consumes bodies the cheapest way, or hashes them as the
 // store does.
@@ -88,7 +74,7 @@ func timed(f func()) time.Duration {
 // one goroutine), and runs tar | zstd -1 -T0 on the same tree in the same
 // iteration, reporting each time and the ratios to tar | zstd.
 func BenchmarkCaptureVenvFull(b *testing.B) {
-	needVenvFull(b)
+	venvFull := venvfull.Dir(b)
 	parentDir, name := filepath.Split(venvFull)
 	capture := func(hash bool) *countingWriter {
 		w := &countingWriter{hash: hash, buf: make([]byte, 256<<10)}
@@ -128,7 +114,7 @@ func BenchmarkCaptureVenvFull(b *testing.B) {
 // end: creating files soon after deleting many is several times slower on
 // these machines.
 func BenchmarkApplyVenvFull(b *testing.B) {
-	needVenvFull(b)
+	venvFull := venvfull.Dir(b)
 	scratch, err := os.MkdirTemp(os.Getenv("FSTREE_BENCH_DIR"), "fstree-bench-")
 	if err != nil {
 		b.Fatal(err)
@@ -183,7 +169,7 @@ func BenchmarkApplyVenvFull(b *testing.B) {
 // other entry comes marked Unchanged, as the host plans it. This is the
 // engine's share of the "undo a test run" restore.
 func BenchmarkApplyInPlaceVenvFull(b *testing.B) {
-	needVenvFull(b)
+	venvFull := venvfull.Dir(b)
 	scratch, err := os.MkdirTemp(os.Getenv("FSTREE_BENCH_DIR"), "fstree-bench-")
 	if err != nil {
 		b.Fatal(err)
@@ -300,7 +286,7 @@ func rusage(who int) time.Duration {
 // BenchmarkCaptureIndexOnlyVenvFull is the walk the host makes of a target
 // before an in-place restore: every entry, no body.
 func BenchmarkCaptureIndexOnlyVenvFull(b *testing.B) {
-	needVenvFull(b)
+	venvFull := venvfull.Dir(b)
 	var cpu time.Duration
 	for b.Loop() {
 		c := cpuTime()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/zeebo/blake3"
 
+	"github.com/pypj/ptest-snap/internal/venvfull"
 	"github.com/pypj/ptest-snap/pluginapi"
 )
 
@@ -20,17 +21,7 @@ import (
 // in the same `go test -bench` invocation and compared as a ratio:
 //
 //	go test -run '^$' -bench . -benchtime 3x ./plugins/virtualenv/
-func venvFull(b *testing.B) string {
-	b.Helper()
-	p := os.Getenv("PTEST_SNAP_VENV_FULL")
-	if p == "" {
-		p = "/work/data/venv-full"
-	}
-	if _, err := os.Stat(filepath.Join(p, "pyvenv.cfg")); err != nil {
-		b.Skipf("dataset %s absent", p)
-	}
-	return p
-}
+func venvFull(b *testing.B) string { return venvfull.Dir(b) }
 
 // hashingWriter is a CaptureWriter that hashes every body with BLAKE3, as
 // the host does before chunking, and keeps nothing.
