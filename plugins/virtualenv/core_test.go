@@ -22,20 +22,10 @@ import (
 func TestThroughCoreAndBadger(t *testing.T) {
 	f := venvFixture(t)
 	ctx := context.Background()
-	mgr, err := core.Open(ctx, core.Options{
-		StoreDir: t.TempDir(),
-		Engines: func(_ context.Context, name string) (pluginapi.Engine, error) {
-			if name != EngineName {
-				return nil, fmt.Errorf("%w: %s", core.ErrEngineNotFound, name)
-			}
-			return New(), nil
-		},
-	})
-	require.NoError(t, err)
-	defer mgr.Close()
+	mgr := openManager(t)
 
 	work := filepath.Join(t.TempDir(), "venv")
-	_, err = restore(t, capture(t, f.golden, nil), work, false, nil)
+	_, err := restore(t, capture(t, f.golden, nil), work, false, nil)
 	require.NoError(t, err)
 	want := treeSummary(capture(t, work, nil), true)
 
@@ -69,4 +59,22 @@ func TestThroughCoreAndBadger(t *testing.T) {
 	checkVenvWorks(t, f, moved)
 	_, err = os.Stat(filepath.Join(moved, "pyvenv.cfg"))
 	require.NoError(t, err)
+}
+
+// openManager opens a core Manager on a fresh Badger store in t's temp dir,
+// with this engine in-process; it is closed when the test ends.
+func openManager(t *testing.T) *core.Manager {
+	t.Helper()
+	mgr, err := core.Open(context.Background(), core.Options{
+		StoreDir: t.TempDir(),
+		Engines: func(_ context.Context, name string) (pluginapi.Engine, error) {
+			if name != EngineName {
+				return nil, fmt.Errorf("%w: %s", core.ErrEngineNotFound, name)
+			}
+			return New(), nil
+		},
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { mgr.Close() })
+	return mgr
 }

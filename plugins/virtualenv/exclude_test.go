@@ -2,7 +2,6 @@ package virtualenv
 
 import (
 	"context"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -12,7 +11,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pypj/ptest-snap/core"
-	"github.com/pypj/ptest-snap/pluginapi"
 )
 
 // TestInPlaceRestoreKeepsExcludedPycache: a venv snapshot taken with
@@ -22,20 +20,10 @@ import (
 func TestInPlaceRestoreKeepsExcludedPycache(t *testing.T) {
 	f := venvFixture(t)
 	ctx := context.Background()
-	mgr, err := core.Open(ctx, core.Options{
-		StoreDir: t.TempDir(),
-		Engines: func(_ context.Context, name string) (pluginapi.Engine, error) {
-			if name != EngineName {
-				return nil, fmt.Errorf("%w: %s", core.ErrEngineNotFound, name)
-			}
-			return New(), nil
-		},
-	})
-	require.NoError(t, err)
-	defer mgr.Close()
+	mgr := openManager(t)
 
 	work := filepath.Join(t.TempDir(), "venv")
-	_, err = restore(t, capture(t, f.golden, nil), work, false, nil)
+	_, err := restore(t, capture(t, f.golden, nil), work, false, nil)
 	require.NoError(t, err)
 	site := filepath.Join(work, "lib", "extra-site")
 	cache := filepath.Join(site, "__pycache__", "mod.cpython-3.pyc")
