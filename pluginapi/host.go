@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
+	"github.com/pypj/ptest-snap/internal/devprof"
 	enginepb "github.com/pypj/ptest-snap/pluginapi/proto"
 )
 
@@ -200,7 +201,9 @@ func (h *Host) Close() error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if p.restores.Load() > 0 {
+			// A profiled plugin (internal/devprof) must be let finish its
+			// profile: stop it gracefully then too.
+			if p.restores.Load() > 0 || os.Getenv(devprof.EnvVar) != "" {
 				p.Close()
 			} else {
 				p.kill()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
+	"github.com/pypj/ptest-snap/internal/devprof"
 	enginepb "github.com/pypj/ptest-snap/pluginapi/proto"
 )
 
@@ -28,6 +30,7 @@ import (
 // target before the process exits. Other calls are not waited for.
 func Serve(engine Engine) {
 	defer restoreCalls.wait(restoreDrain)
+	defer devprof.Start(filepath.Base(os.Args[0]))()
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: HandshakeConfig(),
 		Plugins:         plugin.PluginSet{pluginName: &enginePlugin{impl: engine, ring: openPluginRing()}},

@@ -15,11 +15,16 @@ import (
 	"runtime/debug"
 	"slices"
 	"syscall"
+
+	"github.com/pypj/ptest-snap/internal/devprof"
 )
 
 func main() {
 	setMemoryLimit()
-	os.Exit(run(os.Args[1:]))
+	stopProfile := devprof.Start("ptest-snap")
+	code := run(os.Args[1:])
+	stopProfile()
+	os.Exit(code)
 }
 
 // softMemoryLimit is the CLI's default Go soft memory limit. A create of a
