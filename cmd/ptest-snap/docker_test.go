@@ -102,6 +102,13 @@ func TestDockerSnapshotAndRestoreAsNewContainer(t *testing.T) {
 	docker(t, "rm", "-f", name)
 	var rj restoreJSON
 	c.jsonOK(&rj, "restore", "web", "--name", restored)
+	// The restore loaded the snapshot's image (untagged): remove it with
+	// the container, so the suite leaves the engine as it found it.
+	loaded := docker(t, "inspect", "--format", "{{.Image}}", restored)
+	t.Cleanup(func() {
+		_ = exec.Command("docker", "rm", "-f", restored).Run()
+		_ = exec.Command("docker", "rmi", "-f", loaded).Run()
+	})
 	assert.Equal(t, s.ID, rj.SnapshotID)
 	assert.Equal(t, "written-at-runtime", docker(t, "exec", restored, "cat", "/data/state.txt"))
 	assert.Contains(t, docker(t, "inspect", "--format", "{{.Config.Env}}", restored), "GREETING=hello")
