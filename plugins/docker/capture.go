@@ -148,7 +148,7 @@ func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w p
 	}
 	unpause()
 
-	ic := &imageCapture{cli: cli, imageID: imageID, parent: req.Parent}
+	ic := &imageCapture{cli: cli, imageID: imageID, parent: req.Parent, tempDir: e.opts.TempDir}
 	return ic.run(ctx, w)
 }
 

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 
@@ -29,6 +30,13 @@ type imageLoader struct {
 	tw   *tar.Writer
 	done chan error
 
+	// received are the layer tars written so far; manifest is the
+	// archive's manifest.json (canSkipBase reads both).
+	received map[string]bool
+	manifest []byte
+	// baseSkipped: the "image-base" stream was not read.
+	baseSkipped bool
+
 	// The layer being spliced: its path, tar size, bytes written so far,
 	// and the piece expected next.
 	cur      string
@@ -36,6 +44,63 @@ type imageLoader struct {
 	written  int64
 	nextIdx  int
 	nextHead bool
+}
+
+// manifestName is the save archive's manifest; manifestMax bounds what
+// the loader keeps of it.
+const (
+	manifestName = "manifest.json"
+	manifestMax  = 1 << 20
+)
+
+// canSkipBase reports whether the image can be loaded from what was
+// written so far: every layer tar the manifest lists but the archive lacks
+// must be one the engine has (`docker load` does not open a layer's file
+// when the engine has its chain ID). The layers the engine has are the
+// bottom ones shared with the container's original image, when it is
+// still there. Called at the start of the "image-base" stream.
+func (l *imageLoader) canSkipBase(ctx context.Context) (bool, error) {
+	if !l.started || l.skip || l.force || l.manifest == nil {
+		return false, nil
+	}
+	var manifest []struct{ Layers []string }
+	if err := json.Unmarshal(l.manifest, &manifest); err != nil || len(manifest) != 1 {
+		return false, nil // not a layout this engine writes: read on
+	}
+	layers, diffIDs := manifest[0].Layers, l.meta.Image.DiffIDs
+	if len(layers) != len(diffIDs) {
+		return false, nil
+	}
+	need := 0 // layers[:need] must be in the engine
+	for i, p := range layers {
+		if !l.received[p] {
+			need = i + 1
+		}
+	}
+	if need == 0 {
+		return true, nil
+	}
+	orig := l.meta.DockerInfo.ImageID
+	if orig == "" {
+		return false, nil
+	}
+	img, err := l.cli.ImageInspect(ctx, orig)
+	if isNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, engineErr("inspect image "+orig, err)
+	}
+	if img.RootFS.Type != "layers" || len(img.RootFS.Layers) < need {
+		return false, nil
+	}
+	for i := range need {
+		if img.RootFS.Layers[i] != diffIDs[i] {
+			return false, nil
+		}
+	}
+	l.baseSkipped = true
+	return true, nil
 }
 
 // present reports whether the engine has the snapshot's image.
@@ -128,6 +193,13 @@ func (l *imageLoader) add(e *pluginapi.Entry, body io.Reader) error {
 			l.nextIdx, l.nextHead = i+1, true
 		}
 		return nil
+	case e.Type == pluginapi.TypeFile && e.Path == manifestName && e.Size <= manifestMax:
+		b := make([]byte, e.Size)
+		if _, err := io.ReadFull(body, b); err != nil {
+			return err
+		}
+		l.manifest = b
+		return writeEntryTar(l.tw, e, bytes.NewReader(b))
 	case e.Type == pluginapi.TypeFile, e.Type == pluginapi.TypeSymlink:
 		return writeEntryTar(l.tw, e, body)
 	}
@@ -148,6 +220,10 @@ func (l *imageLoader) beginLayer(layer string, e *pluginapi.Entry, body io.Reade
 		return err
 	}
 	l.cur, l.size, l.written, l.nextIdx, l.nextHead = layer, size, 0, 0, false
+	if l.received == nil {
+		l.received = map[string]bool{}
+	}
+	l.received[layer] = true
 	_, err = l.Write(meta)
 	return err
 }
@@ -211,6 +287,10 @@ func (l *imageLoader) finish(ctx context.Context) (loaded bool, err error) {
 	l.pw.Close()
 	l.pw = nil
 	if err := <-l.done; err != nil {
+		if l.baseSkipped {
+			// The base image went away between canSkipBase and the load.
+			return false, engineErr("load image (its base layers were expected in the engine; skip-present-image=false loads them from the snapshot)", err)
+		}
 		return false, engineErr("load image", err)
 	}
 	ok, err := l.present(ctx)

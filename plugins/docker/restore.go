@@ -26,7 +26,9 @@ import (
 //
 // The image is loaded from the stream only if the engine lacks it (then
 // reading stops at the image's stream, when it is the last one, so the host
-// does not even read the image from the store); missing
+// does not even read the image from the store), and its base layers only if
+// the engine lacks them too (reading stops at "image-base" when the
+// container's original image is there with the same bottom layers); missing
 // networks are recreated with their config; each volume is created and
 // filled with the snapshot's data (a volume that already exists is left
 // alone and a new one, <name>-restored-<n>, is used instead, unless Replace
@@ -124,6 +126,8 @@ type restoreSession struct {
 	// fillHelper: volumes are filled through a helper container (some
 	// volume is mounted read-only), else through the restored container.
 	fillHelper bool
+	// baseDecided: whether to read "image-base" was decided.
+	baseDecided bool
 
 	name     string
 	existing string // ID of the container named name, if any
@@ -192,6 +196,7 @@ func (rs *restoreSession) say(format string, args ...any) {
 // loaded as it arrives.
 func (rs *restoreSession) read(ctx context.Context, r pluginapi.RestoreReader) error {
 	known := map[string]bool{}
+	// (The image's streams are handled by the loader.)
 	for _, v := range rs.meta.Volumes {
 		known[volumeStream(v.Name)] = true
 	}
@@ -204,7 +209,23 @@ func (rs *restoreSession) read(ctx context.Context, r pluginapi.RestoreReader) e
 			return err
 		}
 		switch {
-		case stream == imageStream:
+		case stream == imageStream || stream == baseStream:
+			if stream == baseStream && !rs.baseDecided {
+				rs.baseDecided = true
+				if rs.baseIsLast() {
+					skip, err := rs.loader.canSkipBase(ctx)
+					if err != nil {
+						return err
+					}
+					if skip {
+						// The engine has every layer of "image-base": stop
+						// here, so the host does not read them from the
+						// store; `docker load` finds them in the engine.
+						rs.say("base layers of image %s are in the engine; not read", shortID(rs.meta.Image.ID))
+						return rs.closeSpoolWriters()
+					}
+				}
+			}
 			if err := rs.loader.entry(ctx, e, body); err != nil {
 				return err
 			}
@@ -226,10 +247,20 @@ func (rs *restoreSession) read(ctx context.Context, r pluginapi.RestoreReader) e
 	return rs.closeSpoolWriters()
 }
 
-// imageIsLast reports whether no stream follows the image's.
+// imageIsLast reports whether no stream but the image's base follows the
+// image's.
 func (rs *restoreSession) imageIsLast() bool {
 	n := len(rs.req.Streams)
+	if n > 0 && rs.req.Streams[n-1] == baseStream {
+		n--
+	}
 	return n == 0 || rs.req.Streams[n-1] == imageStream
+}
+
+// baseIsLast reports whether no stream follows the image's base.
+func (rs *restoreSession) baseIsLast() bool {
+	n := len(rs.req.Streams)
+	return n == 0 || rs.req.Streams[n-1] == baseStream
 }
 
 func (rs *restoreSession) closeSpoolWriters() error {
