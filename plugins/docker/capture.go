@@ -71,6 +71,11 @@ func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w p
 	if v, err := cli.ServerVersion(ctx); err == nil {
 		meta.Server = ServerInfo{Version: v.Version, APIVersion: v.APIVersion}
 	}
+	if len(hostAccess(c.HostConfig)) > 0 {
+		if meta.Server.EngineID, err = engineID(ctx, cli); err != nil {
+			return err
+		}
+	}
 	if err := e.describeNetworks(ctx, cli, &c, meta); err != nil {
 		return err
 	}

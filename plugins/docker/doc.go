@@ -47,5 +47,7 @@
 // restore its data into <name>-restored-<n>, or mount it as it is),
 // skip-present-image=false (load the image from the snapshot even when the
 // engine has it; by default a present image is not loaded and the stream
-// is not read past it; see Restore).
+// is not read past it; see Restore), allow-host-access=true (recreate a
+// privileged container, host bind mounts, devices, ... from a snapshot
+// captured on another engine; refused otherwise, see host_access.go).
 package docker

@@ -167,6 +167,9 @@ type RequestInfo struct {
 type ServerInfo struct {
 	Version    string `json:"version"`
 	APIVersion string `json:"api_version"`
+	// EngineID is the engine's ID, recorded when the container has host
+	// access (see host_access.go).
+	EngineID string `json:"engine_id,omitempty"`
 }
 
 // volumeStream is the stream name of a volume's data.

@@ -42,7 +42,9 @@ import (
 // "remap-ports=true" or another container holds them; a remapped port is
 // reported in Messages. "skip-present-image=false" loads the image from the
 // snapshot even when the engine has it (reading the whole stream), as when
-// the engine's copy is in doubt.
+// the engine's copy is in doubt. A container with host access (privileged,
+// host bind mounts, ...) captured on another engine is refused unless
+// "allow-host-access=true" (host_access.go).
 func (e *Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r pluginapi.RestoreReader) (*pluginapi.RestoreResult, error) {
 	if req.InPlace {
 		return nil, fmt.Errorf("docker: in-place restore: %w (restore to a new container, or use Replace)", pluginapi.ErrUnsupported)
@@ -65,6 +67,9 @@ func (e *Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r p
 	}
 	cli, err := e.client()
 	if err != nil {
+		return nil, err
+	}
+	if err := checkHostAccess(ctx, cli, meta, req.Options); err != nil {
 		return nil, err
 	}
 	tempDir, err := os.MkdirTemp(e.opts.TempDir, "ptest-snap-docker-")
