@@ -109,11 +109,25 @@ func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w p
 	if err != nil {
 		return err
 	}
+	// The commit image is removed once its save archive is read (while the
+	// base layers go out from the spool), or on the way out.
+	removeImage := func() {}
 	if !keepImage {
+		var once sync.Once
+		removed := make(chan struct{})
+		removeImage = func() {
+			once.Do(func() {
+				go func() {
+					defer close(removed)
+					rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+					defer cancel()
+					_, _ = cli.ImageRemove(rctx, imageID, image.RemoveOptions{PruneChildren: true})
+				}()
+			})
+		}
 		defer func() {
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-			defer cancel()
-			_, _ = cli.ImageRemove(rctx, imageID, image.RemoveOptions{PruneChildren: true})
+			removeImage()
+			<-removed
 		}()
 	}
 	meta.DockerInfo.SnapshotImage = imageID
@@ -153,7 +167,7 @@ func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w p
 	}
 	unpause()
 
-	ic := &imageCapture{cli: cli, imageID: imageID, parent: req.Parent, tempDir: e.opts.TempDir}
+	ic := &imageCapture{cli: cli, imageID: imageID, parent: req.Parent, tempDir: e.opts.TempDir, saved: removeImage}
 	return ic.run(ctx, w)
 }
 

@@ -73,6 +73,8 @@ type imageCapture struct {
 	parent  pluginapi.ParentIndex
 	// tempDir holds the spool ("" is os.TempDir).
 	tempDir string
+	// saved is called once the save archive is read to its end.
+	saved func()
 	// Stats, for tests and logs.
 	layersSent, layersUnchanged int
 
@@ -127,6 +129,9 @@ func (ic *imageCapture) image(ctx context.Context, w pluginapi.CaptureWriter) er
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
+			if ic.saved != nil {
+				ic.saved()
+			}
 			return nil
 		}
 		if err != nil {
