@@ -133,6 +133,14 @@ func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w p
 	meta.DockerInfo.SnapshotImage = imageID
 	meta.Image = ImageInfo{ID: imageID, DiffIDs: diffIDs, Flattened: flattened}
 
+	// Start the save now: the engine writes every layer to a temporary
+	// directory before the archive's first byte (0.8-1 s for a 118 MB
+	// image here), which then overlaps the volumes' capture.
+	saveCtx, cancelSave := context.WithCancel(ctx)
+	save := startSave(saveCtx, cli, imageID)
+	defer save.close()
+	defer cancelSave()
+
 	// Open every volume's archive now: its first header is the volume's
 	// root directory, whose mode and owner go into the metadata (a stream's
 	// root is not an entry).
@@ -167,8 +175,8 @@ func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w p
 	}
 	unpause()
 
-	ic := &imageCapture{cli: cli, imageID: imageID, parent: req.Parent, tempDir: e.opts.TempDir, saved: removeImage}
-	return ic.run(ctx, w)
+	ic := &imageCapture{imageID: imageID, parent: req.Parent, tempDir: e.opts.TempDir, saved: removeImage}
+	return ic.run(ctx, w, save)
 }
 
 // commit commits the container to an image and returns its ID and diff

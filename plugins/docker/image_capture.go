@@ -66,9 +66,46 @@ func pathInode(p string) uint64 {
 // v1JSONMax bounds a layer's v1 json read to classify it (they are < 10 KiB).
 const v1JSONMax = 1 << 20
 
+// pendingSave is a `docker save` started by startSave, its reply awaited
+// by wait.
+type pendingSave struct {
+	done chan struct{}
+	rc   io.ReadCloser
+	err  error
+}
+
+// startSave asks the engine for imageID's save archive; the call returns
+// once the engine has written every layer out, so it runs meanwhile.
+func startSave(ctx context.Context, cli *client.Client, imageID string) *pendingSave {
+	p := &pendingSave{done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		p.rc, p.err = cli.ImageSave(ctx, []string{imageID})
+	}()
+	return p
+}
+
+// wait returns the archive (closed by close).
+func (p *pendingSave) wait(ctx context.Context) (io.ReadCloser, error) {
+	select {
+	case <-p.done:
+		return p.rc, p.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// close waits for the call (cancel its context first to cut it short) and
+// closes the archive.
+func (p *pendingSave) close() {
+	<-p.done
+	if p.rc != nil {
+		p.rc.Close()
+	}
+}
+
 // imageCapture streams the "image" and "image-base" streams of imageID.
 type imageCapture struct {
-	cli     *client.Client
 	imageID string
 	parent  pluginapi.ParentIndex
 	// tempDir holds the spool ("" is os.TempDir).
@@ -105,22 +142,22 @@ func (ic *imageCapture) close() {
 	}
 }
 
-func (ic *imageCapture) run(ctx context.Context, w pluginapi.CaptureWriter) error {
+func (ic *imageCapture) run(ctx context.Context, w pluginapi.CaptureWriter, save *pendingSave) error {
 	defer ic.close()
-	if err := ic.image(ctx, w); err != nil {
+	rc, err := save.wait(ctx)
+	if err != nil {
+		return engineErr("save image "+ic.imageID, err)
+	}
+	if err := ic.image(ctx, w, rc); err != nil {
 		return err
 	}
 	return ic.base(ctx, w)
 }
 
-// image streams the save archive but for the base layers, which it defers.
-func (ic *imageCapture) image(ctx context.Context, w pluginapi.CaptureWriter) error {
+// image streams the save archive rc but for the base layers, which it
+// defers.
+func (ic *imageCapture) image(ctx context.Context, w pluginapi.CaptureWriter, rc io.Reader) error {
 	ic.baseDirs = map[string]bool{}
-	rc, err := ic.cli.ImageSave(ctx, []string{ic.imageID})
-	if err != nil {
-		return engineErr("save image "+ic.imageID, err)
-	}
-	defer rc.Close()
 	if err := w.BeginStream(ctx, imageStream); err != nil {
 		return err
 	}
