@@ -35,7 +35,11 @@ import (
 // layers from the store at all (restore.go). As the save archive is in name
 // order, a base layer that is not Unchanged is spooled to a temporary file
 // until the "image" stream ends (the first snapshot of a container; later
-// ones find the base layers in the parent).
+// ones find the base layers in the parent). Measured on the bench image
+// (100 MB base, 10 MB changed; 2 cores under load, alternating with main):
+// the spool costs a first snapshot ~0.1-0.2 s (the host waits while the
+// archive streams into it: 2.92 s vs 2.72 s median), and saves a restore
+// ~0.3-0.4 s (0.60 s vs 0.91 s median of 3; host CPU 0.11 s vs 0.35 s).
 //
 // A layer's path in the archive names its content: Docker derives a
 // layer's v1 ID from its chain ID (the digests of it and every layer
