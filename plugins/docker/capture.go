@@ -25,7 +25,8 @@ import (
 const cleanupTimeout = 30 * time.Second
 
 // Capture captures a container: metadata, then one stream per volume, then
-// the committed image.
+// the committed image ("image", then its base layers in "image-base"; see
+// image_capture.go).
 //
 // A running container is paused from before the commit until its volumes
 // are read, so the image and the volumes are one consistent instant; it is

@@ -200,8 +200,7 @@ func (rs *restoreSession) say(format string, args ...any) {
 // read consumes the restore stream: volumes are spooled, the image is
 // loaded as it arrives.
 func (rs *restoreSession) read(ctx context.Context, r pluginapi.RestoreReader) error {
-	known := map[string]bool{}
-	// (The image's streams are handled by the loader.)
+	known := map[string]bool{} // volume streams; the image's go to the loader
 	for _, v := range rs.meta.Volumes {
 		known[volumeStream(v.Name)] = true
 	}
