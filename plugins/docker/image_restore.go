@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/docker/docker/client"
 
@@ -36,6 +37,8 @@ type imageLoader struct {
 	manifest []byte
 	// baseSkipped: the "image-base" stream was not read.
 	baseSkipped bool
+	// loadedID is the image ID the engine reported loading ("" if none).
+	loadedID string
 
 	// The layer being spliced: its path, tar size, bytes written so far,
 	// and the piece expected next.
@@ -45,6 +48,10 @@ type imageLoader struct {
 	nextIdx  int
 	nextHead bool
 }
+
+// loadedIDPrefix starts the line `docker load` reports an untagged image
+// with (the archive is saved by ID, so it has no tag).
+const loadedIDPrefix = "Loaded image ID: "
 
 // manifestName is the save archive's manifest; manifestMax bounds what
 // the loader keeps of it.
@@ -130,7 +137,11 @@ func (l *imageLoader) start(ctx context.Context) error {
 	go func() {
 		resp, err := l.cli.ImageLoad(ctx, pr, client.ImageLoadWithQuiet(true))
 		if err == nil {
-			err = readJSONMessages(resp.Body, nil)
+			err = readJSONMessages(resp.Body, func(m jsonMessage) {
+				if id, ok := strings.CutPrefix(strings.TrimSpace(m.Stream), loadedIDPrefix); ok {
+					l.loadedID = id // read after done
+				}
+			})
 			resp.Body.Close()
 		}
 		// Unblock the writer if the engine stopped reading early.
@@ -292,6 +303,9 @@ func (l *imageLoader) finish(ctx context.Context) (loaded bool, err error) {
 			return false, engineErr("load image (its base layers were expected in the engine; skip-present-image=false loads them from the snapshot)", err)
 		}
 		return false, engineErr("load image", err)
+	}
+	if l.loadedID == l.meta.Image.ID {
+		return true, nil // the engine said so: no inspect needed
 	}
 	ok, err := l.present(ctx)
 	if err != nil {
