@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 )
 
 // The Docker scenarios: an image of about 100 MB built FROM scratch (there is
@@ -117,13 +118,21 @@ func dockerRestore(ctx context.Context, e *benchEnv, n int) (map[string]Sample, 
 	}
 	res := map[string]Sample{}
 	restored, peer := c+"-restored", c+"-peer"
-	e.cleanups = append(e.cleanups, cmd("docker", "rm", "-f", restored), cmd("docker", "rm", "-f", peer), cmd("docker", "rmi", "-f", img))
+	// Cleanups run last first: the containers go before the image they use
+	// (`rmi -f` of an image in use only untags it, leaving it behind).
+	e.cleanups = append(e.cleanups, cmd("docker", "rmi", "-f", img), cmd("docker", "rm", "-f", restored), cmd("docker", "rm", "-f", peer))
 	if res[toolSnap], err = e.timed(ctx, e.snap(store, "restore", "d1", "--name", restored), ""); err != nil {
 		return nil, err
 	}
-	// The restored container's image may be the one the peer loads: remove
-	// what ptest-snap loaded so the peer, too, starts without it.
+	// Remove what ptest-snap loaded (the capture's commit, a different
+	// image from the peer's), so the peer, too, starts without an image
+	// and no image is left behind.
+	loaded, err := output(ctx, cmd("docker", "inspect", "--format", "{{.Image}}", restored))
+	if err != nil {
+		return nil, err
+	}
 	_ = run(ctx, cmd("docker", "rm", "-f", restored))
+	_ = run(ctx, cmd("docker", "rmi", "-f", strings.TrimSpace(loaded)))
 	_ = run(ctx, cmd("docker", "rmi", "-f", img))
 	if res[toolDockerLoad], err = e.timed(ctx, shell(fmt.Sprintf("docker load -q -i %q >/dev/null && docker run -d --name %s %s sleep >/dev/null", saved, peer, img)), ""); err != nil {
 		return nil, err

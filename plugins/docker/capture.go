@@ -25,7 +25,8 @@ import (
 const cleanupTimeout = 30 * time.Second
 
 // Capture captures a container: metadata, then one stream per volume, then
-// the committed image.
+// the committed image ("image", then its base layers in "image-base"; see
+// image_capture.go).
 //
 // A running container is paused from before the commit until its volumes
 // are read, so the image and the volumes are one consistent instant; it is
@@ -71,6 +72,11 @@ func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w p
 	if v, err := cli.ServerVersion(ctx); err == nil {
 		meta.Server = ServerInfo{Version: v.Version, APIVersion: v.APIVersion}
 	}
+	if len(hostAccess(c.HostConfig)) > 0 {
+		if meta.Server.EngineID, err = engineID(ctx, cli); err != nil {
+			return err
+		}
+	}
 	if err := e.describeNetworks(ctx, cli, &c, meta); err != nil {
 		return err
 	}
@@ -104,15 +110,37 @@ func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w p
 	if err != nil {
 		return err
 	}
+	// The commit image is removed once its save archive is read (while the
+	// base layers go out from the spool), or on the way out.
+	removeImage := func() {}
 	if !keepImage {
+		var once sync.Once
+		removed := make(chan struct{})
+		removeImage = func() {
+			once.Do(func() {
+				go func() {
+					defer close(removed)
+					rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+					defer cancel()
+					_, _ = cli.ImageRemove(rctx, imageID, image.RemoveOptions{PruneChildren: true})
+				}()
+			})
+		}
 		defer func() {
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-			defer cancel()
-			_, _ = cli.ImageRemove(rctx, imageID, image.RemoveOptions{PruneChildren: true})
+			removeImage()
+			<-removed
 		}()
 	}
 	meta.DockerInfo.SnapshotImage = imageID
 	meta.Image = ImageInfo{ID: imageID, DiffIDs: diffIDs, Flattened: flattened}
+
+	// Start the save now: the engine writes every layer to a temporary
+	// directory before the archive's first byte (0.8-1 s for a 118 MB
+	// image here), which then overlaps the volumes' capture.
+	saveCtx, cancelSave := context.WithCancel(ctx)
+	save := startSave(saveCtx, cli, imageID)
+	defer save.close()
+	defer cancelSave()
 
 	// Open every volume's archive now: its first header is the volume's
 	// root directory, whose mode and owner go into the metadata (a stream's
@@ -148,8 +176,8 @@ func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w p
 	}
 	unpause()
 
-	ic := &imageCapture{cli: cli, imageID: imageID, parent: req.Parent}
-	return ic.run(ctx, w)
+	ic := &imageCapture{imageID: imageID, parent: req.Parent, tempDir: e.opts.TempDir, saved: removeImage}
+	return ic.run(ctx, w, save)
 }
 
 // commit commits the container to an image and returns its ID and diff

@@ -15,6 +15,14 @@
 //	                 00000000.m  body 0 (a file's content)
 //	                 00000001.h  the bytes between body 0 and body 1
 //	                 ...         and a last head with the tar's tail
+//	               and that the base layers (all but the commit's own) are
+//	               not here but in
+//	image-base     <v1 id> directories with their layer.tar pieces, last, so
+//	               that a restore into an engine that has the container's
+//	               image stops reading before them (`docker load` skips a
+//	               layer the engine has): measured on a 100 MB image with
+//	               10 MB changed, the host reads ~60 MB instead of 118 MB
+//	               (its 32 MB read-ahead included)
 //
 // `docker save` writes a layer's tar byte for byte the same each time
 // (Docker rebuilds it from its own tar-split data). Split into heads and
@@ -39,5 +47,7 @@
 // restore its data into <name>-restored-<n>, or mount it as it is),
 // skip-present-image=false (load the image from the snapshot even when the
 // engine has it; by default a present image is not loaded and the stream
-// is not read past it; see Restore).
+// is not read past it; see Restore), allow-host-access=true (recreate a
+// privileged container, host bind mounts, devices, ... from a snapshot
+// captured on another engine; refused otherwise, see host_access.go).
 package docker

@@ -3,11 +3,13 @@ package docker
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/volume"
@@ -78,7 +80,7 @@ func TestCaptureRestoreFullContainer(t *testing.T) {
 	c := captureOf(t, e, fc.name, nil, nil, nil)
 	m := metaOf(t, c)
 	fc.cl.image(m.Image.ID)
-	assert.Equal(t, []string{volumeStream(fc.vol), imageStream}, c.streams)
+	assert.Equal(t, []string{volumeStream(fc.vol), imageStream, baseStream}, c.streams)
 	assert.Equal(t, fc.name, m.DockerInfo.ContainerName)
 	assert.Equal(t, fc.id, m.DockerInfo.ContainerID)
 	assert.Equal(t, baseImage, m.DockerInfo.ImageName)
@@ -154,11 +156,15 @@ func TestRestoreWhileOriginalRuns(t *testing.T) {
 	m := metaOf(t, c)
 	fc.cl.image(m.Image.ID)
 
-	res, err := e.Restore(ctx, c.restoreRequest(""), &reader{c: c})
+	rd := &reader{c: c}
+	res, err := e.Restore(ctx, c.restoreRequest(""), rd)
 	require.NoError(t, err)
 	t.Logf("restore messages: %q", res.Messages)
 	assert.Equal(t, fc.name+"-restored-1", res.Target)
 	msgs := strings.Join(res.Messages, "\n")
+	// The original's image is in the engine: the base layers are not read.
+	assert.Contains(t, msgs, "not read")
+	assert.Less(t, rd.i, len(c.entries))
 	assert.Contains(t, msgs, "restored as")
 	assert.Contains(t, msgs, "port 8080/tcp")
 	assert.Contains(t, msgs, fc.vol+"-restored-1")
@@ -179,7 +185,7 @@ func TestRestoreWhileOriginalRuns(t *testing.T) {
 	// A name given as the "name" option (how the core passes --name).
 	req := c.restoreRequest("")
 	req.Options["name"] = fc.name + "-named"
-	rd := &reader{c: c}
+	rd = &reader{c: c}
 	res, err = e.Restore(ctx, req, rd)
 	require.NoError(t, err)
 	assert.Equal(t, fc.name+"-named", res.Target)
@@ -234,7 +240,7 @@ func TestStoppedContainer(t *testing.T) {
 	cl.image(m.Image.ID)
 	assert.False(t, m.DockerInfo.State.Running)
 	assert.Equal(t, "exited", m.DockerInfo.State.Status)
-	assert.Equal(t, []string{imageStream}, c.streams)
+	assert.Equal(t, []string{imageStream, baseStream}, c.streams)
 
 	require.NoError(t, testCli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true}))
 	res, err := e.Restore(ctx, c.restoreRequest(""), &reader{c: c})
@@ -356,4 +362,42 @@ func TestEngineUnreachableFromEnv(t *testing.T) {
 	defer e.Close()
 	_, err := e.Identify(context.Background(), "anything", nil)
 	assert.ErrorIs(t, err, pluginapi.ErrUnavailable)
+}
+
+// TestRestoreWithoutOriginalImage: when the container's image is gone from
+// the engine, a restore reads the "image-base" stream and loads every layer.
+func TestRestoreWithoutOriginalImage(t *testing.T) {
+	needDocker(t)
+	ctx := context.Background()
+	name := uniqueName(t, "noorig")
+	cl := newCleaner(t)
+	cl.prefix(name)
+	img := name + "-img:latest"
+	cl.image(img)
+	helper, err := os.ReadFile(helperBin)
+	require.NoError(t, err)
+	require.NoError(t, buildImage(ctx, img, map[string][]byte{"helper": helper, "own.txt": []byte("own layer\n")},
+		"FROM scratch\nCOPY helper /bin/helper\nCOPY own.txt /data/\nCMD [\"/bin/helper\", \"sleep\"]\n"))
+	id := runContainer(t, name, &container.Config{Image: img}, nil, nil, true)
+	execIn(t, id, "write", "/data/new.txt", "written in the container")
+	e := New()
+	defer e.Close()
+	c := captureOf(t, e, name, nil, nil, nil)
+	m := metaOf(t, c)
+	cl.image(m.Image.ID)
+	assert.Equal(t, []string{imageStream, baseStream}, c.streams)
+
+	require.NoError(t, testCli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true}))
+	_, err = testCli.ImageRemove(ctx, img, image.RemoveOptions{PruneChildren: true})
+	require.NoError(t, err)
+	rd := &reader{c: c}
+	res, err := e.Restore(ctx, c.restoreRequest(""), rd)
+	require.NoError(t, err)
+	t.Logf("restore messages: %q", res.Messages)
+	assert.Equal(t, len(c.entries), rd.i, "the whole stream is read")
+	assert.NotContains(t, strings.Join(res.Messages, "\n"), "not read")
+	got, err := testCli.ContainerInspect(ctx, res.Target)
+	require.NoError(t, err)
+	assert.Equal(t, "own layer\n", execIn(t, got.ID, "cat", "/data/own.txt"))
+	assert.Equal(t, "written in the container", execIn(t, got.ID, "cat", "/data/new.txt"))
 }

@@ -189,13 +189,13 @@ func (r *reader) Next(ctx context.Context) (string, *pluginapi.Entry, io.Reader,
 	return ce.stream, &e, body, nil
 }
 
-// layerStats counts the image stream's split layers that were sent as
+// layerStats counts the image streams' split layers that were sent as
 // Unchanged (every piece) and those that were sent.
 func (c *capture) layerStats() (unchanged, sent int) {
 	all := map[string]bool{}
 	var order []string
 	for _, ce := range c.entries {
-		if ce.stream != imageStream || ce.entry.Type != pluginapi.TypeFile {
+		if ce.stream != imageStream && ce.stream != baseStream || ce.entry.Type != pluginapi.TypeFile {
 			continue
 		}
 		layer, _, _, ok := parsePiece(ce.entry.Path)

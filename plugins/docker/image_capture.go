@@ -6,8 +6,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"path"
 	"regexp"
 	"sort"
@@ -24,6 +26,20 @@ import (
 // <v1 id>/layer.tar (or blobs/sha256/<digest> in the OCI layout) becomes a
 // directory of pieces. A restore writes the pieces back as the same archive
 // and gives it to `docker load`.
+//
+// The layers below the commit's own (those of the container's image, whose
+// v1 json carries no config) go in a second stream, "image-base", after the
+// "image" stream: `docker load` does not open the file of a layer the engine
+// already has, so a restore into an engine that still has the container's
+// image stops reading at "image-base" and the host does not read those
+// layers from the store at all (restore.go). As the save archive is in name
+// order, a base layer that is not Unchanged is spooled to a temporary file
+// until the "image" stream ends (the first snapshot of a container; later
+// ones find the base layers in the parent). Measured on the bench image
+// (100 MB base, 10 MB changed; 2 cores under load, alternating with main):
+// the spool costs a first snapshot ~0.1-0.2 s (the host waits while the
+// archive streams into it: 2.92 s vs 2.72 s median), and saves a restore
+// ~0.3-0.4 s (0.60 s vs 0.91 s median of 3; host CPU 0.11 s vs 0.35 s).
 //
 // A layer's path in the archive names its content: Docker derives a
 // layer's v1 ID from its chain ID (the digests of it and every layer
@@ -51,21 +67,101 @@ func pathInode(p string) uint64 {
 	return binary.BigEndian.Uint64(sum[:8])
 }
 
-// imageCapture streams the "image" stream of imageID.
-type imageCapture struct {
-	cli     *client.Client
-	imageID string
-	parent  pluginapi.ParentIndex
-	// Stats, for tests and logs.
-	layersSent, layersUnchanged int
+// v1JSONMax bounds a layer's v1 json read to classify it (they are < 10 KiB).
+const v1JSONMax = 1 << 20
+
+// pendingSave is a `docker save` started by startSave, its reply awaited
+// by wait.
+type pendingSave struct {
+	done chan struct{}
+	rc   io.ReadCloser
+	err  error
 }
 
-func (ic *imageCapture) run(ctx context.Context, w pluginapi.CaptureWriter) error {
-	rc, err := ic.cli.ImageSave(ctx, []string{ic.imageID})
+// startSave asks the engine for imageID's save archive; the call returns
+// once the engine has written every layer out, so it runs meanwhile.
+func startSave(ctx context.Context, cli *client.Client, imageID string) *pendingSave {
+	p := &pendingSave{done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		p.rc, p.err = cli.ImageSave(ctx, []string{imageID})
+	}()
+	return p
+}
+
+// wait returns the archive (closed by close).
+func (p *pendingSave) wait(ctx context.Context) (io.ReadCloser, error) {
+	select {
+	case <-p.done:
+		return p.rc, p.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// close waits for the call (cancel its context first to cut it short) and
+// closes the archive.
+func (p *pendingSave) close() {
+	<-p.done
+	if p.rc != nil {
+		p.rc.Close()
+	}
+}
+
+// imageCapture streams the "image" and "image-base" streams of imageID.
+type imageCapture struct {
+	imageID string
+	parent  pluginapi.ParentIndex
+	// tempDir holds the spool ("" is os.TempDir).
+	tempDir string
+	// saved is called once the save archive is read to its end.
+	saved func()
+	// Stats, for tests and logs.
+	layersSent, layersUnchanged int
+
+	// baseDirs are the layer directories whose v1 json has no config:
+	// every layer but the image's top one.
+	baseDirs map[string]bool
+	// deferred are the base layers, in archive order, for "image-base".
+	deferred []deferredLayer
+	spool    *os.File
+	spoolEnd int64
+}
+
+// deferredLayer is a base layer waiting for the "image-base" stream: its
+// tar in the spool at off, or (pieces != nil) the parent's pieces.
+type deferredLayer struct {
+	path   string
+	size   int64
+	off    int64
+	pieces []string
+}
+
+// close removes the spool.
+func (ic *imageCapture) close() {
+	if ic.spool != nil {
+		ic.spool.Close()
+		os.Remove(ic.spool.Name())
+		ic.spool = nil
+	}
+}
+
+func (ic *imageCapture) run(ctx context.Context, w pluginapi.CaptureWriter, save *pendingSave) error {
+	defer ic.close()
+	rc, err := save.wait(ctx)
 	if err != nil {
 		return engineErr("save image "+ic.imageID, err)
 	}
-	defer rc.Close()
+	if err := ic.image(ctx, w, rc); err != nil {
+		return err
+	}
+	return ic.base(ctx, w)
+}
+
+// image streams the save archive rc but for the base layers, which it
+// defers.
+func (ic *imageCapture) image(ctx context.Context, w pluginapi.CaptureWriter, rc io.Reader) error {
+	ic.baseDirs = map[string]bool{}
 	if err := w.BeginStream(ctx, imageStream); err != nil {
 		return err
 	}
@@ -74,6 +170,9 @@ func (ic *imageCapture) run(ctx context.Context, w pluginapi.CaptureWriter) erro
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
+			if ic.saved != nil {
+				ic.saved()
+			}
 			return nil
 		}
 		if err != nil {
@@ -93,9 +192,16 @@ func (ic *imageCapture) run(ctx context.Context, w pluginapi.CaptureWriter) erro
 		case tar.TypeSymlink:
 			err = w.WriteEntry(ctx, &pluginapi.Entry{Path: p, Type: pluginapi.TypeSymlink, Mode: 0o777, LinkTarget: hdr.Linkname}, nil)
 		case tar.TypeReg:
-			if isLayerPath(p, hdr.Size) {
-				err = ic.layer(ctx, w, p, hdr.Size, tr)
-			} else {
+			dir, name := path.Split(p)
+			dir = strings.TrimSuffix(dir, "/")
+			switch {
+			case name == "json" && dir != "" && !strings.Contains(dir, "/") && hdr.Size <= v1JSONMax:
+				err = ic.v1JSON(ctx, w, p, dir, hdr.Size, tr)
+			case name == "layer.tar" && ic.baseDirs[dir]:
+				err = ic.deferLayer(p, hdr.Size, tr)
+			case isLayerPath(p, hdr.Size):
+				err = ic.layer(ctx, w, imageStream, p, hdr.Size, tr)
+			default:
 				err = w.WriteEntry(ctx, &pluginapi.Entry{Path: p, Type: pluginapi.TypeFile, Mode: 0o644, Size: hdr.Size}, tr)
 			}
 		default:
@@ -107,15 +213,88 @@ func (ic *imageCapture) run(ctx context.Context, w pluginapi.CaptureWriter) erro
 	}
 }
 
+// v1JSON sends a layer directory's v1 json and notes whether the layer is
+// a base one: only the image's top layer has the image's config in it.
+func (ic *imageCapture) v1JSON(ctx context.Context, w pluginapi.CaptureWriter, p, dir string, size int64, r io.Reader) error {
+	b := make([]byte, size)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return engineErr("read saved image", err)
+	}
+	var v1 map[string]json.RawMessage
+	if json.Unmarshal(b, &v1) == nil {
+		if cfg, ok := v1["config"]; !ok || string(cfg) == "null" {
+			ic.baseDirs[dir] = true
+		}
+	}
+	return w.WriteEntry(ctx, &pluginapi.Entry{Path: p, Type: pluginapi.TypeFile, Mode: 0o644, Size: size}, bytes.NewReader(b))
+}
+
+// deferLayer keeps a base layer for the "image-base" stream: the parent's
+// pieces if it has the layer, else its bytes in the spool.
+func (ic *imageCapture) deferLayer(p string, size int64, r io.Reader) error {
+	d := deferredLayer{path: p, size: size, pieces: ic.parentPieces(baseStream, p, size)}
+	if d.pieces == nil {
+		if ic.spool == nil {
+			f, err := os.CreateTemp(ic.tempDir, "ptest-snap-docker-layers-*")
+			if err != nil {
+				return fmt.Errorf("docker: spool base layers: %w", err)
+			}
+			ic.spool = f
+		}
+		n, err := io.Copy(ic.spool, io.LimitReader(r, size))
+		if err == nil && n != size {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			return fmt.Errorf("docker: spool base layer %s: %w", p, err)
+		}
+		d.off = ic.spoolEnd
+		ic.spoolEnd += size
+	}
+	ic.deferred = append(ic.deferred, d)
+	return nil
+}
+
+// base sends the deferred base layers as the "image-base" stream: each
+// layer's directory, then the layer as layer sends it.
+func (ic *imageCapture) base(ctx context.Context, w pluginapi.CaptureWriter) error {
+	if len(ic.deferred) == 0 {
+		return nil
+	}
+	if err := w.BeginStream(ctx, baseStream); err != nil {
+		return err
+	}
+	for _, d := range ic.deferred {
+		dir, _ := path.Split(d.path)
+		if err := w.WriteEntry(ctx, &pluginapi.Entry{Path: strings.TrimSuffix(dir, "/"), Type: pluginapi.TypeDir, Mode: 0o755}, nil); err != nil {
+			return err
+		}
+		var r io.Reader
+		if d.pieces == nil {
+			r = io.NewSectionReader(ic.spool, d.off, d.size)
+		}
+		if err := ic.sendLayer(ctx, w, baseStream, d.path, d.size, d.pieces, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // layer sends one layer tar: Unchanged if the parent has it, else split.
-func (ic *imageCapture) layer(ctx context.Context, w pluginapi.CaptureWriter, p string, size int64, r io.Reader) error {
+func (ic *imageCapture) layer(ctx context.Context, w pluginapi.CaptureWriter, stream, p string, size int64, r io.Reader) error {
+	return ic.sendLayer(ctx, w, stream, p, size, ic.parentPieces(stream, p, size), r)
+}
+
+// sendLayer sends a layer tar as the parent's pieces, Unchanged, if pieces
+// is not nil, else split from r.
+func (ic *imageCapture) sendLayer(ctx context.Context, w pluginapi.CaptureWriter, stream, p string, size int64, pieces []string, r io.Reader) error {
 	inode := pathInode(p)
 	if err := w.WriteEntry(ctx, &pluginapi.Entry{Path: p, Type: pluginapi.TypeDir, Mode: 0o755, Inode: inode}, nil); err != nil {
 		return err
 	}
-	if pieces := ic.parentPieces(p, size); pieces != nil {
+	if pieces != nil {
 		ic.layersUnchanged++
-		return ic.unchangedLayer(ctx, w, pieces)
+		return ic.unchangedLayer(ctx, w, stream, pieces)
 	}
 	ic.layersSent++
 	piece := func(name string, n int64) *pluginapi.Entry {
@@ -134,20 +313,20 @@ func (ic *imageCapture) layer(ctx context.Context, w pluginapi.CaptureWriter, p 
 		})
 }
 
-// parentPieces returns the parent's pieces of the layer at path p, if the
-// parent captured it whole with a tar of this size (kept in its first
-// head's CtimeNs); nil otherwise.
-func (ic *imageCapture) parentPieces(p string, size int64) []string {
+// parentPieces returns the parent's pieces of the layer at path p in
+// stream, if the parent captured it whole with a tar of this size (kept in
+// its first head's CtimeNs); nil otherwise.
+func (ic *imageCapture) parentPieces(stream, p string, size int64) []string {
 	if !contentNamedLayer.MatchString(p) {
 		return nil
 	}
-	ie, ok := ic.parent.Lookup(imageStream, pieceHead(p, 0))
+	ie, ok := ic.parent.Lookup(stream, pieceHead(p, 0))
 	if !ok || ie.Inode != pathInode(p) || ie.CtimeNs != size {
 		return nil
 	}
 	prefix := p + "/"
 	var names []string
-	for q := range ic.parent[imageStream] {
+	for q := range ic.parent[stream] {
 		if rest, ok := strings.CutPrefix(q, prefix); ok && pieceName.MatchString(rest) {
 			names = append(names, q)
 		}
@@ -171,9 +350,9 @@ func (ic *imageCapture) parentPieces(p string, size int64) []string {
 }
 
 // unchangedLayer sends the parent's pieces of a layer as Unchanged.
-func (ic *imageCapture) unchangedLayer(ctx context.Context, w pluginapi.CaptureWriter, pieces []string) error {
+func (ic *imageCapture) unchangedLayer(ctx context.Context, w pluginapi.CaptureWriter, stream string, pieces []string) error {
 	for _, q := range pieces {
-		ie := ic.parent[imageStream][q]
+		ie := ic.parent[stream][q]
 		e := &pluginapi.Entry{Path: q, Type: pluginapi.TypeFile, Mode: 0o644, Size: ie.Size,
 			MtimeNs: ie.MtimeNs, CtimeNs: ie.CtimeNs, Inode: ie.Inode, Unchanged: true}
 		if err := w.WriteEntry(ctx, e, nil); err != nil {

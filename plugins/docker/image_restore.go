@@ -4,8 +4,10 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/docker/docker/client"
 
@@ -29,6 +31,15 @@ type imageLoader struct {
 	tw   *tar.Writer
 	done chan error
 
+	// received are the layer tars written so far; manifest is the
+	// archive's manifest.json (canSkipBase reads both).
+	received map[string]bool
+	manifest []byte
+	// baseSkipped: the "image-base" stream was not read.
+	baseSkipped bool
+	// loadedID is the image ID the engine reported loading ("" if none).
+	loadedID string
+
 	// The layer being spliced: its path, tar size, bytes written so far,
 	// and the piece expected next.
 	cur      string
@@ -36,6 +47,67 @@ type imageLoader struct {
 	written  int64
 	nextIdx  int
 	nextHead bool
+}
+
+// loadedIDPrefix starts the line `docker load` reports an untagged image
+// with (the archive is saved by ID, so it has no tag).
+const loadedIDPrefix = "Loaded image ID: "
+
+// manifestName is the save archive's manifest; manifestMax bounds what
+// the loader keeps of it.
+const (
+	manifestName = "manifest.json"
+	manifestMax  = 1 << 20
+)
+
+// canSkipBase reports whether the image can be loaded from what was
+// written so far: every layer tar the manifest lists but the archive lacks
+// must be one the engine has (`docker load` does not open a layer's file
+// when the engine has its chain ID). The layers the engine has are the
+// bottom ones shared with the container's original image, when it is
+// still there. Called at the start of the "image-base" stream.
+func (l *imageLoader) canSkipBase(ctx context.Context) (bool, error) {
+	if !l.started || l.skip || l.force || l.manifest == nil {
+		return false, nil
+	}
+	var manifest []struct{ Layers []string }
+	if err := json.Unmarshal(l.manifest, &manifest); err != nil || len(manifest) != 1 {
+		return false, nil // not a layout this engine writes: read on
+	}
+	layers, diffIDs := manifest[0].Layers, l.meta.Image.DiffIDs
+	if len(layers) != len(diffIDs) {
+		return false, nil
+	}
+	need := 0 // layers[:need] must be in the engine
+	for i, p := range layers {
+		if !l.received[p] {
+			need = i + 1
+		}
+	}
+	if need == 0 {
+		return true, nil
+	}
+	orig := l.meta.DockerInfo.ImageID
+	if orig == "" {
+		return false, nil
+	}
+	img, err := l.cli.ImageInspect(ctx, orig)
+	if isNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, engineErr("inspect image "+orig, err)
+	}
+	if img.RootFS.Type != "layers" || len(img.RootFS.Layers) < need {
+		return false, nil
+	}
+	for i := range need {
+		if img.RootFS.Layers[i] != diffIDs[i] {
+			return false, nil
+		}
+	}
+	l.baseSkipped = true
+	return true, nil
 }
 
 // present reports whether the engine has the snapshot's image.
@@ -65,7 +137,11 @@ func (l *imageLoader) start(ctx context.Context) error {
 	go func() {
 		resp, err := l.cli.ImageLoad(ctx, pr, client.ImageLoadWithQuiet(true))
 		if err == nil {
-			err = readJSONMessages(resp.Body, nil)
+			err = readJSONMessages(resp.Body, func(m jsonMessage) {
+				if id, ok := strings.CutPrefix(strings.TrimSpace(m.Stream), loadedIDPrefix); ok {
+					l.loadedID = id // read after done
+				}
+			})
 			resp.Body.Close()
 		}
 		// Unblock the writer if the engine stopped reading early.
@@ -128,6 +204,13 @@ func (l *imageLoader) add(e *pluginapi.Entry, body io.Reader) error {
 			l.nextIdx, l.nextHead = i+1, true
 		}
 		return nil
+	case e.Type == pluginapi.TypeFile && e.Path == manifestName && e.Size <= manifestMax:
+		b := make([]byte, e.Size)
+		if _, err := io.ReadFull(body, b); err != nil {
+			return err
+		}
+		l.manifest = b
+		return writeEntryTar(l.tw, e, bytes.NewReader(b))
 	case e.Type == pluginapi.TypeFile, e.Type == pluginapi.TypeSymlink:
 		return writeEntryTar(l.tw, e, body)
 	}
@@ -148,6 +231,10 @@ func (l *imageLoader) beginLayer(layer string, e *pluginapi.Entry, body io.Reade
 		return err
 	}
 	l.cur, l.size, l.written, l.nextIdx, l.nextHead = layer, size, 0, 0, false
+	if l.received == nil {
+		l.received = map[string]bool{}
+	}
+	l.received[layer] = true
 	_, err = l.Write(meta)
 	return err
 }
@@ -211,7 +298,14 @@ func (l *imageLoader) finish(ctx context.Context) (loaded bool, err error) {
 	l.pw.Close()
 	l.pw = nil
 	if err := <-l.done; err != nil {
+		if l.baseSkipped {
+			// The base image went away between canSkipBase and the load.
+			return false, engineErr("load image (its base layers were expected in the engine; skip-present-image=false loads them from the snapshot)", err)
+		}
 		return false, engineErr("load image", err)
+	}
+	if l.loadedID == l.meta.Image.ID {
+		return true, nil // the engine said so: no inspect needed
 	}
 	ok, err := l.present(ctx)
 	if err != nil {

@@ -209,7 +209,7 @@ func TestVolumeMountedTwiceReadOnly(t *testing.T) {
 	c := captureOf(t, e, name, nil, nil, nil)
 	m := metaOf(t, c)
 	cl.image(m.Image.ID)
-	assert.Equal(t, []string{volumeStream(vol), imageStream}, c.streams)
+	assert.Equal(t, []string{volumeStream(vol), imageStream, baseStream}, c.streams)
 	require.NoError(t, testCli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true}))
 	require.NoError(t, testCli.VolumeRemove(ctx, vol, true))
 

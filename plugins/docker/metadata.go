@@ -13,8 +13,9 @@ import (
 )
 
 // MetadataVersion is the version of the metadata JSON this engine writes.
-// Restore refuses a newer version with pluginapi.ErrUnsupported.
-const MetadataVersion = 1
+// Restore refuses a newer version with pluginapi.ErrUnsupported. Version 2
+// adds the "image-base" stream (an engine of version 1 does not know it).
+const MetadataVersion = 2
 
 // Metadata is the engine's metadata JSON. DockerInfo is the summary the
 // original report kept (plus what a reader wants to see); Config, HostConfig,
@@ -166,6 +167,9 @@ type RequestInfo struct {
 type ServerInfo struct {
 	Version    string `json:"version"`
 	APIVersion string `json:"api_version"`
+	// EngineID is the engine's ID, recorded when the container has host
+	// access (see host_access.go).
+	EngineID string `json:"engine_id,omitempty"`
 }
 
 // volumeStream is the stream name of a volume's data.
@@ -173,6 +177,10 @@ func volumeStream(name string) string { return "volume:" + name }
 
 // imageStream is the stream name of the committed image.
 const imageStream = "image"
+
+// baseStream is the stream name of the committed image's base layers (see
+// image_capture.go); it follows imageStream.
+const baseStream = "image-base"
 
 // encodeMetadata returns m as the engine's versioned metadata.
 func encodeMetadata(m *Metadata) (pluginapi.Metadata, error) {

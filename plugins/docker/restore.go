@@ -26,7 +26,9 @@ import (
 //
 // The image is loaded from the stream only if the engine lacks it (then
 // reading stops at the image's stream, when it is the last one, so the host
-// does not even read the image from the store); missing
+// does not even read the image from the store), and its base layers only if
+// the engine lacks them too (reading stops at "image-base" when the
+// container's original image is there with the same bottom layers); missing
 // networks are recreated with their config; each volume is created and
 // filled with the snapshot's data (a volume that already exists is left
 // alone and a new one, <name>-restored-<n>, is used instead, unless Replace
@@ -40,7 +42,9 @@ import (
 // "remap-ports=true" or another container holds them; a remapped port is
 // reported in Messages. "skip-present-image=false" loads the image from the
 // snapshot even when the engine has it (reading the whole stream), as when
-// the engine's copy is in doubt.
+// the engine's copy is in doubt. A container with host access (privileged,
+// host bind mounts, ...) captured on another engine is refused unless
+// "allow-host-access=true" (host_access.go).
 func (e *Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r pluginapi.RestoreReader) (*pluginapi.RestoreResult, error) {
 	if req.InPlace {
 		return nil, fmt.Errorf("docker: in-place restore: %w (restore to a new container, or use Replace)", pluginapi.ErrUnsupported)
@@ -63,6 +67,9 @@ func (e *Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r p
 	}
 	cli, err := e.client()
 	if err != nil {
+		return nil, err
+	}
+	if err := checkHostAccess(ctx, cli, meta, req.Options); err != nil {
 		return nil, err
 	}
 	tempDir, err := os.MkdirTemp(e.opts.TempDir, "ptest-snap-docker-")
@@ -124,6 +131,8 @@ type restoreSession struct {
 	// fillHelper: volumes are filled through a helper container (some
 	// volume is mounted read-only), else through the restored container.
 	fillHelper bool
+	// baseDecided: whether to read "image-base" was decided.
+	baseDecided bool
 
 	name     string
 	existing string // ID of the container named name, if any
@@ -191,7 +200,7 @@ func (rs *restoreSession) say(format string, args ...any) {
 // read consumes the restore stream: volumes are spooled, the image is
 // loaded as it arrives.
 func (rs *restoreSession) read(ctx context.Context, r pluginapi.RestoreReader) error {
-	known := map[string]bool{}
+	known := map[string]bool{} // volume streams; the image's go to the loader
 	for _, v := range rs.meta.Volumes {
 		known[volumeStream(v.Name)] = true
 	}
@@ -204,7 +213,23 @@ func (rs *restoreSession) read(ctx context.Context, r pluginapi.RestoreReader) e
 			return err
 		}
 		switch {
-		case stream == imageStream:
+		case stream == imageStream || stream == baseStream:
+			if stream == baseStream && !rs.baseDecided {
+				rs.baseDecided = true
+				if rs.baseIsLast() {
+					skip, err := rs.loader.canSkipBase(ctx)
+					if err != nil {
+						return err
+					}
+					if skip {
+						// The engine has every layer of "image-base": stop
+						// here, so the host does not read them from the
+						// store; `docker load` finds them in the engine.
+						rs.say("base layers of image %s are in the engine; not read", shortID(rs.meta.Image.ID))
+						return rs.closeSpoolWriters()
+					}
+				}
+			}
 			if err := rs.loader.entry(ctx, e, body); err != nil {
 				return err
 			}
@@ -226,10 +251,20 @@ func (rs *restoreSession) read(ctx context.Context, r pluginapi.RestoreReader) e
 	return rs.closeSpoolWriters()
 }
 
-// imageIsLast reports whether no stream follows the image's.
+// imageIsLast reports whether no stream but the image's base follows the
+// image's.
 func (rs *restoreSession) imageIsLast() bool {
 	n := len(rs.req.Streams)
+	if n > 0 && rs.req.Streams[n-1] == baseStream {
+		n--
+	}
 	return n == 0 || rs.req.Streams[n-1] == imageStream
+}
+
+// baseIsLast reports whether no stream follows the image's base.
+func (rs *restoreSession) baseIsLast() bool {
+	n := len(rs.req.Streams)
+	return n == 0 || rs.req.Streams[n-1] == baseStream
 }
 
 func (rs *restoreSession) closeSpoolWriters() error {
