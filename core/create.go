@@ -109,14 +109,35 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 		Ports:    opts.Ports,
 		Options:  opts.Options,
 	}
+	w, err := m.store.NewWriter(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("create: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			w.Abort()
+		}
+	}()
 	var lookup *treeLookup
 	if parent != nil {
+		// Pinned, the parent's trees and index stay whole until Commit
+		// even if it is deleted meanwhile, and what it shares with this
+		// snapshot is reused without a lookup per hash (store/parent_pin.go).
+		if err := w.UseParent(ctx, parent.ID); errors.Is(err, store.ErrNotFound) {
+			// Deleted since it was chosen: capture everything afresh.
+			parent = nil
+		} else if err != nil {
+			return nil, fmt.Errorf("create: parent %s: %w", parent.ID, err)
+		}
+	}
+	if parent != nil {
 		op.Parent, op.parent = parent.ID, parent
-		idx, err := m.store.ChangeIndex(ctx, parent.ID)
+		idx, err := w.ParentChangeIndex(ctx)
 		switch {
 		case err == nil:
 			req.Parent = toParentIndex(idx)
-			lookup = newTreeLookup(m.store, parent)
+			lookup = newParentLookup(w, parent)
 		case errors.Is(err, store.ErrNotFound):
 			// A parent without an index (imported, say) still records
 			// lineage; every file is read.
@@ -129,16 +150,6 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 	}
 	m.emit(ctx, "snapshot_creating", op)
 
-	w, err := m.store.NewWriter(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("create: %w", err)
-	}
-	committed := false
-	defer func() {
-		if !committed {
-			w.Abort()
-		}
-	}()
 	// The pipeline's goroutines end with this context, whatever the engine
 	// does.
 	pctx, cancel := context.WithCancel(ctx)

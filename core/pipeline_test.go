@@ -78,6 +78,14 @@ func TestCreateWithParentReadsOnlyChangedFiles(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, s3.Parent)
 	assert.Equal(t, files, eng.bodies.Load())
+	// Reusing the parent changes nothing in what is stored: the same trees
+	// and the same change index as capturing everything afresh.
+	assert.Equal(t, s3.Streams, s2.Streams, "same trees with and without a parent")
+	idx2, err := m.Store().ChangeIndex(ctx, s2.ID)
+	require.NoError(t, err)
+	idx3, err := m.Store().ChangeIndex(ctx, s3.ID)
+	require.NoError(t, err)
+	assert.Equal(t, idx3, idx2)
 }
 
 func TestRestoreInPlaceRewritesOnlyWhatDiffers(t *testing.T) {

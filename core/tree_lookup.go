@@ -12,7 +12,9 @@ import (
 // each directory's tree lazily and keeping a bounded number of them. A
 // capture asks in pre-order, so the directories it needs come in runs.
 type treeLookup struct {
-	st    *store.Store
+	// get reads a tree: the store's, or a create's Writer's (ParentTree),
+	// which then knows the tree's hashes are protected by its parent pin.
+	get   func(context.Context, store.Hash) (*store.Tree, error)
 	roots map[string]store.Hash
 	dirs  map[string]*store.Tree // key: stream + "\x00" + dir path
 }
@@ -21,7 +23,17 @@ type treeLookup struct {
 const maxCachedTrees = 1024
 
 func newTreeLookup(st *store.Store, snap *store.Snapshot) *treeLookup {
-	t := &treeLookup{st: st, roots: map[string]store.Hash{}, dirs: map[string]*store.Tree{}}
+	return newTreeLookupWith(st.GetTree, snap)
+}
+
+// newParentLookup reads the parent snapshot a Writer pinned (UseParent)
+// through the Writer, so the content it finds is reused without lookups.
+func newParentLookup(w *store.Writer, snap *store.Snapshot) *treeLookup {
+	return newTreeLookupWith(w.ParentTree, snap)
+}
+
+func newTreeLookupWith(get func(context.Context, store.Hash) (*store.Tree, error), snap *store.Snapshot) *treeLookup {
+	t := &treeLookup{get: get, roots: map[string]store.Hash{}, dirs: map[string]*store.Tree{}}
 	for _, s := range snap.Streams {
 		t.roots[s.Name] = s.Root
 	}
@@ -62,7 +74,7 @@ func (t *treeLookup) dir(ctx context.Context, stream, p string) (*store.Tree, er
 		}
 		h = n.Subtree
 	}
-	tree, err := t.st.GetTree(ctx, h)
+	tree, err := t.get(ctx, h)
 	if err != nil {
 		return nil, fmt.Errorf("read tree of %q in stream %q: %w", p, stream, err)
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/dgraph-io/badger/v4"
@@ -255,16 +254,21 @@ func (s *Store) ChangeIndex(ctx context.Context, id string) (ChangeIndex, error)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", id, err)
 	}
-	idx := ChangeIndex{}
-	streams := make([]string, 0, len(roots))
-	for st := range roots {
-		streams = append(streams, st)
+	idx, err := s.loadChangeIndex(ctx, roots, nil)
+	if err != nil {
+		return nil, fmt.Errorf("change index of %s: %w", id, err)
 	}
-	sort.Strings(streams)
-	for _, st := range streams {
+	return idx, nil
+}
+
+// loadChangeIndex reads the change index under roots (stream → root index
+// chunk); visit, if set, sees every index chunk's hash (walkIndex).
+func (s *Store) loadChangeIndex(ctx context.Context, roots map[string]Hash, visit func(Hash) bool) (ChangeIndex, error) {
+	idx := ChangeIndex{}
+	for _, st := range sortedKeys(roots) {
 		files := map[string]IndexRecord{}
-		if err := s.walkIndex(ctx, roots[st], files, nil); err != nil {
-			return nil, fmt.Errorf("change index of %s stream %q: %w", id, st, err)
+		if err := s.walkIndex(ctx, roots[st], files, visit); err != nil {
+			return nil, fmt.Errorf("stream %q: %w", st, err)
 		}
 		idx[st] = files
 	}

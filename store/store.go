@@ -65,6 +65,10 @@ type Store struct {
 	refs      map[Hash]int32
 	gcRunning bool
 	gcHeld    map[Hash]struct{}
+	// pins are the parent snapshots live writers pinned (parent_pin.go);
+	// gcHeldPins those unpinned while a GC runs (gc.go, rule 3).
+	pins       map[*parentPin]struct{}
+	gcHeldPins []*parentPin
 
 	gcMu sync.Mutex // one GC at a time
 
@@ -218,7 +222,7 @@ func open(opts Options, lk *dirLock) (*Store, error) {
 	}
 	s := &Store{
 		dir: opts.Dir, opts: opts, db: db, lock: lk, codec: codec, bigLevel: big,
-		refs: map[Hash]int32{},
+		refs: map[Hash]int32{}, pins: map[*parentPin]struct{}{},
 	}
 	s.chunks.init(s)
 	s.packer.init(s)
