@@ -137,7 +137,8 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 		switch {
 		case err == nil:
 			req.Parent = toParentIndex(idx)
-			lookup = newParentLookup(w, parent)
+			lookup = newParentLookup(ctx, w, parent)
+			defer lookup.close()
 		case errors.Is(err, store.ErrNotFound):
 			// A parent without an index (imported, say) still records
 			// lineage; every file is read.

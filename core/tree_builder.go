@@ -3,7 +3,7 @@ package core
 import (
 	"context"
 	"fmt"
-	"path"
+	"strings"
 	"sync"
 
 	"github.com/pypj/ptest-snap/store"
@@ -75,13 +75,15 @@ func (tb *treeBuilder) pop(ctx context.Context) {
 	}
 }
 
-// dirOf returns the directory path of p ("" for the stream's root).
+// dirOf returns the directory path of p ("" for the stream's root). Paths
+// are validated (pluginapi.ValidatePath: clean, relative), so the last
+// slash splits them; path.Dir, which cleans, cost 40 ms of a second create
+// of venv-full, called for every entry.
 func dirOf(p string) string {
-	d := path.Dir(p)
-	if d == "." {
-		return ""
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[:i]
 	}
-	return d
+	return ""
 }
 
 // add places node n (for entry path p) in its directory. It closes the

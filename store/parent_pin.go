@@ -29,6 +29,7 @@ import (
 // change index's root chunks.
 type parentPin struct {
 	id    string
+	files int64 // the snapshot's file count: the size of its index
 	trees []Hash
 	index map[string]Hash // stream → root index chunk; empty without an index
 }
@@ -40,7 +41,7 @@ func (s *Store) pinRoots(ctx context.Context, id string) (*parentPin, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &parentPin{id: id}
+	p := &parentPin{id: id, files: snap.Stats.Files}
 	for _, st := range snap.Streams {
 		p.trees = append(p.trees, st.Root)
 	}
@@ -171,10 +172,7 @@ func (w *Writer) ParentChangeIndex(ctx context.Context) (ChangeIndex, error) {
 	var seen []Hash
 	// From the pinned roots, not the record: the parent may have been
 	// deleted since it was pinned.
-	idx, err := w.s.loadChangeIndex(ctx, p.index, func(h Hash) bool {
-		seen = append(seen, h)
-		return true
-	})
+	idx, err := w.s.loadChangeIndex(ctx, p.index, int(p.files), func(h Hash) { seen = append(seen, h) })
 	if err != nil {
 		return nil, fmt.Errorf("change index of %s: %w", p.id, err)
 	}
