@@ -79,6 +79,9 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 	if err := m.validateCreate(ctx, &opts); err != nil {
 		return nil, fmt.Errorf("create: %w", err)
 	}
+	// The likely parent is prepared while the engine starts (parent_ahead.go).
+	ahead := m.startParentAhead(ctx, opts)
+	defer ahead.abandon()
 	eng, err := m.Engine(ctx, opts.Engine)
 	if err != nil {
 		return nil, fmt.Errorf("create: %w", err)
@@ -109,8 +112,16 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 		Ports:    opts.Ports,
 		Options:  opts.Options,
 	}
-	w, err := m.store.NewWriter(ctx)
-	if err != nil {
+	var prep *preparedParent
+	if parent != nil {
+		prep = ahead.take(parent.ID)
+	} else {
+		ahead.abandon()
+	}
+	var w *store.Writer
+	if prep != nil {
+		w = prep.w
+	} else if w, err = m.store.NewWriter(ctx); err != nil {
 		return nil, fmt.Errorf("create: %w", err)
 	}
 	committed := false
@@ -119,31 +130,30 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 			w.Abort()
 		}
 	}()
-	var lookup *treeLookup
-	if parent != nil {
+	if parent != nil && prep == nil {
 		// Pinned, the parent's trees and index stay whole until Commit
 		// even if it is deleted meanwhile, and what it shares with this
 		// snapshot is reused without a lookup per hash (store/parent_pin.go).
-		if err := w.UseParent(ctx, parent.ID); errors.Is(err, store.ErrNotFound) {
+		prep = prepareParent(ctx, w, parent.ID)
+		if errors.Is(prep.pinErr, store.ErrNotFound) {
 			// Deleted since it was chosen: capture everything afresh.
 			parent = nil
-		} else if err != nil {
-			return nil, fmt.Errorf("create: parent %s: %w", parent.ID, err)
+		} else if prep.pinErr != nil {
+			return nil, fmt.Errorf("create: parent %s: %w", parent.ID, prep.pinErr)
 		}
 	}
+	var lookup *treeLookup
 	if parent != nil {
 		op.Parent, op.parent = parent.ID, parent
-		idx, err := w.ParentChangeIndex(ctx)
-		switch {
-		case err == nil:
-			req.Parent = toParentIndex(idx)
+		if err := prep.parentIndexErr(); err != nil {
+			return nil, fmt.Errorf("create: %w", err)
+		}
+		// A parent without an index (imported, say) still records
+		// lineage; every file is read.
+		if prep.indexErr == nil {
+			req.Parent = prep.idx
 			lookup = newParentLookup(ctx, w, parent)
 			defer lookup.close()
-		case errors.Is(err, store.ErrNotFound):
-			// A parent without an index (imported, say) still records
-			// lineage; every file is read.
-		default:
-			return nil, fmt.Errorf("create: parent %s: %w", parent.ID, err)
 		}
 	}
 	if err := m.checkBeforeCreate(ctx, op); err != nil {
