@@ -224,7 +224,7 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("create: %w", err)
 	}
-	if err := w.Commit(ctx, snap, sw.index); err != nil {
+	if err := w.CommitIndexed(ctx, snap, sw.indexRoots); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return nil, fmt.Errorf("create: %w: %w", m.whichTaken(ctx, snap), err)
 		}

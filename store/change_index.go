@@ -125,18 +125,41 @@ func (w *Writer) putIndex(ctx context.Context, d *indexDir) (Hash, error) {
 
 // putChangeIndex stores idx and returns the record kept under 'x' id.
 func (w *Writer) putChangeIndex(ctx context.Context, idx ChangeIndex) ([]byte, error) {
-	streams := sortedKeys(idx)
-	rec := []byte{indexRootMagic, indexRootVersion}
-	rec = binary.AppendUvarint(rec, uint64(len(streams)))
-	for _, st := range streams {
+	roots := make(map[string]Hash, len(idx))
+	for _, st := range sortedKeys(idx) {
 		root, err := w.putIndex(ctx, buildIndexDirs(idx[st]))
 		if err != nil {
 			return nil, fmt.Errorf("change index of stream %q: %w", st, err)
 		}
+		roots[st] = root
+	}
+	return encodeIndexRoots(roots), nil
+}
+
+// encodeIndexRoots encodes the 'x' record: stream → root index chunk.
+func encodeIndexRoots(roots map[string]Hash) []byte {
+	streams := sortedKeys(roots)
+	rec := []byte{indexRootMagic, indexRootVersion}
+	rec = binary.AppendUvarint(rec, uint64(len(streams)))
+	for _, st := range streams {
+		root := roots[st]
 		rec = appendString(rec, st)
 		rec = append(rec, root[:]...)
 	}
-	return rec, nil
+	return rec
+}
+
+// PutIndexDir stores one directory of a change index and returns its hash,
+// for a caller that builds the index bottom-up as its directories complete
+// (the core does, as it stores their trees) and commits it with
+// CommitIndexed. files maps the names of the directory's files to their
+// records; dirs maps the names of its subdirectories that hold files, at
+// any depth, to their hashes (a subdirectory without any is left out). The
+// chunk is the one Commit would store for the same directory.
+func (w *Writer) PutIndexDir(ctx context.Context, files map[string]IndexRecord, dirs map[string]Hash) (Hash, error) {
+	b := encodeIndexDir(&indexDir{records: files}, dirs)
+	h := SumChunk(b)
+	return h, w.put(ctx, h, b, true)
 }
 
 // indexRoots decodes the 'x' record: stream → root index chunk.

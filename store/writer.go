@@ -267,6 +267,30 @@ func (w *Writer) Stats() WriterStats {
 // If snap.Stats.NewBytes and StoredBytes are zero they are filled in from
 // the Writer's stats.
 func (w *Writer) Commit(ctx context.Context, snap *Snapshot, idx ChangeIndex) error {
+	return w.commit(ctx, snap, func() ([]byte, error) {
+		if idx == nil {
+			return nil, nil
+		}
+		return w.putChangeIndex(ctx, idx)
+	})
+}
+
+// CommitIndexed is Commit for a change index already stored through
+// PutIndexDir: indexRoots maps each stream to its root directory's hash.
+func (w *Writer) CommitIndexed(ctx context.Context, snap *Snapshot, indexRoots map[string]Hash) error {
+	return w.commit(ctx, snap, func() ([]byte, error) {
+		for st, h := range indexRoots {
+			if err := w.reference(h); err != nil {
+				return nil, fmt.Errorf("change index of stream %q: %w", st, err)
+			}
+		}
+		return encodeIndexRoots(indexRoots), nil
+	})
+}
+
+// commit is Commit with the change index's record made by index (nil for
+// none).
+func (w *Writer) commit(ctx context.Context, snap *Snapshot, index func() ([]byte, error)) error {
 	s := w.s
 	if err := s.check(ctx); err != nil {
 		return err
@@ -283,12 +307,9 @@ func (w *Writer) Commit(ctx context.Context, snap *Snapshot, idx ChangeIndex) er
 		}
 	}
 	// 0. The change index, stored as chunks like the trees.
-	var ib []byte
-	if idx != nil {
-		var err error
-		if ib, err = w.putChangeIndex(ctx, idx); err != nil {
-			return fmt.Errorf("commit %s: %w", snap.ID, err)
-		}
+	ib, err := index()
+	if err != nil {
+		return fmt.Errorf("commit %s: %w", snap.ID, err)
 	}
 	// 1. Every chunk durable: the open pack sealed, the queue written, one sync.
 	if err := s.packer.flush(); err != nil {
