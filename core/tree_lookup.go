@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/pypj/ptest-snap/store"
 )
@@ -24,10 +25,11 @@ type treeLookup struct {
 	prefetchCtx context.Context
 	ahead       *treePrefetch
 
-	// The last directory found: a capture asks for the files of one
-	// directory in a run.
+	// The last directory found, and where in it the last node was: a
+	// capture asks for the files of one directory in a run, by name.
 	lastStream, lastDir string
 	lastTree            *store.Tree
+	lastIdx             int
 }
 
 // maxCachedTrees bounds treeLookup's memory; a venv has ~5,000 directories.
@@ -262,9 +264,26 @@ func (t *treeLookup) node(ctx context.Context, stream, p string) (*store.Node, e
 		if tree, err = t.dir(ctx, stream, d); err != nil || tree == nil {
 			return nil, err
 		}
-		t.lastStream, t.lastDir, t.lastTree = stream, d, tree
+		t.lastStream, t.lastDir, t.lastTree, t.lastIdx = stream, d, tree, 0
 	}
-	return findNode(tree, baseOf(p)), nil
+	// Names come in order: look a few nodes on from the last one before
+	// searching the whole directory.
+	name := baseOf(p)
+	for i := t.lastIdx; i < len(tree.Nodes) && i < t.lastIdx+4; i++ {
+		if c := strings.Compare(tree.Nodes[i].Name, name); c == 0 {
+			t.lastIdx = i + 1
+			return &tree.Nodes[i], nil
+		} else if c > 0 {
+			break
+		}
+	}
+	i := sort.Search(len(tree.Nodes), func(i int) bool { return tree.Nodes[i].Name >= name })
+	t.lastIdx = i
+	if i < len(tree.Nodes) && tree.Nodes[i].Name == name {
+		t.lastIdx = i + 1
+		return &tree.Nodes[i], nil
+	}
+	return nil, nil
 }
 
 // baseOf returns the last element of p.
