@@ -149,17 +149,54 @@ func encodeIndexRoots(roots map[string]Hash) []byte {
 	return rec
 }
 
-// PutIndexDir stores one directory of a change index and returns its hash,
-// for a caller that builds the index bottom-up as its directories complete
-// (the core does, as it stores their trees) and commits it with
+// PutIndexDir encodes one directory of a change index and returns its
+// hash, for a caller that builds the index bottom-up as its directories
+// complete (the core does, as it stores their trees) and commits it with
 // CommitIndexed. files maps the names of the directory's files to their
 // records; dirs maps the names of its subdirectories that hold files, at
 // any depth, to their hashes (a subdirectory without any is left out). The
 // chunk is the one Commit would store for the same directory.
+//
+// The chunk is stored by CommitIndexed, with the index's other new chunks:
+// stored as they come, they were packed among the files' chunks, and
+// reading the index back (every create with this snapshot as parent)
+// decompressed nearly every pack of the snapshot: 1 s instead of 0.1 s for
+// venv-full. A chunk of the pinned parent's index is not stored again.
 func (w *Writer) PutIndexDir(ctx context.Context, files map[string]IndexRecord, dirs map[string]Hash) (Hash, error) {
+	if err := w.s.check(ctx); err != nil {
+		return Hash{}, err
+	}
 	b := encodeIndexDir(&indexDir{records: files}, dirs)
 	h := SumChunk(b)
-	return h, w.put(ctx, h, b, true)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return Hash{}, errors.New("put index: writer already committed or aborted")
+	}
+	if _, ok := w.pendingIndex[h]; ok || w.knownLocked(h) {
+		return h, nil
+	}
+	if w.pendingIndex == nil {
+		w.pendingIndex = map[Hash][]byte{}
+	}
+	w.pendingIndex[h] = b
+	w.pendingOrder = append(w.pendingOrder, h)
+	return h, nil
+}
+
+// putPendingIndex stores the chunks PutIndexDir kept, in the order they
+// came (directory by directory, bottom-up), so they share packs.
+func (w *Writer) putPendingIndex(ctx context.Context) error {
+	w.mu.Lock()
+	order, chunks := w.pendingOrder, w.pendingIndex
+	w.pendingOrder, w.pendingIndex = nil, nil
+	w.mu.Unlock()
+	for _, h := range order {
+		if err := w.put(ctx, h, chunks[h], true); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // indexRoots decodes the 'x' record: stream → root index chunk.
@@ -362,8 +399,11 @@ func (s *Store) readIndexParallel(ctx context.Context, root Hash, out map[string
 				seen(j.h)
 			}
 			maps.Copy(out, recs)
-			for name, h := range children {
-				queue = append(queue, job{h: h, prefix: j.prefix + name + "/"})
+			// Last name on top: taken in name order, as the packs hold
+			// them, so the workers read the same few packs at a time.
+			names := sortedKeys(children)
+			for i := len(names) - 1; i >= 0; i-- {
+				queue = append(queue, job{h: children[names[i]], prefix: j.prefix + names[i] + "/"})
 				pending++
 			}
 			wake.Broadcast()

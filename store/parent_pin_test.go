@@ -203,3 +203,65 @@ func TestConcurrentPinnedWritersAndGC(t *testing.T) {
 	assert.Equal(t, 4, rep.Snapshots)
 	assert.Empty(t, rep.Problems)
 }
+
+// TestIndexDirsStoredTogether: a change index stored directory by
+// directory (PutIndexDir) while the files' chunks are stored is kept apart
+// from them, so reading it back decompresses its own pack or two, not
+// every pack of the snapshot; and it is the index Commit would store.
+func TestIndexDirsStoredTogether(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	w, err := s.NewWriter(ctx)
+	require.NoError(t, err)
+	want := ChangeIndex{"rootfs": {}}
+	root := &Tree{}
+	rootIndex := map[string]Hash{}
+	for d := 0; d < 40; d++ {
+		name := fmt.Sprintf("d%02d", d)
+		sub := &Tree{}
+		files := map[string]IndexRecord{}
+		for f := 0; f < 30; f++ {
+			data := randomBytes(uint64(d*100+f), 10000) // packed, incompressible: 12 MB, 6 packs
+			h, err := w.PutChunk(ctx, data)
+			require.NoError(t, err)
+			fn := fmt.Sprintf("f%02d", f)
+			sub.Nodes = append(sub.Nodes, Node{Name: fn, Type: NodeFile, Size: 10000, Content: []Hash{h}})
+			r := IndexRecord{Size: 10000, MtimeNs: int64(d), CtimeNs: int64(f), Inode: uint64(d*100 + f)}
+			files[fn] = r
+			want["rootfs"][name+"/"+fn] = r
+		}
+		h, err := w.PutTree(ctx, sub)
+		require.NoError(t, err)
+		root.Nodes = append(root.Nodes, Node{Name: name, Type: NodeDir, Subtree: h})
+		if rootIndex[name], err = w.PutIndexDir(ctx, files, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rootH, err := w.PutTree(ctx, root)
+	require.NoError(t, err)
+	ir, err := w.PutIndexDir(ctx, nil, rootIndex)
+	require.NoError(t, err)
+	snap := &Snapshot{ID: "one", Engine: "dir", EnvID: "e", CreatedAt: time.Now(), Streams: []Stream{{Name: "rootfs", Root: rootH}}}
+	require.NoError(t, w.CommitIndexed(ctx, snap, map[string]Hash{"rootfs": ir}))
+	require.NoError(t, s.Close())
+
+	s = openTest(t, dir)
+	got, err := s.ChangeIndex(ctx, "one")
+	require.NoError(t, err)
+	assert.Equal(t, want, got)
+	assert.LessOrEqual(t, s.packLoads.Load(), int64(2), "the index's chunks share their own pack(s)")
+
+	// Commit from the whole index stores no new chunk: the same chunks.
+	before, err := s.Verify(ctx, nil, nil)
+	require.NoError(t, err)
+	w, err = s.NewWriter(ctx)
+	require.NoError(t, err)
+	two := *snap
+	two.ID = "two"
+	require.NoError(t, w.Commit(ctx, &two, want))
+	after, err := s.Verify(ctx, nil, nil)
+	require.NoError(t, err)
+	assert.Empty(t, after.Problems)
+	assert.Equal(t, before.Chunks, after.Chunks)
+}

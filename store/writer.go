@@ -25,6 +25,10 @@ type Writer struct {
 	// (parent_pin.go): stored and protected, so never looked up.
 	pin   *parentPin
 	known map[Hash]struct{}
+	// pendingIndex are change index chunks PutIndexDir encoded, stored by
+	// CommitIndexed (change_index.go), in pendingOrder.
+	pendingIndex map[Hash][]byte
+	pendingOrder []Hash
 
 	newChunks, newBytes, storedBytes atomic.Int64
 }
@@ -279,6 +283,9 @@ func (w *Writer) Commit(ctx context.Context, snap *Snapshot, idx ChangeIndex) er
 // PutIndexDir: indexRoots maps each stream to its root directory's hash.
 func (w *Writer) CommitIndexed(ctx context.Context, snap *Snapshot, indexRoots map[string]Hash) error {
 	return w.commit(ctx, snap, func() ([]byte, error) {
+		if err := w.putPendingIndex(ctx); err != nil {
+			return nil, fmt.Errorf("change index: %w", err)
+		}
 		for st, h := range indexRoots {
 			if err := w.reference(h); err != nil {
 				return nil, fmt.Errorf("change index of stream %q: %w", st, err)
@@ -391,6 +398,7 @@ func (w *Writer) release() {
 	refs := w.refs
 	w.refs = nil
 	w.known = nil
+	w.pendingIndex, w.pendingOrder = nil, nil
 	w.mu.Unlock()
 	w.s.dropRefs(refs)
 	w.unpin()
