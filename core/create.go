@@ -300,19 +300,6 @@ func (m *Manager) chooseParent(ctx context.Context, opts CreateOptions, envID st
 	return p, nil
 }
 
-// toParentIndex converts a stored change index to the engine's form.
-func toParentIndex(idx store.ChangeIndex) pluginapi.ParentIndex {
-	out := make(pluginapi.ParentIndex, len(idx))
-	for stream, files := range idx {
-		m := make(map[string]pluginapi.IndexEntry, len(files))
-		for p, r := range files {
-			m[p] = pluginapi.IndexEntry{Size: r.Size, MtimeNs: r.MtimeNs, CtimeNs: r.CtimeNs, Inode: r.Inode}
-		}
-		out[stream] = m
-	}
-	return out
-}
-
 // engineErr marks an engine's error with ErrEngine unless it already
 // carries a sentinel the caller can branch on.
 // engineError names the engine and the operation in err, once: the plugin

@@ -41,12 +41,14 @@ func prepareParent(ctx context.Context, w *store.Writer, id string) *preparedPar
 	if p.pinErr = w.UseParent(ctx, id); p.pinErr != nil {
 		return p
 	}
-	idx, err := w.ParentChangeIndex(ctx)
+	idx, err := store.ParentChangeIndexAs(ctx, w, func(r store.IndexRecord) pluginapi.IndexEntry {
+		return pluginapi.IndexEntry{Size: r.Size, MtimeNs: r.MtimeNs, CtimeNs: r.CtimeNs, Inode: r.Inode}
+	})
 	if err != nil {
 		p.indexErr = err
 		return p
 	}
-	p.idx = toParentIndex(idx)
+	p.idx = idx
 	return p
 }
 

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"maps"
 	"strings"
 	"sync"
 
@@ -219,8 +218,9 @@ func decodeIndexRoots(b []byte) (map[string]Hash, error) {
 	return roots, d.err
 }
 
-// decodeIndexDir decodes one directory's index chunk.
-func decodeIndexDir(b []byte, prefix string, out map[string]IndexRecord) (map[string]Hash, error) {
+// decodeIndexDir decodes one directory's index chunk, passing each record
+// with its path (prefix + name) to add, if set.
+func decodeIndexDir(b []byte, prefix string, add func(string, IndexRecord)) (map[string]Hash, error) {
 	if len(b) < 2 || b[0] != indexNodeMagic || b[1] != indexNodeVersion {
 		return nil, fmt.Errorf("%w: change index chunk header", ErrCorrupt)
 	}
@@ -233,8 +233,8 @@ func decodeIndexDir(b []byte, prefix string, out map[string]IndexRecord) (map[st
 		r.MtimeNs = prev.MtimeNs + d.varint("mtime")
 		r.CtimeNs = prev.CtimeNs + d.varint("ctime")
 		r.Inode = prev.Inode + uint64(d.varint("inode"))
-		if out != nil {
-			out[prefix+name] = r
+		if add != nil {
+			add(prefix+name, r)
 		}
 		prev = r
 	}
@@ -267,7 +267,11 @@ func (s *Store) walkIndex(ctx context.Context, root Hash, out map[string]IndexRe
 		if err != nil {
 			return err
 		}
-		children, err := decodeIndexDir(b, prefix, out)
+		var add func(string, IndexRecord)
+		if out != nil {
+			add = func(p string, r IndexRecord) { out[p] = r }
+		}
+		children, err := decodeIndexDir(b, prefix, add)
 		if err != nil {
 			return fmt.Errorf("index chunk %s: %w", h, err)
 		}
@@ -316,7 +320,7 @@ func (s *Store) ChangeIndex(ctx context.Context, id string) (ChangeIndex, error)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", id, err)
 	}
-	idx, err := s.loadChangeIndex(ctx, roots, 0, nil)
+	idx, err := s.loadChangeIndex(ctx, roots, nil)
 	if err != nil {
 		return nil, fmt.Errorf("change index of %s: %w", id, err)
 	}
@@ -325,13 +329,22 @@ func (s *Store) ChangeIndex(ctx context.Context, id string) (ChangeIndex, error)
 
 // loadChangeIndex reads the change index under roots (stream → root index
 // chunk); seen, if set, is called with every index chunk's hash, from one
-// goroutine at a time. hint, if known, is how many records to expect:
-// growing the map as it fills cost more than reading a third of the chunks.
-func (s *Store) loadChangeIndex(ctx context.Context, roots map[string]Hash, hint int, seen func(Hash)) (ChangeIndex, error) {
-	idx := ChangeIndex{}
+// goroutine at a time.
+func (s *Store) loadChangeIndex(ctx context.Context, roots map[string]Hash, seen func(Hash)) (ChangeIndex, error) {
+	return loadChangeIndexAs(ctx, s, roots, 0, seen, func(r IndexRecord) IndexRecord { return r })
+}
+
+// loadChangeIndexAs is loadChangeIndex converting each record with conv,
+// for a caller that needs the index in its own types: converting the
+// whole index afterwards cost another map of every file. hint, if known,
+// is how many records to expect: growing the maps as they fill cost more
+// than reading a third of the chunks.
+func loadChangeIndexAs[T any](ctx context.Context, s *Store, roots map[string]Hash, hint int, seen func(Hash), conv func(IndexRecord) T) (map[string]map[string]T, error) {
+	idx := make(map[string]map[string]T, len(roots))
 	for _, st := range sortedKeys(roots) {
-		files := make(map[string]IndexRecord, hint/max(1, len(roots)))
-		if err := s.readIndexParallel(ctx, roots[st], files, seen); err != nil {
+		files := make(map[string]T, hint/max(1, len(roots)))
+		add := func(p string, r IndexRecord) { files[p] = conv(r) }
+		if err := s.readIndexParallel(ctx, roots[st], add, seen); err != nil {
 			return nil, fmt.Errorf("stream %q: %w", st, err)
 		}
 		idx[st] = files
@@ -347,8 +360,8 @@ func (s *Store) loadChangeIndex(ctx context.Context, roots map[string]Hash, hint
 const indexReaders = 4
 
 // readIndexParallel is walkIndex with indexReaders goroutines, all ended
-// before it returns.
-func (s *Store) readIndexParallel(ctx context.Context, root Hash, out map[string]IndexRecord, seen func(Hash)) error {
+// before it returns; add and seen are called from one at a time.
+func (s *Store) readIndexParallel(ctx context.Context, root Hash, add func(string, IndexRecord), seen func(Hash)) error {
 	type job struct {
 		h      Hash
 		prefix string
@@ -362,8 +375,13 @@ func (s *Store) readIndexParallel(ctx context.Context, root Hash, out map[string
 		wake    = sync.NewCond(&mu)
 		first   error
 	)
+	type rec struct {
+		path string
+		r    IndexRecord
+	}
 	worker := func() {
-		recs := map[string]IndexRecord{}
+		var recs []rec
+		collect := func(p string, r IndexRecord) { recs = append(recs, rec{p, r}) }
 		mu.Lock()
 		defer mu.Unlock()
 		for {
@@ -376,11 +394,11 @@ func (s *Store) readIndexParallel(ctx context.Context, root Hash, out map[string
 			j := queue[len(queue)-1]
 			queue = queue[:len(queue)-1]
 			mu.Unlock()
-			clear(recs)
+			recs = recs[:0]
 			b, err := s.GetChunk(ctx, j.h)
 			var children map[string]Hash
 			if err == nil {
-				children, err = decodeIndexDir(b, j.prefix, recs)
+				children, err = decodeIndexDir(b, j.prefix, collect)
 				if err != nil {
 					err = fmt.Errorf("index chunk %s: %w", j.h, err)
 				}
@@ -398,7 +416,9 @@ func (s *Store) readIndexParallel(ctx context.Context, root Hash, out map[string
 			if seen != nil {
 				seen(j.h)
 			}
-			maps.Copy(out, recs)
+			for _, r := range recs {
+				add(r.path, r.r)
+			}
 			// Last name on top: taken in name order, as the packs hold
 			// them, so the workers read the same few packs at a time.
 			names := sortedKeys(children)

@@ -160,6 +160,13 @@ func (w *Writer) ParentTree(ctx context.Context, h Hash) (*Tree, error) {
 // if it has none); its chunks become known, so a directory whose index is
 // unchanged costs no lookup in Commit.
 func (w *Writer) ParentChangeIndex(ctx context.Context) (ChangeIndex, error) {
+	return ParentChangeIndexAs(ctx, w, func(r IndexRecord) IndexRecord { return r })
+}
+
+// ParentChangeIndexAs is w.ParentChangeIndex with every record converted by
+// conv, for a caller that passes the index on in its own types (the core
+// sends it to the engine).
+func ParentChangeIndexAs[T any](ctx context.Context, w *Writer, conv func(IndexRecord) T) (map[string]map[string]T, error) {
 	w.mu.Lock()
 	p := w.pin
 	w.mu.Unlock()
@@ -172,7 +179,7 @@ func (w *Writer) ParentChangeIndex(ctx context.Context) (ChangeIndex, error) {
 	var seen []Hash
 	// From the pinned roots, not the record: the parent may have been
 	// deleted since it was pinned.
-	idx, err := w.s.loadChangeIndex(ctx, p.index, int(p.files), func(h Hash) { seen = append(seen, h) })
+	idx, err := loadChangeIndexAs(ctx, w.s, p.index, int(p.files), func(h Hash) { seen = append(seen, h) }, conv)
 	if err != nil {
 		return nil, fmt.Errorf("change index of %s: %w", p.id, err)
 	}
