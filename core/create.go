@@ -79,6 +79,9 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 	if err := m.validateCreate(ctx, &opts); err != nil {
 		return nil, fmt.Errorf("create: %w", err)
 	}
+	// The likely parent is prepared while the engine starts (parent_ahead.go).
+	ahead := m.startParentAhead(ctx, opts)
+	defer ahead.abandon()
 	eng, err := m.Engine(ctx, opts.Engine)
 	if err != nil {
 		return nil, fmt.Errorf("create: %w", err)
@@ -109,28 +112,16 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 		Ports:    opts.Ports,
 		Options:  opts.Options,
 	}
-	var lookup *treeLookup
+	var prep *preparedParent
 	if parent != nil {
-		op.Parent, op.parent = parent.ID, parent
-		idx, err := m.store.ChangeIndex(ctx, parent.ID)
-		switch {
-		case err == nil:
-			req.Parent = toParentIndex(idx)
-			lookup = newTreeLookup(m.store, parent)
-		case errors.Is(err, store.ErrNotFound):
-			// A parent without an index (imported, say) still records
-			// lineage; every file is read.
-		default:
-			return nil, fmt.Errorf("create: parent %s: %w", parent.ID, err)
-		}
+		prep = ahead.take(parent.ID)
+	} else {
+		ahead.abandon()
 	}
-	if err := m.checkBeforeCreate(ctx, op); err != nil {
-		return nil, fmt.Errorf("create: %w", err)
-	}
-	m.emit(ctx, "snapshot_creating", op)
-
-	w, err := m.store.NewWriter(ctx)
-	if err != nil {
+	var w *store.Writer
+	if prep != nil {
+		w = prep.w
+	} else if w, err = m.store.NewWriter(ctx); err != nil {
 		return nil, fmt.Errorf("create: %w", err)
 	}
 	committed := false
@@ -139,6 +130,37 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 			w.Abort()
 		}
 	}()
+	if parent != nil && prep == nil {
+		// Pinned, the parent's trees and index stay whole until Commit
+		// even if it is deleted meanwhile, and what it shares with this
+		// snapshot is reused without a lookup per hash (store/parent_pin.go).
+		prep = prepareParent(ctx, w, parent.ID)
+		if errors.Is(prep.pinErr, store.ErrNotFound) {
+			// Deleted since it was chosen: capture everything afresh.
+			parent = nil
+		} else if prep.pinErr != nil {
+			return nil, fmt.Errorf("create: parent %s: %w", parent.ID, prep.pinErr)
+		}
+	}
+	var lookup *treeLookup
+	if parent != nil {
+		op.Parent, op.parent = parent.ID, parent
+		if err := prep.parentIndexErr(); err != nil {
+			return nil, fmt.Errorf("create: %w", err)
+		}
+		// A parent without an index (imported, say) still records
+		// lineage; every file is read.
+		if prep.indexErr == nil {
+			req.Parent = prep.idx
+			lookup = newParentLookup(ctx, w, parent)
+			defer lookup.close()
+		}
+	}
+	if err := m.checkBeforeCreate(ctx, op); err != nil {
+		return nil, fmt.Errorf("create: %w", err)
+	}
+	m.emit(ctx, "snapshot_creating", op)
+
 	// The pipeline's goroutines end with this context, whatever the engine
 	// does.
 	pctx, cancel := context.WithCancel(ctx)
@@ -202,7 +224,7 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("create: %w", err)
 	}
-	if err := w.Commit(ctx, snap, sw.index); err != nil {
+	if err := w.CommitIndexed(ctx, snap, sw.indexRoots); err != nil {
 		if errors.Is(err, store.ErrExists) {
 			return nil, fmt.Errorf("create: %w: %w", m.whichTaken(ctx, snap), err)
 		}
@@ -276,19 +298,6 @@ func (m *Manager) chooseParent(ctx context.Context, opts CreateOptions, envID st
 		return nil, fmt.Errorf("%w: parent %s was made by engine %q, not %q", ErrInvalidOptions, p.ID, p.Engine, opts.Engine)
 	}
 	return p, nil
-}
-
-// toParentIndex converts a stored change index to the engine's form.
-func toParentIndex(idx store.ChangeIndex) pluginapi.ParentIndex {
-	out := make(pluginapi.ParentIndex, len(idx))
-	for stream, files := range idx {
-		m := make(map[string]pluginapi.IndexEntry, len(files))
-		for p, r := range files {
-			m[p] = pluginapi.IndexEntry{Size: r.Size, MtimeNs: r.MtimeNs, CtimeNs: r.CtimeNs, Inode: r.Inode}
-		}
-		out[stream] = m
-	}
-	return out
 }
 
 // engineErr marks an engine's error with ErrEngine unless it already

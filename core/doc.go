@@ -4,10 +4,12 @@
 // operations (list, show, diff, delete, retention, quotas, events, export,
 // import) on top of the content-addressed store.
 //
-// The capture pipeline (create.go, snapshot_writer.go, tree_builder.go,
-// file_saver.go, tree_lookup.go) turns an engine's stream of entries into
-// chunks, trees and a change index in the store, reusing the parent
-// snapshot's content for entries the engine reports unchanged. The restore
+// The capture pipeline (create.go, parent_ahead.go, snapshot_writer.go,
+// tree_builder.go, file_saver.go, tree_lookup.go) turns an engine's stream
+// of entries into chunks, trees and a change index in the store, reusing
+// the parent snapshot's content for entries the engine reports unchanged;
+// the parent is pinned for the create's life (store.Writer.UseParent) and
+// prepared while the engine starts. The restore
 // pipeline (restore.go, restore_reader.go, chunk_reader.go,
 // inplace_planner.go, target_index.go, restore_index.go) walks a
 // snapshot's trees, reads and verifies every chunk once, and feeds the

@@ -9,7 +9,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/pypj/ptest-snap/pluginapi"
+	"github.com/pypj/ptest-snap/store"
 )
 
 func TestCreateRestoreRoundTrip(t *testing.T) {
@@ -78,6 +81,14 @@ func TestCreateWithParentReadsOnlyChangedFiles(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, s3.Parent)
 	assert.Equal(t, files, eng.bodies.Load())
+	// Reusing the parent changes nothing in what is stored: the same trees
+	// and the same change index as capturing everything afresh.
+	assert.Equal(t, s3.Streams, s2.Streams, "same trees with and without a parent")
+	idx2, err := m.Store().ChangeIndex(ctx, s2.ID)
+	require.NoError(t, err)
+	idx3, err := m.Store().ChangeIndex(ctx, s3.ID)
+	require.NoError(t, err)
+	assert.Equal(t, idx3, idx2)
 }
 
 func TestRestoreInPlaceRewritesOnlyWhatDiffers(t *testing.T) {
@@ -129,4 +140,56 @@ func TestRestoreInPlaceRewritesOnlyWhatDiffers(t *testing.T) {
 			assert.Zero(t, res.Stats.Bytes, "%+v", res.Stats)
 		})
 	}
+}
+
+// TestCreateChangeIndexAsCommitBuildsIt: the change index a create stores
+// directory by directory as it goes is, chunk for chunk, the one Commit
+// builds from the whole index (every file of the trees with its inode,
+// times and size), so unchanged directories share chunks with snapshots
+// written either way.
+func TestCreateChangeIndexAsCommitBuildsIt(t *testing.T) {
+	ctx := context.Background()
+	src := filepath.Join(t.TempDir(), "src")
+	makeTree(t, src)
+	m := openManager(t, map[string]pluginapi.Engine{"dir": newDirEngine()})
+	snap, err := m.Create(ctx, CreateOptions{Engine: "dir", Target: src})
+	require.NoError(t, err)
+	st := m.Store()
+
+	want := store.ChangeIndex{}
+	for _, s := range snap.Streams {
+		files := map[string]store.IndexRecord{}
+		var walk func(h store.Hash, prefix string)
+		walk = func(h store.Hash, prefix string) {
+			tree, err := st.GetTree(ctx, h)
+			require.NoError(t, err)
+			for _, n := range tree.Nodes {
+				switch n.Type {
+				case store.NodeDir:
+					walk(n.Subtree, prefix+n.Name+"/")
+				case store.NodeFile:
+					var sys unix.Stat_t
+					require.NoError(t, unix.Lstat(filepath.Join(src, prefix+n.Name), &sys))
+					files[prefix+n.Name] = store.IndexRecord{Size: sys.Size, MtimeNs: sys.Mtim.Nano(), CtimeNs: sys.Ctim.Nano(), Inode: sys.Ino}
+				}
+			}
+		}
+		walk(s.Root, "")
+		want[s.Name] = files
+	}
+	got, err := st.ChangeIndex(ctx, snap.ID)
+	require.NoError(t, err)
+	assert.Equal(t, want, got)
+
+	before, err := st.Verify(ctx, nil, nil)
+	require.NoError(t, err)
+	w, err := st.NewWriter(ctx)
+	require.NoError(t, err)
+	ref := *snap
+	ref.ID, ref.Name = "ref", ""
+	require.NoError(t, w.Commit(ctx, &ref, want))
+	after, err := st.Verify(ctx, nil, nil)
+	require.NoError(t, err)
+	assert.Empty(t, after.Problems)
+	assert.Equal(t, before.Chunks, after.Chunks, "Commit's index chunks are the create's")
 }

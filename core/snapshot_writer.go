@@ -30,8 +30,11 @@ type snapshotWriter struct {
 	metadata    *pluginapi.Metadata
 	streamNames map[string]bool
 	stream      string
-	index       store.ChangeIndex
-	streamIndex map[string]store.IndexRecord
+	// paths are the current stream's file paths: a hard link must name
+	// one sent before it. The change index is built by trees.
+	paths map[string]struct{}
+	// indexRoots is each stream's change index root, once finished.
+	indexRoots map[string]store.Hash
 
 	files, dirs, bytes, reused int64
 
@@ -51,7 +54,6 @@ func newSnapshotWriter(ctx context.Context, w *store.Writer, parent *treeLookup,
 		trees:       newTreeBuilder(w, fail),
 		parent:      parent,
 		streamNames: map[string]bool{},
-		index:       store.ChangeIndex{},
 		progress:    progress,
 	}
 }
@@ -81,8 +83,9 @@ func (sw *snapshotWriter) BeginStream(ctx context.Context, name string) error {
 	}
 	sw.streamNames[name] = true
 	sw.stream = name
-	sw.streamIndex = map[string]store.IndexRecord{}
-	sw.index[name] = sw.streamIndex
+	// Presized from the parent's size, when known: growing it to
+	// venv-full's 38,546 files cost 40 ms of rehashing.
+	sw.paths = make(map[string]struct{}, sw.totalFiles)
 	sw.trees.beginStream(sw.ctx, name)
 	return nil
 }
@@ -144,7 +147,7 @@ func (sw *snapshotWriter) writeEntry(ctx context.Context, e *pluginapi.Entry, bo
 		if err := pluginapi.ValidatePath(e.LinkTarget); err != nil {
 			return fmt.Errorf("%w: hard link target: %w", ErrEngine, err)
 		}
-		if _, ok := sw.streamIndex[e.LinkTarget]; !ok {
+		if _, ok := sw.paths[e.LinkTarget]; !ok {
 			return fmt.Errorf("%w: hard link to %q, which is not a file sent before it", ErrEngine, e.LinkTarget)
 		}
 		n.Type = store.NodeHardlink
@@ -163,7 +166,8 @@ func (sw *snapshotWriter) writeFile(ctx context.Context, e *pluginapi.Entry, bod
 	n.Size = e.Size
 	sw.files++
 	sw.bytes += e.Size
-	sw.streamIndex[e.Path] = store.IndexRecord{Size: e.Size, MtimeNs: e.MtimeNs, CtimeNs: e.CtimeNs, Inode: e.Inode}
+	sw.paths[e.Path] = struct{}{}
+	rec := store.IndexRecord{Size: e.Size, MtimeNs: e.MtimeNs, CtimeNs: e.CtimeNs, Inode: e.Inode}
 
 	if e.Unchanged {
 		if sw.parent == nil {
@@ -178,20 +182,29 @@ func (sw *snapshotWriter) writeFile(ctx context.Context, e *pluginapi.Entry, bod
 		}
 		n.Content = pn.Content
 		sw.reused += e.Size
-		_, _, err = sw.trees.add(sw.ctx, e.Path, n, false)
-		return err
+		d, _, err := sw.trees.add(sw.ctx, e.Path, n, false)
+		if err != nil {
+			return err
+		}
+		sw.trees.addIndex(d, n.Name, rec)
+		return nil
 	}
 	if body == nil {
 		if e.Size != 0 {
 			return fmt.Errorf("%w: file of %d bytes sent without a body", ErrEngine, e.Size)
 		}
-		_, _, err := sw.trees.add(sw.ctx, e.Path, n, false)
-		return err
+		d, _, err := sw.trees.add(sw.ctx, e.Path, n, false)
+		if err != nil {
+			return err
+		}
+		sw.trees.addIndex(d, n.Name, rec)
+		return nil
 	}
 	d, slot, err := sw.trees.add(sw.ctx, e.Path, n, true)
 	if err != nil {
 		return err
 	}
+	sw.trees.addIndex(d, n.Name, rec)
 	return sw.saver.save(sw.ctx, body, e.Size, func(content []store.Hash) {
 		sw.trees.fileDone(sw.ctx, d, slot, content)
 	})
@@ -213,7 +226,9 @@ func (sw *snapshotWriter) finish(ctx context.Context, captureErr error) ([]store
 		return nil, err
 	}
 	sw.report("", true)
-	return sw.trees.roots()
+	streams, index, err := sw.trees.roots()
+	sw.indexRoots = index
+	return streams, err
 }
 
 func (sw *snapshotWriter) report(path string, done bool) {

@@ -5,8 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
+	"sync"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -124,18 +124,78 @@ func (w *Writer) putIndex(ctx context.Context, d *indexDir) (Hash, error) {
 
 // putChangeIndex stores idx and returns the record kept under 'x' id.
 func (w *Writer) putChangeIndex(ctx context.Context, idx ChangeIndex) ([]byte, error) {
-	streams := sortedKeys(idx)
-	rec := []byte{indexRootMagic, indexRootVersion}
-	rec = binary.AppendUvarint(rec, uint64(len(streams)))
-	for _, st := range streams {
+	roots := make(map[string]Hash, len(idx))
+	for _, st := range sortedKeys(idx) {
 		root, err := w.putIndex(ctx, buildIndexDirs(idx[st]))
 		if err != nil {
 			return nil, fmt.Errorf("change index of stream %q: %w", st, err)
 		}
+		roots[st] = root
+	}
+	return encodeIndexRoots(roots), nil
+}
+
+// encodeIndexRoots encodes the 'x' record: stream → root index chunk.
+func encodeIndexRoots(roots map[string]Hash) []byte {
+	streams := sortedKeys(roots)
+	rec := []byte{indexRootMagic, indexRootVersion}
+	rec = binary.AppendUvarint(rec, uint64(len(streams)))
+	for _, st := range streams {
+		root := roots[st]
 		rec = appendString(rec, st)
 		rec = append(rec, root[:]...)
 	}
-	return rec, nil
+	return rec
+}
+
+// PutIndexDir encodes one directory of a change index and returns its
+// hash, for a caller that builds the index bottom-up as its directories
+// complete (the core does, as it stores their trees) and commits it with
+// CommitIndexed. files maps the names of the directory's files to their
+// records; dirs maps the names of its subdirectories that hold files, at
+// any depth, to their hashes (a subdirectory without any is left out). The
+// chunk is the one Commit would store for the same directory.
+//
+// The chunk is stored by CommitIndexed, with the index's other new chunks:
+// stored as they come, they were packed among the files' chunks, and
+// reading the index back (every create with this snapshot as parent)
+// decompressed nearly every pack of the snapshot: 1 s instead of 0.1 s for
+// venv-full. A chunk of the pinned parent's index is not stored again.
+func (w *Writer) PutIndexDir(ctx context.Context, files map[string]IndexRecord, dirs map[string]Hash) (Hash, error) {
+	if err := w.s.check(ctx); err != nil {
+		return Hash{}, err
+	}
+	b := encodeIndexDir(&indexDir{records: files}, dirs)
+	h := SumChunk(b)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return Hash{}, errors.New("put index: writer already committed or aborted")
+	}
+	if _, ok := w.pendingIndex[h]; ok || w.knownLocked(h) {
+		return h, nil
+	}
+	if w.pendingIndex == nil {
+		w.pendingIndex = map[Hash][]byte{}
+	}
+	w.pendingIndex[h] = b
+	w.pendingOrder = append(w.pendingOrder, h)
+	return h, nil
+}
+
+// putPendingIndex stores the chunks PutIndexDir kept, in the order they
+// came (directory by directory, bottom-up), so they share packs.
+func (w *Writer) putPendingIndex(ctx context.Context) error {
+	w.mu.Lock()
+	order, chunks := w.pendingOrder, w.pendingIndex
+	w.pendingOrder, w.pendingIndex = nil, nil
+	w.mu.Unlock()
+	for _, h := range order {
+		if err := w.put(ctx, h, chunks[h], true); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // indexRoots decodes the 'x' record: stream → root index chunk.
@@ -158,8 +218,9 @@ func decodeIndexRoots(b []byte) (map[string]Hash, error) {
 	return roots, d.err
 }
 
-// decodeIndexDir decodes one directory's index chunk.
-func decodeIndexDir(b []byte, prefix string, out map[string]IndexRecord) (map[string]Hash, error) {
+// decodeIndexDir decodes one directory's index chunk, passing each record
+// with its path (prefix + name) to add, if set.
+func decodeIndexDir(b []byte, prefix string, add func(string, IndexRecord)) (map[string]Hash, error) {
 	if len(b) < 2 || b[0] != indexNodeMagic || b[1] != indexNodeVersion {
 		return nil, fmt.Errorf("%w: change index chunk header", ErrCorrupt)
 	}
@@ -172,8 +233,8 @@ func decodeIndexDir(b []byte, prefix string, out map[string]IndexRecord) (map[st
 		r.MtimeNs = prev.MtimeNs + d.varint("mtime")
 		r.CtimeNs = prev.CtimeNs + d.varint("ctime")
 		r.Inode = prev.Inode + uint64(d.varint("inode"))
-		if out != nil {
-			out[prefix+name] = r
+		if add != nil {
+			add(prefix+name, r)
 		}
 		prev = r
 	}
@@ -206,7 +267,11 @@ func (s *Store) walkIndex(ctx context.Context, root Hash, out map[string]IndexRe
 		if err != nil {
 			return err
 		}
-		children, err := decodeIndexDir(b, prefix, out)
+		var add func(string, IndexRecord)
+		if out != nil {
+			add = func(p string, r IndexRecord) { out[p] = r }
+		}
+		children, err := decodeIndexDir(b, prefix, add)
 		if err != nil {
 			return fmt.Errorf("index chunk %s: %w", h, err)
 		}
@@ -255,18 +320,123 @@ func (s *Store) ChangeIndex(ctx context.Context, id string) (ChangeIndex, error)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", id, err)
 	}
-	idx := ChangeIndex{}
-	streams := make([]string, 0, len(roots))
-	for st := range roots {
-		streams = append(streams, st)
+	idx, err := s.loadChangeIndex(ctx, roots, nil)
+	if err != nil {
+		return nil, fmt.Errorf("change index of %s: %w", id, err)
 	}
-	sort.Strings(streams)
-	for _, st := range streams {
-		files := map[string]IndexRecord{}
-		if err := s.walkIndex(ctx, roots[st], files, nil); err != nil {
-			return nil, fmt.Errorf("change index of %s stream %q: %w", id, st, err)
+	return idx, nil
+}
+
+// loadChangeIndex reads the change index under roots (stream → root index
+// chunk); seen, if set, is called with every index chunk's hash, from one
+// goroutine at a time.
+func (s *Store) loadChangeIndex(ctx context.Context, roots map[string]Hash, seen func(Hash)) (ChangeIndex, error) {
+	return loadChangeIndexAs(ctx, s, roots, 0, seen, func(r IndexRecord) IndexRecord { return r })
+}
+
+// loadChangeIndexAs is loadChangeIndex converting each record with conv,
+// for a caller that needs the index in its own types: converting the
+// whole index afterwards cost another map of every file. hint, if known,
+// is how many records to expect: growing the maps as they fill cost more
+// than reading a third of the chunks.
+func loadChangeIndexAs[T any](ctx context.Context, s *Store, roots map[string]Hash, hint int, seen func(Hash), conv func(IndexRecord) T) (map[string]map[string]T, error) {
+	idx := make(map[string]map[string]T, len(roots))
+	for _, st := range sortedKeys(roots) {
+		files := make(map[string]T, hint/max(1, len(roots)))
+		add := func(p string, r IndexRecord) { files[p] = conv(r) }
+		if err := s.readIndexParallel(ctx, roots[st], add, seen); err != nil {
+			return nil, fmt.Errorf("stream %q: %w", st, err)
 		}
 		idx[st] = files
 	}
 	return idx, nil
+}
+
+// indexReaders is how many goroutines read a change index's chunks. A
+// create reads its parent's index before the engine starts capturing, so
+// nothing else runs then: venv-full's 7,962 chunks (a Badger lookup,
+// a packed read, a hash check and a decode each, ~0.14 s in all on one
+// core) take about half as long on the 2 cores of the project's machines.
+const indexReaders = 4
+
+// readIndexParallel is walkIndex with indexReaders goroutines, all ended
+// before it returns; add and seen are called from one at a time.
+func (s *Store) readIndexParallel(ctx context.Context, root Hash, add func(string, IndexRecord), seen func(Hash)) error {
+	type job struct {
+		h      Hash
+		prefix string
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		mu      sync.Mutex
+		queue   = []job{{h: root}}
+		pending = 1 // jobs queued or being read
+		wake    = sync.NewCond(&mu)
+		first   error
+	)
+	type rec struct {
+		path string
+		r    IndexRecord
+	}
+	worker := func() {
+		var recs []rec
+		collect := func(p string, r IndexRecord) { recs = append(recs, rec{p, r}) }
+		mu.Lock()
+		defer mu.Unlock()
+		for {
+			for len(queue) == 0 && pending > 0 && first == nil {
+				wake.Wait()
+			}
+			if pending == 0 || first != nil {
+				return
+			}
+			j := queue[len(queue)-1]
+			queue = queue[:len(queue)-1]
+			mu.Unlock()
+			recs = recs[:0]
+			b, err := s.GetChunk(ctx, j.h)
+			var children map[string]Hash
+			if err == nil {
+				children, err = decodeIndexDir(b, j.prefix, collect)
+				if err != nil {
+					err = fmt.Errorf("index chunk %s: %w", j.h, err)
+				}
+			}
+			mu.Lock()
+			pending--
+			if err != nil {
+				if first == nil {
+					first = err
+					cancel()
+				}
+				wake.Broadcast()
+				return
+			}
+			if seen != nil {
+				seen(j.h)
+			}
+			for _, r := range recs {
+				add(r.path, r.r)
+			}
+			// Last name on top: taken in name order, as the packs hold
+			// them, so the workers read the same few packs at a time.
+			names := sortedKeys(children)
+			for i := len(names) - 1; i >= 0; i-- {
+				queue = append(queue, job{h: children[names[i]], prefix: j.prefix + names[i] + "/"})
+				pending++
+			}
+			wake.Broadcast()
+		}
+	}
+	var wg sync.WaitGroup
+	for range indexReaders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			worker()
+		}()
+	}
+	wg.Wait()
+	return first
 }

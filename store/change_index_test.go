@@ -72,7 +72,7 @@ func TestChangeIndexRoundTrip(t *testing.T) {
 	for i := range b {
 		bad := append([]byte(nil), b...)
 		bad[i] ^= 0xff
-		_, _ = decodeIndexDir(bad, "", map[string]IndexRecord{})
+		_, _ = decodeIndexDir(bad, "", func(string, IndexRecord) {})
 	}
 	_, err = decodeIndexDir(b[:len(b)-1], "", nil)
 	assert.Error(t, err)

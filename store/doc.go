@@ -30,5 +30,7 @@
 // Invariants: a snapshot record is written only after every chunk it
 // references is synced (Writer.Commit), in one transaction with its indexes;
 // every chunk read is re-hashed (GetChunk); GC never deletes a chunk a
-// snapshot or a live Writer references (gc.go explains the race it closes).
+// snapshot or a live Writer references, nor anything reachable from the
+// parent snapshot a live Writer pinned (gc.go explains the races it closes;
+// parent_pin.go why a second snapshot pins its parent).
 package store

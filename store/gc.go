@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -28,6 +30,14 @@ import (
 //     listed the snapshots: its chunks must stay protected until that GC
 //     ends. So while s.gcRunning, released references move to s.gcHeld,
 //     which the sweep also respects.
+//
+//  3. A Writer may instead pin its parent snapshot (parent_pin.go) and
+//     reuse what is reachable from it without registering each hash. The
+//     mark phase walks the pinned snapshots (s.pins, and s.gcHeldPins: pins
+//     dropped while GC runs, as rule 2) as it walks the listed ones, reading
+//     the pins AFTER listing the snapshots. A pin registered after that read
+//     was registered after the listing, and UseParent checks the parent
+//     still exists after registering its pin: so the parent was listed.
 //
 // Chunks still held for dictionary training or queued in memory are not in
 // Badger yet, so the sweep cannot see them; they are in their Writer's refs.
@@ -145,11 +155,11 @@ func (s *Store) GCWithOptions(ctx context.Context, opts GCOptions) (GCStats, err
 	}
 
 	s.refMu.Lock()
-	s.gcRunning, s.gcHeld = true, map[Hash]struct{}{}
+	s.gcRunning, s.gcHeld, s.gcHeldPins = true, map[Hash]struct{}{}, nil
 	s.refMu.Unlock()
 	defer func() {
 		s.refMu.Lock()
-		s.gcRunning, s.gcHeld = false, nil
+		s.gcRunning, s.gcHeld, s.gcHeldPins = false, nil, nil
 		s.refMu.Unlock()
 	}()
 
@@ -240,6 +250,23 @@ func (s *Store) mark(ctx context.Context, opts GCOptions) (map[Hash]struct{}, er
 		for st, root := range roots {
 			if err := s.walkIndex(ctx, root, nil, visitIndex); err != nil {
 				return nil, fmt.Errorf("mark snapshot %s change index of %s: %w", snap.ID, st, err)
+			}
+		}
+	}
+	// Rule 3: the pinned parents, read after the listing above.
+	s.refMu.Lock()
+	pins := slices.Collect(maps.Keys(s.pins))
+	pins = append(pins, s.gcHeldPins...)
+	s.refMu.Unlock()
+	for _, p := range pins {
+		for _, root := range p.trees {
+			if err := walk(root); err != nil {
+				return nil, fmt.Errorf("mark pinned snapshot %s: %w", p.id, err)
+			}
+		}
+		for st, root := range p.index {
+			if err := s.walkIndex(ctx, root, nil, visitIndex); err != nil {
+				return nil, fmt.Errorf("mark pinned snapshot %s change index of %s: %w", p.id, st, err)
 			}
 		}
 	}

@@ -20,6 +20,15 @@ type Writer struct {
 	mu   sync.Mutex
 	refs map[Hash]struct{} // every chunk this writer put or found
 	done bool
+	// pin is the parent snapshot pinned by UseParent, nil without one;
+	// known holds the hashes reachable from it that the Writer has seen
+	// (parent_pin.go): stored and protected, so never looked up.
+	pin   *parentPin
+	known map[Hash]struct{}
+	// pendingIndex are change index chunks PutIndexDir encoded, stored by
+	// CommitIndexed (change_index.go), in pendingOrder.
+	pendingIndex map[Hash][]byte
+	pendingOrder []Hash
 
 	newChunks, newBytes, storedBytes atomic.Int64
 }
@@ -29,7 +38,7 @@ func (s *Store) NewWriter(ctx context.Context) (*Writer, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	return &Writer{s: s, refs: map[Hash]struct{}{}}, nil
+	return &Writer{s: s, refs: map[Hash]struct{}{}, known: map[Hash]struct{}{}}, nil
 }
 
 // PutChunk stores data (hashing and compressing it) unless already present,
@@ -45,6 +54,9 @@ func (w *Writer) PutChunk(ctx context.Context, data []byte) (Hash, error) {
 // are checked and from then on protected from GC like the Writer's own, so
 // a snapshot whose parent is deleted and collected meanwhile loses nothing.
 // A missing one fails with an error wrapping ErrNotFound naming the entry.
+// Hashes seen in the pinned parent (UseParent, ParentTree) are protected by
+// the pin and need no check; a tree equal to one of the parent's is not
+// even looked up.
 func (w *Writer) PutTree(ctx context.Context, t *Tree) (Hash, error) {
 	b, err := EncodeTree(t)
 	if err != nil {
@@ -77,7 +89,7 @@ func (w *Writer) referenceContent(t *Tree) error {
 	w.mu.Lock()
 	for i := range t.Nodes {
 		for _, c := range t.Nodes[i].Content {
-			if _, ok := w.refs[c]; ok {
+			if _, ok := w.refs[c]; ok || w.knownLocked(c) {
 				continue
 			}
 			w.refs[c] = struct{}{}
@@ -140,6 +152,7 @@ func (w *Writer) referenceContent(t *Tree) error {
 func (w *Writer) referenceTree(ctx context.Context, h Hash) error {
 	w.mu.Lock()
 	_, known := w.refs[h]
+	known = known || w.knownLocked(h)
 	w.mu.Unlock()
 	if known {
 		return nil
@@ -171,7 +184,7 @@ func (w *Writer) referenceTree(ctx context.Context, h Hash) error {
 // checking (under the GC protocol of put) that it is stored.
 func (w *Writer) reference(h Hash) error {
 	w.mu.Lock()
-	if _, ok := w.refs[h]; ok || w.done {
+	if _, ok := w.refs[h]; ok || w.done || w.knownLocked(h) {
 		w.mu.Unlock()
 		return nil
 	}
@@ -205,7 +218,7 @@ func (w *Writer) put(ctx context.Context, h Hash, data []byte, sample bool) erro
 		w.mu.Unlock()
 		return errors.New("put chunk: writer already committed or aborted")
 	}
-	if _, ok := w.refs[h]; ok {
+	if _, ok := w.refs[h]; ok || w.knownLocked(h) {
 		w.mu.Unlock()
 		return nil
 	}
@@ -258,6 +271,33 @@ func (w *Writer) Stats() WriterStats {
 // If snap.Stats.NewBytes and StoredBytes are zero they are filled in from
 // the Writer's stats.
 func (w *Writer) Commit(ctx context.Context, snap *Snapshot, idx ChangeIndex) error {
+	return w.commit(ctx, snap, func() ([]byte, error) {
+		if idx == nil {
+			return nil, nil
+		}
+		return w.putChangeIndex(ctx, idx)
+	})
+}
+
+// CommitIndexed is Commit for a change index already stored through
+// PutIndexDir: indexRoots maps each stream to its root directory's hash.
+func (w *Writer) CommitIndexed(ctx context.Context, snap *Snapshot, indexRoots map[string]Hash) error {
+	return w.commit(ctx, snap, func() ([]byte, error) {
+		if err := w.putPendingIndex(ctx); err != nil {
+			return nil, fmt.Errorf("change index: %w", err)
+		}
+		for st, h := range indexRoots {
+			if err := w.reference(h); err != nil {
+				return nil, fmt.Errorf("change index of stream %q: %w", st, err)
+			}
+		}
+		return encodeIndexRoots(indexRoots), nil
+	})
+}
+
+// commit is Commit with the change index's record made by index (nil for
+// none).
+func (w *Writer) commit(ctx context.Context, snap *Snapshot, index func() ([]byte, error)) error {
 	s := w.s
 	if err := s.check(ctx); err != nil {
 		return err
@@ -274,12 +314,9 @@ func (w *Writer) Commit(ctx context.Context, snap *Snapshot, idx ChangeIndex) er
 		}
 	}
 	// 0. The change index, stored as chunks like the trees.
-	var ib []byte
-	if idx != nil {
-		var err error
-		if ib, err = w.putChangeIndex(ctx, idx); err != nil {
-			return fmt.Errorf("commit %s: %w", snap.ID, err)
-		}
+	ib, err := index()
+	if err != nil {
+		return fmt.Errorf("commit %s: %w", snap.ID, err)
 	}
 	// 1. Every chunk durable: the open pack sealed, the queue written, one sync.
 	if err := s.packer.flush(); err != nil {
@@ -349,7 +386,8 @@ func (w *Writer) Commit(ctx context.Context, snap *Snapshot, idx ChangeIndex) er
 // Abort drops the Writer; its chunks become garbage for the next GC.
 func (w *Writer) Abort() { w.release() }
 
-// release ends the writer's protection of its chunks (once).
+// release ends the writer's protection of its chunks and of its parent
+// (once).
 func (w *Writer) release() {
 	w.mu.Lock()
 	if w.done {
@@ -359,8 +397,11 @@ func (w *Writer) release() {
 	w.done = true
 	refs := w.refs
 	w.refs = nil
+	w.known = nil
+	w.pendingIndex, w.pendingOrder = nil, nil
 	w.mu.Unlock()
 	w.s.dropRefs(refs)
+	w.unpin()
 }
 
 // update runs fn in a read-write transaction, retrying on conflicts with
