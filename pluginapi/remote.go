@@ -270,7 +270,7 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 			err = b.beginStream(name)
 		}
 		if err == nil {
-			err = b.entry(e, body, e.Type == TypeFile && !e.Unchanged)
+			err = b.entry(e, body, e.Type == TypeFile && !e.Unchanged && !e.Delete)
 		}
 		if ended(err) {
 			engineEnded = true
@@ -300,7 +300,7 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 		return nil, p.failRestore(ctx, op, a.err)
 	}
 	complete = true
-	return &RestoreResult{Target: a.resp.GetTarget(), Messages: a.resp.GetMessages()}, nil
+	return restoreResultFromProto(a.resp), nil
 }
 
 // restoreAnswer is what the engine answered a Restore: its result, or why

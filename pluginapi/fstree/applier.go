@@ -73,6 +73,18 @@ type ApplyOptions struct {
 	// directory, since the snapshot says nothing about them. Entries that
 	// match are still applied if the stream has them.
 	Excludes []string
+	// Sparse (in place) takes a sparse stream (pluginapi.RestoreRequest.Sparse):
+	// it names only what changes — entries to write, entries marked Delete,
+	// which are removed at once (through the parent's directory fd, never
+	// following a symlink), and, marked Unchanged, the directories along
+	// their paths. Nothing else is listed or deleted: the host compared
+	// the target with the snapshot. A hard link may name a file the stream
+	// did not send (kept as it was) if the target holds a regular file
+	// there.
+	Sparse bool
+	// RecordWritten keeps the statistics of every regular file written,
+	// taken after its last change (Written), for the host's restore index.
+	RecordWritten bool
 }
 
 // Applier writes the entries of one stream into a directory. Call Apply for
@@ -126,6 +138,12 @@ type Applier struct {
 	unchanged int             // entries marked Unchanged, all checked at Finish
 	dirs      []dirMeta       // directory entries, in stream order
 	dirty     map[string]bool // in place: directories whose children changed
+
+	writtenMu sync.Mutex
+	written   map[string]pluginapi.IndexEntry // RecordWritten: by path
+	// writtenLost: a written file's statistics could not be taken, so
+	// Written reports nothing.
+	writtenLost bool
 
 	jobs       chan *fileJob
 	jobsClosed bool
@@ -226,6 +244,9 @@ func NewApplier(root string, opts ApplyOptions) (*Applier, error) {
 		dirty:    make(map[string]bool),
 		jobs:     make(chan *fileJob, 4*opts.Workers),
 		memory:   newBudget(opts.WriteBehindBytes),
+	}
+	if opts.RecordWritten {
+		a.written = make(map[string]pluginapi.IndexEntry)
 	}
 	a.stack = []openDir{{path: "", dir: a.rootDir}}
 	for range opts.Workers {
@@ -331,6 +352,9 @@ func (a *Applier) apply(ctx context.Context, e *pluginapi.Entry, body io.Reader)
 	default:
 		return fmt.Errorf("invalid entry type %d", e.Type)
 	}
+	if e.Delete {
+		return a.delete(parent, name)
+	}
 	a.seen[e.Path] = seenEntry{typ: e.Type, unchanged: e.Unchanged}
 	if e.Unchanged {
 		return a.keep(e)
@@ -408,6 +432,24 @@ func (a *Applier) keep(e *pluginapi.Entry) error {
 	a.unchanged++
 	if e.Type == pluginapi.TypeDir {
 		a.dirs = append(a.dirs, dirMeta{e: cloneEntry(e), unchanged: true})
+	}
+	return nil
+}
+
+// delete removes, in a sparse restore, an entry the snapshot lacks (with
+// everything beneath it) from its parent, a directory sent earlier. It is
+// not remembered as seen: nothing may be sent beneath it.
+func (a *Applier) delete(parent, name string) error {
+	if !a.opts.InPlace || !a.opts.Sparse {
+		return fmt.Errorf("%w: entry marked delete outside a sparse in-place restore", pluginapi.ErrUnsafePath)
+	}
+	dir, err := a.openParent(parent)
+	if err != nil {
+		return err
+	}
+	a.dirty[parent] = true
+	if err := removeAllAt(dir.fd, name); err != nil {
+		return fmt.Errorf("delete: %w", err)
 	}
 	return nil
 }
@@ -588,15 +630,72 @@ func (a *Applier) writeFile(dir *dirHandle, name string, e *pluginapi.Entry, dat
 	if err != nil {
 		return fmt.Errorf("create: %w", err)
 	}
-	err = a.fillFile(fd, e, data, src)
-	if cerr := unix.Close(fd); err == nil && cerr != nil {
-		err = fmt.Errorf("close: %w", cerr)
-	}
-	if err != nil {
+	if err := a.fillFile(fd, e, data, src); err != nil {
+		unix.Close(fd)
 		_ = unix.Unlinkat(dir.fd, tmp, 0)
 		return err
 	}
-	return a.publish(dir, tmp, name)
+	// Published while still open, so RecordWritten's statistics are those
+	// after the rename (which sets the ctime). A failing close (not on
+	// local file systems) still fails the restore.
+	if err := a.publish(dir, tmp, name); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	if a.written != nil {
+		a.recordWritten(fd, e.Path)
+	}
+	if err := unix.Close(fd); err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	return nil
+}
+
+// recordWritten keeps the statistics of the file just written as path.
+func (a *Applier) recordWritten(fd int, path string) {
+	var st unix.Stat_t
+	err := unix.Fstat(fd, &st)
+	a.writtenMu.Lock()
+	defer a.writtenMu.Unlock()
+	if err != nil {
+		a.writtenLost = true
+		return
+	}
+	a.written[path] = pluginapi.IndexEntry{Size: st.Size, MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano(), Inode: st.Ino}
+}
+
+// relinked updates the statistics of a written file that got a further
+// name (linking changed its ctime), taken through that new name in dir,
+// when it is still the same inode.
+func (a *Applier) relinked(dir *dirHandle, name, target string) {
+	var st unix.Stat_t
+	err := unix.Fstatat(dir.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	a.writtenMu.Lock()
+	defer a.writtenMu.Unlock()
+	old, ok := a.written[target]
+	switch {
+	case !ok:
+	case err != nil || st.Ino != old.Inode:
+		delete(a.written, target)
+	default:
+		a.written[target] = pluginapi.IndexEntry{Size: st.Size, MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano(), Inode: st.Ino}
+	}
+}
+
+// Written returns the statistics of the regular files written, by path,
+// after a successful Finish with RecordWritten; nil otherwise, or if any
+// could not be taken. A file that got further hard links has the
+// statistics after the last.
+func (a *Applier) Written() map[string]pluginapi.IndexEntry {
+	if !a.done || a.Err() != nil {
+		return nil
+	}
+	a.writtenMu.Lock()
+	defer a.writtenMu.Unlock()
+	if a.writtenLost {
+		return nil
+	}
+	return a.written
 }
 
 func (a *Applier) fillFile(fd int, e *pluginapi.Entry, data []byte, src io.Reader) error {
@@ -702,7 +801,8 @@ func (a *Applier) applyHardlink(dir *dirHandle, name string, e *pluginapi.Entry)
 	if err := pluginapi.ValidatePath(e.LinkTarget); err != nil {
 		return fmt.Errorf("hard link target: %w", err)
 	}
-	if s := a.seen[e.LinkTarget]; s.typ != pluginapi.TypeFile {
+	s, sent := a.seen[e.LinkTarget]
+	if sent && s.typ != pluginapi.TypeFile || !sent && !a.opts.Sparse {
 		return fmt.Errorf("%w: hard link target %q is not a file earlier in the stream", pluginapi.ErrUnsafePath, e.LinkTarget)
 	}
 	// The target may still be queued for a worker (and, in place, not yet
@@ -724,6 +824,17 @@ func (a *Applier) applyHardlink(dir *dirHandle, name string, e *pluginapi.Entry)
 		defer unix.Close(fd)
 		tfd = fd
 	}
+	if !sent {
+		// Sparse: a file the host kept. It must be a regular file where
+		// the snapshot has it (linkat does not follow a symlink).
+		var st unix.Stat_t
+		if err := unix.Fstatat(tfd, tname, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("hard link target %q: %w", e.LinkTarget, err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFREG {
+			return fmt.Errorf("%w: hard link target %q is not a regular file in the target", pluginapi.ErrUnsafePath, e.LinkTarget)
+		}
+	}
 	tmp, err := a.create(name, func(n string) error { return unix.Linkat(tfd, tname, dir.fd, n, 0) })
 	if err != nil {
 		return fmt.Errorf("link: %w", err)
@@ -735,6 +846,9 @@ func (a *Applier) applyHardlink(dir *dirHandle, name string, e *pluginapi.Entry)
 		// rename(2) does nothing when both names are already links to
 		// the same file; do not leave the temporary name behind.
 		_ = unix.Unlinkat(dir.fd, tmp, 0)
+	}
+	if a.written != nil {
+		a.relinked(dir, name, e.LinkTarget)
 	}
 	return nil
 }
@@ -761,6 +875,8 @@ func (a *Applier) Finish(ctx context.Context) (err error) {
 		return err
 	}
 	switch {
+	case a.opts.InPlace && a.opts.Sparse:
+		// The stream named every deletion; nothing else is listed.
 	case a.opts.InPlace && a.opts.TrustUnchangedDirs:
 		if err := a.deleteExtrasInChangedDirs(ctx); err != nil {
 			return a.fail(fmt.Errorf("in place: %w", err))
