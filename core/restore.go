@@ -130,15 +130,20 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 	}
 	var current targetIndex
 	var children targetChildren
+	var trees map[store.Hash]*store.Tree
 	phase := m.now()
 	if opts.InPlace && indexable {
-		// What the plan compares the listing with is loaded while the
-		// engine lists the target.
+		// What the plan compares the listing with, and the snapshot's
+		// trees the restore walks, are loaded while the engine lists the
+		// target.
 		priorc := make(chan *planPrior, 1)
 		go func() { priorc <- m.loadPlanPrior(ctx, snap, riTarget) }()
+		treesc := make(chan map[store.Hash]*store.Tree, 1)
+		go func() { treesc <- m.loadTrees(ctx, snap) }()
 		current, children, err = captureListing(ctx, eng, target, options, snap.Excludes)
 		m.log.Debug("restore: listed target", "target", target, "took", m.now().Sub(phase))
 		prior := <-priorc
+		trees = <-treesc
 		if err != nil {
 			return fail(engineError(snap.Engine, fmt.Sprintf("list target %q", target), err))
 		}
@@ -170,7 +175,7 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 	}
 	phase = m.now()
 	rctx, cancel := context.WithCancel(ctx)
-	rr := newRestoreReader(rctx, m.store, snap, planner, req.Sparse, m.opts.RestoreWorkers, opts.Progress)
+	rr := newRestoreReader(rctx, m.store, snap, planner, req.Sparse, trees, m.opts.RestoreWorkers, opts.Progress)
 	er, err := eng.Restore(rctx, req, rr)
 	cancel()
 	rr.close()
@@ -235,6 +240,37 @@ func (m *Manager) loadPlanPrior(ctx context.Context, snap *store.Snapshot, riTar
 	}
 	m.log.Debug("restore: loaded change and restore indexes", "took", m.now().Sub(start))
 	return p
+}
+
+// loadTrees reads every directory tree of snap, for a restore to walk
+// without waiting for the store: loaded while the target is listed, this
+// takes reading and decoding them (~0.15 s on venv-full's 4,000
+// directories) off an in-place restore's path. On any error it returns
+// what it has; the walk reads the rest and reports the error itself.
+func (m *Manager) loadTrees(ctx context.Context, snap *store.Snapshot) map[store.Hash]*store.Tree {
+	trees := map[store.Hash]*store.Tree{}
+	var queue []store.Hash
+	for _, s := range snap.Streams {
+		queue = append(queue, s.Root)
+	}
+	for len(queue) > 0 && ctx.Err() == nil {
+		h := queue[len(queue)-1]
+		queue = queue[:len(queue)-1]
+		if _, ok := trees[h]; ok {
+			continue
+		}
+		t, err := m.store.GetTree(ctx, h)
+		if err != nil {
+			break
+		}
+		trees[h] = t
+		for i := range t.Nodes {
+			if t.Nodes[i].Type == store.NodeDir {
+				queue = append(queue, t.Nodes[i].Subtree)
+			}
+		}
+	}
+	return trees
 }
 
 // relistDivisor bounds, for an engine that does not report the files it

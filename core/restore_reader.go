@@ -51,6 +51,9 @@ type restoreReader struct {
 	// producer's, read after prodDone): the engine's report of what it
 	// wrote is taken for them only.
 	sentFiles map[string]map[string]bool
+	// trees, if not nil, holds trees read ahead (Manager.loadTrees);
+	// others are read from the store.
+	trees map[store.Hash]*store.Tree
 
 	items    chan *restoreItem
 	prodErr  error // set before items is closed
@@ -69,7 +72,7 @@ type pendingDir struct {
 	sent bool
 }
 
-func newRestoreReader(ctx context.Context, st *store.Store, snap *store.Snapshot, planner *inplacePlanner, sparse bool, workers int, progress func(Progress)) *restoreReader {
+func newRestoreReader(ctx context.Context, st *store.Store, snap *store.Snapshot, planner *inplacePlanner, sparse bool, trees map[store.Hash]*store.Tree, workers int, progress func(Progress)) *restoreReader {
 	ctx, cancel := context.WithCancel(ctx)
 	rr := &restoreReader{
 		snap:      snap,
@@ -78,6 +81,7 @@ func newRestoreReader(ctx context.Context, st *store.Store, snap *store.Snapshot
 		planner:   planner,
 		sparse:    sparse && planner != nil,
 		sentFiles: map[string]map[string]bool{},
+		trees:     trees,
 		items:     make(chan *restoreItem, 512),
 		cancel:    cancel,
 		prodDone:  make(chan struct{}),
@@ -112,7 +116,7 @@ func (rr *restoreReader) produce(ctx context.Context) {
 }
 
 func (rr *restoreReader) walk(ctx context.Context, stream string, root store.Hash, dir string) error {
-	tree, err := rr.st.GetTree(ctx, root)
+	tree, err := rr.tree(ctx, root)
 	if err != nil {
 		return fmt.Errorf("snapshot %s: stream %q: directory %q: %w", rr.snap.ID, stream, dir, err)
 	}
@@ -203,6 +207,14 @@ func (rr *restoreReader) walk(ctx context.Context, stream string, root store.Has
 		}
 	}
 	return nil
+}
+
+// tree returns the tree h, read ahead or from the store.
+func (rr *restoreReader) tree(ctx context.Context, h store.Hash) (*store.Tree, error) {
+	if t := rr.trees[h]; t != nil {
+		return t, nil
+	}
+	return rr.st.GetTree(ctx, h)
 }
 
 // childName is the last element of a path.
