@@ -194,8 +194,8 @@ func restoreResultFromProto(p *enginepb.RestoreResponse) *RestoreResult {
 }
 
 // writtenFits reports whether a report of written files stays well within
-// MaxMessageSize once encoded (an entry costs its path and at most ~40
-// bytes of numbers and framing).
+// MaxRestoreAnswerSize once encoded (an entry costs its path and at most
+// ~40 bytes of numbers and framing).
 func writtenFits(idx ParentIndex) bool {
 	size := 0
 	for name, entries := range idx {
@@ -204,5 +204,5 @@ func writtenFits(idx ParentIndex) bool {
 			size += len(path) + 40
 		}
 	}
-	return size <= MaxMessageSize*3/4
+	return size <= MaxRestoreAnswerSize*3/4
 }

@@ -29,6 +29,13 @@ const maxBatchRecords = 4096
 // default, which every implementation applies unless told otherwise.
 const MaxMessageSize = 4 << 20
 
+// MaxRestoreAnswerSize is the largest answer to a Restore the host
+// accepts: it may report the statistics of every file written
+// (RestoreResult.Written), ~110 bytes a file, 4.2 MB for venv-full's
+// 38,546 files. Reporting them costs far less than the host listing the
+// target again (~0.4 s there).
+const MaxRestoreAnswerSize = 64 << 20
+
 // recordSource yields the records of successive messages.
 type recordSource struct {
 	// recv returns the next message's records, io.EOF after the last.

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -210,7 +211,8 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := p.rpc.Restore(sctx)
+	// The answer may carry the report of every file written.
+	stream, err := p.rpc.Restore(sctx, grpc.MaxCallRecvMsgSize(MaxRestoreAnswerSize))
 	if err != nil {
 		return nil, p.failRestore(ctx, op, err)
 	}
