@@ -35,7 +35,7 @@ type RestoreOptions struct {
 
 // RestoreStats count what a restore did.
 type RestoreStats struct {
-	Files     int64 // file entries sent to the engine
+	Files     int64 // the snapshot's file entries (a sparse stream does not send the kept ones)
 	Unchanged int64 // entries the target already held (in place)
 	Rewritten int64 // entries sent to be written (with their bodies)
 	Bytes     int64 // file bytes sent
