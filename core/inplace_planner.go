@@ -18,13 +18,20 @@ import (
 //   - in the target's restore index, kept after the last restore, and that
 //     restore's snapshot has the same chunk list at that path.
 //
-// Anything else is rewritten; the engine deletes what the snapshot lacks.
+// Anything else is rewritten. What the snapshot lacks is deleted: by the
+// engine, which lists the target for it, or, for an engine that takes a
+// sparse stream (pluginapi.CapRestoreSparse), as the host names it from
+// the listing (extras); a sparse stream sends nothing of what is kept but
+// the directories above what changes.
 type inplacePlanner struct {
 	current targetIndex
-	own     store.ChangeIndex
-	last    *restoreIndex
-	lastIsS bool        // the last restore was of this very snapshot
-	lastSn  *treeLookup // the last restore's snapshot, when another one
+	// children are the target's directories' entries, for a sparse
+	// restore's deletions (nil: not listed that way).
+	children targetChildren
+	own      store.ChangeIndex
+	last     *restoreIndex
+	lastIsS  bool        // the last restore was of this very snapshot
+	lastSn   *treeLookup // the last restore's snapshot, when another one
 
 	// keptFiles are the files left alone, per stream: a hard link to a
 	// rewritten file must be remade.
@@ -33,8 +40,8 @@ type inplacePlanner struct {
 	files int
 }
 
-func newInplacePlanner(current targetIndex, own store.ChangeIndex, last *restoreIndex, lastSnap *treeLookup, snapID string) *inplacePlanner {
-	p := &inplacePlanner{current: current, own: own, last: last, keptFiles: map[string]map[string]bool{}}
+func newInplacePlanner(current targetIndex, children targetChildren, own store.ChangeIndex, last *restoreIndex, lastSnap *treeLookup, snapID string) *inplacePlanner {
+	p := &inplacePlanner{current: current, children: children, own: own, last: last, keptFiles: map[string]map[string]bool{}}
 	if last != nil {
 		p.lastIsS = last.SnapshotID == snapID
 		p.lastSn = lastSnap
@@ -103,6 +110,37 @@ func (p *inplacePlanner) contentKnown(ctx context.Context, stream, path string, 
 		return false, err
 	}
 	return ln != nil && ln.Type == store.NodeFile && ln.Size == n.Size && slices.Equal(ln.Content, n.Content), nil
+}
+
+// extras returns the entries the target holds in directory dir of stream
+// that nodes (the snapshot's directory, sorted by name) lacks, in name
+// order, with the type each has in the target: what a sparse restore
+// deletes.
+func (p *inplacePlanner) extras(stream, dir string, nodes []store.Node) []pluginapi.Entry {
+	names := p.children[stream][dir]
+	if len(names) == 0 {
+		return nil
+	}
+	var out []pluginapi.Entry
+	j := 0
+	for _, name := range names {
+		for j < len(nodes) && nodes[j].Name < name {
+			j++
+		}
+		if j < len(nodes) && nodes[j].Name == name {
+			continue
+		}
+		path := name
+		if dir != "" {
+			path = dir + "/" + name
+		}
+		e := pluginapi.Entry{Path: path, Delete: true, Type: pluginapi.TypeFile}
+		if cur := p.current[stream][path]; cur != nil {
+			e.Type = cur.Type
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 // rewrittenFiles is how many of the snapshot's files the plan rewrote.

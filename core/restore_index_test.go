@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -18,10 +19,20 @@ import (
 )
 
 // listingCounter counts the index-only captures (target listings) made
-// through an engine.
+// through an engine; with unreported, it drops the engine's report of the
+// files it wrote, as an engine without one answers.
 type listingCounter struct {
 	pluginapi.Engine
-	listings atomic.Int64
+	listings   atomic.Int64
+	unreported bool
+}
+
+func (c *listingCounter) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r pluginapi.RestoreReader) (*pluginapi.RestoreResult, error) {
+	res, err := c.Engine.Restore(ctx, req, r)
+	if res != nil && c.unreported {
+		res.Written = nil
+	}
+	return res, err
 }
 
 func (c *listingCounter) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w pluginapi.CaptureWriter) error {
@@ -31,10 +42,11 @@ func (c *listingCounter) Capture(ctx context.Context, req *pluginapi.CaptureRequ
 	return c.Engine.Capture(ctx, req, w)
 }
 
-// An in-place restore that rewrites few files records its restore index
-// from the listing taken before it (the files it kept) instead of listing
-// the target again; the files it rewrote are left out, and the next
-// in-place restore still yields exactly the snapshot.
+// An in-place restore through an engine that does not report the files it
+// wrote, and that rewrites few files, records its restore index from the
+// listing taken before it (the files it kept) instead of listing the
+// target again; the files it rewrote are left out, and the next in-place
+// restore still yields exactly the snapshot.
 func TestRestoreInPlaceRecordsKeptFilesWithoutRelisting(t *testing.T) {
 	ctx := context.Background()
 	src := filepath.Join(t.TempDir(), "src")
@@ -42,7 +54,7 @@ func TestRestoreInPlaceRecordsKeptFilesWithoutRelisting(t *testing.T) {
 	for i := range 2 * relistDivisor {
 		writeFile(t, filepath.Join(src, "many", fmt.Sprintf("f%03d.py", i)), []byte(fmt.Sprintf("x = %d\n", i)), 0o644, fixedTime)
 	}
-	eng := &listingCounter{Engine: newDirEngine()}
+	eng := &listingCounter{Engine: newDirEngine(), unreported: true}
 	m := openManager(t, map[string]pluginapi.Engine{"dir": eng})
 	snap, err := m.Create(ctx, CreateOptions{Engine: "dir", Target: src})
 	require.NoError(t, err)
@@ -145,4 +157,52 @@ func FuzzDecodeRestoreIndex(f *testing.F) {
 		require.NoError(t, err)
 		require.Equal(t, ri, again)
 	})
+}
+
+// With the engine's report of the files it wrote, no restore lists the
+// target afterwards, however much it rewrote: the restore index holds the
+// kept files as listed before and the written ones as the engine saw them
+// last (a hard-linked file after its last link), so the next in-place
+// restore rewrites nothing.
+func TestRestoreRecordsWrittenFilesFromTheEngine(t *testing.T) {
+	ctx := context.Background()
+	src := filepath.Join(t.TempDir(), "src")
+	makeTree(t, src)
+	for i := range 2 * relistDivisor {
+		writeFile(t, filepath.Join(src, "many", fmt.Sprintf("f%03d.py", i)), []byte(fmt.Sprintf("x = %d\n", i)), 0o644, fixedTime)
+	}
+	eng := &listingCounter{Engine: newDirEngine()}
+	m := openManager(t, map[string]pluginapi.Engine{"dir": eng})
+	snap, err := m.Create(ctx, CreateOptions{Engine: "dir", Target: src})
+	require.NoError(t, err)
+	dst := filepath.Join(t.TempDir(), "dst")
+	_, err = m.Restore(ctx, RestoreOptions{Ref: snap.ID, Target: dst})
+	require.NoError(t, err)
+	assert.Zero(t, eng.listings.Load(), "a restore to a new target does not list it")
+
+	// Every file of many/ rewritten: far more than relistDivisor allows.
+	require.NoError(t, os.RemoveAll(filepath.Join(dst, "many")))
+	writeFile(t, filepath.Join(dst, "a.txt"), []byte("HELLO\n"), 0o644, fixedTime)
+	res, err := m.Restore(ctx, RestoreOptions{Ref: snap.ID, Target: dst, InPlace: true})
+	require.NoError(t, err)
+	requireSameTree(t, src, dst)
+	assert.EqualValues(t, 1, eng.listings.Load(), "listed once, before the restore")
+	assert.Greater(t, res.Stats.Rewritten, int64(2*relistDivisor))
+
+	ri := m.loadRestoreIndex(ctx, "dir", dst)
+	require.NotNil(t, ri)
+	for _, p := range []string{"many/f007.py", "a.txt", "bin/tool", "data/big.bin"} {
+		st, err := os.Stat(filepath.Join(dst, filepath.FromSlash(p)))
+		require.NoError(t, err)
+		sys := st.Sys().(*syscall.Stat_t)
+		require.Contains(t, ri.Files[dir.Stream], p)
+		assert.Equal(t, store.IndexRecord{Size: st.Size(), MtimeNs: st.ModTime().UnixNano(), CtimeNs: sys.Ctim.Nano(), Inode: sys.Ino},
+			ri.Files[dir.Stream][p], "%s: its statistics now", p)
+	}
+
+	res, err = m.Restore(ctx, RestoreOptions{Ref: snap.ID, Target: dst, InPlace: true})
+	require.NoError(t, err)
+	requireSameTree(t, src, dst)
+	assert.Zero(t, res.Stats.Rewritten, "%+v", res.Stats)
+	assert.EqualValues(t, 2, eng.listings.Load())
 }

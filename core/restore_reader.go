@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync/atomic"
 
 	"github.com/pypj/ptest-snap/pluginapi"
@@ -27,11 +28,32 @@ type restoreItem struct {
 // entries the target already holds, and requests the chunks of every other
 // file ahead of time from the chunkReader; Next hands the entries to the
 // engine in order with body readers over those chunks, verifying sizes.
+// A sparse stream leaves out what the planner kept (but the directories
+// above anything sent) and adds, in order, the deletions of what the
+// target has beyond the snapshot: on venv-full after change small (which
+// removes awscli, 6,533 entries) that is ~6,600 entries instead of 46,508.
 type restoreReader struct {
 	snap    *store.Snapshot
 	st      *store.Store
 	chunks  *chunkReader
 	planner *inplacePlanner // nil: everything is rewritten
+	// sparse: send only what the planner did not keep, deletions of what
+	// the target has beyond the snapshot, and the directories along their
+	// paths (pluginapi.RestoreRequest.Sparse).
+	sparse bool
+	// pending (sparse) is the chain of directories being walked that are
+	// kept and not yet sent: sent, Unchanged, once something beneath them is.
+	pending []pendingDir
+	// skipped counts what a sparse walk kept without sending (entries,
+	// files); the producer's, read after prodDone.
+	skipped, skippedFiles int64
+	// sentFiles are the files sent with bodies, by stream and path (the
+	// producer's, read after prodDone): the engine's report of what it
+	// wrote is taken for them only.
+	sentFiles map[string]map[string]bool
+	// trees, if not nil, holds trees read ahead (Manager.loadTrees);
+	// others are read from the store.
+	trees map[store.Hash]*store.Tree
 
 	items    chan *restoreItem
 	prodErr  error // set before items is closed
@@ -44,17 +66,26 @@ type restoreReader struct {
 	progTick int64
 }
 
-func newRestoreReader(ctx context.Context, st *store.Store, snap *store.Snapshot, planner *inplacePlanner, workers int, progress func(Progress)) *restoreReader {
+// pendingDir is a kept directory of a sparse walk and whether it was sent.
+type pendingDir struct {
+	item *restoreItem
+	sent bool
+}
+
+func newRestoreReader(ctx context.Context, st *store.Store, snap *store.Snapshot, planner *inplacePlanner, sparse bool, trees map[store.Hash]*store.Tree, workers int, progress func(Progress)) *restoreReader {
 	ctx, cancel := context.WithCancel(ctx)
 	rr := &restoreReader{
-		snap:     snap,
-		st:       st,
-		chunks:   newChunkReader(ctx, st, workers),
-		planner:  planner,
-		items:    make(chan *restoreItem, 512),
-		cancel:   cancel,
-		prodDone: make(chan struct{}),
-		progress: progress,
+		snap:      snap,
+		st:        st,
+		chunks:    newChunkReader(ctx, st, workers),
+		planner:   planner,
+		sparse:    sparse && planner != nil,
+		sentFiles: map[string]map[string]bool{},
+		trees:     trees,
+		items:     make(chan *restoreItem, 512),
+		cancel:    cancel,
+		prodDone:  make(chan struct{}),
+		progress:  progress,
 	}
 	go rr.produce(ctx)
 	return rr
@@ -76,6 +107,7 @@ func (rr *restoreReader) produce(ctx context.Context) {
 	defer close(rr.prodDone)
 	defer close(rr.items)
 	for _, s := range rr.snap.Streams {
+		rr.sentFiles[s.Name] = map[string]bool{}
 		if err := rr.walk(ctx, s.Name, s.Root, ""); err != nil {
 			rr.prodErr = err
 			return
@@ -84,12 +116,22 @@ func (rr *restoreReader) produce(ctx context.Context) {
 }
 
 func (rr *restoreReader) walk(ctx context.Context, stream string, root store.Hash, dir string) error {
-	tree, err := rr.st.GetTree(ctx, root)
+	tree, err := rr.tree(ctx, root)
 	if err != nil {
 		return fmt.Errorf("snapshot %s: stream %q: directory %q: %w", rr.snap.ID, stream, dir, err)
 	}
+	var extras []pluginapi.Entry
+	if rr.sparse {
+		extras = rr.planner.extras(stream, dir, tree.Nodes)
+	}
 	for i := range tree.Nodes {
 		n := &tree.Nodes[i]
+		for len(extras) > 0 && childName(extras[0].Path) < n.Name {
+			if err := rr.sendDelete(ctx, stream, &extras[0]); err != nil {
+				return err
+			}
+			extras = extras[1:]
+		}
 		p := n.Name
 		if dir != "" {
 			p = dir + "/" + n.Name
@@ -110,15 +152,37 @@ func (rr *restoreReader) walk(ctx context.Context, stream string, root store.Has
 			}
 			item.entry.Unchanged = u
 		}
+		if rr.sparse && item.entry.Unchanged {
+			// Kept: not sent, but a directory is remembered in case
+			// something beneath it is.
+			rr.skipped++
+			if n.Type == store.NodeFile {
+				rr.skippedFiles++
+			}
+			if n.Type == store.NodeDir {
+				rr.pending = append(rr.pending, pendingDir{item: item})
+				err := rr.walk(ctx, stream, n.Subtree, p)
+				if top := rr.pending[len(rr.pending)-1]; top.sent {
+					// Counted as sent by Next, not as skipped.
+					rr.skipped--
+				}
+				rr.pending = rr.pending[:len(rr.pending)-1]
+				if err != nil {
+					return err
+				}
+			}
+			continue
+		}
 		sendBody := n.Type == store.NodeFile && !item.entry.Unchanged && len(n.Content) > 0
 		if sendBody {
 			item.nchunks = len(n.Content)
 			item.futures = make(chan *chunkFuture, len(n.Content))
 		}
-		select {
-		case rr.items <- item:
-		case <-ctx.Done():
-			return ctx.Err()
+		if n.Type == store.NodeFile && !item.entry.Unchanged {
+			rr.sentFiles[stream][p] = true
+		}
+		if err := rr.send(ctx, item); err != nil {
+			return err
 		}
 		if sendBody {
 			for k, h := range n.Content {
@@ -137,7 +201,56 @@ func (rr *restoreReader) walk(ctx context.Context, stream string, root store.Has
 			}
 		}
 	}
+	for i := range extras {
+		if err := rr.sendDelete(ctx, stream, &extras[i]); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// tree returns the tree h, read ahead or from the store.
+func (rr *restoreReader) tree(ctx context.Context, h store.Hash) (*store.Tree, error) {
+	if t := rr.trees[h]; t != nil {
+		return t, nil
+	}
+	return rr.st.GetTree(ctx, h)
+}
+
+// childName is the last element of a path.
+func childName(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[i+1:]
+	}
+	return p
+}
+
+// send queues item, after the kept directories above it a sparse walk has
+// not sent yet.
+func (rr *restoreReader) send(ctx context.Context, item *restoreItem) error {
+	for i := range rr.pending {
+		if d := &rr.pending[i]; !d.sent {
+			d.sent = true
+			if err := rr.queue(ctx, d.item); err != nil {
+				return err
+			}
+		}
+	}
+	return rr.queue(ctx, item)
+}
+
+func (rr *restoreReader) queue(ctx context.Context, item *restoreItem) error {
+	select {
+	case rr.items <- item:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// sendDelete queues the deletion of an entry the snapshot lacks.
+func (rr *restoreReader) sendDelete(ctx context.Context, stream string, e *pluginapi.Entry) error {
+	return rr.send(ctx, &restoreItem{stream: stream, entry: *e})
 }
 
 // nodeEntry converts a tree node to the engine's entry.
@@ -184,6 +297,8 @@ func (rr *restoreReader) Next(ctx context.Context) (string, *pluginapi.Entry, io
 			if rr.prodErr != nil {
 				return "", nil, nil, rr.prodErr
 			}
+			rr.stats.Unchanged += rr.skipped
+			rr.stats.Files += rr.skippedFiles
 			rr.report(true, "", "")
 			return "", nil, nil, io.EOF
 		}
@@ -193,6 +308,9 @@ func (rr *restoreReader) Next(ctx context.Context) (string, *pluginapi.Entry, io
 	}
 	e := &item.entry
 	switch {
+	case e.Delete:
+		rr.stats.Deleted++
+		return item.stream, e, nil, nil
 	case e.Unchanged:
 		rr.stats.Unchanged++
 	default:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 
 	"github.com/pypj/ptest-snap/pluginapi"
 	"github.com/pypj/ptest-snap/store"
@@ -42,11 +43,19 @@ func (t targetIndex) files() store.ChangeIndex {
 	return out
 }
 
+// targetChildren is, by stream and directory path ("" for the root), the
+// names of a target's entries in that directory, in capture order (sorted,
+// as the protocol has them): what a sparse in-place restore compares with
+// a snapshot's directory to find what to delete.
+type targetChildren map[string]map[string][]string
+
 // indexCollector is a pluginapi.CaptureWriter that keeps the entries of an
 // index-only capture.
 type indexCollector struct {
-	idx    targetIndex
-	stream map[string]*targetEntry
+	idx      targetIndex
+	children targetChildren
+	stream   map[string]*targetEntry
+	kids     map[string][]string
 }
 
 func (c *indexCollector) WriteMetadata(context.Context, pluginapi.Metadata) error { return nil }
@@ -57,6 +66,8 @@ func (c *indexCollector) BeginStream(_ context.Context, name string) error {
 	}
 	c.stream = map[string]*targetEntry{}
 	c.idx[name] = c.stream
+	c.kids = map[string][]string{}
+	c.children[name] = c.kids
 	return nil
 }
 
@@ -73,6 +84,11 @@ func (c *indexCollector) WriteEntry(_ context.Context, e *pluginapi.Entry, body 
 			return err
 		}
 	}
+	dir, name := "", e.Path
+	if i := strings.LastIndexByte(e.Path, '/'); i >= 0 {
+		dir, name = e.Path[:i], e.Path[i+1:]
+	}
+	c.kids[dir] = append(c.kids[dir], name)
 	c.stream[e.Path] = &targetEntry{
 		Type: e.Type, Mode: e.Mode, UID: e.UID, GID: e.GID,
 		MtimeNs: e.MtimeNs, CtimeNs: e.CtimeNs, Inode: e.Inode, Size: e.Size,
@@ -85,12 +101,19 @@ func (c *indexCollector) WriteEntry(_ context.Context, e *pluginapi.Entry, body 
 // are the snapshot's (store.Snapshot.Excludes): what they match is not
 // listed, so the plan neither rewrites nor deletes it.
 func captureIndex(ctx context.Context, eng pluginapi.Engine, target string, options map[string]string, excludes []string) (targetIndex, error) {
-	c := &indexCollector{idx: targetIndex{}}
+	idx, _, err := captureListing(ctx, eng, target, options, excludes)
+	return idx, err
+}
+
+// captureListing is captureIndex that also returns each directory's
+// entries.
+func captureListing(ctx context.Context, eng pluginapi.Engine, target string, options map[string]string, excludes []string) (targetIndex, targetChildren, error) {
+	c := &indexCollector{idx: targetIndex{}, children: targetChildren{}}
 	req := &pluginapi.CaptureRequest{Target: target, Excludes: excludes, Options: options, IndexOnly: true}
 	if err := eng.Capture(ctx, req, c); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return c.idx, nil
+	return c.idx, c.children, nil
 }
 
 // sameXattrs compares two sorted xattr lists.

@@ -21,6 +21,7 @@ func entryToProto(e *Entry) *enginepb.Entry {
 		LinkTarget: e.LinkTarget,
 		Xattrs:     e.Xattrs,
 		Unchanged:  e.Unchanged,
+		Delete:     e.Delete,
 	}
 }
 
@@ -38,6 +39,7 @@ func entryFromProto(p *enginepb.Entry) *Entry {
 		LinkTarget: p.GetLinkTarget(),
 		Xattrs:     p.GetXattrs(),
 		Unchanged:  p.GetUnchanged(),
+		Delete:     p.GetDelete(),
 	}
 }
 
@@ -80,23 +82,13 @@ func captureRequestToProto(r *CaptureRequest) *enginepb.CaptureRequest {
 	for i, p := range r.Ports {
 		ports[i] = int32(p)
 	}
-	var parent []*enginepb.ParentStream
-	for name, entries := range r.Parent {
-		ps := &enginepb.ParentStream{Name: name, Entries: make([]*enginepb.IndexEntry, 0, len(entries))}
-		for path, ie := range entries {
-			ps.Entries = append(ps.Entries, &enginepb.IndexEntry{
-				Path: path, Size: ie.Size, MtimeNs: ie.MtimeNs, CtimeNs: ie.CtimeNs, Inode: ie.Inode,
-			})
-		}
-		parent = append(parent, ps)
-	}
 	return &enginepb.CaptureRequest{
 		Target:    r.Target,
 		Excludes:  r.Excludes,
 		Env:       r.Env,
 		Ports:     ports,
 		Options:   r.Options,
-		Parent:    parent,
+		Parent:    indexToProto(r.Parent),
 		IndexOnly: r.IndexOnly,
 	}
 }
@@ -108,17 +100,7 @@ func captureRequestFromProto(p *enginepb.CaptureRequest) *CaptureRequest {
 	}
 	var parent ParentIndex
 	if len(p.GetParent()) > 0 {
-		parent = make(ParentIndex, len(p.GetParent()))
-		for _, ps := range p.GetParent() {
-			m := parent[ps.GetName()]
-			if m == nil {
-				m = make(map[string]IndexEntry, len(ps.GetEntries()))
-				parent[ps.GetName()] = m
-			}
-			for _, ie := range ps.GetEntries() {
-				m[ie.GetPath()] = IndexEntry{Size: ie.GetSize(), MtimeNs: ie.GetMtimeNs(), CtimeNs: ie.GetCtimeNs(), Inode: ie.GetInode()}
-			}
-		}
+		parent = indexFromProto(p.GetParent())
 	}
 	return &CaptureRequest{
 		Target:    p.GetTarget(),
@@ -141,6 +123,7 @@ func restoreRequestToProto(r *RestoreRequest) *enginepb.RestoreRequest {
 		Metadata:       metadataToProto(r.Metadata),
 		Streams:        r.Streams,
 		Excludes:       r.Excludes,
+		Sparse:         r.Sparse,
 	}
 }
 
@@ -154,5 +137,72 @@ func restoreRequestFromProto(p *enginepb.RestoreRequest) *RestoreRequest {
 		Metadata:       metadataFromProto(p.GetMetadata()),
 		Streams:        p.GetStreams(),
 		Excludes:       p.GetExcludes(),
+		Sparse:         p.GetSparse(),
 	}
+}
+
+// indexToProto converts a per-stream index (a capture's parent, a
+// restore's written files) to its wire form.
+func indexToProto(idx ParentIndex) []*enginepb.ParentStream {
+	var out []*enginepb.ParentStream
+	for name, entries := range idx {
+		ps := &enginepb.ParentStream{Name: name, Entries: make([]*enginepb.IndexEntry, 0, len(entries))}
+		for path, ie := range entries {
+			ps.Entries = append(ps.Entries, &enginepb.IndexEntry{
+				Path: path, Size: ie.Size, MtimeNs: ie.MtimeNs, CtimeNs: ie.CtimeNs, Inode: ie.Inode,
+			})
+		}
+		out = append(out, ps)
+	}
+	return out
+}
+
+// indexFromProto is the inverse of indexToProto; it never returns nil.
+func indexFromProto(streams []*enginepb.ParentStream) ParentIndex {
+	idx := make(ParentIndex, len(streams))
+	for _, ps := range streams {
+		m := idx[ps.GetName()]
+		if m == nil {
+			m = make(map[string]IndexEntry, len(ps.GetEntries()))
+			idx[ps.GetName()] = m
+		}
+		for _, ie := range ps.GetEntries() {
+			m[ie.GetPath()] = IndexEntry{Size: ie.GetSize(), MtimeNs: ie.GetMtimeNs(), CtimeNs: ie.GetCtimeNs(), Inode: ie.GetInode()}
+		}
+	}
+	return idx
+}
+
+// restoreResultToProto converts an engine's answer to a Restore. A report
+// of written files that would not fit in one message is left out (the
+// host then lists the target itself).
+func restoreResultToProto(res *RestoreResult) *enginepb.RestoreResponse {
+	resp := &enginepb.RestoreResponse{Target: res.Target, Messages: res.Messages}
+	if res.Written != nil && writtenFits(res.Written) {
+		resp.Written = indexToProto(res.Written)
+		resp.WrittenReported = true
+	}
+	return resp
+}
+
+func restoreResultFromProto(p *enginepb.RestoreResponse) *RestoreResult {
+	res := &RestoreResult{Target: p.GetTarget(), Messages: p.GetMessages()}
+	if p.GetWrittenReported() {
+		res.Written = indexFromProto(p.GetWritten())
+	}
+	return res
+}
+
+// writtenFits reports whether a report of written files stays well within
+// MaxRestoreAnswerSize once encoded (an entry costs its path and at most
+// ~40 bytes of numbers and framing).
+func writtenFits(idx ParentIndex) bool {
+	size := 0
+	for name, entries := range idx {
+		size += len(name) + 16
+		for path := range entries {
+			size += len(path) + 40
+		}
+	}
+	return size <= MaxRestoreAnswerSize*3/4
 }

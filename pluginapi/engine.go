@@ -32,6 +32,13 @@ const (
 	// CapIndexOnly: the engine honours CaptureRequest.IndexOnly (entries
 	// without bodies), which the host uses to plan in-place restores.
 	CapIndexOnly Capability = "index-only"
+	// CapRestoreSparse: in an in-place restore with RestoreRequest.Sparse,
+	// the engine takes a stream of only what changes (entries to write,
+	// entries marked Delete) and leaves everything the stream does not
+	// name alone. The host sends a sparse stream only to an engine that
+	// declares it; others get every entry, the unchanged ones marked
+	// Unchanged.
+	CapRestoreSparse Capability = "restore-sparse"
 )
 
 // Info describes an engine.
@@ -114,6 +121,11 @@ type Entry struct {
 	// this entry exactly (content and metadata); the engine leaves it alone
 	// and no body is sent.
 	Unchanged bool
+	// Delete, only in a sparse in-place restore (RestoreRequest.Sparse):
+	// the snapshot lacks this path, which the target has (Type is what the
+	// target held); the engine removes it and, for a directory, everything
+	// beneath it, without following symlinks. No body is sent.
+	Delete bool
 }
 
 // IndexEntry is what the change index remembers of a captured file, so the
@@ -209,6 +221,14 @@ type RestoreRequest struct {
 	// (CaptureRequest.Excludes). In place, paths matching them are neither
 	// written nor deleted: they are not part of the snapshot.
 	Excludes []string
+	// Sparse (in place, only to an engine declaring CapRestoreSparse): the
+	// stream holds only what changes — entries to write, entries marked
+	// Delete, and, marked Unchanged, the directories along their paths
+	// (so each entry's parent precedes it and a directory whose contents
+	// change gets its mtime back). The engine leaves everything the stream
+	// does not name as it is and deletes nothing else: the host found it
+	// equal to the snapshot.
+	Sparse bool
 }
 
 // RestoreReader yields the entries of a restore, stream by stream, in the
@@ -228,6 +248,13 @@ type RestoreResult struct {
 	// Messages are things the user must know (a remapped port, a renamed
 	// container, ...).
 	Messages []string
+	// Written, if not nil, holds the statistics of every regular file the
+	// restore wrote, by stream and path, as they are after the restore
+	// (taken after the file's last change). The host records them with
+	// what it kept, so the next in-place restore trusts those files
+	// without listing the target again now. nil: not reported (the host
+	// lists the target); an engine reports all of them or none.
+	Written ParentIndex
 }
 
 // Engine is what an engine implements. The same interface is served over

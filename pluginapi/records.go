@@ -29,6 +29,13 @@ const maxBatchRecords = 4096
 // default, which every implementation applies unless told otherwise.
 const MaxMessageSize = 4 << 20
 
+// MaxRestoreAnswerSize is the largest answer to a Restore the host
+// accepts: it may report the statistics of every file written
+// (RestoreResult.Written), ~110 bytes a file, 4.2 MB for venv-full's
+// 38,546 files. Reporting them costs far less than the host listing the
+// target again (~0.4 s there).
+const MaxRestoreAnswerSize = 64 << 20
+
 // recordSource yields the records of successive messages.
 type recordSource struct {
 	// recv returns the next message's records, io.EOF after the last.
@@ -67,6 +74,8 @@ type entryReader struct {
 	streams map[string]bool
 	order   orderChecker
 	body    bodyReader
+	// deletes: entries may be marked Delete (a sparse restore).
+	deletes bool
 	// ring, if set, holds the bytes of shared frames (host side);
 	// ringBuf is the private copy of the current one.
 	ring    *bodyRing
@@ -110,7 +119,10 @@ func (r *entryReader) next() (begin string, e *Entry, body io.Reader, err error)
 		if err := r.order.check(e); err != nil {
 			return "", nil, nil, fmt.Errorf("stream %q: %w", r.stream, err)
 		}
-		if r.bodies && e.Type == TypeFile && !e.Unchanged {
+		if e.Delete && !r.deletes {
+			return "", nil, nil, protocolErrorf("stream %q: %q marked delete outside a sparse restore", r.stream, e.Path)
+		}
+		if r.bodies && e.Type == TypeFile && !e.Unchanged && !e.Delete {
 			r.body = bodyReader{src: &r.src, path: e.Path, remaining: e.Size, owner: r}
 			return "", e, &r.body, nil
 		}
@@ -259,6 +271,9 @@ func (o *orderChecker) check(e *Entry) error {
 	if e.Size < 0 {
 		return protocolErrorf("%q has negative size %d", e.Path, e.Size)
 	}
+	if e.Delete && e.Unchanged {
+		return protocolErrorf("%q is marked both delete and unchanged", e.Path)
+	}
 	if o.prev != "" && comparePaths(o.prev, e.Path) >= 0 {
 		return protocolErrorf("%q comes after %q: entries must be in sorted pre-order", e.Path, o.prev)
 	}
@@ -271,6 +286,11 @@ func (o *orderChecker) check(e *Entry) error {
 	}
 	if parent != "" && len(o.dirs) == 0 {
 		return protocolErrorf("%q arrives before its parent directory %q", e.Path, parent)
+	}
+	if e.Delete {
+		// Nothing follows beneath a deleted directory.
+		o.prev = e.Path
+		return nil
 	}
 	if e.Type == TypeHardlink {
 		if err := ValidatePath(e.LinkTarget); err != nil {

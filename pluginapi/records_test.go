@@ -255,3 +255,33 @@ func FuzzEntryReader(f *testing.F) {
 		}
 	})
 }
+
+// An entry marked delete is accepted only in a sparse restore, never with
+// a body, and never marked unchanged too.
+func TestEntryReaderDelete(t *testing.T) {
+	del := &enginepb.Record{Kind: &enginepb.Record_Entry{Entry: &enginepb.Entry{Path: "gone", Type: enginepb.EntryType_ENTRY_TYPE_FILE, Size: 5, Delete: true}}}
+	begin := &enginepb.Record{Kind: &enginepb.Record_BeginStream{BeginStream: "rootfs"}}
+	for _, sparse := range []bool{false, true} {
+		sent := false
+		r := newEntryReader(func() ([]*enginepb.Record, error) {
+			if sent {
+				return nil, io.EOF
+			}
+			sent = true
+			return []*enginepb.Record{begin, del}, nil
+		}, true)
+		r.deletes = sparse
+		_, _, _, err := r.next()
+		require.NoError(t, err)
+		_, e, body, err := r.next()
+		if !sparse {
+			require.ErrorIs(t, err, ErrProtocol)
+			continue
+		}
+		require.NoError(t, err)
+		assert.True(t, e.Delete)
+		assert.Nil(t, body, "a deletion has no body")
+	}
+	var o orderChecker
+	require.ErrorIs(t, o.check(&Entry{Path: "x", Type: TypeFile, Delete: true, Unchanged: true}), ErrProtocol)
+}

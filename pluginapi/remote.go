@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -210,7 +211,8 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := p.rpc.Restore(sctx)
+	// The answer may carry the report of every file written.
+	stream, err := p.rpc.Restore(sctx, grpc.MaxCallRecvMsgSize(MaxRestoreAnswerSize))
 	if err != nil {
 		return nil, p.failRestore(ctx, op, err)
 	}
@@ -270,7 +272,7 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 			err = b.beginStream(name)
 		}
 		if err == nil {
-			err = b.entry(e, body, e.Type == TypeFile && !e.Unchanged)
+			err = b.entry(e, body, e.Type == TypeFile && !e.Unchanged && !e.Delete)
 		}
 		if ended(err) {
 			engineEnded = true
@@ -300,7 +302,7 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 		return nil, p.failRestore(ctx, op, a.err)
 	}
 	complete = true
-	return &RestoreResult{Target: a.resp.GetTarget(), Messages: a.resp.GetMessages()}, nil
+	return restoreResultFromProto(a.resp), nil
 }
 
 // restoreAnswer is what the engine answered a Restore: its result, or why

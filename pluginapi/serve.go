@@ -181,6 +181,7 @@ func (s *engineServer) Restore(stream grpc.ClientStreamingServer[enginepb.Restor
 		return msg.GetRecords(), nil
 	}, true)
 	entries.ring = ring
+	entries.deletes = first.GetRequest().GetSparse()
 	res, err := s.impl.Restore(stream.Context(), restoreRequestFromProto(first.GetRequest()), &restoreReceiver{entries: entries})
 	if err != nil {
 		return toStatus(err)
@@ -188,7 +189,7 @@ func (s *engineServer) Restore(stream grpc.ClientStreamingServer[enginepb.Restor
 	if res == nil {
 		res = &RestoreResult{}
 	}
-	return stream.SendAndClose(&enginepb.RestoreResponse{Target: res.Target, Messages: res.Messages})
+	return stream.SendAndClose(restoreResultToProto(res))
 }
 
 // restoreReceiver is the RestoreReader a plugin's engine reads from.

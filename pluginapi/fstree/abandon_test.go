@@ -155,7 +155,8 @@ func TestAbandonedNewTargetKeepsDirectoryMovedThere(t *testing.T) {
 
 // TestAbandonedInPlace: an in-place restore abandoned midway, or whose
 // Finish fails, keeps the target (entries it did not reach as they were)
-// and leaves no temporary names.
+// and leaves no temporary names; a directory it was recreating appears
+// whole or not at all.
 func TestAbandonedInPlace(t *testing.T) {
 	src := buildTree(t)
 	snap := capture(t, src, CaptureOptions{})
@@ -165,14 +166,15 @@ func TestAbandonedInPlace(t *testing.T) {
 			require.NoError(t, restore(t, snap.recs, dst, ApplyOptions{}))
 			writeFile(t, filepath.Join(dst, "lib/pkg/mod.py"), "modified", 0o644)
 			writeFile(t, filepath.Join(dst, "z-added"), "added", 0o644)
+			require.NoError(t, os.RemoveAll(filepath.Join(dst, "lib"))) // recreated fresh
 			before := capture(t, dst, CaptureOptions{}).recs
 
 			a, err := NewApplier(dst, ApplyOptions{InPlace: true, Workers: 4})
 			require.NoError(t, err)
 			var applied []string
-			for i, r := range snap.recs {
-				if how == "close midway" && i == len(snap.recs)/2 {
-					break
+			for _, r := range snap.recs {
+				if how == "close midway" && r.e.Path == "lib/pkg-extra" {
+					break // midway through recreating lib
 				}
 				e := r.e
 				require.NoError(t, a.Apply(context.Background(), &e, bodyOf(r)))
@@ -210,6 +212,11 @@ func TestAbandonedInPlace(t *testing.T) {
 				}
 			}
 			assert.FileExists(t, filepath.Join(dst, "z-added"), "in place, extras are deleted only by a successful Finish")
+			if how == "close midway" {
+				assert.NoDirExists(t, filepath.Join(dst, "lib"), "a recreated directory appears only whole")
+			} else {
+				assert.FileExists(t, filepath.Join(dst, "lib/pkg-extra/z.py"), "written whole before Finish failed")
+			}
 		})
 	}
 }

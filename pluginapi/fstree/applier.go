@@ -1,6 +1,7 @@
 package fstree
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -73,6 +74,18 @@ type ApplyOptions struct {
 	// directory, since the snapshot says nothing about them. Entries that
 	// match are still applied if the stream has them.
 	Excludes []string
+	// Sparse (in place) takes a sparse stream (pluginapi.RestoreRequest.Sparse):
+	// it names only what changes — entries to write, entries marked Delete,
+	// which are removed at once (through the parent's directory fd, never
+	// following a symlink), and, marked Unchanged, the directories along
+	// their paths. Nothing else is listed or deleted: the host compared
+	// the target with the snapshot. A hard link may name a file the stream
+	// did not send (kept as it was) if the target holds a regular file
+	// there.
+	Sparse bool
+	// RecordWritten keeps the statistics of every regular file written,
+	// taken after its last change (Written), for the host's restore index.
+	RecordWritten bool
 }
 
 // Applier writes the entries of one stream into a directory. Call Apply for
@@ -101,9 +114,15 @@ type ApplyOptions struct {
 // created, when they are empty), and left, empty, if it existed. So a new
 // target is either complete or gone (DESIGN invariant 2). In place, every
 // replaced entry is written under a temporary name and renamed over the old
-// one, so an abandoned in-place restore leaves each entry either as it was
-// or as the snapshot has it, never half written, and no temporary names;
-// it does not roll back what it already renamed into place.
+// one, and a directory the target lacks is made under a temporary name,
+// filled (what goes beneath it is written under its own name: there is
+// nothing to replace, and one rename instead of one per file halves the
+// system calls of recreating a removed package) and renamed into place at
+// Finish; so an abandoned in-place restore leaves each entry either as it
+// was or as the snapshot has it, never half written, and no temporary
+// names (a crash may leave some; the next in-place restore deletes them,
+// as the snapshot lacks them); it does not roll back what it already
+// renamed into place.
 type Applier struct {
 	root   string
 	opts   ApplyOptions
@@ -126,6 +145,23 @@ type Applier struct {
 	unchanged int             // entries marked Unchanged, all checked at Finish
 	dirs      []dirMeta       // directory entries, in stream order
 	dirty     map[string]bool // in place: directories whose children changed
+
+	// fresh (in place) are the directories this restore created: what
+	// goes into them has nothing to replace and is written under its own
+	// name. Those whose parent is not fresh were made under a temporary
+	// name (tmpDirs: path → that name) and are renamed into place whole
+	// at Finish, so an abandoned restore leaves no half-written file
+	// under a real name. direct: the entry being applied goes into a
+	// fresh directory.
+	fresh   map[string]bool
+	tmpDirs map[string]string
+	direct  bool
+
+	writtenMu sync.Mutex
+	written   map[string]pluginapi.IndexEntry // RecordWritten: by path
+	// writtenLost: a written file's statistics could not be taken, so
+	// Written reports nothing.
+	writtenLost bool
 
 	jobs       chan *fileJob
 	jobsClosed bool
@@ -176,6 +212,7 @@ type dirMeta struct {
 type fileJob struct {
 	dir     *dirHandle
 	name    string
+	direct  bool // into a fresh directory
 	e       pluginapi.Entry
 	data    []byte
 	cost    int64
@@ -224,8 +261,13 @@ func NewApplier(root string, opts ApplyOptions) (*Applier, error) {
 		rootDir:  newDirHandle(fd),
 		seen:     make(map[string]seenEntry),
 		dirty:    make(map[string]bool),
+		fresh:    make(map[string]bool),
+		tmpDirs:  make(map[string]string),
 		jobs:     make(chan *fileJob, 4*opts.Workers),
 		memory:   newBudget(opts.WriteBehindBytes),
+	}
+	if opts.RecordWritten {
+		a.written = make(map[string]pluginapi.IndexEntry)
 	}
 	a.stack = []openDir{{path: "", dir: a.rootDir}}
 	for range opts.Workers {
@@ -331,6 +373,9 @@ func (a *Applier) apply(ctx context.Context, e *pluginapi.Entry, body io.Reader)
 	default:
 		return fmt.Errorf("invalid entry type %d", e.Type)
 	}
+	if e.Delete {
+		return a.delete(parent, name)
+	}
 	a.seen[e.Path] = seenEntry{typ: e.Type, unchanged: e.Unchanged}
 	if e.Unchanged {
 		return a.keep(e)
@@ -342,6 +387,7 @@ func (a *Applier) apply(ctx context.Context, e *pluginapi.Entry, body io.Reader)
 	if a.opts.InPlace {
 		a.dirty[parent] = true
 	}
+	a.direct = a.fresh[parent]
 	switch e.Type {
 	case pluginapi.TypeDir:
 		return a.applyDir(dir, name, e)
@@ -388,7 +434,7 @@ func (a *Applier) openParent(parent string) (*dirHandle, error) {
 		} else {
 			cur += "/" + name
 		}
-		fd, err := openDirBeneath(a.stack[len(a.stack)-1].dir.fd, name)
+		fd, err := openDirBeneath(a.stack[len(a.stack)-1].dir.fd, a.diskName(cur, name))
 		if err != nil {
 			return nil, err
 		}
@@ -412,6 +458,24 @@ func (a *Applier) keep(e *pluginapi.Entry) error {
 	return nil
 }
 
+// delete removes, in a sparse restore, an entry the snapshot lacks (with
+// everything beneath it) from its parent, a directory sent earlier. It is
+// not remembered as seen: nothing may be sent beneath it.
+func (a *Applier) delete(parent, name string) error {
+	if !a.opts.InPlace || !a.opts.Sparse {
+		return fmt.Errorf("%w: entry marked delete outside a sparse in-place restore", pluginapi.ErrUnsafePath)
+	}
+	dir, err := a.openParent(parent)
+	if err != nil {
+		return err
+	}
+	a.dirty[parent] = true
+	if err := removeAllAt(dir.fd, name); err != nil {
+		return fmt.Errorf("delete: %w", err)
+	}
+	return nil
+}
+
 // seenEntry is what the Applier remembers of each path.
 type seenEntry struct {
 	typ       pluginapi.EntryType
@@ -424,10 +488,45 @@ var direntTypes = map[pluginapi.EntryType]uint8{
 	pluginapi.TypeDir: unix.DT_DIR, pluginapi.TypeSymlink: unix.DT_LNK,
 }
 
+// diskName is the name on disk of the directory entry path (whose last
+// element is name): its temporary name until Finish if it is a fresh
+// directory made under one.
+func (a *Applier) diskName(path, name string) string {
+	if tmp, ok := a.tmpDirs[path]; ok {
+		return tmp
+	}
+	return name
+}
+
+// diskPath is path with each fresh directory still under its temporary
+// name replaced by that name.
+func (a *Applier) diskPath(path string) string {
+	if len(a.tmpDirs) == 0 {
+		return path
+	}
+	elems := strings.Split(path, "/")
+	for i := range elems {
+		if tmp, ok := a.tmpDirs[strings.Join(elems[:i+1], "/")]; ok {
+			elems[i] = tmp
+		}
+	}
+	return strings.Join(elems, "/")
+}
+
 // applyDir creates a directory (mode 0700 until Finish, so it can be
 // filled without root). In place, an existing directory is kept and
-// anything else of that name replaced.
+// anything else of that name replaced; a new one is fresh (see
+// Applier.fresh).
 func (a *Applier) applyDir(dir *dirHandle, name string, e *pluginapi.Entry) error {
+	if a.opts.InPlace && a.direct {
+		// Beneath a fresh directory: nothing is there.
+		if err := unix.Mkdirat(dir.fd, name, 0o700); err != nil {
+			return fmt.Errorf("mkdir: %w", err)
+		}
+		a.fresh[e.Path] = true
+		a.dirs = append(a.dirs, dirMeta{e: cloneEntry(e)})
+		return nil
+	}
 	if a.opts.InPlace {
 		var st unix.Stat_t
 		err := unix.Fstatat(dir.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
@@ -442,6 +541,14 @@ func (a *Applier) applyDir(dir *dirHandle, name string, e *pluginapi.Entry) erro
 		case !errors.Is(err, unix.ENOENT):
 			return err
 		}
+		tmp, err := a.create(name, false, func(n string) error { return unix.Mkdirat(dir.fd, n, 0o700) })
+		if err != nil {
+			return fmt.Errorf("mkdir: %w", err)
+		}
+		a.fresh[e.Path] = true
+		a.tmpDirs[e.Path] = tmp
+		a.dirs = append(a.dirs, dirMeta{e: cloneEntry(e)})
+		return nil
 	}
 	if err := unix.Mkdirat(dir.fd, name, 0o700); err != nil {
 		return fmt.Errorf("mkdir: %w", err)
@@ -454,7 +561,7 @@ func (a *Applier) applyDir(dir *dirHandle, name string, e *pluginapi.Entry) erro
 // non-directory entry goes (a rename cannot replace it). Files and
 // symlinks are replaced by the rename itself.
 func (a *Applier) clearForReplace(dir *dirHandle, name string) error {
-	if !a.opts.InPlace {
+	if !a.opts.InPlace || a.direct {
 		return nil
 	}
 	var st unix.Stat_t
@@ -489,9 +596,9 @@ func (a *Applier) applyFile(ctx context.Context, dir *dirHandle, name string, e 
 	}
 	if e.Size > writeBehindMax && rewrite == nil {
 		// Large: stream it here; the caller's body is only valid now.
-		return a.writeFile(dir, name, e, nil, body)
+		return a.writeFile(dir, name, a.direct, e, nil, body)
 	}
-	job := &fileJob{name: name, e: cloneEntry(e), rewrite: rewrite, cost: a.memory.clamp(e.Size)}
+	job := &fileJob{name: name, direct: a.direct, e: cloneEntry(e), rewrite: rewrite, cost: a.memory.clamp(e.Size)}
 	if err := a.memory.acquire(ctx, job.cost); err != nil {
 		return err
 	}
@@ -524,7 +631,7 @@ func (a *Applier) work(jobs <-chan *fileJob) {
 				job.e.Size = int64(len(data))
 			}
 			if err == nil {
-				err = a.writeFile(job.dir, job.name, &job.e, data, nil)
+				err = a.writeFile(job.dir, job.name, job.direct, &job.e, data, nil)
 			}
 			if err != nil {
 				a.fail(fmt.Errorf("apply %q: %w", job.e.Path, err))
@@ -550,9 +657,10 @@ func (a *Applier) tempName() string {
 }
 
 // create makes a new entry of some kind under a fresh temporary name (in
-// place) or under its own name (new target), retrying on a name clash.
-func (a *Applier) create(name string, make func(string) error) (string, error) {
-	if !a.opts.InPlace {
+// place) or under its own name (new target, or direct: in a directory this
+// restore made), retrying on a name clash.
+func (a *Applier) create(name string, direct bool, make func(string) error) (string, error) {
+	if !a.opts.InPlace || direct {
 		return name, make(name)
 	}
 	for {
@@ -579,24 +687,81 @@ func (a *Applier) publish(dir *dirHandle, tmp, name string) error {
 
 // writeFile writes a regular file from data, or else from the first e.Size
 // bytes of src, with all its metadata.
-func (a *Applier) writeFile(dir *dirHandle, name string, e *pluginapi.Entry, data []byte, src io.Reader) error {
+func (a *Applier) writeFile(dir *dirHandle, name string, direct bool, e *pluginapi.Entry, data []byte, src io.Reader) error {
 	var fd int
-	tmp, err := a.create(name, func(n string) (err error) {
+	tmp, err := a.create(name, direct, func(n string) (err error) {
 		fd, err = unix.Openat(dir.fd, n, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("create: %w", err)
 	}
-	err = a.fillFile(fd, e, data, src)
-	if cerr := unix.Close(fd); err == nil && cerr != nil {
-		err = fmt.Errorf("close: %w", cerr)
-	}
-	if err != nil {
+	if err := a.fillFile(fd, e, data, src); err != nil {
+		unix.Close(fd)
 		_ = unix.Unlinkat(dir.fd, tmp, 0)
 		return err
 	}
-	return a.publish(dir, tmp, name)
+	// Published while still open, so RecordWritten's statistics are those
+	// after the rename (which sets the ctime). A failing close (not on
+	// local file systems) still fails the restore.
+	if err := a.publish(dir, tmp, name); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	if a.written != nil {
+		a.recordWritten(fd, e.Path)
+	}
+	if err := unix.Close(fd); err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	return nil
+}
+
+// recordWritten keeps the statistics of the file just written as path.
+func (a *Applier) recordWritten(fd int, path string) {
+	var st unix.Stat_t
+	err := unix.Fstat(fd, &st)
+	a.writtenMu.Lock()
+	defer a.writtenMu.Unlock()
+	if err != nil {
+		a.writtenLost = true
+		return
+	}
+	a.written[path] = pluginapi.IndexEntry{Size: st.Size, MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano(), Inode: st.Ino}
+}
+
+// relinked updates the statistics of a written file that got a further
+// name (linking changed its ctime), taken through that new name in dir,
+// when it is still the same inode.
+func (a *Applier) relinked(dir *dirHandle, name, target string) {
+	var st unix.Stat_t
+	err := unix.Fstatat(dir.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	a.writtenMu.Lock()
+	defer a.writtenMu.Unlock()
+	old, ok := a.written[target]
+	switch {
+	case !ok:
+	case err != nil || st.Ino != old.Inode:
+		delete(a.written, target)
+	default:
+		a.written[target] = pluginapi.IndexEntry{Size: st.Size, MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano(), Inode: st.Ino}
+	}
+}
+
+// Written returns the statistics of the regular files written, by path,
+// after a successful Finish with RecordWritten; nil otherwise, or if any
+// could not be taken. A file that got further hard links has the
+// statistics after the last.
+func (a *Applier) Written() map[string]pluginapi.IndexEntry {
+	if !a.done || a.Err() != nil {
+		return nil
+	}
+	a.writtenMu.Lock()
+	defer a.writtenMu.Unlock()
+	if a.writtenLost {
+		return nil
+	}
+	return a.written
 }
 
 func (a *Applier) fillFile(fd int, e *pluginapi.Entry, data []byte, src io.Reader) error {
@@ -669,7 +834,7 @@ func (a *Applier) applySymlink(dir *dirHandle, name string, e *pluginapi.Entry) 
 	if err := a.clearForReplace(dir, name); err != nil {
 		return err
 	}
-	tmp, err := a.create(name, func(n string) error { return unix.Symlinkat(e.LinkTarget, dir.fd, n) })
+	tmp, err := a.create(name, a.direct, func(n string) error { return unix.Symlinkat(e.LinkTarget, dir.fd, n) })
 	if err != nil {
 		return fmt.Errorf("symlink: %w", err)
 	}
@@ -702,7 +867,8 @@ func (a *Applier) applyHardlink(dir *dirHandle, name string, e *pluginapi.Entry)
 	if err := pluginapi.ValidatePath(e.LinkTarget); err != nil {
 		return fmt.Errorf("hard link target: %w", err)
 	}
-	if s := a.seen[e.LinkTarget]; s.typ != pluginapi.TypeFile {
+	s, sent := a.seen[e.LinkTarget]
+	if sent && s.typ != pluginapi.TypeFile || !sent && !a.opts.Sparse {
 		return fmt.Errorf("%w: hard link target %q is not a file earlier in the stream", pluginapi.ErrUnsafePath, e.LinkTarget)
 	}
 	// The target may still be queued for a worker (and, in place, not yet
@@ -717,14 +883,25 @@ func (a *Applier) applyHardlink(dir *dirHandle, name string, e *pluginapi.Entry)
 	tparent, tname := splitPath(e.LinkTarget)
 	tfd := a.rootDir.fd
 	if tparent != "" {
-		fd, err := openDirBeneath(a.rootDir.fd, tparent)
+		fd, err := openDirBeneath(a.rootDir.fd, a.diskPath(tparent))
 		if err != nil {
 			return err
 		}
 		defer unix.Close(fd)
 		tfd = fd
 	}
-	tmp, err := a.create(name, func(n string) error { return unix.Linkat(tfd, tname, dir.fd, n, 0) })
+	if !sent {
+		// Sparse: a file the host kept. It must be a regular file where
+		// the snapshot has it (linkat does not follow a symlink).
+		var st unix.Stat_t
+		if err := unix.Fstatat(tfd, tname, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("hard link target %q: %w", e.LinkTarget, err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFREG {
+			return fmt.Errorf("%w: hard link target %q is not a regular file in the target", pluginapi.ErrUnsafePath, e.LinkTarget)
+		}
+	}
+	tmp, err := a.create(name, a.direct, func(n string) error { return unix.Linkat(tfd, tname, dir.fd, n, 0) })
 	if err != nil {
 		return fmt.Errorf("link: %w", err)
 	}
@@ -735,6 +912,9 @@ func (a *Applier) applyHardlink(dir *dirHandle, name string, e *pluginapi.Entry)
 		// rename(2) does nothing when both names are already links to
 		// the same file; do not leave the temporary name behind.
 		_ = unix.Unlinkat(dir.fd, tmp, 0)
+	}
+	if a.written != nil {
+		a.relinked(dir, name, e.LinkTarget)
 	}
 	return nil
 }
@@ -760,7 +940,12 @@ func (a *Applier) Finish(ctx context.Context) (err error) {
 	if err := a.Err(); err != nil {
 		return err
 	}
+	if err := a.publishDirs(); err != nil {
+		return a.fail(fmt.Errorf("in place: %w", err))
+	}
 	switch {
+	case a.opts.InPlace && a.opts.Sparse:
+		// The stream named every deletion; nothing else is listed.
 	case a.opts.InPlace && a.opts.TrustUnchangedDirs:
 		if err := a.deleteExtrasInChangedDirs(ctx); err != nil {
 			return a.fail(fmt.Errorf("in place: %w", err))
@@ -785,6 +970,30 @@ func (a *Applier) Finish(ctx context.Context) (err error) {
 		if err := a.finishDir(d); err != nil {
 			return a.fail(fmt.Errorf("finish directory %q: %w", d.e.Path, err))
 		}
+	}
+	return nil
+}
+
+// publishDirs renames the fresh directories made under temporary names
+// into place, now that everything beneath them is written.
+func (a *Applier) publishDirs() error {
+	for path, tmp := range a.tmpDirs {
+		parent, name := splitPath(path)
+		fd := a.rootDir.fd
+		if parent != "" {
+			var err error
+			if fd, err = openDirBeneath(a.rootDir.fd, parent); err != nil {
+				return fmt.Errorf("directory %q: %w", path, err)
+			}
+		}
+		err := unix.Renameat(fd, tmp, fd, name)
+		if fd != a.rootDir.fd {
+			unix.Close(fd)
+		}
+		if err != nil {
+			return fmt.Errorf("directory %q: rename into place: %w", path, err)
+		}
+		delete(a.tmpDirs, path)
 	}
 	return nil
 }
@@ -1022,6 +1231,29 @@ var errAbandoned = errors.New("applier closed before the restore finished")
 // renamed into place whole, and temporary names were removed on failure.
 func (a *Applier) discard() error {
 	if a.opts.InPlace {
+		// Fresh directories not yet renamed into place go, with what
+		// was written beneath them.
+		var first error
+		for path, tmp := range a.tmpDirs {
+			parent, _ := splitPath(path)
+			fd := a.rootDir.fd
+			if parent != "" {
+				var err error
+				if fd, err = openDirBeneath(a.rootDir.fd, parent); err != nil {
+					first = cmp.Or(first, err)
+					continue
+				}
+			}
+			if err := removeAllAt(fd, tmp); err != nil {
+				first = cmp.Or(first, err)
+			}
+			if fd != a.rootDir.fd {
+				unix.Close(fd)
+			}
+		}
+		if first != nil {
+			return fmt.Errorf("remove the unfinished new directories in %s: %w", a.root, first)
+		}
 		return nil
 	}
 	if err := emptyDir(a.rootDir.fd); err != nil {

@@ -31,3 +31,11 @@ func matchExcludes(excludes []string, rel, name string) bool {
 	}
 	return false
 }
+
+// MatchExcludes reports whether the path rel (slash-separated, relative to
+// the root) matches one of excludes as Capture and the Applier match it
+// (against the path and against its base name). An engine that walks a
+// target itself skips what it matches, with everything beneath it.
+func MatchExcludes(excludes []string, rel string) bool {
+	return matchExcludes(excludes, rel, path.Base(rel))
+}

@@ -616,7 +616,11 @@ type Entry struct {
 	Xattrs     map[string][]byte `protobuf:"bytes,11,rep,name=xattrs,proto3" json:"xattrs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// unchanged: no body follows (capture: same as the parent; in-place
 	// restore: the target already holds it).
-	Unchanged     bool `protobuf:"varint,12,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
+	Unchanged bool `protobuf:"varint,12,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
+	// delete, only in a sparse restore (RestoreRequest.sparse): the snapshot
+	// lacks this path; remove it (a directory with everything beneath it),
+	// never following a symlink. type is what the target held. No data.
+	Delete        bool `protobuf:"varint,13,opt,name=delete,proto3" json:"delete,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -731,6 +735,13 @@ func (x *Entry) GetXattrs() map[string][]byte {
 func (x *Entry) GetUnchanged() bool {
 	if x != nil {
 		return x.Unchanged
+	}
+	return false
+}
+
+func (x *Entry) GetDelete() bool {
+	if x != nil {
+		return x.Delete
 	}
 	return false
 }
@@ -982,7 +993,12 @@ type RestoreRequest struct {
 	SharedBodies bool `protobuf:"varint,8,opt,name=shared_bodies,json=sharedBodies,proto3" json:"shared_bodies,omitempty"`
 	// excludes: the glob patterns the snapshot was captured with; in place,
 	// paths matching them are neither written nor deleted.
-	Excludes      []string `protobuf:"bytes,9,rep,name=excludes,proto3" json:"excludes,omitempty"`
+	Excludes []string `protobuf:"bytes,9,rep,name=excludes,proto3" json:"excludes,omitempty"`
+	// sparse (in place, only to an engine whose Info lists restore-sparse):
+	// the records hold only entries to write, entries to delete, and, as
+	// unchanged, the directories along their paths; leave everything else
+	// alone.
+	Sparse        bool `protobuf:"varint,10,opt,name=sparse,proto3" json:"sparse,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1080,6 +1096,13 @@ func (x *RestoreRequest) GetExcludes() []string {
 	return nil
 }
 
+func (x *RestoreRequest) GetSparse() bool {
+	if x != nil {
+		return x.Sparse
+	}
+	return false
+}
+
 type RestoreMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// request is set in the first message, and only there.
@@ -1138,9 +1161,17 @@ type RestoreResponse struct {
 	// target is where the environment now is.
 	Target string `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
 	// messages are things the user must know.
-	Messages      []string `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Messages []string `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
+	// written: the statistics (size, mtime, ctime, inode after the restore)
+	// of the regular files the restore wrote, by stream; only when
+	// written_reported. The host trusts them on the next in-place restore
+	// instead of listing the target again.
+	Written []*ParentStream `protobuf:"bytes,3,rep,name=written,proto3" json:"written,omitempty"`
+	// written_reported: written lists every file written (an engine reports
+	// all or none).
+	WrittenReported bool `protobuf:"varint,4,opt,name=written_reported,json=writtenReported,proto3" json:"written_reported,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RestoreResponse) Reset() {
@@ -1185,6 +1216,20 @@ func (x *RestoreResponse) GetMessages() []string {
 		return x.Messages
 	}
 	return nil
+}
+
+func (x *RestoreResponse) GetWritten() []*ParentStream {
+	if x != nil {
+		return x.Written
+	}
+	return nil
+}
+
+func (x *RestoreResponse) GetWrittenReported() bool {
+	if x != nil {
+		return x.WrittenReported
+	}
+	return false
 }
 
 var File_pluginapi_proto_engine_proto protoreflect.FileDescriptor
@@ -1236,7 +1281,7 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"8\n" +
 	"\bMetadata\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x05R\aversion\x12\x12\n" +
-	"\x04json\x18\x02 \x01(\fR\x04json\"\xa1\x03\n" +
+	"\x04json\x18\x02 \x01(\fR\x04json\"\xb9\x03\n" +
 	"\x05Entry\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x122\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x1e.ptestsnap.engine.v1.EntryTypeR\x04type\x12\x12\n" +
@@ -1251,7 +1296,8 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	" \x01(\tR\n" +
 	"linkTarget\x12>\n" +
 	"\x06xattrs\x18\v \x03(\v2&.ptestsnap.engine.v1.Entry.XattrsEntryR\x06xattrs\x12\x1c\n" +
-	"\tunchanged\x18\f \x01(\bR\tunchanged\x1a9\n" +
+	"\tunchanged\x18\f \x01(\bR\tunchanged\x12\x16\n" +
+	"\x06delete\x18\r \x01(\bR\x06delete\x1a9\n" +
 	"\vXattrsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xbb\x01\n" +
@@ -1266,7 +1312,7 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\x06length\x18\x02 \x01(\rR\x06length\"\x83\x01\n" +
 	"\x0fCaptureResponse\x129\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x1d.ptestsnap.engine.v1.MetadataR\bmetadata\x125\n" +
-	"\arecords\x18\x02 \x03(\v2\x1b.ptestsnap.engine.v1.RecordR\arecords\"\xa4\x03\n" +
+	"\arecords\x18\x02 \x03(\v2\x1b.ptestsnap.engine.v1.RecordR\arecords\"\xbc\x03\n" +
 	"\x0eRestoreRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12'\n" +
 	"\x0foriginal_target\x18\x02 \x01(\tR\x0eoriginalTarget\x12\x19\n" +
@@ -1276,16 +1322,20 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\bmetadata\x18\x06 \x01(\v2\x1d.ptestsnap.engine.v1.MetadataR\bmetadata\x12\x18\n" +
 	"\astreams\x18\a \x03(\tR\astreams\x12#\n" +
 	"\rshared_bodies\x18\b \x01(\bR\fsharedBodies\x12\x1a\n" +
-	"\bexcludes\x18\t \x03(\tR\bexcludes\x1a:\n" +
+	"\bexcludes\x18\t \x03(\tR\bexcludes\x12\x16\n" +
+	"\x06sparse\x18\n" +
+	" \x01(\bR\x06sparse\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x01\n" +
 	"\x0eRestoreMessage\x12=\n" +
 	"\arequest\x18\x01 \x01(\v2#.ptestsnap.engine.v1.RestoreRequestR\arequest\x125\n" +
-	"\arecords\x18\x02 \x03(\v2\x1b.ptestsnap.engine.v1.RecordR\arecords\"E\n" +
+	"\arecords\x18\x02 \x03(\v2\x1b.ptestsnap.engine.v1.RecordR\arecords\"\xad\x01\n" +
 	"\x0fRestoreResponse\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12\x1a\n" +
-	"\bmessages\x18\x02 \x03(\tR\bmessages*\x81\x01\n" +
+	"\bmessages\x18\x02 \x03(\tR\bmessages\x12;\n" +
+	"\awritten\x18\x03 \x03(\v2!.ptestsnap.engine.v1.ParentStreamR\awritten\x12)\n" +
+	"\x10written_reported\x18\x04 \x01(\bR\x0fwrittenReported*\x81\x01\n" +
 	"\tEntryType\x12\x1a\n" +
 	"\x16ENTRY_TYPE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fENTRY_TYPE_FILE\x10\x01\x12\x12\n" +
@@ -1351,19 +1401,20 @@ var file_pluginapi_proto_engine_proto_depIdxs = []int32{
 	8,  // 12: ptestsnap.engine.v1.RestoreRequest.metadata:type_name -> ptestsnap.engine.v1.Metadata
 	13, // 13: ptestsnap.engine.v1.RestoreMessage.request:type_name -> ptestsnap.engine.v1.RestoreRequest
 	10, // 14: ptestsnap.engine.v1.RestoreMessage.records:type_name -> ptestsnap.engine.v1.Record
-	1,  // 15: ptestsnap.engine.v1.Engine.Info:input_type -> ptestsnap.engine.v1.InfoRequest
-	3,  // 16: ptestsnap.engine.v1.Engine.Identify:input_type -> ptestsnap.engine.v1.IdentifyRequest
-	7,  // 17: ptestsnap.engine.v1.Engine.Capture:input_type -> ptestsnap.engine.v1.CaptureRequest
-	14, // 18: ptestsnap.engine.v1.Engine.Restore:input_type -> ptestsnap.engine.v1.RestoreMessage
-	2,  // 19: ptestsnap.engine.v1.Engine.Info:output_type -> ptestsnap.engine.v1.InfoResponse
-	4,  // 20: ptestsnap.engine.v1.Engine.Identify:output_type -> ptestsnap.engine.v1.IdentifyResponse
-	12, // 21: ptestsnap.engine.v1.Engine.Capture:output_type -> ptestsnap.engine.v1.CaptureResponse
-	15, // 22: ptestsnap.engine.v1.Engine.Restore:output_type -> ptestsnap.engine.v1.RestoreResponse
-	19, // [19:23] is the sub-list for method output_type
-	15, // [15:19] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	6,  // 15: ptestsnap.engine.v1.RestoreResponse.written:type_name -> ptestsnap.engine.v1.ParentStream
+	1,  // 16: ptestsnap.engine.v1.Engine.Info:input_type -> ptestsnap.engine.v1.InfoRequest
+	3,  // 17: ptestsnap.engine.v1.Engine.Identify:input_type -> ptestsnap.engine.v1.IdentifyRequest
+	7,  // 18: ptestsnap.engine.v1.Engine.Capture:input_type -> ptestsnap.engine.v1.CaptureRequest
+	14, // 19: ptestsnap.engine.v1.Engine.Restore:input_type -> ptestsnap.engine.v1.RestoreMessage
+	2,  // 20: ptestsnap.engine.v1.Engine.Info:output_type -> ptestsnap.engine.v1.InfoResponse
+	4,  // 21: ptestsnap.engine.v1.Engine.Identify:output_type -> ptestsnap.engine.v1.IdentifyResponse
+	12, // 22: ptestsnap.engine.v1.Engine.Capture:output_type -> ptestsnap.engine.v1.CaptureResponse
+	15, // 23: ptestsnap.engine.v1.Engine.Restore:output_type -> ptestsnap.engine.v1.RestoreResponse
+	20, // [20:24] is the sub-list for method output_type
+	16, // [16:20] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_pluginapi_proto_engine_proto_init() }

@@ -45,6 +45,7 @@ func (Engine) Info(context.Context) (pluginapi.Info, error) {
 			pluginapi.CapRestoreNewTarget,
 			pluginapi.CapParentIndex,
 			pluginapi.CapIndexOnly,
+			pluginapi.CapRestoreSparse,
 		},
 	}, nil
 }
@@ -84,7 +85,8 @@ func (Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w plug
 }
 
 // Restore writes the "rootfs" stream to req.Target (or, if empty, the
-// captured path), in place when req.InPlace. A restore to a new target that
+// captured path), in place when req.InPlace (a sparse stream when
+// req.Sparse), and reports the files it wrote. A restore to a new target that
 // fails or is cancelled removes what it wrote (see fstree.Applier).
 func (Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r pluginapi.RestoreReader) (*pluginapi.RestoreResult, error) {
 	if req.Metadata.Version > MetadataVersion {
@@ -105,7 +107,12 @@ func (Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r plug
 	if err != nil {
 		return nil, err
 	}
-	a, err := fstree.NewApplier(target, fstree.ApplyOptions{InPlace: req.InPlace, Excludes: req.Excludes})
+	a, err := fstree.NewApplier(target, fstree.ApplyOptions{
+		InPlace:       req.InPlace,
+		Sparse:        req.InPlace && req.Sparse,
+		Excludes:      req.Excludes,
+		RecordWritten: true,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -115,5 +122,9 @@ func (Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r plug
 	if err := fstree.ApplyAll(ctx, r, map[string]*fstree.Applier{Stream: a}); err != nil {
 		return nil, err
 	}
-	return &pluginapi.RestoreResult{Target: target}, nil
+	res := &pluginapi.RestoreResult{Target: target}
+	if w := a.Written(); w != nil {
+		res.Written = pluginapi.ParentIndex{Stream: w}
+	}
+	return res, nil
 }

@@ -36,6 +36,7 @@ func (*Engine) Info(context.Context) (pluginapi.Info, error) {
 			pluginapi.CapRestoreNewTarget,
 			pluginapi.CapParentIndex,
 			pluginapi.CapIndexOnly,
+			pluginapi.CapRestoreSparse,
 		},
 	}, nil
 }

@@ -91,7 +91,10 @@ func (c *memCapture) parentIndex() pluginapi.ParentIndex {
 type replay struct {
 	c         *memCapture
 	unchanged map[string]bool
-	i         int
+	// sparse: unchanged entries other than directories are not sent, as
+	// in a sparse in-place restore (RestoreRequest.Sparse).
+	sparse bool
+	i      int
 }
 
 func (r *replay) Next(context.Context) (string, *pluginapi.Entry, io.Reader, error) {
@@ -102,6 +105,9 @@ func (r *replay) Next(context.Context) (string, *pluginapi.Entry, io.Reader, err
 	r.i++
 	e := me.e
 	e.CtimeNs, e.Inode = 0, 0
+	if r.sparse && r.unchanged[e.Path] && e.Type != pluginapi.TypeDir {
+		return r.Next(context.Background())
+	}
 	if r.unchanged[e.Path] {
 		e.Unchanged = true
 		return me.stream, &e, nil, nil
@@ -137,7 +143,14 @@ func capture(t *testing.T, target string, mutate func(*pluginapi.CaptureRequest)
 // an index-only capture of the target marks the entries already there.
 func restore(t *testing.T, snap *memCapture, target string, inPlace bool, options map[string]string) (*pluginapi.RestoreResult, error) {
 	t.Helper()
-	rp := &replay{c: snap, unchanged: map[string]bool{}}
+	return restoreWith(t, snap, target, inPlace, false, options)
+}
+
+// restoreWith is restore, in place with a sparse stream when sparse (the
+// target must hold nothing the snapshot lacks: no deletions are sent).
+func restoreWith(t *testing.T, snap *memCapture, target string, inPlace, sparse bool, options map[string]string) (*pluginapi.RestoreResult, error) {
+	t.Helper()
+	rp := &replay{c: snap, unchanged: map[string]bool{}, sparse: sparse}
 	if inPlace {
 		have := capture(t, target, func(r *pluginapi.CaptureRequest) { r.IndexOnly = true }).byPath()
 		for _, me := range snap.entries {
@@ -150,6 +163,7 @@ func restore(t *testing.T, snap *memCapture, target string, inPlace bool, option
 		Target:         target,
 		OriginalTarget: snap.mustMeta(t).VenvPath,
 		InPlace:        inPlace,
+		Sparse:         sparse,
 		Options:        options,
 		Metadata:       snap.md,
 		Streams:        snap.streams,

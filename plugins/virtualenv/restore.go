@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -18,7 +19,7 @@ import (
 // interpreter the snapshot needs is here with the same major.minor version
 // (or the one option python=/path names), before writing anything. In place
 // it rewrites only the entries the host did not mark Unchanged and deletes
-// what the snapshot lacks; to another path it relocates the venv (see
+// what the snapshot lacks (a sparse stream names both, and nothing else); to another path it relocates the venv (see
 // relocation). The result's Target is the venv's path. A restore to a new
 // path that fails or is cancelled removes what it wrote (fstree.Applier).
 func (*Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r pluginapi.RestoreReader) (*pluginapi.RestoreResult, error) {
@@ -53,7 +54,9 @@ func (*Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r plu
 		newVersion: version,
 	}
 	// Excludes: what the snapshot left out is not deleted from the target.
-	opts := fstree.ApplyOptions{InPlace: req.InPlace || req.Replace, Excludes: req.Excludes}
+	opts := fstree.ApplyOptions{InPlace: req.InPlace || req.Replace, Excludes: req.Excludes, RecordWritten: true}
+	// Sparse: the host sends only what changes and every deletion.
+	opts.Sparse = req.InPlace && req.Sparse
 	// In place, a directory the host found with the snapshot's mtime has
 	// no extra entries (pip and Python add and remove files, which moves
 	// it), so only changed directories are listed for extras; the option
@@ -78,17 +81,27 @@ func (*Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r plu
 	// On any failure or cancellation (the host cancelling the call), a new
 	// target is removed again; after a successful Finish, Close does nothing.
 	defer a.Close()
-	fixups, err := applyStream(ctx, a, r, reloc)
+	fixups, sent, err := applyStream(ctx, a, r, reloc, opts.Sparse)
 	if err != nil {
 		return nil, fmt.Errorf("restore virtualenv %s: %w", target, err)
 	}
 	if err := a.Finish(ctx); err != nil {
 		return nil, fmt.Errorf("restore virtualenv %s: %w", target, err)
 	}
+	if sent != nil {
+		// A sparse stream did not name what was kept: find on disk what
+		// the relocation changes.
+		if fixups, err = keptFixups(ctx, target, reloc, sent, req.Excludes); err != nil {
+			return nil, fmt.Errorf("restore virtualenv %s: %w", target, err)
+		}
+	}
 	if err := fixUnchanged(target, reloc, fixups); err != nil {
 		return nil, fmt.Errorf("restore virtualenv %s: %w", target, err)
 	}
 	res := &pluginapi.RestoreResult{Target: newPrefix}
+	if w := a.Written(); w != nil {
+		res.Written = pluginapi.ParentIndex{StreamName: w}
+	}
 	if reloc.swaps() {
 		res.Messages = append(res.Messages, fmt.Sprintf("the venv now runs on %s instead of %s", exe, m.BaseInterpreter.Path))
 	}
@@ -97,21 +110,28 @@ func (*Engine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r plu
 
 // applyStream feeds every entry of r to a, relocating symlink targets on
 // the way. It returns the Unchanged entries the relocation would have
-// changed (possible only in place), which fixUnchanged rewrites on disk.
-func applyStream(ctx context.Context, a *fstree.Applier, r pluginapi.RestoreReader, reloc relocation) ([]pluginapi.Entry, error) {
-	var fixups []pluginapi.Entry
+// changed (possible only in place), which fixUnchanged rewrites on disk;
+// for a sparse stream that relocates, which names only some of them, it
+// returns instead the paths it wrote (sent), for keptFixups.
+func applyStream(ctx context.Context, a *fstree.Applier, r pluginapi.RestoreReader, reloc relocation, sparse bool) (fixups []pluginapi.Entry, sent map[string]bool, err error) {
+	if sparse && reloc.active() {
+		sent = map[string]bool{}
+	}
 	for {
 		stream, e, body, err := r.Next(ctx)
 		if errors.Is(err, io.EOF) {
-			return fixups, nil
+			return fixups, sent, nil
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if stream != StreamName {
-			return nil, fmt.Errorf("%w: entry %q of unknown stream %q", pluginapi.ErrUnsupported, e.Path, stream)
+			return nil, nil, fmt.Errorf("%w: entry %q of unknown stream %q", pluginapi.ErrUnsupported, e.Path, stream)
 		}
-		if reloc.active() {
+		if sent != nil && !e.Unchanged && !e.Delete {
+			sent[e.Path] = true
+		}
+		if reloc.active() && !e.Delete {
 			switch {
 			case e.Type == pluginapi.TypeSymlink && e.Unchanged:
 				if reloc.rewriteSymlink(e.Path, e.LinkTarget) != e.LinkTarget {
@@ -124,9 +144,70 @@ func applyStream(ctx context.Context, a *fstree.Applier, r pluginapi.RestoreRead
 			}
 		}
 		if err := a.Apply(ctx, e, body); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
+}
+
+// keptFixups finds, after a sparse in-place restore that relocates, what
+// fixUnchanged must relocate among the entries the stream did not write
+// (sent holds those it wrote): symlinks whose relocated target differs,
+// and pyvenv.cfg when the interpreter is swapped. It walks target without
+// following symlinks and skips what excludes match; only this rare case
+// (python= or a moved venv, restored in place) pays for the walk.
+func keptFixups(ctx context.Context, target string, reloc relocation, sent map[string]bool, excludes []string) ([]pluginapi.Entry, error) {
+	// The Applier restored where a symlinked target points.
+	root, err := filepath.EvalSymlinks(target)
+	if err != nil {
+		return nil, fmt.Errorf("find kept entries to relocate: %w", err)
+	}
+	var fixups []pluginapi.Entry
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if p == root {
+			return nil
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil {
+			return err
+		}
+		rel = filepath.ToSlash(rel)
+		if fstree.MatchExcludes(excludes, rel) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if sent[rel] {
+			return nil
+		}
+		switch {
+		case d.Type()&fs.ModeSymlink != 0:
+			lt, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			if reloc.rewriteSymlink(rel, lt) != lt {
+				fixups = append(fixups, pluginapi.Entry{Path: rel, Type: pluginapi.TypeSymlink, LinkTarget: lt})
+			}
+		case rel == "pyvenv.cfg" && d.Type().IsRegular() && reloc.swaps():
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			fixups = append(fixups, pluginapi.Entry{Path: rel, Type: pluginapi.TypeFile, Mode: uint32(fi.Mode().Perm())})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("find kept entries to relocate: %w", err)
+	}
+	return fixups, nil
 }
 
 // fixUnchanged relocates, on disk, entries the host kept as they were

@@ -257,6 +257,16 @@ func TestRestoreWithAnotherInterpreter(t *testing.T) {
 	_, err = restore(t, snap2, inPlace, true, map[string]string{"python": alt})
 	require.NoError(t, err)
 	check(inPlace)
+
+	// The same with a sparse stream, which does not name them: the engine
+	// finds them on disk.
+	sparse := filepath.Join(t.TempDir(), "venv")
+	_, err = restore(t, snap, sparse, false, nil)
+	require.NoError(t, err)
+	snap3 := capture(t, sparse, nil)
+	_, err = restoreWith(t, snap3, sparse, true, true, map[string]string{"python": alt})
+	require.NoError(t, err)
+	check(sparse)
 }
 
 // otherPython returns a Python whose major.minor is not notMM, and its
