@@ -249,7 +249,7 @@ func (c *capturer) walk(ctx context.Context, job *dirJob, dirRel string) error {
 		case unix.S_IFREG:
 			it.e.Type = pluginapi.TypeFile
 			it.e.Size = k.st.Size
-			if err := c.planBody(ctx, it, &k.st); err != nil {
+			if err := c.planBody(ctx, it, k); err != nil {
 				return err
 			}
 		default:
@@ -281,7 +281,8 @@ func (c *capturer) walk(ctx context.Context, job *dirJob, dirRel string) error {
 
 // planBody decides how the body of regular file it is sent: as a hard link,
 // unchanged, not at all, read ahead, or streamed.
-func (c *capturer) planBody(ctx context.Context, it *item, st *unix.Stat_t) error {
+func (c *capturer) planBody(ctx context.Context, it *item, k *child) error {
+	st := &k.st
 	if st.Nlink > 1 {
 		it.linked = true
 		key := devIno{uint64(st.Dev), st.Ino}
@@ -296,7 +297,7 @@ func (c *capturer) planBody(ctx context.Context, it *item, st *unix.Stat_t) erro
 	if c.opts.IndexOnly {
 		return nil
 	}
-	if c.unchanged(it.e.Path, st) {
+	if k.unchanged {
 		it.e.Unchanged = true
 		return nil
 	}

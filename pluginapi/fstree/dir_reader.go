@@ -37,6 +37,10 @@ type child struct {
 	st         unix.Stat_t
 	linkTarget string
 	xattrs     map[string][]byte
+	// unchanged: a regular file the parent index has with the same size,
+	// mtime, ctime and inode (looked up once, here, off the walk's
+	// goroutine).
+	unchanged bool
 }
 
 // submitDir queues the listing of rel for the directory readers, or
@@ -98,7 +102,9 @@ func (c *capturer) readDir(rel string, scratch []byte) ([]child, error) {
 			return nil, fmt.Errorf("lstat %q: %w", k.rel, err)
 		}
 		switch k.st.Mode & unix.S_IFMT {
-		case unix.S_IFDIR, unix.S_IFREG:
+		case unix.S_IFDIR:
+		case unix.S_IFREG:
+			k.unchanged = !c.opts.IndexOnly && c.unchanged(k.rel, &k.st)
 		case unix.S_IFLNK:
 			if k.linkTarget, err = readlinkat(fd, k.name); err != nil {
 				return nil, fmt.Errorf("readlink %q: %w", k.rel, err)
@@ -123,5 +129,5 @@ func (c *capturer) readDir(rel string, scratch []byte) ([]child, error) {
 // into hard-link entries and get theirs by path here.
 func (c *capturer) readsAhead(k *child) bool {
 	return k.st.Mode&unix.S_IFMT == unix.S_IFREG && k.st.Nlink == 1 && !c.opts.IndexOnly &&
-		k.st.Size > 0 && k.st.Size <= readAheadMax && !c.unchanged(k.rel, &k.st)
+		k.st.Size > 0 && k.st.Size <= readAheadMax && !k.unchanged
 }
