@@ -21,6 +21,8 @@ func entryToProto(e *Entry) *enginepb.Entry {
 		LinkTarget: e.LinkTarget,
 		Xattrs:     e.Xattrs,
 		Unchanged:  e.Unchanged,
+
+		XattrsFromParent: e.XattrsFromParent,
 	}
 }
 
@@ -38,6 +40,8 @@ func entryFromProto(p *enginepb.Entry) *Entry {
 		LinkTarget: p.GetLinkTarget(),
 		Xattrs:     p.GetXattrs(),
 		Unchanged:  p.GetUnchanged(),
+
+		XattrsFromParent: p.GetXattrsFromParent(),
 	}
 }
 
@@ -98,6 +102,8 @@ func captureRequestToProto(r *CaptureRequest) *enginepb.CaptureRequest {
 		Options:   r.Options,
 		Parent:    parent,
 		IndexOnly: r.IndexOnly,
+
+		ParentXattrs: r.ParentXattrs,
 	}
 }
 
@@ -128,6 +134,8 @@ func captureRequestFromProto(p *enginepb.CaptureRequest) *CaptureRequest {
 		Options:   p.GetOptions(),
 		Parent:    parent,
 		IndexOnly: p.GetIndexOnly(),
+
+		ParentXattrs: p.GetParentXattrs(),
 	}
 }
 

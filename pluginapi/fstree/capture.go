@@ -50,6 +50,11 @@ type CaptureOptions struct {
 	// whose size, mtime, ctime and inode all equal the parent's is sent with
 	// Unchanged set and no body, without being opened.
 	Parent pluginapi.ParentIndex
+	// ParentXattrs (pluginapi.CaptureRequest.ParentXattrs: the host takes
+	// the xattrs of an unchanged file from the parent): an Unchanged file
+	// with a single link is sent with XattrsFromParent and no xattrs,
+	// which spares a listxattr per unchanged file.
+	ParentXattrs bool
 	// IndexOnly sends every entry without a body (and never Unchanged).
 	IndexOnly bool
 	// OnSpecial is called for each socket, device or FIFO found. Those are
@@ -299,6 +304,7 @@ func (c *capturer) planBody(ctx context.Context, it *item, k *child) error {
 	}
 	if k.unchanged {
 		it.e.Unchanged = true
+		it.e.XattrsFromParent = k.xattrsFromParent
 		return nil
 	}
 	switch {

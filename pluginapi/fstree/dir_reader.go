@@ -41,6 +41,9 @@ type child struct {
 	// mtime, ctime and inode (looked up once, here, off the walk's
 	// goroutine).
 	unchanged bool
+	// xattrsFromParent: an unchanged file whose xattrs were not read,
+	// since the host takes the parent's (CaptureOptions.ParentXattrs).
+	xattrsFromParent bool
 }
 
 // submitDir queues the listing of rel for the directory readers, or
@@ -71,7 +74,8 @@ func (c *capturer) readDirsAhead(ctx context.Context) {
 // readDir lists the directory rel ("" for the root): its entries sorted by
 // name, without excluded ones and those removed since listed, each with
 // its lstat, symlink target and xattrs. A file that will be read ahead gets
-// its xattrs from its open file later instead.
+// its xattrs from its open file later instead; an unchanged one whose
+// xattrs the host takes from the parent gets none.
 func (c *capturer) readDir(rel string, scratch []byte) ([]child, error) {
 	fd := c.rootFd
 	if rel != "" {
@@ -105,6 +109,9 @@ func (c *capturer) readDir(rel string, scratch []byte) ([]child, error) {
 		case unix.S_IFDIR:
 		case unix.S_IFREG:
 			k.unchanged = !c.opts.IndexOnly && c.unchanged(k.rel, &k.st)
+			// A file with other names may turn into hard-link entries,
+			// which carry their own xattrs.
+			k.xattrsFromParent = k.unchanged && c.opts.ParentXattrs && k.st.Nlink == 1
 		case unix.S_IFLNK:
 			if k.linkTarget, err = readlinkat(fd, k.name); err != nil {
 				return nil, fmt.Errorf("readlink %q: %w", k.rel, err)
@@ -113,7 +120,7 @@ func (c *capturer) readDir(rel string, scratch []byte) ([]child, error) {
 			kids = append(kids, k) // special: the walk reports it
 			continue
 		}
-		if !c.readsAhead(&k) {
+		if !c.readsAhead(&k) && !k.xattrsFromParent {
 			if k.xattrs, err = readXattrsAt(fd, k.name, c.prefix+k.rel, scratch); err != nil {
 				return nil, err
 			}

@@ -80,6 +80,8 @@ func (Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w plug
 		Excludes:  req.Excludes,
 		Parent:    req.Parent,
 		IndexOnly: req.IndexOnly,
+
+		ParentXattrs: req.ParentXattrs,
 	}, w)
 }
 
