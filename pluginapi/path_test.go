@@ -24,3 +24,9 @@ func TestValidatePathDoesNotAllocate(t *testing.T) {
 	})
 	assert.Zero(t, allocs)
 }
+
+func BenchmarkValidatePath(b *testing.B) {
+	for b.Loop() {
+		_ = ValidatePath("lib/python3.12/site-packages/pip/_internal/cli/main.py")
+	}
+}

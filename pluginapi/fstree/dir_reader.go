@@ -4,7 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -89,7 +90,9 @@ func (c *capturer) readDir(rel string, scratch []byte) ([]child, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read directory %q: %w", rel, err)
 	}
-	sort.Slice(ents, func(i, j int) bool { return ents[i].name < ents[j].name })
+	// slices.SortFunc: sort.Slice's reflection-based swapper cost 6%
+	// of the directory reader's time on venv-full.
+	slices.SortFunc(ents, func(a, b dirent) int { return strings.Compare(a.name, b.name) })
 	kids := make([]child, 0, len(ents))
 	for _, de := range ents {
 		k := child{name: de.name, rel: de.name}
