@@ -13,11 +13,18 @@ import (
 // The walk's own cost is a few system calls per entry (getdents, lstat,
 // listxattr, readlink). Directory readers make them for the directories
 // ahead of the walk, so the walk itself mostly assembles entries in order.
+// On venv-full's unchanged second capture they are ~140 ms of the
+// plugin's ~340 ms CPU: lstat 50, getdents 45, openat2 27, close 7,
+// listxattr (directories and symlinks only, with ParentXattrs) 8.
 const (
 	// dirReaders is the number of goroutines listing directories ahead.
 	// One overlaps the listing with the walk on an idle machine; more
 	// measured slower (wall time) on a loaded 2-core one, where every
-	// hand-off between goroutines waits for a core.
+	// hand-off between goroutines waits for a core. Re-measured with the
+	// parent's xattrs (10 alternating unchanged creates each, load 5-6):
+	// two readers, with or without a 2048-directory queue, changed
+	// neither wall nor CPU; the machine's cores, not the walk's
+	// parallelism, are the limit there.
 	dirReaders = 1
 	// dirQueue bounds the directories queued for them; when it is full
 	// the walk lists the directory itself, so it never waits for room.
