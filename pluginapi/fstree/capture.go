@@ -123,6 +123,7 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 		dirWork: make(chan *dirJob, dirQueue),
 		budget:  newBudget(opts.ReadAheadBytes),
 		scratch: make([]byte, 1024),
+		parent:  opts.Parent[opts.Stream],
 	}
 	var wg sync.WaitGroup
 	for range opts.Readers {
@@ -197,6 +198,8 @@ type capturer struct {
 	dirWork chan *dirJob
 	budget  *budget
 	scratch []byte // xattr list buffer, walker only
+	// parent is the parent index of the stream (opts.Parent's), or nil.
+	parent map[string]pluginapi.IndexEntry
 }
 
 func (c *capturer) emit(ctx context.Context, it *item) bool {
@@ -233,6 +236,9 @@ func (c *capturer) walk(ctx context.Context, job *dirJob, dirRel string) error {
 	// Hand this directory's subdirectories to the directory readers now,
 	// so their listings are ready by the time the walk gets there.
 	subs := make([]*dirJob, len(kids))
+	// One allocation for the directory's items instead of one per entry;
+	// the slice lives until the sender is done with its last item.
+	items := make([]item, len(kids))
 	for i := range kids {
 		if kids[i].st.Mode&unix.S_IFMT == unix.S_IFDIR {
 			subs[i] = c.submitDir(kids[i].rel)
@@ -243,7 +249,8 @@ func (c *capturer) walk(ctx context.Context, job *dirJob, dirRel string) error {
 			return ctx.Err()
 		}
 		k := &kids[i]
-		it := &item{e: entryFromStat(k.rel, &k.st)}
+		it := &items[i]
+		it.e = entryFromStat(k.rel, &k.st)
 		it.e.Xattrs = k.xattrs
 		switch k.st.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:
@@ -326,7 +333,7 @@ func (c *capturer) planBody(ctx context.Context, it *item, k *child) error {
 // unchanged reports whether the parent index has the file at rel with the
 // same size, mtime, ctime and inode.
 func (c *capturer) unchanged(rel string, st *unix.Stat_t) bool {
-	p, ok := c.opts.Parent.Lookup(c.opts.Stream, rel)
+	p, ok := c.parent[rel]
 	return ok && p.Size == st.Size && p.MtimeNs == st.Mtim.Nano() && p.CtimeNs == st.Ctim.Nano() && p.Inode == st.Ino
 }
 
