@@ -111,6 +111,9 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 		Env:      opts.Env,
 		Ports:    opts.Ports,
 		Options:  opts.Options,
+		// The snapshot writer takes an unchanged file's xattrs from the
+		// parent when the engine asks it to.
+		ParentXattrs: true,
 	}
 	var prep *preparedParent
 	if parent != nil {

@@ -119,6 +119,9 @@ func (sw *snapshotWriter) writeEntry(ctx context.Context, e *pluginapi.Entry, bo
 	if e.Size < 0 {
 		return fmt.Errorf("%w: negative size", ErrEngine)
 	}
+	if e.XattrsFromParent && (e.Type != pluginapi.TypeFile || !e.Unchanged || len(e.Xattrs) > 0) {
+		return fmt.Errorf("%w: xattrs taken from the parent, but not an unchanged file without xattrs", ErrEngine)
+	}
 	n := store.Node{
 		Name:    baseOf(e.Path),
 		Mode:    e.Mode,
@@ -181,6 +184,11 @@ func (sw *snapshotWriter) writeFile(ctx context.Context, e *pluginapi.Entry, bod
 			return fmt.Errorf("%w: marked unchanged but the parent snapshot has no file of size %d there", ErrEngine, e.Size)
 		}
 		n.Content = pn.Content
+		if e.XattrsFromParent {
+			// The engine did not read them (CaptureRequest.ParentXattrs);
+			// the ctime it matched says they are the parent's.
+			n.Xattrs = pn.Xattrs
+		}
 		sw.reused += e.Size
 		d, _, err := sw.trees.add(sw.ctx, e.Path, n, false)
 		if err != nil {

@@ -22,6 +22,7 @@ func entryToProto(e *Entry) *enginepb.Entry {
 		Xattrs:     e.Xattrs,
 		Unchanged:  e.Unchanged,
 		Delete:     e.Delete,
+		XattrsFromParent: e.XattrsFromParent,
 	}
 }
 
@@ -40,6 +41,7 @@ func entryFromProto(p *enginepb.Entry) *Entry {
 		Xattrs:     p.GetXattrs(),
 		Unchanged:  p.GetUnchanged(),
 		Delete:     p.GetDelete(),
+		XattrsFromParent: p.GetXattrsFromParent(),
 	}
 }
 
@@ -90,6 +92,8 @@ func captureRequestToProto(r *CaptureRequest) *enginepb.CaptureRequest {
 		Options:   r.Options,
 		Parent:    indexToProto(r.Parent),
 		IndexOnly: r.IndexOnly,
+
+		ParentXattrs: r.ParentXattrs,
 	}
 }
 
@@ -110,6 +114,8 @@ func captureRequestFromProto(p *enginepb.CaptureRequest) *CaptureRequest {
 		Options:   p.GetOptions(),
 		Parent:    parent,
 		IndexOnly: p.GetIndexOnly(),
+
+		ParentXattrs: p.GetParentXattrs(),
 	}
 }
 

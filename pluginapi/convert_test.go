@@ -19,3 +19,16 @@ func TestRestoreRequestProtoRoundTrip(t *testing.T) {
 	}
 	assert.Equal(t, req, restoreRequestFromProto(restoreRequestToProto(req)))
 }
+
+func TestCaptureRequestAndEntryProtoRoundTrip(t *testing.T) {
+	req := &CaptureRequest{
+		Target: "/t", Excludes: []string{"x"}, Env: map[string]string{"A": "1"}, Ports: []int{80},
+		Options:      map[string]string{"k": "v"},
+		Parent:       ParentIndex{"rootfs": {"a": {Size: 1, MtimeNs: 2, CtimeNs: 3, Inode: 4}}},
+		ParentXattrs: true,
+	}
+	assert.Equal(t, req, captureRequestFromProto(captureRequestToProto(req)))
+	e := &Entry{Path: "a", Type: TypeFile, Mode: 0o644, UID: 1, GID: 2, MtimeNs: 3, CtimeNs: 4, Inode: 5, Size: 6,
+		Unchanged: true, XattrsFromParent: true}
+	assert.Equal(t, e, entryFromProto(entryToProto(e)))
+}

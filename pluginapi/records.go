@@ -274,6 +274,9 @@ func (o *orderChecker) check(e *Entry) error {
 	if e.Delete && e.Unchanged {
 		return protocolErrorf("%q is marked both delete and unchanged", e.Path)
 	}
+	if e.XattrsFromParent && (e.Type != TypeFile || !e.Unchanged || len(e.Xattrs) > 0) {
+		return protocolErrorf("%q takes its xattrs from the parent but is not an unchanged file without xattrs", e.Path)
+	}
 	if o.prev != "" && comparePaths(o.prev, e.Path) >= 0 {
 		return protocolErrorf("%q comes after %q: entries must be in sorted pre-order", e.Path, o.prev)
 	}

@@ -47,6 +47,11 @@ func TestOrderChecker(t *testing.T) {
 		{"hard link forward", []*Entry{{Path: "a", Type: TypeHardlink, LinkTarget: "b"}}, ErrProtocol, "not an earlier entry"},
 		{"hard link unsafe", []*Entry{{Path: "a", Type: TypeHardlink, LinkTarget: "../a"}}, ErrUnsafePath, ""},
 		{"hard link ok", []*Entry{file("a"), {Path: "b", Type: TypeHardlink, LinkTarget: "a"}}, nil, ""},
+		{"xattrs from parent ok", []*Entry{{Path: "a", Type: TypeFile, Unchanged: true, XattrsFromParent: true}}, nil, ""},
+		{"xattrs from parent, changed", []*Entry{{Path: "a", Type: TypeFile, XattrsFromParent: true}}, ErrProtocol, "its xattrs from the parent"},
+		{"xattrs from parent, dir", []*Entry{{Path: "a", Type: TypeDir, Unchanged: true, XattrsFromParent: true}}, ErrProtocol, "its xattrs from the parent"},
+		{"xattrs from parent and own", []*Entry{{Path: "a", Type: TypeFile, Unchanged: true, XattrsFromParent: true,
+			Xattrs: map[string][]byte{"user.k": nil}}}, ErrProtocol, "its xattrs from the parent"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var o orderChecker

@@ -50,6 +50,11 @@ type CaptureOptions struct {
 	// whose size, mtime, ctime and inode all equal the parent's is sent with
 	// Unchanged set and no body, without being opened.
 	Parent pluginapi.ParentIndex
+	// ParentXattrs (pluginapi.CaptureRequest.ParentXattrs: the host takes
+	// the xattrs of an unchanged file from the parent): an Unchanged file
+	// with a single link is sent with XattrsFromParent and no xattrs,
+	// which spares a listxattr per unchanged file.
+	ParentXattrs bool
 	// IndexOnly sends every entry without a body (and never Unchanged).
 	IndexOnly bool
 	// OnSpecial is called for each socket, device or FIFO found. Those are
@@ -118,6 +123,7 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 		dirWork: make(chan *dirJob, dirQueue),
 		budget:  newBudget(opts.ReadAheadBytes),
 		scratch: make([]byte, 1024),
+		parent:  opts.Parent[opts.Stream],
 	}
 	var wg sync.WaitGroup
 	for range opts.Readers {
@@ -192,6 +198,8 @@ type capturer struct {
 	dirWork chan *dirJob
 	budget  *budget
 	scratch []byte // xattr list buffer, walker only
+	// parent is the parent index of the stream (opts.Parent's), or nil.
+	parent map[string]pluginapi.IndexEntry
 }
 
 func (c *capturer) emit(ctx context.Context, it *item) bool {
@@ -228,6 +236,9 @@ func (c *capturer) walk(ctx context.Context, job *dirJob, dirRel string) error {
 	// Hand this directory's subdirectories to the directory readers now,
 	// so their listings are ready by the time the walk gets there.
 	subs := make([]*dirJob, len(kids))
+	// One allocation for the directory's items instead of one per entry;
+	// the slice lives until the sender is done with its last item.
+	items := make([]item, len(kids))
 	for i := range kids {
 		if kids[i].st.Mode&unix.S_IFMT == unix.S_IFDIR {
 			subs[i] = c.submitDir(kids[i].rel)
@@ -238,7 +249,8 @@ func (c *capturer) walk(ctx context.Context, job *dirJob, dirRel string) error {
 			return ctx.Err()
 		}
 		k := &kids[i]
-		it := &item{e: entryFromStat(k.rel, &k.st)}
+		it := &items[i]
+		it.e = entryFromStat(k.rel, &k.st)
 		it.e.Xattrs = k.xattrs
 		switch k.st.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:
@@ -249,7 +261,7 @@ func (c *capturer) walk(ctx context.Context, job *dirJob, dirRel string) error {
 		case unix.S_IFREG:
 			it.e.Type = pluginapi.TypeFile
 			it.e.Size = k.st.Size
-			if err := c.planBody(ctx, it, &k.st); err != nil {
+			if err := c.planBody(ctx, it, k); err != nil {
 				return err
 			}
 		default:
@@ -281,7 +293,8 @@ func (c *capturer) walk(ctx context.Context, job *dirJob, dirRel string) error {
 
 // planBody decides how the body of regular file it is sent: as a hard link,
 // unchanged, not at all, read ahead, or streamed.
-func (c *capturer) planBody(ctx context.Context, it *item, st *unix.Stat_t) error {
+func (c *capturer) planBody(ctx context.Context, it *item, k *child) error {
+	st := &k.st
 	if st.Nlink > 1 {
 		it.linked = true
 		key := devIno{uint64(st.Dev), st.Ino}
@@ -296,8 +309,9 @@ func (c *capturer) planBody(ctx context.Context, it *item, st *unix.Stat_t) erro
 	if c.opts.IndexOnly {
 		return nil
 	}
-	if c.unchanged(it.e.Path, st) {
+	if k.unchanged {
 		it.e.Unchanged = true
+		it.e.XattrsFromParent = k.xattrsFromParent
 		return nil
 	}
 	switch {
@@ -319,7 +333,7 @@ func (c *capturer) planBody(ctx context.Context, it *item, st *unix.Stat_t) erro
 // unchanged reports whether the parent index has the file at rel with the
 // same size, mtime, ctime and inode.
 func (c *capturer) unchanged(rel string, st *unix.Stat_t) bool {
-	p, ok := c.opts.Parent.Lookup(c.opts.Stream, rel)
+	p, ok := c.parent[rel]
 	return ok && p.Size == st.Size && p.MtimeNs == st.Mtim.Nano() && p.CtimeNs == st.Ctim.Nano() && p.Inode == st.Ino
 }
 

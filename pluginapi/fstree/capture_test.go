@@ -312,3 +312,54 @@ func TestCaptureFileRemovedBeforeRead(t *testing.T) {
 	require.NoError(t, Capture(context.Background(), root, CaptureOptions{Stream: "rootfs"}, w))
 	assert.Equal(t, []string{"a", "c"}, paths(w.recs))
 }
+
+// TestCaptureParentXattrs: with ParentXattrs, exactly the unchanged files
+// with a single link come without xattrs and with XattrsFromParent; every
+// other entry is what a capture without it sends.
+func TestCaptureParentXattrs(t *testing.T) {
+	root := t.TempDir()
+	if !xattrsSupported(t, root) {
+		t.Skipf("the file system of %s does not support user.* xattrs", root)
+	}
+	for _, name := range []string{"same", "plain", "changed", "linked"} {
+		writeFile(t, filepath.Join(root, name), name+"\n", 0o644)
+	}
+	require.NoError(t, os.Link(filepath.Join(root, "linked"), filepath.Join(root, "linked2")))
+	for _, name := range []string{"same", "changed", "linked"} {
+		require.NoError(t, unix.Lsetxattr(filepath.Join(root, name), "user.k", []byte("v-"+name), 0))
+	}
+	first := capture(t, root, CaptureOptions{})
+	parent := pluginapi.ParentIndex{"rootfs": {}}
+	for _, r := range first.recs {
+		if r.e.Type == pluginapi.TypeFile {
+			parent["rootfs"][r.e.Path] = pluginapi.IndexEntry{Size: r.e.Size, MtimeNs: r.e.MtimeNs, CtimeNs: r.e.CtimeNs, Inode: r.e.Inode}
+		}
+	}
+	// Changing an xattr changes the ctime, so the file is not unchanged.
+	require.NoError(t, unix.Lsetxattr(filepath.Join(root, "changed"), "user.k", []byte("new"), 0))
+
+	plain := capture(t, root, CaptureOptions{Parent: parent})
+	fromParent := capture(t, root, CaptureOptions{Parent: parent, ParentXattrs: true})
+	require.Equal(t, paths(plain.recs), paths(fromParent.recs))
+	for i, r := range fromParent.recs {
+		want := plain.recs[i]
+		assert.False(t, want.e.XattrsFromParent, want.e.Path)
+		if r.e.Path == "same" || r.e.Path == "plain" {
+			assert.True(t, r.e.Unchanged, r.e.Path)
+			assert.True(t, r.e.XattrsFromParent, r.e.Path)
+			assert.Empty(t, r.e.Xattrs, r.e.Path)
+			want.e.XattrsFromParent, want.e.Xattrs = true, nil
+		}
+		assert.Equal(t, want, r, r.e.Path)
+	}
+	assert.Equal(t, map[string][]byte{"user.k": []byte("new")}, find(t, fromParent.recs, "changed").e.Xattrs)
+	linked := find(t, fromParent.recs, "linked")
+	assert.True(t, linked.e.Unchanged, "a file with other names is still unchanged")
+	assert.Equal(t, map[string][]byte{"user.k": []byte("v-linked")}, linked.e.Xattrs, "but reads its xattrs")
+	assert.Equal(t, map[string][]byte{"user.k": []byte("v-linked")}, find(t, fromParent.recs, "linked2").e.Xattrs)
+
+	// Without a parent index nothing is unchanged, so every file reads its xattrs.
+	for _, r := range capture(t, root, CaptureOptions{ParentXattrs: true}).recs {
+		assert.False(t, r.e.XattrsFromParent, r.e.Path)
+	}
+}

@@ -453,7 +453,11 @@ type CaptureRequest struct {
 	// plugin at launch (see README, "Shared-memory bodies"); the engine may
 	// then send bodies as shared frames instead of data. Engines that do not
 	// know the ring ignore it and send data.
-	SharedBodies  bool `protobuf:"varint,8,opt,name=shared_bodies,json=sharedBodies,proto3" json:"shared_bodies,omitempty"`
+	SharedBodies bool `protobuf:"varint,8,opt,name=shared_bodies,json=sharedBodies,proto3" json:"shared_bodies,omitempty"`
+	// parent_xattrs: the host takes the xattrs of an unchanged entry that
+	// sets xattrs_from_parent from the parent snapshot, so the engine need
+	// not read them. Engines that do not know it ignore it and send xattrs.
+	ParentXattrs  bool `protobuf:"varint,9,opt,name=parent_xattrs,json=parentXattrs,proto3" json:"parent_xattrs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -544,6 +548,13 @@ func (x *CaptureRequest) GetSharedBodies() bool {
 	return false
 }
 
+func (x *CaptureRequest) GetParentXattrs() bool {
+	if x != nil {
+		return x.ParentXattrs
+	}
+	return false
+}
+
 // Metadata is the engine's versioned JSON about the environment.
 type Metadata struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -620,9 +631,14 @@ type Entry struct {
 	// delete, only in a sparse restore (RestoreRequest.sparse): the snapshot
 	// lacks this path; remove it (a directory with everything beneath it),
 	// never following a symlink. type is what the target held. No data.
-	Delete        bool `protobuf:"varint,13,opt,name=delete,proto3" json:"delete,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Delete bool `protobuf:"varint,13,opt,name=delete,proto3" json:"delete,omitempty"`
+	// xattrs_from_parent (capture, only with unchanged, only when the request
+	// set parent_xattrs): the engine did not read the file's xattrs, and
+	// xattrs is empty; the host takes them from the parent snapshot. The
+	// equal ctime that made the file unchanged says they did not change.
+	XattrsFromParent bool `protobuf:"varint,14,opt,name=xattrs_from_parent,json=xattrsFromParent,proto3" json:"xattrs_from_parent,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Entry) Reset() {
@@ -742,6 +758,13 @@ func (x *Entry) GetUnchanged() bool {
 func (x *Entry) GetDelete() bool {
 	if x != nil {
 		return x.Delete
+	}
+	return false
+}
+
+func (x *Entry) GetXattrsFromParent() bool {
+	if x != nil {
+		return x.XattrsFromParent
 	}
 	return false
 }
@@ -1262,7 +1285,7 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\x05inode\x18\x05 \x01(\x04R\x05inode\"]\n" +
 	"\fParentStream\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
-	"\aentries\x18\x02 \x03(\v2\x1f.ptestsnap.engine.v1.IndexEntryR\aentries\"\xd9\x03\n" +
+	"\aentries\x18\x02 \x03(\v2\x1f.ptestsnap.engine.v1.IndexEntryR\aentries\"\xfe\x03\n" +
 	"\x0eCaptureRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12\x1a\n" +
 	"\bexcludes\x18\x02 \x03(\tR\bexcludes\x12>\n" +
@@ -1272,7 +1295,8 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\x06parent\x18\x06 \x03(\v2!.ptestsnap.engine.v1.ParentStreamR\x06parent\x12\x1d\n" +
 	"\n" +
 	"index_only\x18\a \x01(\bR\tindexOnly\x12#\n" +
-	"\rshared_bodies\x18\b \x01(\bR\fsharedBodies\x1a6\n" +
+	"\rshared_bodies\x18\b \x01(\bR\fsharedBodies\x12#\n" +
+	"\rparent_xattrs\x18\t \x01(\bR\fparentXattrs\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a:\n" +
@@ -1281,7 +1305,7 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"8\n" +
 	"\bMetadata\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x05R\aversion\x12\x12\n" +
-	"\x04json\x18\x02 \x01(\fR\x04json\"\xb9\x03\n" +
+	"\x04json\x18\x02 \x01(\fR\x04json\"\xe7\x03\n" +
 	"\x05Entry\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x122\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x1e.ptestsnap.engine.v1.EntryTypeR\x04type\x12\x12\n" +
@@ -1297,7 +1321,8 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"linkTarget\x12>\n" +
 	"\x06xattrs\x18\v \x03(\v2&.ptestsnap.engine.v1.Entry.XattrsEntryR\x06xattrs\x12\x1c\n" +
 	"\tunchanged\x18\f \x01(\bR\tunchanged\x12\x16\n" +
-	"\x06delete\x18\r \x01(\bR\x06delete\x1a9\n" +
+	"\x06delete\x18\r \x01(\bR\x06delete\x12,\n" +
+	"\x12xattrs_from_parent\x18\x0e \x01(\bR\x10xattrsFromParent\x1a9\n" +
 	"\vXattrsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xbb\x01\n" +

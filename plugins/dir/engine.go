@@ -81,6 +81,8 @@ func (Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w plug
 		Excludes:  req.Excludes,
 		Parent:    req.Parent,
 		IndexOnly: req.IndexOnly,
+
+		ParentXattrs: req.ParentXattrs,
 	}, w)
 }
 

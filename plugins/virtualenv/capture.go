@@ -32,5 +32,7 @@ func (*Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w plu
 		Excludes:  req.Excludes,
 		Parent:    req.Parent,
 		IndexOnly: req.IndexOnly,
+
+		ParentXattrs: req.ParentXattrs,
 	}, w)
 }

@@ -90,3 +90,43 @@ func TestThroughThePlugin(t *testing.T) {
 	require.ErrorIs(t, err, pluginapi.ErrUnavailable)
 	assert.Contains(t, err.Error(), "is missing")
 }
+
+// TestParentXattrsThroughThePlugin: offered ParentXattrs, the engine
+// binary sends the unchanged files of a second capture with
+// XattrsFromParent across the gRPC boundary, and without the offer none.
+func TestParentXattrsThroughThePlugin(t *testing.T) {
+	f := venvFixture(t)
+	eng := enginePlugin(t)
+	ctx := context.Background()
+
+	first := &memCapture{}
+	require.NoError(t, eng.Capture(ctx, &pluginapi.CaptureRequest{Target: f.golden}, first))
+	parent := pluginapi.ParentIndex{}
+	for _, me := range first.entries {
+		if me.e.Type != pluginapi.TypeFile {
+			continue
+		}
+		if parent[me.stream] == nil {
+			parent[me.stream] = map[string]pluginapi.IndexEntry{}
+		}
+		parent[me.stream][me.e.Path] = pluginapi.IndexEntry{Size: me.e.Size, MtimeNs: me.e.MtimeNs, CtimeNs: me.e.CtimeNs, Inode: me.e.Inode}
+	}
+	for _, offered := range []bool{false, true} {
+		second := &memCapture{}
+		require.NoError(t, eng.Capture(ctx, &pluginapi.CaptureRequest{Target: f.golden, Parent: parent, ParentXattrs: offered}, second))
+		require.Len(t, second.entries, len(first.entries))
+		fromParent := 0
+		for _, me := range second.entries {
+			if me.e.XattrsFromParent {
+				fromParent++
+				assert.True(t, me.e.Unchanged, me.e.Path)
+				assert.Empty(t, me.e.Xattrs, me.e.Path)
+			}
+		}
+		if offered {
+			assert.Positive(t, fromParent)
+		} else {
+			assert.Zero(t, fromParent)
+		}
+	}
+}
