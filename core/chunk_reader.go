@@ -76,10 +76,16 @@ func (cr *chunkReader) work(ctx context.Context) {
 	for f := range cr.jobs {
 		if err := ctx.Err(); err != nil {
 			f.err = err
-		} else {
-			f.data, f.err = cr.st.GetChunk(ctx, f.h)
+			close(f.done)
+			continue
 		}
-		close(f.done)
+		// Not GetChunk: a worker does not wait for a pack another
+		// worker is decompressing, it moves on to the next chunks and
+		// so starts on the next pack (GetChunkFunc says why).
+		cr.st.GetChunkFunc(ctx, f.h, func(data []byte, err error) {
+			f.data, f.err = data, err
+			close(f.done)
+		})
 	}
 }
 

@@ -275,6 +275,10 @@ type packLoad struct {
 	done chan struct{}
 	raw  []byte
 	err  error
+	// waiters are readers that did not wait (Store.GetChunkFunc): the
+	// goroutine doing the load calls each once it is done. Guarded by
+	// packCache.mu until the load leaves packCache.loading.
+	waiters []func(raw []byte, err error)
 }
 
 func (c *packCache) getLocked(id packID) ([]byte, bool) {
@@ -292,12 +296,23 @@ func (c *packCache) getLocked(id packID) ([]byte, bool) {
 // begin returns the cached pack, or the load to wait for, or a new load
 // the caller must do (leader) and finish.
 func (c *packCache) begin(id packID) (raw []byte, load *packLoad, leader bool) {
+	return c.beginOrQueue(id, nil)
+}
+
+// beginOrQueue is begin for a reader that does not wait: when the pack is
+// being loaded by another goroutine and then is not nil, then is queued on
+// the load (to be called by that goroutine) and nothing is returned.
+func (c *packCache) beginOrQueue(id packID, then func([]byte, error)) (raw []byte, load *packLoad, leader bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if raw, ok := c.getLocked(id); ok {
 		return raw, nil, false
 	}
 	if l, ok := c.loading[id]; ok {
+		if then != nil {
+			l.waiters = append(l.waiters, then)
+			return nil, nil, false
+		}
 		return nil, l, false
 	}
 	if c.loading == nil {
@@ -308,14 +323,19 @@ func (c *packCache) begin(id packID) (raw []byte, load *packLoad, leader bool) {
 	return nil, l, true
 }
 
-func (c *packCache) finish(id packID, l *packLoad) {
+// finish ends a load: it publishes the pack, wakes the readers waiting
+// for it and returns the queued waiters, which the caller must call.
+func (c *packCache) finish(id packID, l *packLoad) []func([]byte, error) {
 	c.mu.Lock()
 	delete(c.loading, id)
 	if l.err == nil {
 		c.putLocked(id, l.raw)
 	}
+	waiters := l.waiters
+	l.waiters = nil
 	c.mu.Unlock()
 	close(l.done)
+	return waiters
 }
 
 func (c *packCache) putLocked(id packID, raw []byte) {
