@@ -23,6 +23,9 @@ const (
 	recentChunksBytes = 8 << 20
 	// recentChunkMax: larger chunks are not kept once consumed.
 	recentChunkMax = 1 << 20
+	// keptChunksBytes bounds the chunks kept for a later reference (see
+	// chunkReader.again).
+	keptChunksBytes = 16 << 20
 )
 
 // chunkFuture is a chunk being fetched; done closes when data or err is set.
@@ -37,7 +40,8 @@ type chunkFuture struct {
 // chunkReader fetches chunks ahead of their use with a bounded pool of
 // workers and a bounded number of bytes in flight. Each chunk is fetched
 // once while any reference to it is pending, and kept a little longer in a
-// small LRU of recently used chunks.
+// small LRU of recently used chunks, or until its next reference when the
+// snapshot references it again further on.
 type chunkReader struct {
 	st   *store.Store
 	sem  *semaphore.Weighted
@@ -50,25 +54,118 @@ type chunkReader struct {
 	lru      *list.List
 	lruBytes int
 	fetched  int64 // chunks read from the store
+
+	// again counts, for each chunk the snapshot references more than
+	// once, the references not yet requested; nil until countRefs has
+	// walked the snapshot, meanwhile requested counts the requests.
+	again     map[store.Hash]int32
+	requested map[store.Hash]int32
+	// kept holds chunks again says are referenced further on, so that
+	// such a reference, which is often far from the first (the same
+	// LICENSE or __init__.py in two packages), does not read the chunk
+	// again: a small chunk is read by decompressing its whole pack.
+	kept      map[store.Hash]*chunkFuture
+	keptBytes int
 }
 
-func newChunkReader(ctx context.Context, st *store.Store, workers int) *chunkReader {
+// newChunkReader starts the workers and, when snap is not nil, a walk of
+// its trees that finds the chunks referenced more than once (countRefs).
+func newChunkReader(ctx context.Context, st *store.Store, workers int, snap *store.Snapshot) *chunkReader {
 	if workers <= 0 {
 		workers = defaultRestoreWorkers
 	}
 	cr := &chunkReader{
-		st:       st,
-		sem:      semaphore.NewWeighted(restoreAheadBytes),
-		jobs:     make(chan *chunkFuture, 256),
-		inflight: map[store.Hash]*chunkFuture{},
-		recent:   map[store.Hash]*list.Element{},
-		lru:      list.New(),
+		st:        st,
+		sem:       semaphore.NewWeighted(restoreAheadBytes),
+		jobs:      make(chan *chunkFuture, 256),
+		inflight:  map[store.Hash]*chunkFuture{},
+		recent:    map[store.Hash]*list.Element{},
+		lru:       list.New(),
+		requested: map[store.Hash]int32{},
+		kept:      map[store.Hash]*chunkFuture{},
 	}
 	for i := 0; i < workers; i++ {
 		cr.wg.Add(1)
 		go cr.work(ctx)
 	}
+	if snap != nil {
+		cr.wg.Add(1)
+		go func() {
+			defer cr.wg.Done()
+			cr.countRefs(ctx, snap)
+		}()
+	}
 	return cr
+}
+
+// countRefs walks snap's trees, as the restore's producer does but without
+// waiting for anything, and sets again. Measured on venv-full: 536 chunks
+// are referenced 2,285 times, and reading them again cost 48 of a
+// restore's 139 pack decompressions (0.3 s of CPU); the walk costs 0.1 s.
+// On error (the producer's own walk reports it) again stays unknown.
+func (cr *chunkReader) countRefs(ctx context.Context, snap *store.Snapshot) {
+	counts := map[store.Hash]int32{}
+	var walk func(root store.Hash) error
+	walk = func(root store.Hash) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		tree, err := cr.st.GetTree(ctx, root)
+		if err != nil {
+			return err
+		}
+		for i := range tree.Nodes {
+			n := &tree.Nodes[i]
+			for _, h := range n.Content {
+				counts[h]++
+			}
+			if n.Type == store.NodeDir {
+				if err := walk(n.Subtree); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	for _, s := range snap.Streams {
+		if walk(s.Root) != nil {
+			return
+		}
+	}
+	again := map[store.Hash]int32{}
+	cr.mu.Lock()
+	defer cr.mu.Unlock()
+	for h, n := range counts {
+		if n -= cr.requested[h]; n > 0 && counts[h] > 1 {
+			again[h] = n
+		}
+	}
+	cr.again, cr.requested = again, nil
+	// Chunks released before again was known are still in the LRU.
+	for h, el := range cr.recent {
+		if f := el.Value.(*chunkFuture); again[h] > 0 && cr.keptBytes+len(f.data) <= keptChunksBytes {
+			cr.lru.Remove(el)
+			delete(cr.recent, h)
+			cr.lruBytes -= len(f.data)
+			cr.kept[h] = f
+			cr.keptBytes += len(f.data)
+		}
+	}
+}
+
+// countRequest notes one more request of h; cr.mu is held.
+func (cr *chunkReader) countRequest(h store.Hash) {
+	if cr.again == nil {
+		cr.requested[h]++
+		return
+	}
+	if n, ok := cr.again[h]; ok {
+		if n <= 1 {
+			delete(cr.again, h)
+		} else {
+			cr.again[h] = n - 1
+		}
+	}
 }
 
 func (cr *chunkReader) work(ctx context.Context) {
@@ -110,8 +207,17 @@ func (cr *chunkReader) request(ctx context.Context, h store.Hash, weight int64) 
 		return nil, err
 	}
 	cr.mu.Lock()
+	cr.countRequest(h)
 	if f, ok := cr.inflight[h]; ok {
 		f.refs++
+		cr.mu.Unlock()
+		return f, nil
+	}
+	if f, ok := cr.kept[h]; ok {
+		delete(cr.kept, h)
+		cr.keptBytes -= len(f.data)
+		f.refs = 1
+		cr.inflight[h] = f
 		cr.mu.Unlock()
 		return f, nil
 	}
@@ -155,6 +261,11 @@ func (cr *chunkReader) release(f *chunkFuture, weight int64) {
 		return // still being fetched (the reader gave up); drop it
 	}
 	if f.err != nil || len(f.data) > recentChunkMax {
+		return
+	}
+	if cr.again[f.h] > 0 && cr.keptBytes+len(f.data) <= keptChunksBytes {
+		cr.kept[f.h] = f
+		cr.keptBytes += len(f.data)
 		return
 	}
 	cr.recent[f.h] = cr.lru.PushFront(f)

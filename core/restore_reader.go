@@ -46,10 +46,16 @@ type restoreReader struct {
 
 func newRestoreReader(ctx context.Context, st *store.Store, snap *store.Snapshot, planner *inplacePlanner, workers int, progress func(Progress)) *restoreReader {
 	ctx, cancel := context.WithCancel(ctx)
+	// Chunks referenced again are worth finding when every file is
+	// written; in place most are not.
+	refsOf := snap
+	if planner != nil {
+		refsOf = nil
+	}
 	rr := &restoreReader{
 		snap:     snap,
 		st:       st,
-		chunks:   newChunkReader(ctx, st, workers),
+		chunks:   newChunkReader(ctx, st, workers, refsOf),
 		planner:  planner,
 		items:    make(chan *restoreItem, 512),
 		cancel:   cancel,

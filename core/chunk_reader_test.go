@@ -1,0 +1,82 @@
+package core
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pypj/ptest-snap/pluginapi"
+	"github.com/pypj/ptest-snap/store"
+)
+
+// TestRestoreReadsAChunkReferencedAgainOnce: a file whose copy comes much
+// later in the snapshot (past the read-ahead window and the LRU of recent
+// chunks) is still read from the store once.
+func TestRestoreReadsAChunkReferencedAgainOnce(t *testing.T) {
+	ctx := context.Background()
+	src := filepath.Join(t.TempDir(), "src")
+	license := []byte("Permission is hereby granted, free of charge, to any person obtaining a copy\n")
+	for _, d := range []string{"a", "b", "c"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(src, d), 0o755))
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(src, "a", "LICENSE"), license, 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(src, "c", "LICENSE"), license, 0o644))
+	// Filler between them: more than restoreAheadBytes+recentChunksBytes
+	// in files of one chunk each, small enough for the LRU, distinct.
+	const fillerFile = 200 << 10
+	n := (restoreAheadBytes+recentChunksBytes)/fillerFile + 16
+	rnd := rand.NewChaCha8([32]byte{1})
+	block := make([]byte, fillerFile)
+	for i := range n {
+		_, _ = rnd.Read(block)
+		require.NoError(t, os.WriteFile(filepath.Join(src, "b", fmt.Sprintf("%04d", i)), block, 0o644))
+	}
+	m := openManager(t, map[string]pluginapi.Engine{"dir": newDirEngine()})
+	snap, err := m.Create(ctx, CreateOptions{Engine: "dir", Target: src})
+	require.NoError(t, err)
+
+	distinct := map[store.Hash]bool{}
+	var walk func(h store.Hash)
+	walk = func(h store.Hash) {
+		tree, err := m.store.GetTree(ctx, h)
+		require.NoError(t, err)
+		for _, n := range tree.Nodes {
+			for _, c := range n.Content {
+				distinct[c] = true
+			}
+			if n.Type == store.NodeDir {
+				walk(n.Subtree)
+			}
+		}
+	}
+	walk(snap.Streams[0].Root)
+
+	rr := newRestoreReader(ctx, m.store, snap, nil, 0, nil)
+	defer rr.close()
+	got := map[string][]byte{}
+	for {
+		_, e, body, err := rr.Next(ctx)
+		if err == io.EOF {
+			break
+		}
+		require.NoError(t, err)
+		if body != nil {
+			b, err := io.ReadAll(body)
+			require.NoError(t, err)
+			got[e.Path] = b
+		}
+	}
+	assert.Equal(t, license, got["a/LICENSE"])
+	assert.Equal(t, license, got["c/LICENSE"])
+	rr.chunks.mu.Lock()
+	defer rr.chunks.mu.Unlock()
+	assert.EqualValues(t, len(distinct), rr.chunks.fetched, "each chunk read once")
+	assert.Empty(t, rr.chunks.kept, "nothing kept after its last reference")
+}
