@@ -26,6 +26,9 @@ const (
 	// keptChunksBytes bounds the chunks kept for a later reference (see
 	// chunkReader.again).
 	keptChunksBytes = 16 << 20
+	// aheadTreeNodes bounds the nodes of the trees countRefs read and
+	// keeps for the producer (about 200 bytes each).
+	aheadTreeNodes = 64 << 10
 )
 
 // chunkFuture is a chunk being fetched; done closes when data or err is set.
@@ -66,6 +69,20 @@ type chunkReader struct {
 	// again: a small chunk is read by decompressing its whole pack.
 	kept      map[store.Hash]*chunkFuture
 	keptBytes int
+
+	// trees are the trees countRefs read, for the producer's walk, which
+	// reads the same trees in the same order, mostly later: read and
+	// decoded once, not twice. The balance of an entry is the times
+	// countRefs passed it minus the times the producer did; its tree is
+	// nil when the producer was first or there was no room.
+	trees     map[store.Hash]*aheadTree
+	treeNodes int
+	treesDone bool // countRefs is not walking (any more)
+}
+
+type aheadTree struct {
+	tree    *store.Tree
+	balance int
 }
 
 // newChunkReader starts the workers and, when snap is not nil, a walk of
@@ -83,11 +100,13 @@ func newChunkReader(ctx context.Context, st *store.Store, workers int, snap *sto
 		lru:       list.New(),
 		requested: map[store.Hash]int32{},
 		kept:      map[store.Hash]*chunkFuture{},
+		trees:     map[store.Hash]*aheadTree{},
 	}
 	for i := 0; i < workers; i++ {
 		cr.wg.Add(1)
 		go cr.work(ctx)
 	}
+	cr.treesDone = snap == nil
 	if snap != nil {
 		cr.wg.Add(1)
 		go func() {
@@ -104,6 +123,16 @@ func newChunkReader(ctx context.Context, st *store.Store, workers int, snap *sto
 // restore's 139 pack decompressions (0.3 s of CPU); the walk costs 0.1 s.
 // On error (the producer's own walk reports it) again stays unknown.
 func (cr *chunkReader) countRefs(ctx context.Context, snap *store.Snapshot) {
+	defer func() {
+		cr.mu.Lock()
+		defer cr.mu.Unlock()
+		cr.treesDone = true
+		for h, a := range cr.trees {
+			if a.balance <= 0 {
+				delete(cr.trees, h)
+			}
+		}
+	}()
 	counts := map[store.Hash]int32{}
 	var walk func(root store.Hash) error
 	walk = func(root store.Hash) error {
@@ -114,6 +143,7 @@ func (cr *chunkReader) countRefs(ctx context.Context, snap *store.Snapshot) {
 		if err != nil {
 			return err
 		}
+		cr.offerTree(root, tree)
 		for i := range tree.Nodes {
 			n := &tree.Nodes[i]
 			for _, h := range n.Content {
@@ -151,6 +181,55 @@ func (cr *chunkReader) countRefs(ctx context.Context, snap *store.Snapshot) {
 			cr.keptBytes += len(f.data)
 		}
 	}
+}
+
+// offerTree keeps a tree countRefs read for the producer, unless the
+// producer read it already or the trees kept are too many.
+func (cr *chunkReader) offerTree(h store.Hash, t *store.Tree) {
+	cr.mu.Lock()
+	defer cr.mu.Unlock()
+	a := cr.trees[h]
+	if a == nil {
+		a = &aheadTree{}
+		cr.trees[h] = a
+	}
+	a.balance++
+	switch {
+	case a.balance == 0:
+		delete(cr.trees, h)
+	case a.balance > 0 && a.tree == nil && cr.treeNodes+len(t.Nodes) <= aheadTreeNodes:
+		a.tree = t
+		cr.treeNodes += len(t.Nodes)
+	}
+}
+
+// tree returns the tree root for the producer's walk, from countRefs when
+// it read it already. The tree is shared: neither may modify it.
+func (cr *chunkReader) tree(ctx context.Context, h store.Hash) (*store.Tree, error) {
+	cr.mu.Lock()
+	a := cr.trees[h]
+	if a == nil {
+		if cr.treesDone {
+			cr.mu.Unlock()
+			return cr.st.GetTree(ctx, h)
+		}
+		a = &aheadTree{}
+		cr.trees[h] = a
+	}
+	a.balance--
+	t := a.tree
+	if a.balance <= 0 && t != nil {
+		a.tree = nil
+		cr.treeNodes -= len(t.Nodes)
+	}
+	if a.balance == 0 {
+		delete(cr.trees, h)
+	}
+	cr.mu.Unlock()
+	if t != nil {
+		return t, nil
+	}
+	return cr.st.GetTree(ctx, h)
 }
 
 // countRequest notes one more request of h; cr.mu is held.

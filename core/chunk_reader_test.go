@@ -18,7 +18,8 @@ import (
 
 // TestRestoreReadsAChunkReferencedAgainOnce: a file whose copy comes much
 // later in the snapshot (past the read-ahead window and the LRU of recent
-// chunks) is still read from the store once.
+// chunks) is still read from the store once, and the trees the walk that
+// finds such chunks read (one of them twice) are all handed over.
 func TestRestoreReadsAChunkReferencedAgainOnce(t *testing.T) {
 	ctx := context.Background()
 	src := filepath.Join(t.TempDir(), "src")
@@ -28,6 +29,12 @@ func TestRestoreReadsAChunkReferencedAgainOnce(t *testing.T) {
 	}
 	require.NoError(t, os.WriteFile(filepath.Join(src, "a", "LICENSE"), license, 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(src, "c", "LICENSE"), license, 0o644))
+	// d is a copy of a: one tree, walked twice.
+	require.NoError(t, os.MkdirAll(filepath.Join(src, "d"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(src, "d", "LICENSE"), license, 0o644))
+	for _, d := range []string{"a", "d"} {
+		require.NoError(t, os.Chtimes(filepath.Join(src, d, "LICENSE"), fixedTime, fixedTime))
+	}
 	// Filler between them: more than restoreAheadBytes+recentChunksBytes
 	// in files of one chunk each, small enough for the LRU, distinct.
 	const fillerFile = 200 << 10
@@ -57,6 +64,13 @@ func TestRestoreReadsAChunkReferencedAgainOnce(t *testing.T) {
 		}
 	}
 	walk(snap.Streams[0].Root)
+	root, err := m.store.GetTree(ctx, snap.Streams[0].Root)
+	require.NoError(t, err)
+	subtrees := map[string]store.Hash{}
+	for _, n := range root.Nodes {
+		subtrees[n.Name] = n.Subtree
+	}
+	require.Equal(t, subtrees["a"], subtrees["d"], "a and d share their tree")
 
 	rr := newRestoreReader(ctx, m.store, snap, nil, 0, nil)
 	defer rr.close()
@@ -75,8 +89,11 @@ func TestRestoreReadsAChunkReferencedAgainOnce(t *testing.T) {
 	}
 	assert.Equal(t, license, got["a/LICENSE"])
 	assert.Equal(t, license, got["c/LICENSE"])
+	assert.Equal(t, license, got["d/LICENSE"])
 	rr.chunks.mu.Lock()
 	defer rr.chunks.mu.Unlock()
 	assert.EqualValues(t, len(distinct), rr.chunks.fetched, "each chunk read once")
 	assert.Empty(t, rr.chunks.kept, "nothing kept after its last reference")
+	assert.Empty(t, rr.chunks.trees, "every tree read ahead was used")
+	assert.Zero(t, rr.chunks.treeNodes)
 }

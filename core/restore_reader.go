@@ -90,7 +90,7 @@ func (rr *restoreReader) produce(ctx context.Context) {
 }
 
 func (rr *restoreReader) walk(ctx context.Context, stream string, root store.Hash, dir string) error {
-	tree, err := rr.st.GetTree(ctx, root)
+	tree, err := rr.chunks.tree(ctx, root)
 	if err != nil {
 		return fmt.Errorf("snapshot %s: stream %q: directory %q: %w", rr.snap.ID, stream, dir, err)
 	}
