@@ -3,6 +3,7 @@ package core
 import (
 	"container/list"
 	"context"
+	"errors"
 	"sync"
 
 	"golang.org/x/sync/semaphore"
@@ -29,6 +30,9 @@ const (
 	// aheadTreeNodes bounds the nodes of the trees countRefs read and
 	// keeps for the producer (about 200 bytes each).
 	aheadTreeNodes = 64 << 10
+	// countedChunksMax bounds countRefs's count (about 50 bytes a chunk);
+	// a larger snapshot is restored without it. venv-full has 34,470.
+	countedChunksMax = 1 << 18
 )
 
 // chunkFuture is a chunk being fetched; done closes when data or err is set.
@@ -121,7 +125,8 @@ func newChunkReader(ctx context.Context, st *store.Store, workers int, snap *sto
 // waiting for anything, and sets again. Measured on venv-full: 536 chunks
 // are referenced 2,285 times, and reading them again cost 48 of a
 // restore's 139 pack decompressions (0.3 s of CPU); the walk costs 0.1 s.
-// On error (the producer's own walk reports it) again stays unknown.
+// On error (the producer's own walk reports it) or past countedChunksMax
+// no chunk is kept.
 func (cr *chunkReader) countRefs(ctx context.Context, snap *store.Snapshot) {
 	defer func() {
 		cr.mu.Lock()
@@ -149,6 +154,9 @@ func (cr *chunkReader) countRefs(ctx context.Context, snap *store.Snapshot) {
 			for _, h := range n.Content {
 				counts[h]++
 			}
+			if len(counts) > countedChunksMax {
+				return errTooManyChunks
+			}
 			if n.Type == store.NodeDir {
 				if err := walk(n.Subtree); err != nil {
 					return err
@@ -157,12 +165,16 @@ func (cr *chunkReader) countRefs(ctx context.Context, snap *store.Snapshot) {
 		}
 		return nil
 	}
+	again := map[store.Hash]int32{}
 	for _, s := range snap.Streams {
 		if walk(s.Root) != nil {
+			// Stop counting requests; keep nothing.
+			cr.mu.Lock()
+			cr.again, cr.requested = again, nil
+			cr.mu.Unlock()
 			return
 		}
 	}
-	again := map[store.Hash]int32{}
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
 	for h, n := range counts {
@@ -182,6 +194,8 @@ func (cr *chunkReader) countRefs(ctx context.Context, snap *store.Snapshot) {
 		}
 	}
 }
+
+var errTooManyChunks = errors.New("too many chunks to count")
 
 // offerTree keeps a tree countRefs read for the producer, unless the
 // producer read it already or the trees kept are too many.
