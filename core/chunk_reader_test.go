@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -96,4 +97,34 @@ func TestRestoreReadsAChunkReferencedAgainOnce(t *testing.T) {
 	assert.Empty(t, rr.chunks.kept, "nothing kept after its last reference")
 	assert.Empty(t, rr.chunks.trees, "every tree read ahead was used")
 	assert.Zero(t, rr.chunks.treeNodes)
+}
+
+// TestRestoreBrokenPackReferenceNamesFile: a small file's chunk is read
+// through its pack (GetChunkFunc); a reference to a pack that is not there
+// fails the restore naming the snapshot and the file, and leaves nothing.
+func TestRestoreBrokenPackReferenceNamesFile(t *testing.T) {
+	ctx := context.Background()
+	src := filepath.Join(t.TempDir(), "src")
+	makeTree(t, src)
+	dir := t.TempDir()
+	eng := map[string]pluginapi.Engine{"dir": newDirEngine()}
+	m := openManagerAt(t, dir, eng)
+	snap, err := m.Create(ctx, CreateOptions{Engine: "dir", Target: src})
+	require.NoError(t, err)
+	root, err := m.Store().GetTree(ctx, snap.Streams[0].Root)
+	require.NoError(t, err)
+	h := findNode(root, "a.txt").Content[0]
+	require.NoError(t, m.Close())
+	corruptChunk(t, dir, h) // its value is a pack reference: now to no pack
+
+	m = openManagerAt(t, dir, eng)
+	dst := filepath.Join(t.TempDir(), "dst")
+	_, err = m.Restore(ctx, RestoreOptions{Ref: snap.ID, Target: dst})
+	require.Error(t, err)
+	assert.True(t, errors.Is(err, ErrCorrupt) || errors.Is(err, store.ErrNotFound), "%v", err)
+	assert.Contains(t, err.Error(), `"a.txt"`)
+	assert.Contains(t, err.Error(), snap.ID)
+	assert.Contains(t, err.Error(), h.Short())
+	_, err = os.Lstat(dst)
+	assert.ErrorIs(t, err, os.ErrNotExist, "the new target is removed")
 }
