@@ -124,9 +124,11 @@ func newChunkReader(ctx context.Context, st *store.Store, workers int, snap *sto
 // countRefs walks snap's trees, as the restore's producer does but without
 // waiting for anything, and sets again. Measured on venv-full: 536 chunks
 // are referenced 2,285 times, and reading them again cost 48 of a
-// restore's 139 pack decompressions (0.3 s of CPU); the walk costs 0.1 s.
-// On error (the producer's own walk reports it) or past countedChunksMax
-// no chunk is kept.
+// restore's 139 pack decompressions (0.3 s of CPU). The walk alone costs
+// 0.1 s, mostly reading the 7,963 trees, which the producer then takes
+// from it (trees) instead of reading them itself. On error (the
+// producer's own walk reports it) or past countedChunksMax no chunk is
+// kept.
 func (cr *chunkReader) countRefs(ctx context.Context, snap *store.Snapshot) {
 	defer func() {
 		cr.mu.Lock()
