@@ -74,10 +74,16 @@ type pendingDir struct {
 
 func newRestoreReader(ctx context.Context, st *store.Store, snap *store.Snapshot, planner *inplacePlanner, sparse bool, trees map[store.Hash]*store.Tree, workers int, progress func(Progress)) *restoreReader {
 	ctx, cancel := context.WithCancel(ctx)
+	// Chunks referenced again are worth finding when every file is
+	// written; in place most are not.
+	refsOf := snap
+	if planner != nil {
+		refsOf = nil
+	}
 	rr := &restoreReader{
 		snap:      snap,
 		st:        st,
-		chunks:    newChunkReader(ctx, st, workers),
+		chunks:    newChunkReader(ctx, st, workers, refsOf),
 		planner:   planner,
 		sparse:    sparse && planner != nil,
 		sentFiles: map[string]map[string]bool{},
@@ -214,7 +220,7 @@ func (rr *restoreReader) tree(ctx context.Context, h store.Hash) (*store.Tree, e
 	if t := rr.trees[h]; t != nil {
 		return t, nil
 	}
-	return rr.st.GetTree(ctx, h)
+	return rr.chunks.tree(ctx, h)
 }
 
 // childName is the last element of a path.

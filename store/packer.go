@@ -42,7 +42,9 @@ import (
 //
 // Reading one small file decompresses its whole pack, so readers keep the
 // last few packs decompressed (packCache); a restore reads files in tree
-// order, which is close to the order they were packed in.
+// order, which is close to the order they were packed in. A restore's
+// readers do not wait for a pack another one is decompressing
+// (Store.GetChunkFunc), so the next packs are decompressed meanwhile.
 const (
 	// packMaxChunk: chunks up to this size are packed. Above it a chunk
 	// compresses well alone and packing would only add read amplification.
@@ -54,7 +56,9 @@ const (
 	// (core.BenchmarkVenvFull store-MB 110.7 with 1 MiB packs, 109.8 with
 	// 2 MiB; bigChunkLevel says why large chunks stay at the default). A restore reads files in pack order, so it still
 	// decompresses each pack about once (BenchmarkStoreVenvFull pack-loads
-	// 151 for 91 packs); the cost is 8 more MiB of decompressed packs in
+	// 151 for 91 packs, reading every file through GetChunk; a core
+	// restore of venv-full, which keeps chunks referenced again, 98 for
+	// 91, against 137 without that); the cost is 8 more MiB of decompressed packs in
 	// the cache and 1 MiB more per pack being filled or sealed. References
 	// of stores written with 1 MiB packs stay valid (offsets only grow).
 	packTarget = 2 << 20
@@ -275,6 +279,10 @@ type packLoad struct {
 	done chan struct{}
 	raw  []byte
 	err  error
+	// waiters are readers that did not wait (Store.GetChunkFunc): the
+	// goroutine doing the load calls each once it is done. Guarded by
+	// packCache.mu until the load leaves packCache.loading.
+	waiters []func(raw []byte, err error)
 }
 
 func (c *packCache) getLocked(id packID) ([]byte, bool) {
@@ -292,12 +300,23 @@ func (c *packCache) getLocked(id packID) ([]byte, bool) {
 // begin returns the cached pack, or the load to wait for, or a new load
 // the caller must do (leader) and finish.
 func (c *packCache) begin(id packID) (raw []byte, load *packLoad, leader bool) {
+	return c.beginOrQueue(id, nil)
+}
+
+// beginOrQueue is begin for a reader that does not wait: when the pack is
+// being loaded by another goroutine and then is not nil, then is queued on
+// the load (to be called by that goroutine) and nothing is returned.
+func (c *packCache) beginOrQueue(id packID, then func([]byte, error)) (raw []byte, load *packLoad, leader bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if raw, ok := c.getLocked(id); ok {
 		return raw, nil, false
 	}
 	if l, ok := c.loading[id]; ok {
+		if then != nil {
+			l.waiters = append(l.waiters, then)
+			return nil, nil, false
+		}
 		return nil, l, false
 	}
 	if c.loading == nil {
@@ -308,14 +327,19 @@ func (c *packCache) begin(id packID) (raw []byte, load *packLoad, leader bool) {
 	return nil, l, true
 }
 
-func (c *packCache) finish(id packID, l *packLoad) {
+// finish ends a load: it publishes the pack, wakes the readers waiting
+// for it and returns the queued waiters, which the caller must call.
+func (c *packCache) finish(id packID, l *packLoad) []func([]byte, error) {
 	c.mu.Lock()
 	delete(c.loading, id)
 	if l.err == nil {
 		c.putLocked(id, l.raw)
 	}
+	waiters := l.waiters
+	l.waiters = nil
 	c.mu.Unlock()
 	close(l.done)
+	return waiters
 }
 
 func (c *packCache) putLocked(id packID, raw []byte) {
