@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/pypj/ptest-snap/pluginapi"
 	"github.com/pypj/ptest-snap/store"
 )
 
@@ -140,7 +141,7 @@ func (t *treeLookup) fromAhead(stream, p string) (*store.Tree, bool) {
 			}
 			a.next = &it
 		}
-		switch c := comparePreorder(a.next.path, p); {
+		switch c := pluginapi.ComparePaths(a.next.path, p); {
 		case c == 0:
 			tree := a.next.tree
 			a.next = nil
@@ -224,35 +225,6 @@ func startTreePrefetch(ctx context.Context, get func(context.Context, store.Hash
 func (a *treePrefetch) stop() {
 	a.cancel()
 	<-a.done
-}
-
-// comparePreorder orders slash-separated paths as a pre-order walk with
-// siblings sorted by name visits them: element by element, so "a/b" comes
-// before "a.b" ('/' sorts as if below every byte a name may hold).
-func comparePreorder(a, b string) int {
-	for i := 0; i < len(a) && i < len(b); i++ {
-		x, y := a[i], b[i]
-		if x == y {
-			continue
-		}
-		if x == '/' {
-			return -1
-		}
-		if y == '/' {
-			return 1
-		}
-		if x < y {
-			return -1
-		}
-		return 1
-	}
-	switch {
-	case len(a) < len(b):
-		return -1
-	case len(a) > len(b):
-		return 1
-	}
-	return 0
 }
 
 // node returns the node at path p of stream, or nil if there is none.

@@ -19,7 +19,7 @@ func TestComparePreorder(t *testing.T) {
 	order := []string{"", "a", "a/b", "a/b/c", "a/z", "a-b", "a-b/x", "a.b", "aa", "b"}
 	for i, x := range order {
 		for j, y := range order {
-			assert.Equal(t, cmpInt(i, j), comparePreorder(x, y), "%q vs %q", x, y)
+			assert.Equal(t, cmpInt(i, j), pluginapi.ComparePaths(x, y), "%q vs %q", x, y)
 		}
 	}
 }
@@ -65,7 +65,7 @@ func TestParentLookupPrefetch(t *testing.T) {
 		}
 		return fmt.Sprint(n.Type, n.Size, n.Content)
 	}
-	slices.SortFunc(files, comparePreorder)
+	slices.SortFunc(files, pluginapi.ComparePaths)
 	missing := []string{"a/0", "a/b/c/zz", "a.b/x/y", "zz/top", "b/deep/nope/x"}
 	orders := map[string][]string{
 		"capture order": files,

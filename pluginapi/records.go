@@ -277,7 +277,7 @@ func (o *orderChecker) check(e *Entry) error {
 	if e.XattrsFromParent && (e.Type != TypeFile || !e.Unchanged || len(e.Xattrs) > 0) {
 		return protocolErrorf("%q takes its xattrs from the parent but is not an unchanged file without xattrs", e.Path)
 	}
-	if o.prev != "" && comparePaths(o.prev, e.Path) >= 0 {
+	if o.prev != "" && ComparePaths(o.prev, e.Path) >= 0 {
 		return protocolErrorf("%q comes after %q: entries must be in sorted pre-order", e.Path, o.prev)
 	}
 	parent := ""
@@ -299,7 +299,7 @@ func (o *orderChecker) check(e *Entry) error {
 		if err := ValidatePath(e.LinkTarget); err != nil {
 			return fmt.Errorf("hard link %q: %w", e.Path, err)
 		}
-		if comparePaths(e.LinkTarget, e.Path) >= 0 {
+		if ComparePaths(e.LinkTarget, e.Path) >= 0 {
 			return protocolErrorf("hard link %q names %q, which is not an earlier entry", e.Path, e.LinkTarget)
 		}
 	}
@@ -310,10 +310,11 @@ func (o *orderChecker) check(e *Entry) error {
 	return nil
 }
 
-// comparePaths orders two valid paths element by element, byte order within
-// an element: the order of a depth-first walk with sorted siblings. That is
-// byte order with '/' sorting before every other byte.
-func comparePaths(a, b string) int {
+// ComparePaths orders two valid paths element by element, byte order within
+// an element: the order of a depth-first walk with sorted siblings (the
+// order entries cross the protocol in). That is byte order with '/' sorting
+// before every other byte. It returns -1, 0 or +1, as cmp.Compare.
+func ComparePaths(a, b string) int {
 	n := min(len(a), len(b))
 	for i := 0; i < n; i++ {
 		ca, cb := a[i], b[i]

@@ -17,11 +17,11 @@ import (
 
 func TestComparePathsIsPreOrder(t *testing.T) {
 	paths := []string{"a-b", "a/b", "a", "a/b/c", "a.txt", "b", "a/a", "a/b-c", "a/b/d", "A"}
-	sort.Slice(paths, func(i, j int) bool { return comparePaths(paths[i], paths[j]) < 0 })
+	sort.Slice(paths, func(i, j int) bool { return ComparePaths(paths[i], paths[j]) < 0 })
 	// Element-wise order: a directory's contents follow it immediately,
 	// before "a-b" and "a.txt", which plain string order would put first.
 	assert.Equal(t, []string{"A", "a", "a/a", "a/b", "a/b/c", "a/b/d", "a/b-c", "a-b", "a.txt", "b"}, paths)
-	assert.Zero(t, comparePaths("x/y", "x/y"))
+	assert.Zero(t, ComparePaths("x/y", "x/y"))
 }
 
 func TestOrderChecker(t *testing.T) {
