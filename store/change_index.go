@@ -386,26 +386,30 @@ func (s *Store) ChangeIndex(ctx context.Context, id string) (ChangeIndex, error)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", id, err)
 	}
-	idx, err := s.loadChangeIndex(ctx, roots, nil)
+	// The snapshot's file count sizes the maps, as for a parent's index
+	// (loadChangeIndexAs); an in-place restore loads its snapshot's.
+	hint := 0
+	if snap, err := s.Snapshot(ctx, id); err == nil {
+		hint = int(min(snap.Stats.Files, maxIndexHint))
+	}
+	idx, err := loadChangeIndexAs(ctx, s, roots, hint, nil, func(r IndexRecord) IndexRecord { return r })
 	if err != nil {
 		return nil, fmt.Errorf("change index of %s: %w", id, err)
 	}
 	return idx, nil
 }
 
-// loadChangeIndex reads the change index under roots (stream → root index
-// chunk); seen, if set, is called with every index chunk's hash, from one
-// goroutine at a time.
-func (s *Store) loadChangeIndex(ctx context.Context, roots map[string]Hash, seen func(Hash)) (ChangeIndex, error) {
-	return loadChangeIndexAs(ctx, s, roots, 0, seen, func(r IndexRecord) IndexRecord { return r })
-}
-
-// loadChangeIndexAs is loadChangeIndex converting each record with conv,
+// loadChangeIndexAs reads the change index under roots (stream → root
+// index chunk), converting each record with conv; seen, if set, is called
+// with every index chunk's hash, from one goroutine at a time. conv is
 // for a caller that needs the index in its own types: converting the
 // whole index afterwards cost another map of every file. hint, if known,
 // is how many records to expect: growing the maps as they fill cost more
 // than reading a third of the chunks.
 func loadChangeIndexAs[T any](ctx context.Context, s *Store, roots map[string]Hash, hint int, seen func(Hash), conv func(IndexRecord) T) (map[string]map[string]T, error) {
+	// The hint comes from a snapshot record: a damaged one must not make
+	// the maps huge before a single chunk is read.
+	hint = min(max(hint, 0), maxIndexHint)
 	idx := make(map[string]map[string]T, len(roots))
 	for _, st := range sortedKeys(roots) {
 		files := make(map[string]T, hint/max(1, len(roots)))
@@ -417,6 +421,10 @@ func loadChangeIndexAs[T any](ctx context.Context, s *Store, roots map[string]Ha
 	}
 	return idx, nil
 }
+
+// maxIndexHint bounds the record count loadChangeIndexAs presizes its maps
+// for, far above any real environment's file count.
+const maxIndexHint = 1 << 22
 
 // indexReaders is how many goroutines read a change index's chunks. A
 // create reads its parent's index before the engine starts capturing, so

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/pypj/ptest-snap/internal/venvfull"
 )
@@ -32,8 +33,21 @@ func BenchmarkChangeIndexLoadVenvFull(b *testing.B) {
 		b.Fatal(err)
 	}
 	s := openTest(b, "")
-	commitIndex(b, s, "one", ChangeIndex{"rootfs": files})
 	ctx := context.Background()
+	w, err := s.NewWriter(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	root, err := w.PutTree(ctx, &Tree{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The file count a real snapshot records, which sizes the maps.
+	snap := &Snapshot{ID: "one", Engine: "dir", EnvID: "e", CreatedAt: time.Now(),
+		Streams: []Stream{{Name: "rootfs", Root: root}}, Stats: SnapshotStats{Files: int64(len(files))}}
+	if err := w.Commit(ctx, snap, ChangeIndex{"rootfs": files}); err != nil {
+		b.Fatal(err)
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
