@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -218,47 +219,111 @@ func decodeIndexRoots(b []byte) (map[string]Hash, error) {
 	return roots, d.err
 }
 
-// decodeIndexDir decodes one directory's index chunk, passing each record
-// with its path (prefix + name) to add, if set.
-func decodeIndexDir(b []byte, prefix string, add func(string, IndexRecord)) (map[string]Hash, error) {
+// indexEntry is one record of a decoded index chunk: its path (the
+// chunk's prefix and the record's name) and the record. end is where the
+// path ends in the chunk's path buffer while the chunk is decoded.
+type indexEntry struct {
+	path string
+	end  int
+	r    IndexRecord
+}
+
+// indexChild is one subdirectory of a decoded index chunk: the prefix of
+// its records' paths (the chunk's prefix, its name and '/') and its chunk.
+type indexChild struct {
+	prefix string
+	h      Hash
+}
+
+// minIndexRecord and minIndexChild are the fewest bytes one record and
+// one subdirectory take (a name length, an empty name, four one-byte
+// varints or a hash): they bound the counts a chunk can claim.
+const (
+	minIndexRecord = 1 + 4
+	minIndexChild  = 1 + len(Hash{})
+)
+
+// decodeIndexDir decodes one directory's index chunk, appending its
+// records to recs (with their paths, prefix + name, if withPaths) and
+// returning its subdirectories in name order.
+//
+// The paths of one chunk share a single string, and the decoder keeps no
+// map: a string per record (the name) plus its concatenation with the
+// prefix, and a map of the children per chunk, were most of the host's
+// cost of loading venv-full's index (BenchmarkChangeIndexLoadVenvFull,
+// BenchmarkIndexDirDecode). Names must be sorted and unique, as
+// encodeIndexDir writes them; a chunk that is not is corrupt.
+func decodeIndexDir(b []byte, prefix string, withPaths bool, recs []indexEntry) ([]indexEntry, []indexChild, error) {
 	if len(b) < 2 || b[0] != indexNodeMagic || b[1] != indexNodeVersion {
-		return nil, fmt.Errorf("%w: change index chunk header", ErrCorrupt)
+		return recs, nil, fmt.Errorf("%w: change index chunk header", ErrCorrupt)
 	}
 	d := &treeDecoder{b: b[2:]}
-	n := d.uvarint(uint64(len(b)), "record count")
+	n := d.uvarint(uint64(len(d.b)/minIndexRecord), "record count")
+	base := len(recs)
+	// strings.Builder hands its buffer over as the string without a copy.
+	var paths strings.Builder
+	if withPaths && n > 0 {
+		// Each record's name takes what is left of its bytes after the
+		// name's length and four varints: the buffer never grows.
+		paths.Grow(int(n)*len(prefix) + len(d.b) - int(n)*minIndexRecord)
+	}
 	var prev IndexRecord
+	var prevName []byte
 	for i := uint64(0); i < n && d.err == nil; i++ {
-		name := d.string(maxNameLen, "name")
+		name := d.bytes(d.uvarint(maxNameLen, "name"), "name")
+		if d.err == nil && i > 0 && bytes.Compare(prevName, name) >= 0 {
+			d.err = fmt.Errorf("%w: change index chunk: names not sorted or not unique", ErrCorrupt)
+		}
+		prevName = name
 		r := IndexRecord{Size: d.varint("size")}
 		r.MtimeNs = prev.MtimeNs + d.varint("mtime")
 		r.CtimeNs = prev.CtimeNs + d.varint("ctime")
 		r.Inode = prev.Inode + uint64(d.varint("inode"))
-		if add != nil {
-			add(prefix+name, r)
-		}
 		prev = r
+		if withPaths {
+			paths.WriteString(prefix)
+			paths.Write(name)
+		}
+		recs = append(recs, indexEntry{end: paths.Len(), r: r})
 	}
-	nd := d.uvarint(uint64(len(b)), "dir count")
-	children := map[string]Hash{}
+	if withPaths && d.err == nil {
+		all, start := paths.String(), 0
+		for i := base; i < len(recs); i++ {
+			recs[i].path = all[start:recs[i].end]
+			start = recs[i].end
+		}
+	}
+	nd := d.uvarint(uint64(len(d.b)/minIndexChild), "dir count")
+	var children []indexChild
+	if nd > 0 && d.err == nil {
+		children = make([]indexChild, 0, nd)
+	}
+	prevName = nil
 	for i := uint64(0); i < nd && d.err == nil; i++ {
-		name := d.string(maxNameLen, "name")
-		var h Hash
-		copy(h[:], d.bytes(32, "child"))
-		children[name] = h
+		name := d.bytes(d.uvarint(maxNameLen, "name"), "name")
+		if d.err == nil && i > 0 && bytes.Compare(prevName, name) >= 0 {
+			d.err = fmt.Errorf("%w: change index chunk: subdirectories not sorted or not unique", ErrCorrupt)
+		}
+		prevName = name
+		h := d.bytes(32, "child")
+		if d.err == nil {
+			children = append(children, indexChild{prefix: prefix + string(name) + "/", h: Hash(h)})
+		}
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.err = fmt.Errorf("%w: change index chunk: trailing bytes", ErrCorrupt)
 	}
 	if d.err != nil {
-		return nil, d.err
+		return recs[:base], nil, d.err
 	}
-	return children, nil
+	return recs, children, nil
 }
 
 // walkIndex calls visit for every index chunk under root, reading each
 // once; out, if set, receives the records.
 func (s *Store) walkIndex(ctx context.Context, root Hash, out map[string]IndexRecord, visit func(Hash) bool) error {
 	var walk func(h Hash, prefix string) error
+	var recs []indexEntry
 	walk = func(h Hash, prefix string) error {
 		if visit != nil && !visit(h) {
 			return nil
@@ -267,17 +332,18 @@ func (s *Store) walkIndex(ctx context.Context, root Hash, out map[string]IndexRe
 		if err != nil {
 			return err
 		}
-		var add func(string, IndexRecord)
-		if out != nil {
-			add = func(p string, r IndexRecord) { out[p] = r }
-		}
-		children, err := decodeIndexDir(b, prefix, add)
+		var children []indexChild
+		recs, children, err = decodeIndexDir(b, prefix, out != nil, recs[:0])
 		if err != nil {
 			return fmt.Errorf("index chunk %s: %w", h, err)
 		}
-		names := sortedKeys(children)
-		for _, name := range names {
-			if err := walk(children[name], prefix+name+"/"); err != nil {
+		if out != nil {
+			for _, r := range recs {
+				out[r.path] = r.r
+			}
+		}
+		for _, c := range children {
+			if err := walk(c.h, c.prefix); err != nil {
 				return err
 			}
 		}
@@ -320,26 +386,30 @@ func (s *Store) ChangeIndex(ctx context.Context, id string) (ChangeIndex, error)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", id, err)
 	}
-	idx, err := s.loadChangeIndex(ctx, roots, nil)
+	// The snapshot's file count sizes the maps, as for a parent's index
+	// (loadChangeIndexAs); an in-place restore loads its snapshot's.
+	hint := 0
+	if snap, err := s.Snapshot(ctx, id); err == nil {
+		hint = int(min(snap.Stats.Files, maxIndexHint))
+	}
+	idx, err := loadChangeIndexAs(ctx, s, roots, hint, nil, func(r IndexRecord) IndexRecord { return r })
 	if err != nil {
 		return nil, fmt.Errorf("change index of %s: %w", id, err)
 	}
 	return idx, nil
 }
 
-// loadChangeIndex reads the change index under roots (stream → root index
-// chunk); seen, if set, is called with every index chunk's hash, from one
-// goroutine at a time.
-func (s *Store) loadChangeIndex(ctx context.Context, roots map[string]Hash, seen func(Hash)) (ChangeIndex, error) {
-	return loadChangeIndexAs(ctx, s, roots, 0, seen, func(r IndexRecord) IndexRecord { return r })
-}
-
-// loadChangeIndexAs is loadChangeIndex converting each record with conv,
+// loadChangeIndexAs reads the change index under roots (stream → root
+// index chunk), converting each record with conv; seen, if set, is called
+// with every index chunk's hash, from one goroutine at a time. conv is
 // for a caller that needs the index in its own types: converting the
 // whole index afterwards cost another map of every file. hint, if known,
 // is how many records to expect: growing the maps as they fill cost more
 // than reading a third of the chunks.
 func loadChangeIndexAs[T any](ctx context.Context, s *Store, roots map[string]Hash, hint int, seen func(Hash), conv func(IndexRecord) T) (map[string]map[string]T, error) {
+	// The hint comes from a snapshot record: a damaged one must not make
+	// the maps huge before a single chunk is read.
+	hint = min(max(hint, 0), maxIndexHint)
 	idx := make(map[string]map[string]T, len(roots))
 	for _, st := range sortedKeys(roots) {
 		files := make(map[string]T, hint/max(1, len(roots)))
@@ -351,6 +421,10 @@ func loadChangeIndexAs[T any](ctx context.Context, s *Store, roots map[string]Ha
 	}
 	return idx, nil
 }
+
+// maxIndexHint bounds the record count loadChangeIndexAs presizes its maps
+// for, far above any real environment's file count.
+const maxIndexHint = 1 << 22
 
 // indexReaders is how many goroutines read a change index's chunks. A
 // create reads its parent's index before the engine starts capturing, so
@@ -375,13 +449,8 @@ func (s *Store) readIndexParallel(ctx context.Context, root Hash, add func(strin
 		wake    = sync.NewCond(&mu)
 		first   error
 	)
-	type rec struct {
-		path string
-		r    IndexRecord
-	}
 	worker := func() {
-		var recs []rec
-		collect := func(p string, r IndexRecord) { recs = append(recs, rec{p, r}) }
+		var recs []indexEntry
 		mu.Lock()
 		defer mu.Unlock()
 		for {
@@ -394,11 +463,10 @@ func (s *Store) readIndexParallel(ctx context.Context, root Hash, add func(strin
 			j := queue[len(queue)-1]
 			queue = queue[:len(queue)-1]
 			mu.Unlock()
-			recs = recs[:0]
 			b, err := s.GetChunk(ctx, j.h)
-			var children map[string]Hash
+			var children []indexChild
 			if err == nil {
-				children, err = decodeIndexDir(b, j.prefix, collect)
+				recs, children, err = decodeIndexDir(b, j.prefix, true, recs[:0])
 				if err != nil {
 					err = fmt.Errorf("index chunk %s: %w", j.h, err)
 				}
@@ -421,9 +489,8 @@ func (s *Store) readIndexParallel(ctx context.Context, root Hash, add func(strin
 			}
 			// Last name on top: taken in name order, as the packs hold
 			// them, so the workers read the same few packs at a time.
-			names := sortedKeys(children)
-			for i := len(names) - 1; i >= 0; i-- {
-				queue = append(queue, job{h: children[names[i]], prefix: j.prefix + names[i] + "/"})
+			for i := len(children) - 1; i >= 0; i-- {
+				queue = append(queue, job{h: children[i].h, prefix: children[i].prefix})
 				pending++
 			}
 			wake.Broadcast()

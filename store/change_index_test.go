@@ -1,10 +1,12 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io/fs"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -72,10 +74,67 @@ func TestChangeIndexRoundTrip(t *testing.T) {
 	for i := range b {
 		bad := append([]byte(nil), b...)
 		bad[i] ^= 0xff
-		_, _ = decodeIndexDir(bad, "", func(string, IndexRecord) {})
+		_, _, _ = decodeIndexDir(bad, "", true, nil)
 	}
-	_, err = decodeIndexDir(b[:len(b)-1], "", nil)
-	assert.Error(t, err)
+	_, _, err = decodeIndexDir(b[:len(b)-1], "", false, nil)
+	assert.ErrorIs(t, err, ErrCorrupt)
+}
+
+// TestIndexDirDecode: a chunk decodes to its records with their full
+// paths and its subdirectories in name order; one whose names are not
+// sorted and unique, as encodeIndexDir writes them, is corrupt.
+func TestIndexDirDecode(t *testing.T) {
+	d := newIndexDir()
+	d.records["b.py"] = IndexRecord{Size: 2, MtimeNs: 5, CtimeNs: 6, Inode: 7}
+	d.records["a.py"] = IndexRecord{Size: 1, MtimeNs: 9, CtimeNs: -1, Inode: 1 << 63}
+	b := encodeIndexDir(d, map[string]Hash{"z": {2}, "m": {1}})
+	recs, children, err := decodeIndexDir(b, "lib/", true, []indexEntry{{path: "kept"}})
+	require.NoError(t, err)
+	require.Len(t, recs, 3)
+	assert.Equal(t, "kept", recs[0].path, "appended to what the caller passed")
+	assert.Equal(t, "lib/a.py", recs[1].path)
+	assert.Equal(t, d.records["a.py"], recs[1].r)
+	assert.Equal(t, "lib/b.py", recs[2].path)
+	assert.Equal(t, d.records["b.py"], recs[2].r)
+	assert.Equal(t, []indexChild{{prefix: "lib/m/", h: Hash{1}}, {prefix: "lib/z/", h: Hash{2}}}, children)
+
+	recs, _, err = decodeIndexDir(b, "lib/", false, nil)
+	require.NoError(t, err)
+	assert.Empty(t, recs[0].path, "no paths when not asked for")
+
+	// Swap the two record names (same length): no longer sorted.
+	bad := bytes.Replace(bytes.Replace(b, []byte("a.py"), []byte("x.py"), 1), []byte("b.py"), []byte("a.py"), 1)
+	_, _, err = decodeIndexDir(bad, "", true, nil)
+	assert.ErrorIs(t, err, ErrCorrupt)
+	bad = bytes.Replace(b, []byte("\x01z"), []byte("\x01m"), 1)
+	_, _, err = decodeIndexDir(bad, "", true, nil)
+	assert.ErrorIs(t, err, ErrCorrupt, "duplicate subdirectory")
+}
+
+// FuzzDecodeIndexDir: hostile index chunks never panic, fail with
+// ErrCorrupt, and a chunk that decodes yields paths under its prefix.
+func FuzzDecodeIndexDir(f *testing.F) {
+	d := newIndexDir()
+	d.records["a.py"] = IndexRecord{Size: 1, MtimeNs: 9, CtimeNs: 3, Inode: 4}
+	d.records["b"] = IndexRecord{Size: 4096}
+	f.Add(encodeIndexDir(d, map[string]Hash{"sub": {1}}))
+	f.Add(encodeIndexDir(newIndexDir(), nil))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		recs, children, err := decodeIndexDir(data, "p/", true, nil)
+		if err != nil {
+			require.ErrorIs(t, err, ErrCorrupt)
+			return
+		}
+		for _, r := range recs {
+			require.True(t, strings.HasPrefix(r.path, "p/"))
+		}
+		for i, c := range children {
+			require.True(t, strings.HasPrefix(c.prefix, "p/") && strings.HasSuffix(c.prefix, "/"))
+			if i > 0 {
+				require.Less(t, children[i-1].prefix[:len(children[i-1].prefix)-1], c.prefix[:len(c.prefix)-1])
+			}
+		}
+	})
 }
 
 // BenchmarkChangeIndexVenvFull measures the change index of venv-full:

@@ -168,32 +168,38 @@ func EncodeTree(t *Tree) ([]byte, error) {
 		if i > 0 && t.Nodes[i-1].Name >= n.Name {
 			return nil, treeErr("nodes not sorted or not unique at %q", n.Name)
 		}
-		b = appendString(b, n.Name)
-		b = append(b, byte(n.Type))
-		b = binary.AppendUvarint(b, uint64(n.Mode))
-		b = binary.AppendUvarint(b, uint64(n.UID))
-		b = binary.AppendUvarint(b, uint64(n.GID))
-		b = binary.AppendVarint(b, n.MtimeNs)
-		b = binary.AppendUvarint(b, uint64(n.Size))
-		switch n.Type {
-		case NodeFile:
-			b = binary.AppendUvarint(b, uint64(len(n.Content)))
-			for _, h := range n.Content {
-				b = append(b, h[:]...)
-			}
-		case NodeDir:
-			b = append(b, n.Subtree[:]...)
-		case NodeSymlink, NodeHardlink:
-			b = appendString(b, n.LinkTarget)
-		}
-		b = binary.AppendUvarint(b, uint64(len(n.Xattrs)))
-		for _, x := range n.Xattrs {
-			b = appendString(b, x.Name)
-			b = binary.AppendUvarint(b, uint64(len(x.Value)))
-			b = append(b, x.Value...)
-		}
+		b = appendNode(b, n)
 	}
 	return b, nil
+}
+
+// appendNode appends the encoding of one (valid) node to b.
+func appendNode(b []byte, n *Node) []byte {
+	b = appendString(b, n.Name)
+	b = append(b, byte(n.Type))
+	b = binary.AppendUvarint(b, uint64(n.Mode))
+	b = binary.AppendUvarint(b, uint64(n.UID))
+	b = binary.AppendUvarint(b, uint64(n.GID))
+	b = binary.AppendVarint(b, n.MtimeNs)
+	b = binary.AppendUvarint(b, uint64(n.Size))
+	switch n.Type {
+	case NodeFile:
+		b = binary.AppendUvarint(b, uint64(len(n.Content)))
+		for _, h := range n.Content {
+			b = append(b, h[:]...)
+		}
+	case NodeDir:
+		b = append(b, n.Subtree[:]...)
+	case NodeSymlink, NodeHardlink:
+		b = appendString(b, n.LinkTarget)
+	}
+	b = binary.AppendUvarint(b, uint64(len(n.Xattrs)))
+	for _, x := range n.Xattrs {
+		b = appendString(b, x.Name)
+		b = binary.AppendUvarint(b, uint64(len(x.Value)))
+		b = append(b, x.Value...)
+	}
+	return b
 }
 
 func appendString(b []byte, s string) []byte {
@@ -349,15 +355,41 @@ func DecodeTree(b []byte) (*Tree, error) {
 	if len(d.b) != 0 {
 		return nil, treeErr("%d trailing bytes", len(d.b))
 	}
-	// Canonical means: encoding what we decoded gives the same bytes. This
-	// one comparison rejects unsorted and duplicate names, ill-formed nodes
-	// (EncodeTree validates) and non-minimal varints alike.
-	again, err := EncodeTree(t)
-	if err != nil {
+	if err := checkCanonical(t, b); err != nil {
 		return nil, err
 	}
-	if !bytes.Equal(again, b) {
-		return nil, treeErr("not in canonical form")
-	}
 	return t, nil
+}
+
+// checkCanonical checks that b is what EncodeTree gives for t. This one
+// comparison rejects unsorted and duplicate names, ill-formed nodes and
+// non-minimal varints alike. It encodes node by node into one small
+// buffer and compares as it goes: the whole tree encoded again cost an
+// allocation as large as the tree's nodes, for every tree a create reads
+// of its parent (BenchmarkTreeDecode).
+func checkCanonical(t *Tree, b []byte) error {
+	// Validated first, as EncodeTree does, so errors stay the same.
+	for i := range t.Nodes {
+		n := &t.Nodes[i]
+		if err := validateNode(n); err != nil {
+			return err
+		}
+		if i > 0 && t.Nodes[i-1].Name >= n.Name {
+			return treeErr("nodes not sorted or not unique at %q", n.Name)
+		}
+	}
+	var scratch [512]byte
+	enc := append(scratch[:0], treeMagic, treeVersion)
+	enc = binary.AppendUvarint(enc, uint64(len(t.Nodes)))
+	for i := range t.Nodes {
+		if !bytes.HasPrefix(b, enc) {
+			return treeErr("not in canonical form")
+		}
+		b = b[len(enc):]
+		enc = appendNode(scratch[:0], &t.Nodes[i])
+	}
+	if !bytes.Equal(b, enc) {
+		return treeErr("not in canonical form")
+	}
+	return nil
 }

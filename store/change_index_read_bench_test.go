@@ -1,0 +1,84 @@
+package store
+
+import (
+	"context"
+	"io/fs"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pypj/ptest-snap/internal/venvfull"
+)
+
+// BenchmarkChangeIndexLoadVenvFull measures reading venv-full's change
+// index back, as every create with a parent and every in-place restore do.
+func BenchmarkChangeIndexLoadVenvFull(b *testing.B) {
+	venvFull := venvfull.Dir(b)
+	files := map[string]IndexRecord{}
+	err := filepath.WalkDir(venvFull, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		st := info.Sys().(*syscall.Stat_t)
+		rel, _ := filepath.Rel(venvFull, p)
+		files[rel] = IndexRecord{Size: info.Size(), MtimeNs: info.ModTime().UnixNano(), CtimeNs: st.Ctim.Nano(), Inode: st.Ino}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := openTest(b, "")
+	ctx := context.Background()
+	w, err := s.NewWriter(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	root, err := w.PutTree(ctx, &Tree{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The file count a real snapshot records, which sizes the maps.
+	snap := &Snapshot{ID: "one", Engine: "dir", EnvID: "e", CreatedAt: time.Now(),
+		Streams: []Stream{{Name: "rootfs", Root: root}}, Stats: SnapshotStats{Files: int64(len(files))}}
+	if err := w.Commit(ctx, snap, ChangeIndex{"rootfs": files}); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		idx, err := s.ChangeIndex(ctx, "one")
+		if err != nil || len(idx["rootfs"]) != len(files) {
+			b.Fatal(err, len(idx["rootfs"]))
+		}
+	}
+}
+
+// BenchmarkIndexDirDecode measures decoding one directory's index chunk of
+// 200 files, like a site-packages module directory.
+func BenchmarkIndexDirDecode(b *testing.B) {
+	d := newIndexDir()
+	for i := 0; i < 200; i++ {
+		name := string(rune('a'+i/26%26)) + string(rune('a'+i%26)) + "_module.py"
+		d.records[name] = IndexRecord{Size: 4000, MtimeNs: 1700000000000000000 + int64(i)*1000, CtimeNs: 1700000000000000000 + int64(i)*1000, Inode: 1000 + uint64(i)}
+	}
+	enc := encodeIndexDir(d, map[string]Hash{"sub": SumChunk([]byte("x")), "sub2": SumChunk([]byte("y"))})
+	var recs []indexEntry
+	out := make(map[string]IndexRecord, 256)
+	b.SetBytes(int64(len(enc)))
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		var err error
+		if recs, _, err = decodeIndexDir(enc, "lib/python3.12/site-packages/pkg/", true, recs[:0]); err != nil {
+			b.Fatal(err)
+		}
+		clear(out)
+		for _, r := range recs {
+			out[r.path] = r.r
+		}
+	}
+}
