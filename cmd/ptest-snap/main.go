@@ -36,7 +36,13 @@ func main() {
 // 248-255 -> 232-235 MB, user CPU unchanged (3.1-3.7 s vs 3.0-3.3 s). The
 // limit is soft: a command that needs more memory gets it (at some GC
 // cost).
-const softMemoryLimit = 192 << 20
+//
+// 160 MiB rather than 192 since restores keep chunks used again later and
+// read trees ahead: a restore of venv-full right after its create peaked at
+// 252-288 MB RSS with 192 MiB and 231-233 MB with 150 MiB, same CPU (2.0-2.1
+// s user); a create at 160 MiB: 206 MB instead of 233-235 MB, user CPU
+// 4.38-4.59 s either way (2 runs each, /usr/bin/time, GOMEMLIMIT set).
+const softMemoryLimit = 160 << 20
 
 // setMemoryLimit applies softMemoryLimit unless the user set GOMEMLIMIT,
 // which the Go runtime has already applied.
