@@ -2,36 +2,14 @@ package store
 
 import (
 	"context"
-	"io/fs"
-	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/pypj/ptest-snap/internal/venvfull"
 )
 
 // BenchmarkChangeIndexLoadVenvFull measures reading venv-full's change
 // index back, as every create with a parent and every in-place restore do.
 func BenchmarkChangeIndexLoadVenvFull(b *testing.B) {
-	venvFull := venvfull.Dir(b)
-	files := map[string]IndexRecord{}
-	err := filepath.WalkDir(venvFull, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		st := info.Sys().(*syscall.Stat_t)
-		rel, _ := filepath.Rel(venvFull, p)
-		files[rel] = IndexRecord{Size: info.Size(), MtimeNs: info.ModTime().UnixNano(), CtimeNs: st.Ctim.Nano(), Inode: st.Ino}
-		return nil
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
+	files := venvIndexRecords(b)
 	s := openTest(b, "")
 	ctx := context.Background()
 	w, err := s.NewWriter(ctx)

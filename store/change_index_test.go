@@ -141,6 +141,25 @@ func FuzzDecodeIndexDir(f *testing.F) {
 // what the first snapshot's index stores, what an unchanged second one
 // adds, next to the same index as JSON.
 func BenchmarkChangeIndexVenvFull(b *testing.B) {
+	files := venvIndexRecords(b)
+	idx := ChangeIndex{"rootfs": files}
+	var first, second WriterStats
+	for i := 0; i < b.N; i++ {
+		s := openTest(b, "")
+		first = commitIndex(b, s, "one", idx)
+		second = commitIndex(b, s, "two", idx)
+	}
+	js, _ := json.Marshal(idx)
+	b.ReportMetric(float64(len(files)), "entries")
+	b.ReportMetric(float64(first.StoredBytes)/1e3, "kB-first-snapshot")
+	b.ReportMetric(float64(second.StoredBytes)/1e3, "kB-unchanged-snapshot")
+	b.ReportMetric(float64(len(js))/1e3, "kB-json")
+}
+
+// venvIndexRecords returns the change-index records of every entry of the
+// venv-full dataset (skipping the benchmark when it is absent).
+func venvIndexRecords(b *testing.B) map[string]IndexRecord {
+	b.Helper()
 	venvFull := venvfull.Dir(b)
 	files := map[string]IndexRecord{}
 	err := filepath.WalkDir(venvFull, func(p string, d fs.DirEntry, err error) error {
@@ -159,16 +178,5 @@ func BenchmarkChangeIndexVenvFull(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	idx := ChangeIndex{"rootfs": files}
-	var first, second WriterStats
-	for i := 0; i < b.N; i++ {
-		s := openTest(b, "")
-		first = commitIndex(b, s, "one", idx)
-		second = commitIndex(b, s, "two", idx)
-	}
-	js, _ := json.Marshal(idx)
-	b.ReportMetric(float64(len(files)), "entries")
-	b.ReportMetric(float64(first.StoredBytes)/1e3, "kB-first-snapshot")
-	b.ReportMetric(float64(second.StoredBytes)/1e3, "kB-unchanged-snapshot")
-	b.ReportMetric(float64(len(js))/1e3, "kB-json")
+	return files
 }
