@@ -35,7 +35,19 @@ func (a *app) newProgress(description string, total int64, bytes bool) *progress
 	if a.quiet || !a.stderrIsTerminal() {
 		return &progress{}
 	}
-	opts := []progressbar.Option{
+	opts := a.barOptions(description)
+	if bytes {
+		opts = append(opts, progressbar.OptionShowBytes(true), progressbar.OptionUseIECUnits(true))
+	} else {
+		opts = append(opts, progressbar.OptionShowIts(), progressbar.OptionSetItsString("files"))
+	}
+	return &progress{bar: progressbar.NewOptions64(total, opts...)}
+}
+
+// barOptions are the options every progress bar shares: drawn on stderr,
+// throttled, with count, ETA and elapsed time, cleared when done.
+func (a *app) barOptions(description string) []progressbar.Option {
+	return []progressbar.Option{
 		progressbar.OptionSetWriter(a.stderr),
 		progressbar.OptionSetDescription(description),
 		progressbar.OptionSetWidth(24),
@@ -49,12 +61,6 @@ func (a *app) newProgress(description string, total int64, bytes bool) *progress
 		// (several times a second), and nothing draws after done.
 		progressbar.OptionSetSpinnerChangeInterval(0),
 	}
-	if bytes {
-		opts = append(opts, progressbar.OptionShowBytes(true), progressbar.OptionUseIECUnits(true))
-	} else {
-		opts = append(opts, progressbar.OptionShowIts(), progressbar.OptionSetItsString("files"))
-	}
-	return &progress{bar: progressbar.NewOptions64(total, opts...)}
 }
 
 // newPhaseProgress starts a bar counting items for an operation that goes
@@ -64,19 +70,7 @@ func (a *app) newPhaseProgress(description string) *progress {
 	if a.quiet || !a.stderrIsTerminal() {
 		return &progress{}
 	}
-	bar := progressbar.NewOptions64(-1,
-		progressbar.OptionSetWriter(a.stderr),
-		progressbar.OptionSetDescription(description),
-		progressbar.OptionSetWidth(24),
-		progressbar.OptionThrottle(100*time.Millisecond),
-		progressbar.OptionShowCount(),
-		progressbar.OptionSetPredictTime(true),
-		progressbar.OptionSetElapsedTime(true),
-		progressbar.OptionClearOnFinish(),
-		progressbar.OptionFullWidth(),
-		// As in newProgress: redrawn when the core reports, no goroutine.
-		progressbar.OptionSetSpinnerChangeInterval(0),
-	)
+	bar := progressbar.NewOptions64(-1, a.barOptions(description)...)
 	_ = bar.RenderBlank()
 	return &progress{bar: bar}
 }
