@@ -245,15 +245,19 @@ func (m *Manager) loadPlanPrior(ctx context.Context, snap *store.Snapshot, riTar
 // loadTrees reads every directory tree of snap, for a restore to walk
 // without waiting for the store: loaded while the target is listed, this
 // takes reading and decoding them (~0.15 s on venv-full's 4,000
-// directories) off an in-place restore's path. On any error it returns
-// what it has; the walk reads the rest and reports the error itself.
+// directories) off an in-place restore's path. It stops after
+// aheadTreeNodes nodes, the bound a new-target restore keeps ahead too, so
+// a huge snapshot's trees are not all held at once. On any error it
+// returns what it has; the walk reads the rest and reports the error
+// itself.
 func (m *Manager) loadTrees(ctx context.Context, snap *store.Snapshot) map[store.Hash]*store.Tree {
 	trees := map[store.Hash]*store.Tree{}
 	var queue []store.Hash
 	for _, s := range snap.Streams {
 		queue = append(queue, s.Root)
 	}
-	for len(queue) > 0 && ctx.Err() == nil {
+	nodes := 0
+	for len(queue) > 0 && ctx.Err() == nil && nodes < aheadTreeNodes {
 		h := queue[len(queue)-1]
 		queue = queue[:len(queue)-1]
 		if _, ok := trees[h]; ok {
@@ -264,6 +268,7 @@ func (m *Manager) loadTrees(ctx context.Context, snap *store.Snapshot) map[store
 			break
 		}
 		trees[h] = t
+		nodes += len(t.Nodes)
 		for i := range t.Nodes {
 			if t.Nodes[i].Type == store.NodeDir {
 				queue = append(queue, t.Nodes[i].Subtree)
