@@ -24,6 +24,7 @@ const (
 	toolSnapSecond  = "ptest-snap second (+1 MB)"
 	toolDockerSave  = "docker commit + save | zstd -1"
 	toolDockerLoad  = "docker load + run"
+	toolRecreate    = "python3 -m venv + pip install --no-index"
 )
 
 // benchEnv is what every scenario shares: the configuration, the dataset,
@@ -43,6 +44,8 @@ type benchEnv struct {
 	// cleanups run when the harness ends (containers, images).
 	cleanups []command
 	docker   bool
+	// venv: the dataset is a virtualenv and the engine is virtualenv.
+	venv bool
 }
 
 func newBenchEnv(cfg Config, data, work string) (*benchEnv, error) {

@@ -221,13 +221,18 @@ func runHarness(ctx context.Context, cfg Config, stdout, log io.Writer) error {
 	if !e.docker {
 		res.Skipped = append(res.Skipped, "docker scenarios: no Docker engine answers (or -docker=false)")
 	}
+	_, err = os.Stat(filepath.Join(data, "pyvenv.cfg"))
+	e.venv = err == nil && cfg.Engine == "virtualenv"
+	if !e.venv {
+		res.Skipped = append(res.Skipped, "venv scenarios: the dataset is not a virtualenv captured by the virtualenv engine")
+	}
 	defer func() {
 		for i := len(e.cleanups) - 1; i >= 0; i-- {
 			_ = run(context.WithoutCancel(ctx), e.cleanups[i])
 		}
 	}()
 	for _, sc := range scenarios() {
-		if !slices.Contains(cfg.Scenarios, sc.name) || sc.needsDocker && !e.docker {
+		if !slices.Contains(cfg.Scenarios, sc.name) || sc.needsDocker && !e.docker || sc.needsVenv && !e.venv {
 			continue
 		}
 		fmt.Fprintf(log, "bench: %s …\n", sc.name)

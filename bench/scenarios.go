@@ -17,6 +17,9 @@ type scenario struct {
 	once bool
 	// needsDocker: skipped, with a note, when no Docker engine answers.
 	needsDocker bool
+	// needsVenv: skipped, with a note, unless the dataset is a virtualenv
+	// captured by the virtualenv engine.
+	needsVenv bool
 }
 
 // target is an acceptance ratio from the issues: subject / peer ≤ max.
@@ -45,6 +48,7 @@ func scenarios() []scenario {
 		{name: "in-place restore undoing small", about: "reset the changed dataset to its snapshot", runOnce: restoreInPlace},
 		{name: "verify", about: "check every stored byte", runOnce: verifyAll},
 		{name: "growth", about: "20 snapshots of the dataset changing a little each time", runOnce: growth, once: true},
+		{name: "recreate venv from scratch", about: "`python3 -m venv` and an offline `pip install --no-index` of every distribution (wheels repacked from their RECORD), against a restore to a new path", runOnce: recreateVenv, once: true, needsVenv: true},
 		{name: "docker snapshot", about: "snapshot a running container (100 MB image, 10 MB changed), then again after 1 MB more", runOnce: dockerSnapshot, needsDocker: true},
 		{name: "docker restore", about: "restore the container as a new running one", runOnce: dockerRestore, needsDocker: true},
 	}
@@ -364,4 +368,41 @@ func scaling(ctx context.Context, e *benchEnv, base SyntheticSpec, scales []int)
 			TarS: t.Wall.Seconds(), ArchiveMB: float64(t.Bytes) / 1e6})
 	}
 	return pts, nil
+}
+
+// recreateVenv times what a user without ptest-snap does to get the venv
+// back offline (wheelhouse.go says how the wheels are made) against a
+// ptest-snap restore of it to a new path, relocation included.
+func recreateVenv(ctx context.Context, e *benchEnv, _ int) (map[string]Sample, error) {
+	store, _, _, err := e.prepared(ctx)
+	if err != nil {
+		return nil, err
+	}
+	house, ok := e.cache["wheelhouse"]
+	if !ok {
+		sp, err := venvSitePackages(e.data)
+		if err != nil {
+			return nil, err
+		}
+		house = e.fresh("wheelhouse")
+		if _, _, err := repackWheels(sp, house); err != nil {
+			return nil, err
+		}
+		e.cache["wheelhouse"] = house
+	}
+	res := map[string]Sample{}
+	if res[toolSnap], err = e.timed(ctx, e.snap(store, "restore", "base", "--target", e.fresh("restored")), ""); err != nil {
+		return nil, err
+	}
+	if res[toolRecreate], err = e.timed(ctx, recreateCmd(e.cfg.Python, e.fresh("recreated"), house), ""); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// recreateCmd makes a venv at dir and installs every wheel of house into it
+// without an index.
+func recreateCmd(python, dir, house string) command {
+	return shell(fmt.Sprintf("%q -m venv %q && %q install --quiet --no-index --no-deps --disable-pip-version-check --find-links %q %q/*.whl",
+		python, dir, dir+"/bin/pip", house, house))
 }
