@@ -25,6 +25,9 @@ const (
 	toolDockerSave  = "docker commit + save | zstd -1"
 	toolDockerLoad  = "docker load + run"
 	toolRecreate    = "python3 -m venv + pip install --no-index"
+	// toolPerFileZstd3 is a bound, not a tool run: the changed and added
+	// files each compressed alone by zstd -3 (stored bytes only).
+	toolPerFileZstd3 = "per-file zstd -3 of the changed files"
 )
 
 // benchEnv is what every scenario shares: the configuration, the dataset,

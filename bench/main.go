@@ -300,13 +300,15 @@ func toolOrder(tool string) int {
 	return 1
 }
 
-func targetFor(scenario, subject, peer string) float64 {
+// targetFor returns the target of a comparison; without one, a wall-time
+// ratio with no target, or a stored-bytes ratio against a bound.
+func targetFor(scenario, subject, peer string) target {
 	for _, t := range targets {
 		if t.scenario == scenario && t.subject == subject && t.peer == peer {
-			return t.max
+			return t
 		}
 	}
-	return 0
+	return target{scenario: scenario, subject: subject, peer: peer, stored: peer == toolPerFileZstd3}
 }
 
 // harnessHWM is the harness's own peak RSS: a floor under every tool's peak

@@ -63,6 +63,10 @@ func writeMarkdown(w io.Writer, res *Results) error {
 	}
 	b.WriteString("\n| scenario | ptest-snap / peer | wall ratio | target | met |\n|---|---|---|---|---|\n")
 	for _, r := range res.Ratios {
+		peer := r.Peer
+		if r.Stored {
+			peer += " (ratio of stored bytes)"
+		}
 		tgt, met := "", ""
 		if r.Target > 0 {
 			tgt = fmt.Sprintf("≤ %.2f", r.Target)
@@ -70,7 +74,7 @@ func writeMarkdown(w io.Writer, res *Results) error {
 				met = map[bool]string{true: "yes", false: "**no**"}[*r.Met]
 			}
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", cell(r.Scenario), cell(r.Peer), fmtStat(r.Wall, "", 3), tgt, met)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", cell(r.Scenario), cell(peer), fmtStat(r.Wall, "", 3), tgt, met)
 	}
 	if len(res.Growth) > 0 {
 		b.WriteString("\n| growth: tool | snapshots | total stored | median step adds | median step time |\n|---|---|---|---|---|\n")

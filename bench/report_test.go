@@ -19,7 +19,7 @@ func sampleResults() *Results {
 	return &Results{
 		Dataset: "/data/x", Engine: "dir", Runs: 2, Machine: map[string]string{"cpu": "test", "cores": "2"},
 		Figures: []Figure{newFigure("initial snapshot", toolSnap, snap), newFigure("initial snapshot", toolTarZstd1, tar)},
-		Ratios:  []Ratio{newRatio("initial snapshot", toolSnap, toolTarZstd1, snap, tar, 1.5)},
+		Ratios:  []Ratio{newRatio("initial snapshot", toolSnap, toolTarZstd1, snap, tar, target{max: 1.5})},
 		Growth:  map[string][]Sample{toolSnap: {{Bytes: 90e6}, {Bytes: 1e6}, {Bytes: 3e6}}},
 		Scaling: []scalePoint{{Scale: 1, Files: 10, MB: 1, CreateS: 0.1, RestoreS: 0.1, StoreMB: 0.5, TarS: 0.1, ArchiveMB: 0.4}},
 		Skipped: []string{"kopia: not on PATH"},
@@ -41,7 +41,7 @@ func TestMarkdown(t *testing.T) {
 func TestJSONAndChart(t *testing.T) {
 	dir := t.TempDir()
 	res := sampleResults()
-	res.Ratios = append(res.Ratios, newRatio("verify", toolSnap, "zstd -t", nil, nil, 0)) // no data: NaN
+	res.Ratios = append(res.Ratios, newRatio("verify", toolSnap, "zstd -t", nil, nil, target{})) // no data: NaN
 	require.NoError(t, writeJSON(filepath.Join(dir, "results.json"), res))
 	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
 	require.NoError(t, err)

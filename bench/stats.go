@@ -50,9 +50,11 @@ func newFigure(scenario, tool string, samples []Sample) Figure {
 	f := Figure{Scenario: scenario, Tool: tool, Samples: samples}
 	var wall, cpu, rss, mb []float64
 	for _, s := range samples {
-		wall = append(wall, s.Wall.Seconds())
-		cpu = append(cpu, s.CPU.Seconds())
-		rss = append(rss, float64(s.MaxRSS)/1e6)
+		if s.Wall > 0 { // a bound (toolPerFileZstd3) has only bytes
+			wall = append(wall, s.Wall.Seconds())
+			cpu = append(cpu, s.CPU.Seconds())
+			rss = append(rss, float64(s.MaxRSS)/1e6)
+		}
 		if s.Bytes > 0 {
 			mb = append(mb, float64(s.Bytes)/1e6)
 		}
@@ -62,33 +64,40 @@ func newFigure(scenario, tool string, samples []Sample) Figure {
 }
 
 // Ratio compares ptest-snap with a peer in one scenario: the wall-time ratio
-// ptest-snap / peer of each run, paired by run, then summarised. Pairing by
-// run keeps a noisy machine's slow moments out of the ratio.
+// ptest-snap / peer of each run (or the stored-bytes ratio, when Stored),
+// paired by run, then summarised. Pairing by run keeps a noisy machine's
+// slow moments out of the ratio.
 type Ratio struct {
 	Scenario string `json:"scenario"`
 	Subject  string `json:"subject"`
 	Peer     string `json:"peer"`
-	Wall     Stat   `json:"wall_ratio"`
+	// Stored: Wall holds the ratio of stored bytes, not of wall time.
+	Stored bool `json:"stored,omitempty"`
+	Wall   Stat `json:"wall_ratio"`
 	// Target is the largest acceptable median ratio (0: none set).
 	Target float64 `json:"target,omitempty"`
 	Met    *bool   `json:"met,omitempty"`
 }
 
-// pairRatio returns the per-run ratios a[i]/b[i] over the runs both have.
-func pairRatio(a, b []Sample) []float64 {
+// pairRatio returns the per-run ratios a[i]/b[i] of wall time (of stored
+// bytes with stored) over the runs both have.
+func pairRatio(a, b []Sample, stored bool) []float64 {
 	n := min(len(a), len(b))
 	out := make([]float64, 0, n)
 	for i := 0; i < n; i++ {
-		if b[i].Wall <= 0 {
-			continue
+		switch {
+		case stored && b[i].Bytes > 0:
+			out = append(out, float64(a[i].Bytes)/float64(b[i].Bytes))
+		case !stored && b[i].Wall > 0:
+			out = append(out, a[i].Wall.Seconds()/b[i].Wall.Seconds())
 		}
-		out = append(out, a[i].Wall.Seconds()/b[i].Wall.Seconds())
 	}
 	return out
 }
 
-func newRatio(scenario, subject, peer string, a, b []Sample, target float64) Ratio {
-	r := Ratio{Scenario: scenario, Subject: subject, Peer: peer, Wall: summarize(pairRatio(a, b)), Target: target}
+func newRatio(scenario, subject, peer string, a, b []Sample, t target) Ratio {
+	r := Ratio{Scenario: scenario, Subject: subject, Peer: peer, Stored: t.stored, Wall: summarize(pairRatio(a, b, t.stored)), Target: t.max}
+	target := t.max
 	if target > 0 && r.Wall.N > 0 {
 		met := r.Wall.Median <= target
 		r.Met = &met

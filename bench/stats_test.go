@@ -33,14 +33,31 @@ func TestSummarize(t *testing.T) {
 func TestPairRatioPairsByRun(t *testing.T) {
 	a := []Sample{{Wall: 2 * time.Second}, {Wall: 3 * time.Second}, {Wall: 9 * time.Second}}
 	b := []Sample{{Wall: 4 * time.Second}, {Wall: 3 * time.Second}}
-	assert.Equal(t, []float64{0.5, 1}, pairRatio(a, b))
+	assert.Equal(t, []float64{0.5, 1}, pairRatio(a, b, false))
 
-	r := newRatio("s", "ptest-snap", "peer", a, b, 0.8)
+	r := newRatio("s", "ptest-snap", "peer", a, b, target{max: 0.8})
 	require.NotNil(t, r.Met)
 	assert.True(t, *r.Met, "median 0.75 ≤ 0.8")
-	r = newRatio("s", "ptest-snap", "peer", a, b, 0.7)
+	r = newRatio("s", "ptest-snap", "peer", a, b, target{max: 0.7})
 	assert.False(t, *r.Met)
-	assert.Nil(t, newRatio("s", "x", "y", a, b, 0).Met, "no target, no verdict")
+	assert.Nil(t, newRatio("s", "x", "y", a, b, target{}).Met, "no target, no verdict")
+}
+
+func TestStoredRatioComparesBytes(t *testing.T) {
+	// The second snapshot's store growth against a bound that has only
+	// bytes (per-file zstd -3): the ratio is of bytes, and the bound's
+	// figure has no wall, CPU or RSS.
+	snap := []Sample{{Wall: time.Second, Bytes: 1900}, {Wall: time.Second, Bytes: 1600}, {Wall: time.Second, Bytes: 1700}}
+	bound := []Sample{{Bytes: 1700}, {Bytes: 1700}, {Bytes: 1700}}
+	r := newRatio("second snapshot after small", toolSnap, toolPerFileZstd3, snap, bound, targetFor("second snapshot after small", toolSnap, toolPerFileZstd3))
+	assert.True(t, r.Stored)
+	assert.InDelta(t, 1.0, r.Wall.Median, 1e-9)
+	require.NotNil(t, r.Met)
+	assert.True(t, *r.Met, "median 1.0 ≤ 1.0")
+	f := newFigure("second snapshot after small", toolPerFileZstd3, bound)
+	assert.Equal(t, 0, f.WallS.N)
+	assert.Equal(t, 3, f.MB.N)
+	assert.True(t, targetFor("x", toolSnap, toolPerFileZstd3).stored, "a bound is compared by bytes even without a target")
 }
 
 func TestNewFigure(t *testing.T) {
