@@ -19,8 +19,8 @@ type SnapshotSizes struct {
 	ExclusiveBytes int64 `json:"exclusive_bytes"`
 }
 
-// refWalk computes, over a set of snapshots, which chunks (file chunks and
-// trees) each one alone references. Every tree is read at most twice in
+// refWalk computes, over a set of snapshots, which chunks (file chunks,
+// trees and change-index chunks) each one alone references. Every tree is read at most twice in
 // one walk, however many snapshots share it: a subtree already reached
 // from another snapshot is not descended again but marked shared, and the
 // shared marks are pushed down to its descendants in a second pass that
@@ -36,6 +36,9 @@ type refWalk struct {
 	sharedTrees []store.Hash
 	// visitedTree marks trees already descended, with the snapshot that did.
 	visitedTree map[store.Hash]int
+	// sharedIndex are change-index chunks reached from a second snapshot
+	// whose descendants still have to be marked shared.
+	sharedIndex []store.Hash
 }
 
 func newRefWalk(st *store.Store) *refWalk {
@@ -60,6 +63,20 @@ func (w *refWalk) walkSnapshot(ctx context.Context, i int, s *store.Snapshot) er
 		if err := w.walkTree(ctx, i, stream.Root); err != nil {
 			return fmt.Errorf("snapshot %s stream %s: %w", s.ID, stream.Name, err)
 		}
+	}
+	// The change index is the snapshot's too (gc keeps it): a chunk of it
+	// already reached from another snapshot is not descended again, as
+	// with trees, and finish marks what is under it shared.
+	err := w.st.IndexChunks(ctx, s.ID, func(h, _ store.Hash) bool {
+		o, seen := w.owner[h]
+		w.ref(i, h)
+		if seen && o != i {
+			w.sharedIndex = append(w.sharedIndex, h)
+		}
+		return !seen
+	})
+	if err != nil {
+		return fmt.Errorf("snapshot %s: %w", s.ID, err)
 	}
 	return nil
 }
@@ -130,6 +147,24 @@ func (w *refWalk) finish(ctx context.Context) error {
 		}
 	}
 	w.sharedTrees = nil
+	if len(w.sharedIndex) > 0 {
+		// What is under a shared index chunk is shared too; each part
+		// is walked once.
+		for _, h := range w.sharedIndex {
+			err := w.st.IndexChunksUnder(ctx, h, func(c, _ store.Hash) bool {
+				if done[c] {
+					return false
+				}
+				done[c] = true
+				w.shared[c] = true
+				return true
+			})
+			if err != nil {
+				return err
+			}
+		}
+		w.sharedIndex = nil
+	}
 	return nil
 }
 
@@ -236,11 +271,15 @@ func (m *Manager) Stats(ctx context.Context) (*StoreStats, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stats: %w", err)
 	}
-	if r := u.StoredBytes - reachableStored; r > 0 {
-		st.ReclaimableBytes = r
-	}
 	if r := u.Chunks - int64(len(w.owner)); r > 0 {
 		st.ReclaimableChunks = r
+		// A packed chunk's stored size is its share of its pack's,
+		// rounded down (store.ChunkStoredSizes), so the reachable sum
+		// can fall a few bytes short of the store's total: with no
+		// chunk to reclaim there are no bytes either.
+		if r := u.StoredBytes - reachableStored; r > 0 {
+			st.ReclaimableBytes = r
+		}
 	}
 	if st.UniqueBytes > 0 {
 		st.DedupRatio = float64(st.LogicalBytes) / float64(st.UniqueBytes)
