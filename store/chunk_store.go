@@ -28,6 +28,9 @@ func compressLevel(l int) zstd.EncoderLevel {
 type kv struct {
 	key, val []byte
 	meta     byte // Badger user meta: metaRef marks a pack reference
+	// buf, if set, is the pooled buffer val lives in (valuePools): the
+	// queue recycles it once the entry is in Badger.
+	buf *[]byte
 }
 
 // metaRef is the user meta of a chunk entry whose value is a pack
@@ -115,12 +118,16 @@ func (q *chunkQueue) hasChunk(key []byte, h Hash) (found, sure bool) {
 	return false, false
 }
 
-// get returns a queued value.
+// get returns a copy of a queued value (its buffer may be recycled as
+// soon as it is written).
 func (q *chunkQueue) get(key []byte) ([]byte, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	v, ok := q.unflushed[string(key)]
-	return v, ok
+	if !ok {
+		return nil, false
+	}
+	return bytes.Clone(v), true
 }
 
 // add queues a group of entries; when the batch is full the caller writes it.
@@ -185,6 +192,15 @@ func (q *chunkQueue) writeLocked() error {
 	}
 	if q.fresh && len(q.written) > freshMaxChunks {
 		q.endFreshLocked()
+	}
+	// Badger is done with the values (Commit copied them into the value
+	// log or the memtable) and no reader can reach them any more.
+	for _, g := range batch {
+		for _, e := range g {
+			if e.buf != nil {
+				putValueBuf(e.buf)
+			}
+		}
 	}
 	if err != nil && q.err == nil {
 		q.err = fmt.Errorf("write chunks: %w", err)
@@ -488,9 +504,75 @@ func (s *Store) storeNew(w *Writer, h Hash, data []byte, packable bool) error {
 	if packable && len(data) <= packMaxChunk {
 		return s.packer.add(w, h, data)
 	}
-	enc := s.encodeLevel(data, s.bigLevel)
+	enc, buf := s.encodeValue(data, s.bigLevel)
 	w.addStored(int64(len(enc)))
-	return s.chunks.add([]kv{{key: chunkKey(h), val: enc}})
+	return s.chunks.add([]kv{{key: chunkKey(h), val: enc, buf: buf}})
+}
+
+// Large encoded values (packs, chunks stored alone: about 100 MB for
+// venv-full) are copied out of the scratch buffer into recycled buffers,
+// one pool per power of two of size from valuePoolMin, instead of new
+// allocations: fresh heap memory costs a page fault per 4 KiB and more
+// garbage collections under the CLI's soft memory limit.
+const (
+	valuePoolMin     = 32 << 10
+	valuePoolClasses = 9 // 32 KiB .. 8 MiB
+)
+
+var valuePools [valuePoolClasses]sync.Pool
+
+// valueClass returns the pool of buffers of at least n bytes, or -1.
+func valueClass(n int) int {
+	for c := 0; c < valuePoolClasses; c++ {
+		if n <= valuePoolMin<<c {
+			return c
+		}
+	}
+	return -1
+}
+
+// getValueBuf returns a pooled buffer of length n, or nil when n is
+// outside the pooled sizes.
+func getValueBuf(n int) *[]byte {
+	if n < valuePoolMin {
+		return nil
+	}
+	c := valueClass(n)
+	if c < 0 {
+		return nil
+	}
+	if bp, ok := valuePools[c].Get().(*[]byte); ok {
+		*bp = (*bp)[:n]
+		return bp
+	}
+	b := make([]byte, n, valuePoolMin<<c)
+	return &b
+}
+
+// putValueBuf recycles a buffer from getValueBuf.
+func putValueBuf(bp *[]byte) {
+	if c := valueClass(cap(*bp)); c >= 0 && cap(*bp) == valuePoolMin<<c {
+		valuePools[c].Put(bp)
+	}
+}
+
+// encodeValue is encodeLevel for a value the queue writes: a large one is
+// returned in a pooled buffer (buf, nil for a small one) that the queue
+// recycles once the value is in Badger.
+func (s *Store) encodeValue(data []byte, level zstd.EncoderLevel) (enc []byte, buf *[]byte) {
+	sp := scratchPool.Get().(*[]byte)
+	out := s.codec.EncodeLevel((*sp)[:0], data, level)
+	if buf = getValueBuf(len(out)); buf != nil {
+		copy(*buf, out)
+		enc = *buf
+	} else {
+		enc = bytes.Clone(out)
+	}
+	if cap(out) <= 8<<20 {
+		*sp = out[:0]
+		scratchPool.Put(sp)
+	}
+	return enc, buf
 }
 
 // scratch buffers for encoding: zstd's EncodeAll with no destination
