@@ -561,6 +561,13 @@ func putValueBuf(bp *[]byte) {
 // recycles once the value is in Badger.
 func (s *Store) encodeValue(data []byte, level zstd.EncoderLevel) (enc []byte, buf *[]byte) {
 	sp := scratchPool.Get().(*[]byte)
+	// Room for the worst case (zstd's raw blocks, or our raw fallback
+	// and header), so that EncodeAll never grows the scratch by copying:
+	// it did for every pack (2 MiB, ~600 KB encoded) taken from a pool
+	// emptied by a GC.
+	if bound := len(data) + len(data)>>6 + 64; cap(*sp) < bound {
+		*sp = make([]byte, 0, bound)
+	}
 	out := s.codec.EncodeLevel((*sp)[:0], data, level)
 	if buf = getValueBuf(len(out)); buf != nil {
 		copy(*buf, out)
