@@ -194,7 +194,9 @@ func (q *chunkQueue) writeLocked() error {
 		q.endFreshLocked()
 	}
 	// Badger is done with the values (Commit copied them into the value
-	// log or the memtable) and no reader can reach them any more.
+	// log or the memtable; only its publisher would keep them, for
+	// subscribers, and the store has none) and no reader can reach them
+	// any more.
 	for _, g := range batch {
 		for _, e := range g {
 			if e.buf != nil {
