@@ -154,6 +154,8 @@ func (s *Store) GCWithOptions(ctx context.Context, opts GCOptions) (GCStats, err
 		return st, err
 	}
 
+	// GC deletes chunks: has must ask Badger from now on.
+	s.chunks.endFresh()
 	s.refMu.Lock()
 	s.gcRunning, s.gcHeld, s.gcHeldPins = true, map[Hash]struct{}{}, nil
 	s.refMu.Unlock()

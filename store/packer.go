@@ -168,12 +168,12 @@ func (p *packer) add(w *Writer, h Hash, data []byte) error {
 // seal compresses a pack (outside the lock, so workers keep packing) and
 // queues it with its members' references as one group.
 func (p *packer) seal(b *packBuf) error {
-	enc := p.s.encode(b.raw)
+	enc, buf := p.s.encodeValue(b.raw, 0)
 	group := make([]kv, 0, 1+len(b.order))
-	group = append(group, kv{key: packKey(b.id), val: enc})
+	group = append(group, kv{key: packKey(b.id), val: enc, buf: buf})
 	for _, h := range b.order {
 		m := b.members[h]
-		group = append(group, kv{chunkKey(h), encodeRef(b.id, m.off, m.n), metaRef})
+		group = append(group, kv{key: chunkKey(h), val: encodeRef(b.id, m.off, m.n), meta: metaRef})
 		// Each member's share of the pack's stored size.
 		m.w.addStored(int64(len(enc)) * int64(m.n) / int64(max(len(b.raw), 1)))
 	}

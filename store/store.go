@@ -242,6 +242,12 @@ func open(opts Options, lk *dirLock) (*Store, error) {
 		s.closeParts()
 		return nil, err
 	}
+	if empty, err := s.noChunks(); err != nil {
+		s.closeParts()
+		return nil, err
+	} else if empty {
+		s.chunks.startFresh()
+	}
 	s.events, err = openEventLog(opts.Dir, true)
 	if err != nil {
 		s.closeParts()
@@ -284,6 +290,23 @@ func removeEmptyLogFiles(dir string) error {
 		}
 	}
 	return nil
+}
+
+// noChunks reports whether the database holds no chunk key (a new store,
+// or one whose chunks GC all deleted).
+func (s *Store) noChunks() (bool, error) {
+	empty := true
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{kindChunk}})
+		defer it.Close()
+		it.Rewind()
+		empty = !it.Valid()
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("look for chunks: %w", err)
+	}
+	return empty, nil
 }
 
 // checkFormat records the layout version in a new store and refuses a store
