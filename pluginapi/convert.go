@@ -190,8 +190,7 @@ func indexFromProto(streams []*enginepb.ParentStream) (ParentIndex, error) {
 	for _, ps := range streams {
 		m := idx[ps.GetName()]
 		if m == nil {
-			// A packed entry takes at least minPackedEntry bytes.
-			m = make(map[string]IndexEntry, len(ps.GetEntries())+len(ps.GetPacked())/(4*minPackedEntry))
+			m = make(map[string]IndexEntry, len(ps.GetEntries())+packedCount(ps.GetPacked()))
 			idx[ps.GetName()] = m
 		}
 		for _, ie := range ps.GetEntries() {

@@ -23,9 +23,9 @@ const minPackedEntry = 5
 
 // appendPackedIndex appends the packed form of entries to b.
 func appendPackedIndex(b []byte, entries map[string]IndexEntry) []byte {
-	size := binary.MaxVarintLen64
-	for p := range entries {
-		size += len(p) + 1 + 4*binary.MaxVarintLen64
+	size := uvarintLen(uint64(len(entries)))
+	for p, e := range entries {
+		size += uvarintLen(uint64(len(p))) + len(p) + varintLen(e.Size) + varintLen(e.MtimeNs) + varintLen(e.CtimeNs) + uvarintLen(e.Inode)
 	}
 	if cap(b)-len(b) < size {
 		b = append(make([]byte, 0, len(b)+size), b...)
@@ -40,6 +40,33 @@ func appendPackedIndex(b []byte, entries map[string]IndexEntry) []byte {
 		b = binary.AppendUvarint(b, e.Inode)
 	}
 	return b
+}
+
+// uvarintLen and varintLen are the lengths of v's encodings.
+func uvarintLen(v uint64) int {
+	n := 1
+	for ; v >= 0x80; v >>= 7 {
+		n++
+	}
+	return n
+}
+
+func varintLen(v int64) int {
+	u := uint64(v) << 1
+	if v < 0 {
+		u = ^u
+	}
+	return uvarintLen(u)
+}
+
+// packedCount returns the entry count packed index b claims, if it is
+// plausible (for sizing the map it is decoded into).
+func packedCount(b []byte) int {
+	n, k := binary.Uvarint(b)
+	if k <= 0 || n > uint64(len(b)/minPackedEntry) {
+		return 0
+	}
+	return int(n)
 }
 
 // errPackedIndex is the error of a malformed packed index.

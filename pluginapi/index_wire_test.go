@@ -1,13 +1,20 @@
 package pluginapi
 
 import (
+	"encoding/binary"
 	"fmt"
+	"io/fs"
 	"math"
+	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pypj/ptest-snap/internal/venvfull"
 	enginepb "github.com/pypj/ptest-snap/pluginapi/proto"
 )
 
@@ -74,4 +81,56 @@ func FuzzDecodePackedIndex(f *testing.F) {
 		require.NoError(t, decodePackedIndex(appendPackedIndex(nil, m), again))
 		require.Equal(t, m, again)
 	})
+}
+
+// BenchmarkParentIndexWire measures sending venv-full's change index
+// (every file's path, size, times and inode) in a capture request: the
+// host's marshalling and the plugin's unmarshalling and decoding into the
+// index it looks files up in, as entries and packed.
+func BenchmarkParentIndexWire(b *testing.B) {
+	files := map[string]IndexEntry{}
+	root := venvfull.Dir(b)
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		st := info.Sys().(*syscall.Stat_t)
+		rel, _ := filepath.Rel(root, p)
+		files[rel] = IndexEntry{Size: st.Size, MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano(), Inode: st.Ino}
+		return nil
+	})
+	require.NoError(b, err)
+	req := &CaptureRequest{Target: root, Parent: ParentIndex{"rootfs": files}}
+	for _, packed := range []bool{false, true} {
+		name := map[bool]string{false: "entries", true: "packed"}[packed]
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				wire, err := proto.Marshal(captureRequestToProto(req, packed))
+				require.NoError(b, err)
+				var got enginepb.CaptureRequest
+				require.NoError(b, proto.Unmarshal(wire, &got))
+				r, err := captureRequestFromProto(&got)
+				require.NoError(b, err)
+				require.Len(b, r.Parent["rootfs"], len(files))
+				b.ReportMetric(float64(len(wire)), "wire-bytes")
+			}
+		})
+	}
+}
+
+// TestVarintLen: the sizes appendPackedIndex reserves are exact.
+func TestVarintLen(t *testing.T) {
+	for _, v := range []int64{0, 1, -1, 63, -64, 64, -65, math.MaxInt64, math.MinInt64, 1_700_000_000_000_000_000} {
+		assert.Len(t, binary.AppendVarint(nil, v), varintLen(v), v)
+		assert.Len(t, binary.AppendUvarint(nil, uint64(v)), uvarintLen(uint64(v)), v)
+	}
+	idx := wireTestIndex()["rootfs"]
+	b := appendPackedIndex(nil, idx)
+	assert.Equal(t, len(b), cap(b), "one allocation of the exact size")
+	assert.Equal(t, len(idx), packedCount(b))
 }
