@@ -55,7 +55,7 @@ func (p *indexPacks) get(ctx context.Context, h Hash) ([]byte, error) {
 	if ok {
 		return b, nil
 	}
-	if _, ok := s.packer.get(h); ok {
+	if s.packer.has(h) {
 		// Still in a pack being written: no reference to follow.
 		return s.GetChunk(ctx, h)
 	}
