@@ -1,6 +1,8 @@
 package pluginapi
 
 import (
+	"fmt"
+
 	enginepb "github.com/pypj/ptest-snap/pluginapi/proto"
 )
 
@@ -79,7 +81,9 @@ func metadataFromProto(p *enginepb.Metadata) Metadata {
 	return Metadata{Version: int(p.GetVersion()), JSON: p.GetJson()}
 }
 
-func captureRequestToProto(r *CaptureRequest) *enginepb.CaptureRequest {
+// captureRequestToProto converts a capture request; packed sends the
+// parent index packed (index_wire.go), for an engine that decodes it.
+func captureRequestToProto(r *CaptureRequest, packed bool) *enginepb.CaptureRequest {
 	ports := make([]int32, len(r.Ports))
 	for i, p := range r.Ports {
 		ports[i] = int32(p)
@@ -90,21 +94,24 @@ func captureRequestToProto(r *CaptureRequest) *enginepb.CaptureRequest {
 		Env:       r.Env,
 		Ports:     ports,
 		Options:   r.Options,
-		Parent:    indexToProto(r.Parent),
+		Parent:    parentToProto(r.Parent, packed),
 		IndexOnly: r.IndexOnly,
 
 		ParentXattrs: r.ParentXattrs,
 	}
 }
 
-func captureRequestFromProto(p *enginepb.CaptureRequest) *CaptureRequest {
+func captureRequestFromProto(p *enginepb.CaptureRequest) (*CaptureRequest, error) {
 	ports := make([]int, len(p.GetPorts()))
 	for i, port := range p.GetPorts() {
 		ports[i] = int(port)
 	}
 	var parent ParentIndex
 	if len(p.GetParent()) > 0 {
-		parent = indexFromProto(p.GetParent())
+		var err error
+		if parent, err = indexFromProto(p.GetParent()); err != nil {
+			return nil, err
+		}
 	}
 	return &CaptureRequest{
 		Target:    p.GetTarget(),
@@ -116,7 +123,7 @@ func captureRequestFromProto(p *enginepb.CaptureRequest) *CaptureRequest {
 		IndexOnly: p.GetIndexOnly(),
 
 		ParentXattrs: p.GetParentXattrs(),
-	}
+	}, nil
 }
 
 func restoreRequestToProto(r *RestoreRequest) *enginepb.RestoreRequest {
@@ -163,20 +170,39 @@ func indexToProto(idx ParentIndex) []*enginepb.ParentStream {
 	return out
 }
 
-// indexFromProto is the inverse of indexToProto; it never returns nil.
-func indexFromProto(streams []*enginepb.ParentStream) ParentIndex {
+// parentToProto is indexToProto, or with packed each stream's entries in
+// ParentStream.packed (index_wire.go).
+func parentToProto(idx ParentIndex, packed bool) []*enginepb.ParentStream {
+	if !packed {
+		return indexToProto(idx)
+	}
+	var out []*enginepb.ParentStream
+	for name, entries := range idx {
+		out = append(out, &enginepb.ParentStream{Name: name, Packed: appendPackedIndex(nil, entries)})
+	}
+	return out
+}
+
+// indexFromProto is the inverse of indexToProto and parentToProto; it never
+// returns nil.
+func indexFromProto(streams []*enginepb.ParentStream) (ParentIndex, error) {
 	idx := make(ParentIndex, len(streams))
 	for _, ps := range streams {
 		m := idx[ps.GetName()]
 		if m == nil {
-			m = make(map[string]IndexEntry, len(ps.GetEntries()))
+			m = make(map[string]IndexEntry, len(ps.GetEntries())+packedCount(ps.GetPacked()))
 			idx[ps.GetName()] = m
 		}
 		for _, ie := range ps.GetEntries() {
 			m[ie.GetPath()] = IndexEntry{Size: ie.GetSize(), MtimeNs: ie.GetMtimeNs(), CtimeNs: ie.GetCtimeNs(), Inode: ie.GetInode()}
 		}
+		if len(ps.GetPacked()) > 0 {
+			if err := decodePackedIndex(ps.GetPacked(), m); err != nil {
+				return nil, fmt.Errorf("stream %q: %w", ps.GetName(), err)
+			}
+		}
 	}
-	return idx
+	return idx, nil
 }
 
 // restoreResultToProto converts an engine's answer to a Restore. A report
@@ -191,12 +217,16 @@ func restoreResultToProto(res *RestoreResult) *enginepb.RestoreResponse {
 	return resp
 }
 
-func restoreResultFromProto(p *enginepb.RestoreResponse) *RestoreResult {
+func restoreResultFromProto(p *enginepb.RestoreResponse) (*RestoreResult, error) {
 	res := &RestoreResult{Target: p.GetTarget(), Messages: p.GetMessages()}
 	if p.GetWrittenReported() {
-		res.Written = indexFromProto(p.GetWritten())
+		written, err := indexFromProto(p.GetWritten())
+		if err != nil {
+			return nil, protocolErrorf("written-file report: %v", err)
+		}
+		res.Written = written
 	}
-	return res
+	return res, nil
 }
 
 // writtenFits reports whether a report of written files stays well within

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestRestoreRequestProtoRoundTrip: every field of a RestoreRequest
@@ -27,7 +28,11 @@ func TestCaptureRequestAndEntryProtoRoundTrip(t *testing.T) {
 		Parent:       ParentIndex{"rootfs": {"a": {Size: 1, MtimeNs: 2, CtimeNs: 3, Inode: 4}}},
 		ParentXattrs: true,
 	}
-	assert.Equal(t, req, captureRequestFromProto(captureRequestToProto(req)))
+	for _, packed := range []bool{false, true} {
+		got, err := captureRequestFromProto(captureRequestToProto(req, packed))
+		require.NoError(t, err)
+		assert.Equal(t, req, got, "packed %v", packed)
+	}
 	e := &Entry{Path: "a", Type: TypeFile, Mode: 0o644, UID: 1, GID: 2, MtimeNs: 3, CtimeNs: 4, Inode: 5, Size: 6,
 		Unchanged: true, XattrsFromParent: true}
 	assert.Equal(t, e, entryFromProto(entryToProto(e)))

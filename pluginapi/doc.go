@@ -14,6 +14,7 @@
 //   - records.go: batching records into messages and reading them back with
 //     every rule of the protocol enforced.
 //   - body_ring.go: the shared-memory fast path for file bodies.
+//   - index_wire.go: the packed form of a capture's parent index.
 //   - errors.go: sentinels across the wire (gRPC status + ErrorInfo).
 //
 // README.md documents the protocol for authors in any language.

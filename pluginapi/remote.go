@@ -39,6 +39,7 @@ func (p *Plugin) Info(ctx context.Context) (Info, error) {
 	if err != nil {
 		return Info{}, p.fail(ctx, "info", err)
 	}
+	p.packedIndex.Store(resp.GetPackedIndex())
 	return infoFromProto(resp), nil
 }
 
@@ -63,7 +64,9 @@ func (p *Plugin) Capture(ctx context.Context, req *CaptureRequest, w CaptureWrit
 	op := "capture " + req.Target
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	wire := captureRequestToProto(req)
+	// The parent index goes packed to an engine whose Info said it
+	// decodes it (index_wire.go); the host asks Info before a capture.
+	wire := captureRequestToProto(req, p.packedIndex.Load())
 	var ring *bodyRing
 	complete := false
 	if !req.IndexOnly && p.ring.acquire() {
@@ -302,7 +305,11 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 		return nil, p.failRestore(ctx, op, a.err)
 	}
 	complete = true
-	return restoreResultFromProto(a.resp), nil
+	res, err := restoreResultFromProto(a.resp)
+	if err != nil {
+		return nil, p.fail(ctx, op, err)
+	}
+	return res, nil
 }
 
 // restoreAnswer is what the engine answered a Restore: its result, or why

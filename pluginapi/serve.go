@@ -71,6 +71,7 @@ func (s *engineServer) Info(ctx context.Context, _ *enginepb.InfoRequest) (*engi
 	}
 	resp := infoToProto(info)
 	resp.BodyRing = s.ring != nil
+	resp.PackedIndex = true
 	return resp, nil
 }
 
@@ -94,7 +95,11 @@ func (s *engineServer) Capture(req *enginepb.CaptureRequest, stream grpc.ServerS
 		s.ring.head = atomic.LoadUint64(s.ring.consumedPtr())
 		w.batch.ring, w.batch.ctx = s.ring, stream.Context()
 	}
-	err := s.impl.Capture(stream.Context(), captureRequestFromProto(req), w)
+	creq, err := captureRequestFromProto(req)
+	if err != nil {
+		return toStatus(fmt.Errorf("capture request: %w", err))
+	}
+	err = s.impl.Capture(stream.Context(), creq, w)
 	if err == nil && !w.metadataSent {
 		err = errors.New("engine returned without writing its metadata")
 	}

@@ -442,6 +442,7 @@ func (s *Store) readIndexParallel(ctx context.Context, root Hash, add func(strin
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	packs := newIndexPacks(s)
 	var (
 		mu      sync.Mutex
 		queue   = []job{{h: root}}
@@ -463,7 +464,7 @@ func (s *Store) readIndexParallel(ctx context.Context, root Hash, add func(strin
 			j := queue[len(queue)-1]
 			queue = queue[:len(queue)-1]
 			mu.Unlock()
-			b, err := s.GetChunk(ctx, j.h)
+			b, err := packs.get(ctx, j.h)
 			var children []indexChild
 			if err == nil {
 				recs, children, err = decodeIndexDir(b, j.prefix, true, recs[:0])

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -28,12 +29,25 @@ func BenchmarkChangeIndexLoadVenvFull(b *testing.B) {
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
+	// The index is read by several goroutines: CPU time, not ns/op, is
+	// what a busy machine pays.
+	c0 := processCPU()
 	for i := 0; i < b.N; i++ {
 		idx, err := s.ChangeIndex(ctx, "one")
 		if err != nil || len(idx["rootfs"]) != len(files) {
 			b.Fatal(err, len(idx["rootfs"]))
 		}
 	}
+	b.ReportMetric((processCPU()-c0).Seconds()*1000/float64(b.N), "cpu-ms/op")
+}
+
+// processCPU is the process's user and system time so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkIndexDirDecode measures decoding one directory's index chunk of

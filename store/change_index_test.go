@@ -112,7 +112,8 @@ func TestIndexDirDecode(t *testing.T) {
 }
 
 // FuzzDecodeIndexDir: hostile index chunks never panic, fail with
-// ErrCorrupt, and a chunk that decodes yields paths under its prefix.
+// ErrCorrupt, and a chunk that decodes yields paths under its prefix and
+// is as long as indexDirLen says.
 func FuzzDecodeIndexDir(f *testing.F) {
 	d := newIndexDir()
 	d.records["a.py"] = IndexRecord{Size: 1, MtimeNs: 9, CtimeNs: 3, Inode: 4}
@@ -120,7 +121,14 @@ func FuzzDecodeIndexDir(f *testing.F) {
 	f.Add(encodeIndexDir(d, map[string]Hash{"sub": {1}}))
 	f.Add(encodeIndexDir(newIndexDir(), nil))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// indexDirLen (index_packs.go) claims a prefix at most; a chunk
+		// that decodes is all of it.
+		n, ok := indexDirLen(data)
+		require.True(t, !ok || (n > 0 && n <= len(data)))
 		recs, children, err := decodeIndexDir(data, "p/", true, nil)
+		if err == nil {
+			require.Equal(t, len(data), n)
+		}
 		if err != nil {
 			require.ErrorIs(t, err, ErrCorrupt)
 			return

@@ -24,7 +24,8 @@
 //	'n' name                          → snapshot id
 //	'e' engine 0 env 0 time(8) id     → nothing (the env/time index)
 //	'x' id                            → the root chunks of the snapshot's change
-//	                                    index (change_index.go)
+//	                                    index (change_index.go; read back a pack at
+//	                                    a time, index_packs.go)
 //	'm' name                          → store metadata (format)
 //
 // Invariants: a snapshot record is written only after every chunk it

@@ -131,7 +131,11 @@ type InfoResponse struct {
 	// body_ring: the engine mapped the shared-memory body ring and accepts
 	// shared frames in Restore (see README). Engines that do not know the
 	// ring leave it false.
-	BodyRing      bool `protobuf:"varint,5,opt,name=body_ring,json=bodyRing,proto3" json:"body_ring,omitempty"`
+	BodyRing bool `protobuf:"varint,5,opt,name=body_ring,json=bodyRing,proto3" json:"body_ring,omitempty"`
+	// packed_index: the engine decodes ParentStream.packed (see README,
+	// "Packed parent index"). Engines that do not know it leave it false
+	// and get the parent index as entries.
+	PackedIndex   bool `protobuf:"varint,6,opt,name=packed_index,json=packedIndex,proto3" json:"packed_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -197,6 +201,13 @@ func (x *InfoResponse) GetCapabilities() []string {
 func (x *InfoResponse) GetBodyRing() bool {
 	if x != nil {
 		return x.BodyRing
+	}
+	return false
+}
+
+func (x *InfoResponse) GetPackedIndex() bool {
+	if x != nil {
+		return x.PackedIndex
 	}
 	return false
 }
@@ -386,9 +397,15 @@ func (x *IndexEntry) GetInode() uint64 {
 
 // ParentStream is the parent snapshot's change index of one stream.
 type ParentStream struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Entries       []*IndexEntry          `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Entries []*IndexEntry          `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	// packed holds the stream's entries in one byte string instead (only to
+	// an engine whose InfoResponse says packed_index): a uvarint count, then
+	// per entry a uvarint path length, the path, and the size, mtime_ns and
+	// ctime_ns as varints and the inode as a uvarint. Entries and packed
+	// together are one index.
+	Packed        []byte `protobuf:"bytes,3,opt,name=packed,proto3" json:"packed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -433,6 +450,13 @@ func (x *ParentStream) GetName() string {
 func (x *ParentStream) GetEntries() []*IndexEntry {
 	if x != nil {
 		return x.Entries
+	}
+	return nil
+}
+
+func (x *ParentStream) GetPacked() []byte {
+	if x != nil {
+		return x.Packed
 	}
 	return nil
 }
@@ -1260,13 +1284,14 @@ var File_pluginapi_proto_engine_proto protoreflect.FileDescriptor
 const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\n" +
 	"\x1cpluginapi/proto/engine.proto\x12\x13ptestsnap.engine.v1\"\r\n" +
-	"\vInfoRequest\"\xa8\x01\n" +
+	"\vInfoRequest\"\xcb\x01\n" +
 	"\fInfoResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12)\n" +
 	"\x10protocol_version\x18\x03 \x01(\x05R\x0fprotocolVersion\x12\"\n" +
 	"\fcapabilities\x18\x04 \x03(\tR\fcapabilities\x12\x1b\n" +
-	"\tbody_ring\x18\x05 \x01(\bR\bbodyRing\"\xb2\x01\n" +
+	"\tbody_ring\x18\x05 \x01(\bR\bbodyRing\x12!\n" +
+	"\fpacked_index\x18\x06 \x01(\bR\vpackedIndex\"\xb2\x01\n" +
 	"\x0fIdentifyRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12K\n" +
 	"\aoptions\x18\x02 \x03(\v21.ptestsnap.engine.v1.IdentifyRequest.OptionsEntryR\aoptions\x1a:\n" +
@@ -1282,10 +1307,11 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x19\n" +
 	"\bmtime_ns\x18\x03 \x01(\x03R\amtimeNs\x12\x19\n" +
 	"\bctime_ns\x18\x04 \x01(\x03R\actimeNs\x12\x14\n" +
-	"\x05inode\x18\x05 \x01(\x04R\x05inode\"]\n" +
+	"\x05inode\x18\x05 \x01(\x04R\x05inode\"u\n" +
 	"\fParentStream\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
-	"\aentries\x18\x02 \x03(\v2\x1f.ptestsnap.engine.v1.IndexEntryR\aentries\"\xfe\x03\n" +
+	"\aentries\x18\x02 \x03(\v2\x1f.ptestsnap.engine.v1.IndexEntryR\aentries\x12\x16\n" +
+	"\x06packed\x18\x03 \x01(\fR\x06packed\"\xfe\x03\n" +
 	"\x0eCaptureRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12\x1a\n" +
 	"\bexcludes\x18\x02 \x03(\tR\bexcludes\x12>\n" +

@@ -130,3 +130,44 @@ func TestParentXattrsThroughThePlugin(t *testing.T) {
 		}
 	}
 }
+
+// TestParentIndexBothWireForms: the engine binary finds every file of an
+// unchanged venv unchanged whether the host sends the parent index as
+// entries (before it asked Info, as an older host does) or packed (after
+// Info said the engine decodes it, as a create does).
+func TestParentIndexBothWireForms(t *testing.T) {
+	f := venvFixture(t)
+	eng := enginePlugin(t)
+	ctx := context.Background()
+
+	first := &memCapture{}
+	require.NoError(t, eng.Capture(ctx, &pluginapi.CaptureRequest{Target: f.golden}, first))
+	parent := pluginapi.ParentIndex{}
+	files := 0
+	for _, me := range first.entries {
+		if me.e.Type != pluginapi.TypeFile {
+			continue
+		}
+		files++
+		if parent[me.stream] == nil {
+			parent[me.stream] = map[string]pluginapi.IndexEntry{}
+		}
+		parent[me.stream][me.e.Path] = pluginapi.IndexEntry{Size: me.e.Size, MtimeNs: me.e.MtimeNs, CtimeNs: me.e.CtimeNs, Inode: me.e.Inode}
+	}
+	require.Positive(t, files)
+	for _, form := range []string{"entries", "packed"} {
+		if form == "packed" {
+			_, err := eng.Info(ctx)
+			require.NoError(t, err)
+		}
+		second := &memCapture{}
+		require.NoError(t, eng.Capture(ctx, &pluginapi.CaptureRequest{Target: f.golden, Parent: parent}, second))
+		unchanged := 0
+		for _, me := range second.entries {
+			if me.e.Unchanged {
+				unchanged++
+			}
+		}
+		assert.Equal(t, files, unchanged, form)
+	}
+}
