@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync/atomic"
 
 	"github.com/pypj/ptest-snap/pluginapi"
@@ -126,17 +125,20 @@ func (rr *restoreReader) walk(ctx context.Context, stream string, root store.Has
 	if err != nil {
 		return fmt.Errorf("snapshot %s: stream %q: directory %q: %w", rr.snap.ID, stream, dir, err)
 	}
-	var extras []pluginapi.Entry
+	var extras *extrasCursor
 	if rr.sparse {
-		extras = rr.planner.extras(stream, dir, tree.Nodes)
+		extras = rr.planner.extrasIn(stream, dir)
 	}
 	for i := range tree.Nodes {
 		n := &tree.Nodes[i]
-		for len(extras) > 0 && childName(extras[0].Path) < n.Name {
-			if err := rr.sendDelete(ctx, stream, &extras[0]); err != nil {
+		if extras != nil {
+			dels, err := extras.before(ctx, n.Name)
+			if err == nil {
+				err = rr.sendDeletes(ctx, stream, dels)
+			}
+			if err != nil {
 				return err
 			}
-			extras = extras[1:]
 		}
 		p := n.Name
 		if dir != "" {
@@ -207,10 +209,12 @@ func (rr *restoreReader) walk(ctx context.Context, stream string, root store.Has
 			}
 		}
 	}
-	for i := range extras {
-		if err := rr.sendDelete(ctx, stream, &extras[i]); err != nil {
+	if extras != nil {
+		dels, err := extras.rest(ctx)
+		if err != nil {
 			return err
 		}
+		return rr.sendDeletes(ctx, stream, dels)
 	}
 	return nil
 }
@@ -221,14 +225,6 @@ func (rr *restoreReader) tree(ctx context.Context, h store.Hash) (*store.Tree, e
 		return t, nil
 	}
 	return rr.chunks.tree(ctx, h)
-}
-
-// childName is the last element of a path.
-func childName(p string) string {
-	if i := strings.LastIndexByte(p, '/'); i >= 0 {
-		return p[i+1:]
-	}
-	return p
 }
 
 // send queues item, after the kept directories above it a sparse walk has
@@ -254,9 +250,14 @@ func (rr *restoreReader) queue(ctx context.Context, item *restoreItem) error {
 	}
 }
 
-// sendDelete queues the deletion of an entry the snapshot lacks.
-func (rr *restoreReader) sendDelete(ctx context.Context, stream string, e *pluginapi.Entry) error {
-	return rr.send(ctx, &restoreItem{stream: stream, entry: *e})
+// sendDeletes queues the deletions of entries the snapshot lacks.
+func (rr *restoreReader) sendDeletes(ctx context.Context, stream string, dels []pluginapi.Entry) error {
+	for i := range dels {
+		if err := rr.send(ctx, &restoreItem{stream: stream, entry: dels[i]}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // nodeEntry converts a tree node to the engine's entry.
