@@ -33,15 +33,21 @@ type inplacePlanner struct {
 	lastIsS bool        // the last restore was of this very snapshot
 	lastSn  *treeLookup // the last restore's snapshot, when another one
 
-	// keptFiles are the files left alone, per stream: a hard link to a
-	// rewritten file must be remade.
-	keptFiles map[string]map[string]bool
+	// kept are the files left alone, per stream, with the statistics the
+	// listing saw (a hard link to a rewritten file must be remade; the
+	// restore index records them, keptIndex).
+	kept store.ChangeIndex
+	// keptHint sizes the first stream's kept map.
+	keptHint int
 	// files counts the snapshot's regular files planned, kept or not.
 	files int
 }
 
-func newInplacePlanner(live *liveListing, own store.ChangeIndex, last *restoreIndex, lastSnap *treeLookup, snapID string) *inplacePlanner {
-	p := &inplacePlanner{live: live, own: own, last: last, keptFiles: map[string]map[string]bool{}}
+// newInplacePlanner returns the planner of an in-place restore of snapshot
+// snapID; filesHint is how many files the snapshot holds (0: no idea).
+func newInplacePlanner(live *liveListing, own store.ChangeIndex, last *restoreIndex, lastSnap *treeLookup, snapID string, filesHint int64) *inplacePlanner {
+	p := &inplacePlanner{live: live, own: own, last: last, kept: store.ChangeIndex{},
+		keptHint: int(min(max(filesHint, 0), maxListingHint))}
 	if last != nil {
 		p.lastIsS = last.SnapshotID == snapID
 		p.lastSn = lastSnap
@@ -68,7 +74,7 @@ func (p *inplacePlanner) unchanged(ctx context.Context, stream, path string, n *
 	case store.NodeSymlink:
 		return cur.Type == pluginapi.TypeSymlink && cur.MtimeNs == n.MtimeNs && cur.LinkTarget == n.LinkTarget, nil
 	case store.NodeHardlink:
-		return cur.Type == pluginapi.TypeHardlink && cur.LinkTarget == n.LinkTarget && p.keptFiles[stream][n.LinkTarget], nil
+		return cur.Type == pluginapi.TypeHardlink && cur.LinkTarget == n.LinkTarget && p.isKept(stream, n.LinkTarget), nil
 	case store.NodeFile:
 		if cur.Type != pluginapi.TypeFile || cur.MtimeNs != n.MtimeNs || cur.Size != n.Size {
 			return false, nil
@@ -77,15 +83,22 @@ func (p *inplacePlanner) unchanged(ctx context.Context, stream, path string, n *
 		if err != nil || !ok {
 			return false, err
 		}
-		kept := p.keptFiles[stream]
+		kept := p.kept[stream]
 		if kept == nil {
-			kept = map[string]bool{}
-			p.keptFiles[stream] = kept
+			kept = make(map[string]store.IndexRecord, p.keptHint)
+			p.keptHint = 0
+			p.kept[stream] = kept
 		}
-		kept[path] = true
+		kept[path] = store.IndexRecord{Size: cur.Size, MtimeNs: cur.MtimeNs, CtimeNs: cur.CtimeNs, Inode: cur.Inode}
 		return true, nil
 	}
 	return false, nil
+}
+
+// isKept reports whether the plan left the file at path of stream alone.
+func (p *inplacePlanner) isKept(stream, path string) bool {
+	_, ok := p.kept[stream][path]
+	return ok
 }
 
 func sameStat(r store.IndexRecord, cur *targetEntry) bool {
@@ -177,31 +190,26 @@ func (c *extrasCursor) deletion(name string) pluginapi.Entry {
 // rewrittenFiles is how many of the snapshot's files the plan rewrote.
 func (p *inplacePlanner) rewrittenFiles() int {
 	kept := 0
-	for _, m := range p.keptFiles {
+	for _, m := range p.kept {
 		kept += len(m)
 	}
 	return p.files - kept
 }
 
 // keptIndex returns the change-index form of the files the plan left
-// alone, with the statistics the listing before the restore saw. The
-// engine did not touch them, so those are still their statistics, and
-// their content was known to be the snapshot's; anything that touched
-// one since (the engine included) changed its ctime, so a stale record
-// only costs a rewrite. Rewritten files are left out: their new
-// statistics are unknown without listing the target again.
+// alone, with the statistics the listing before the restore saw, for every
+// stream the listing holds. The engine did not touch them, so those are
+// still their statistics, and their content was known to be the
+// snapshot's; anything that touched one since (the engine included)
+// changed its ctime, so a stale record only costs a rewrite. Rewritten
+// files are left out: their new statistics are unknown without listing the
+// target again. The maps are the planner's own, given away: the planner is
+// done.
 func (p *inplacePlanner) keptIndex() store.ChangeIndex {
-	current := p.live.index()
-	out := make(store.ChangeIndex, len(current))
-	for stream := range current {
-		kept := p.keptFiles[stream]
-		m := make(map[string]store.IndexRecord, len(kept))
-		for path := range kept {
-			if e := current[stream][path]; e != nil && e.Type == pluginapi.TypeFile {
-				m[path] = store.IndexRecord{Size: e.Size, MtimeNs: e.MtimeNs, CtimeNs: e.CtimeNs, Inode: e.Inode}
-			}
+	for stream := range p.live.index() {
+		if p.kept[stream] == nil {
+			p.kept[stream] = map[string]store.IndexRecord{}
 		}
-		out[stream] = m
 	}
-	return out
+	return p.kept
 }

@@ -167,7 +167,7 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 		if prior.err != nil {
 			return fail(prior.err)
 		}
-		planner = newInplacePlanner(live, prior.own, prior.last, prior.lastSnap, snap.ID)
+		planner = newInplacePlanner(live, prior.own, prior.last, prior.lastSnap, snap.ID, snap.Stats.Files)
 	} else {
 		close(listDone)
 	}
@@ -357,12 +357,16 @@ func (m *Manager) recordRestoreIndex(ctx context.Context, eng pluginapi.Engine, 
 	case written != nil:
 		files = written
 		if planner != nil {
-			for stream, kept := range planner.keptIndex() {
+			// The written files into the kept ones, usually far more
+			// (on venv-full's undo of change small 6,300 into 38,000):
+			// the two sets are disjoint, as only files not kept are sent.
+			files = planner.keptIndex()
+			for stream, w := range written {
 				if files[stream] == nil {
-					files[stream] = kept
+					files[stream] = w
 					continue
 				}
-				maps.Copy(files[stream], kept)
+				maps.Copy(files[stream], w)
 			}
 		}
 	case planner != nil && planner.rewrittenFiles()*relistDivisor <= planner.files:
