@@ -95,6 +95,11 @@ func (p *inplacePlanner) unchanged(ctx context.Context, stream, path string, n *
 	return false, nil
 }
 
+// listed waits until the target's listing has ended, and returns its error.
+func (p *inplacePlanner) listed(ctx context.Context) error {
+	return p.live.awaitDone(ctx)
+}
+
 // isKept reports whether the plan left the file at path of stream alone.
 func (p *inplacePlanner) isKept(stream, path string) bool {
 	_, ok := p.kept[stream][path]

@@ -275,3 +275,118 @@ func TestRestoreInPlaceListingFails(t *testing.T) {
 	require.NoError(t, err)
 	requireSameTree(t, ref, src)
 }
+
+// endOrder is an engine noting whether its index-only capture had returned
+// when a restore's stream ended; the capture holds its entries from
+// holdFrom on until the stream ended or wait passed.
+type endOrder struct {
+	pluginapi.Engine
+	holdFrom      string
+	wait          time.Duration
+	mu            sync.Mutex
+	listed        bool // the index-only capture returned
+	streamEnded   chan struct{}
+	listedAtEnd   bool
+	sawStreamEnd  bool
+	endedOnce     sync.Once
+	holdOnce      sync.Once
+	restoreActive bool
+}
+
+func (e *endOrder) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w pluginapi.CaptureWriter) error {
+	if !req.IndexOnly || !e.restoreActive {
+		return e.Engine.Capture(ctx, req, w)
+	}
+	err := e.Engine.Capture(ctx, req, holdingWriter{w, e})
+	e.mu.Lock()
+	e.listed = true
+	e.mu.Unlock()
+	return err
+}
+
+type holdingWriter struct {
+	pluginapi.CaptureWriter
+	e *endOrder
+}
+
+func (h holdingWriter) WriteEntry(ctx context.Context, en *pluginapi.Entry, body io.Reader) error {
+	if pluginapi.ComparePaths(en.Path, h.e.holdFrom) >= 0 {
+		var err error
+		h.e.holdOnce.Do(func() {
+			select {
+			case <-h.e.streamEnded:
+			case <-time.After(h.e.wait):
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return h.CaptureWriter.WriteEntry(ctx, en, body)
+}
+
+func (e *endOrder) Restore(ctx context.Context, req *pluginapi.RestoreRequest, r pluginapi.RestoreReader) (*pluginapi.RestoreResult, error) {
+	if !req.InPlace || !e.restoreActive {
+		return e.Engine.Restore(ctx, req, r)
+	}
+	return e.Engine.Restore(ctx, req, endNoting{r, e})
+}
+
+type endNoting struct {
+	pluginapi.RestoreReader
+	e *endOrder
+}
+
+func (n endNoting) Next(ctx context.Context) (string, *pluginapi.Entry, io.Reader, error) {
+	st, en, body, err := n.RestoreReader.Next(ctx)
+	if errors.Is(err, io.EOF) {
+		n.e.endedOnce.Do(func() {
+			n.e.mu.Lock()
+			n.e.listedAtEnd, n.e.sawStreamEnd = n.e.listed, true
+			n.e.mu.Unlock()
+			close(n.e.streamEnded)
+		})
+	}
+	return st, en, body, err
+}
+
+// The engine's stream ends only after the listing has: given a full
+// stream, the engine then deletes what the snapshot lacks anywhere in the
+// target, which the listing must not be reading any more. The listing's
+// last entries here wait for the stream's end (for a second at most, once):
+// a stream that ended first would be seen.
+func TestRestoreInPlaceStreamEndsAfterListing(t *testing.T) {
+	ctx := context.Background()
+	for _, sparse := range []bool{true, false} {
+		t.Run(fmt.Sprintf("sparse=%v", sparse), func(t *testing.T) {
+			// Held well past a published batch (liveListingBatch) of the
+			// extra entries, so the walk can be done before the listing.
+			eo := &endOrder{Engine: newDirEngine(), holdFrom: "zzz-extra/f280", wait: time.Second, streamEnded: make(chan struct{})}
+			var eng pluginapi.Engine = eo
+			if !sparse {
+				eng = fullStreamEngine{eo}
+			}
+			src := filepath.Join(t.TempDir(), "src")
+			makeTree(t, src)
+			m := openManager(t, map[string]pluginapi.Engine{"dir": eng})
+			snap, err := m.Create(ctx, CreateOptions{Engine: "dir", Target: src})
+			require.NoError(t, err)
+			ref := snapTree(t, m, snap.ID)
+			writeFile(t, filepath.Join(src, "a.txt"), []byte("changed\n"), 0o644, fixedTime)
+			for i := range 300 {
+				writeFile(t, filepath.Join(src, "zzz-extra", fmt.Sprintf("f%03d", i)), []byte("x"), 0o644, fixedTime)
+			}
+
+			eo.restoreActive = true
+			_, err = m.Restore(ctx, RestoreOptions{Ref: snap.ID, InPlace: true})
+			require.NoError(t, err)
+			requireSameTree(t, ref, src)
+			eo.mu.Lock()
+			defer eo.mu.Unlock()
+			require.True(t, eo.sawStreamEnd)
+			assert.True(t, eo.listedAtEnd, "the restore's stream ended before the target's listing")
+		})
+	}
+}

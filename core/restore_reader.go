@@ -118,6 +118,14 @@ func (rr *restoreReader) produce(ctx context.Context) {
 			return
 		}
 	}
+	if rr.planner != nil {
+		// The engine finishes when the stream ends — and, given a full
+		// stream, then deletes whatever the snapshot lacks, anywhere in
+		// the target: only once the listing has ended too.
+		if err := rr.planner.listed(ctx); err != nil {
+			rr.prodErr = err
+		}
+	}
 }
 
 func (rr *restoreReader) walk(ctx context.Context, stream string, root store.Hash, dir string) error {

@@ -357,3 +357,21 @@ func (l *liveListing) begun(ctx context.Context) error {
 	}
 	return l.err
 }
+
+// awaitDone waits until the listing has ended (or ctx ended) and returns
+// its error.
+func (l *liveListing) awaitDone(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for !l.done {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		l.waiting = true
+		l.cond.Wait()
+	}
+	if l.err != nil {
+		return fmt.Errorf("list target: %w", l.err)
+	}
+	return nil
+}
