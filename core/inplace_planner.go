@@ -21,27 +21,33 @@ import (
 // Anything else is rewritten. What the snapshot lacks is deleted: by the
 // engine, which lists the target for it, or, for an engine that takes a
 // sparse stream (pluginapi.CapRestoreSparse), as the host names it from
-// the listing (extras); a sparse stream sends nothing of what is kept but
-// the directories above what changes.
+// the listing (extrasCursor); a sparse stream sends nothing of what is
+// kept but the directories above what changes.
+//
+// The planner reads the target's listing while it arrives (liveListing):
+// each question waits until the listing has passed the path it is about.
 type inplacePlanner struct {
-	current targetIndex
-	// children are the target's directories' entries, for a sparse
-	// restore's deletions (nil: not listed that way).
-	children targetChildren
-	own      store.ChangeIndex
-	last     *restoreIndex
-	lastIsS  bool        // the last restore was of this very snapshot
-	lastSn   *treeLookup // the last restore's snapshot, when another one
+	live    *liveListing
+	own     store.ChangeIndex
+	last    *restoreIndex
+	lastIsS bool        // the last restore was of this very snapshot
+	lastSn  *treeLookup // the last restore's snapshot, when another one
 
-	// keptFiles are the files left alone, per stream: a hard link to a
-	// rewritten file must be remade.
-	keptFiles map[string]map[string]bool
+	// kept are the files left alone, per stream, with the statistics the
+	// listing saw (a hard link to a rewritten file must be remade; the
+	// restore index records them, keptIndex).
+	kept store.ChangeIndex
+	// keptHint sizes the first stream's kept map.
+	keptHint int
 	// files counts the snapshot's regular files planned, kept or not.
 	files int
 }
 
-func newInplacePlanner(current targetIndex, children targetChildren, own store.ChangeIndex, last *restoreIndex, lastSnap *treeLookup, snapID string) *inplacePlanner {
-	p := &inplacePlanner{current: current, children: children, own: own, last: last, keptFiles: map[string]map[string]bool{}}
+// newInplacePlanner returns the planner of an in-place restore of snapshot
+// snapID; filesHint is how many files the snapshot holds (0: no idea).
+func newInplacePlanner(live *liveListing, own store.ChangeIndex, last *restoreIndex, lastSnap *treeLookup, snapID string, filesHint int64) *inplacePlanner {
+	p := &inplacePlanner{live: live, own: own, last: last, kept: store.ChangeIndex{},
+		keptHint: int(min(max(filesHint, 0), maxListingHint))}
 	if last != nil {
 		p.lastIsS = last.SnapshotID == snapID
 		p.lastSn = lastSnap
@@ -49,12 +55,16 @@ func newInplacePlanner(current targetIndex, children targetChildren, own store.C
 	return p
 }
 
-// unchanged reports whether the target already holds node n at path p.
+// unchanged reports whether the target already holds node n at path p,
+// once the listing has passed p.
 func (p *inplacePlanner) unchanged(ctx context.Context, stream, path string, n *store.Node) (bool, error) {
 	if n.Type == store.NodeFile {
 		p.files++
 	}
-	cur := p.current[stream][path]
+	cur, err := p.live.entry(ctx, stream, path)
+	if err != nil {
+		return false, err
+	}
 	if cur == nil || cur.Mode != n.Mode || cur.UID != n.UID || cur.GID != n.GID || !sameXattrs(cur.Xattrs, n.Xattrs) {
 		return false, nil
 	}
@@ -64,7 +74,7 @@ func (p *inplacePlanner) unchanged(ctx context.Context, stream, path string, n *
 	case store.NodeSymlink:
 		return cur.Type == pluginapi.TypeSymlink && cur.MtimeNs == n.MtimeNs && cur.LinkTarget == n.LinkTarget, nil
 	case store.NodeHardlink:
-		return cur.Type == pluginapi.TypeHardlink && cur.LinkTarget == n.LinkTarget && p.keptFiles[stream][n.LinkTarget], nil
+		return cur.Type == pluginapi.TypeHardlink && cur.LinkTarget == n.LinkTarget && p.isKept(stream, n.LinkTarget), nil
 	case store.NodeFile:
 		if cur.Type != pluginapi.TypeFile || cur.MtimeNs != n.MtimeNs || cur.Size != n.Size {
 			return false, nil
@@ -73,15 +83,27 @@ func (p *inplacePlanner) unchanged(ctx context.Context, stream, path string, n *
 		if err != nil || !ok {
 			return false, err
 		}
-		kept := p.keptFiles[stream]
+		kept := p.kept[stream]
 		if kept == nil {
-			kept = map[string]bool{}
-			p.keptFiles[stream] = kept
+			kept = make(map[string]store.IndexRecord, p.keptHint)
+			p.keptHint = 0
+			p.kept[stream] = kept
 		}
-		kept[path] = true
+		kept[path] = store.IndexRecord{Size: cur.Size, MtimeNs: cur.MtimeNs, CtimeNs: cur.CtimeNs, Inode: cur.Inode}
 		return true, nil
 	}
 	return false, nil
+}
+
+// listed waits until the target's listing has ended, and returns its error.
+func (p *inplacePlanner) listed(ctx context.Context) error {
+	return p.live.awaitDone(ctx)
+}
+
+// isKept reports whether the plan left the file at path of stream alone.
+func (p *inplacePlanner) isKept(stream, path string) bool {
+	_, ok := p.kept[stream][path]
+	return ok
 }
 
 func sameStat(r store.IndexRecord, cur *targetEntry) bool {
@@ -112,64 +134,87 @@ func (p *inplacePlanner) contentKnown(ctx context.Context, stream, path string, 
 	return ln != nil && ln.Type == store.NodeFile && ln.Size == n.Size && slices.Equal(ln.Content, n.Content), nil
 }
 
-// extras returns the entries the target holds in directory dir of stream
-// that nodes (the snapshot's directory, sorted by name) lacks, in name
-// order, with the type each has in the target: what a sparse restore
-// deletes.
-func (p *inplacePlanner) extras(stream, dir string, nodes []store.Node) []pluginapi.Entry {
-	names := p.children[stream][dir]
-	if len(names) == 0 {
-		return nil
+// extrasCursor finds, in one directory of a sparse restore's walk, the
+// entries the target holds that the snapshot's directory lacks: what the
+// restore deletes. The walk asks before each of the snapshot's entries, in
+// name order, for the target's entries sorted before it (before), and at
+// the end for the rest (rest); each answer waits only until the listing
+// has passed what it covers.
+type extrasCursor struct {
+	p      *inplacePlanner
+	stream string
+	dir    string
+	next   int // how many of the target's names in dir were looked at
+}
+
+// extrasIn returns the cursor of directory dir of stream.
+func (p *inplacePlanner) extrasIn(stream, dir string) *extrasCursor {
+	return &extrasCursor{p: p, stream: stream, dir: dir}
+}
+
+// before returns the deletions of the target's entries in the directory
+// named before name (the snapshot's next entry there), in name order,
+// with the type each has in the target; the target's entry named name
+// itself, if any, is the snapshot's, so passed over.
+func (c *extrasCursor) before(ctx context.Context, name string) ([]pluginapi.Entry, error) {
+	names, err := c.p.live.childrenUpTo(ctx, c.stream, c.dir, name)
+	if err != nil {
+		return nil, err
 	}
 	var out []pluginapi.Entry
-	j := 0
-	for _, name := range names {
-		for j < len(nodes) && nodes[j].Name < name {
-			j++
+	for ; c.next < len(names) && names[c.next] <= name; c.next++ {
+		if names[c.next] != name {
+			out = append(out, c.deletion(names[c.next]))
 		}
-		if j < len(nodes) && nodes[j].Name == name {
-			continue
-		}
-		path := name
-		if dir != "" {
-			path = dir + "/" + name
-		}
-		e := pluginapi.Entry{Path: path, Delete: true, Type: pluginapi.TypeFile}
-		if cur := p.current[stream][path]; cur != nil {
-			e.Type = cur.Type
-		}
-		out = append(out, e)
 	}
-	return out
+	return out, nil
+}
+
+// rest returns the deletions of the target's entries in the directory
+// after the snapshot's last one there.
+func (c *extrasCursor) rest(ctx context.Context) ([]pluginapi.Entry, error) {
+	names, err := c.p.live.childrenUpTo(ctx, c.stream, c.dir, "")
+	if err != nil {
+		return nil, err
+	}
+	var out []pluginapi.Entry
+	for ; c.next < len(names); c.next++ {
+		out = append(out, c.deletion(names[c.next]))
+	}
+	return out, nil
+}
+
+func (c *extrasCursor) deletion(name string) pluginapi.Entry {
+	path := name
+	if c.dir != "" {
+		path = c.dir + "/" + name
+	}
+	return pluginapi.Entry{Path: path, Delete: true, Type: c.p.live.typeOf(c.stream, path)}
 }
 
 // rewrittenFiles is how many of the snapshot's files the plan rewrote.
 func (p *inplacePlanner) rewrittenFiles() int {
 	kept := 0
-	for _, m := range p.keptFiles {
+	for _, m := range p.kept {
 		kept += len(m)
 	}
 	return p.files - kept
 }
 
 // keptIndex returns the change-index form of the files the plan left
-// alone, with the statistics the listing before the restore saw. The
-// engine did not touch them, so those are still their statistics, and
-// their content was known to be the snapshot's; anything that touched
-// one since (the engine included) changed its ctime, so a stale record
-// only costs a rewrite. Rewritten files are left out: their new
-// statistics are unknown without listing the target again.
+// alone, with the statistics the listing before the restore saw, for every
+// stream the listing holds. The engine did not touch them, so those are
+// still their statistics, and their content was known to be the
+// snapshot's; anything that touched one since (the engine included)
+// changed its ctime, so a stale record only costs a rewrite. Rewritten
+// files are left out: their new statistics are unknown without listing the
+// target again. The maps are the planner's own, given away: the planner is
+// done.
 func (p *inplacePlanner) keptIndex() store.ChangeIndex {
-	out := make(store.ChangeIndex, len(p.current))
-	for stream := range p.current {
-		kept := p.keptFiles[stream]
-		m := make(map[string]store.IndexRecord, len(kept))
-		for path := range kept {
-			if e := p.current[stream][path]; e != nil && e.Type == pluginapi.TypeFile {
-				m[path] = store.IndexRecord{Size: e.Size, MtimeNs: e.MtimeNs, CtimeNs: e.CtimeNs, Inode: e.Inode}
-			}
+	for stream := range p.live.index() {
+		if p.kept[stream] == nil {
+			p.kept[stream] = map[string]store.IndexRecord{}
 		}
-		out[stream] = m
 	}
-	return out
+	return p.kept
 }
