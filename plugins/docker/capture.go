@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -88,6 +89,21 @@ func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w p
 		}
 	}
 
+	// Without keep-image, the container's layer is written here and the
+	// base layers come from the parent or a save of the original image,
+	// started now, before the pause (diff_capture.go).
+	var plan *diffPlan
+	if !keepImage {
+		if plan, err = planDiff(ctx, cli, &c, threshold, req.Parent); err != nil {
+			return err
+		}
+	}
+	defer func() {
+		if plan != nil {
+			plan.close()
+		}
+	}()
+
 	unpause := func() {}
 	if c.State != nil && c.State.Running && !c.State.Paused {
 		if err := cli.ContainerPause(ctx, c.ID); err != nil {
@@ -106,41 +122,66 @@ func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w p
 		defer unpause()
 	}
 
-	imageID, diffIDs, flattened, err := e.commit(ctx, cli, &c, threshold)
-	if err != nil {
-		return err
-	}
-	// The commit image is removed once its save archive is read (while the
-	// base layers go out from the spool), or on the way out.
-	removeImage := func() {}
-	if !keepImage {
-		var once sync.Once
-		removed := make(chan struct{})
-		removeImage = func() {
-			once.Do(func() {
-				go func() {
-					defer close(removed)
-					rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-					defer cancel()
-					_, _ = cli.ImageRemove(rctx, imageID, image.RemoveOptions{PruneChildren: true})
-				}()
-			})
+	var (
+		top   *topLayer
+		synth *synthesized
+		save  *pendingSave
+		// commitSaved removes the commit image once its archive is read.
+		commitSaved func()
+	)
+	defer func() { top.close() }()
+	if plan != nil {
+		top, err = buildTopLayer(ctx, cli, &c, e.opts.TempDir)
+		if errors.Is(err, errNotDiffable) {
+			plan.close()
+			plan = nil
+		} else if err != nil {
+			return err
+		} else if synth, err = plan.synthesize(c.Config, top, time.Now()); err != nil {
+			return err
 		}
-		defer func() {
-			removeImage()
-			<-removed
-		}()
 	}
-	meta.DockerInfo.SnapshotImage = imageID
-	meta.Image = ImageInfo{ID: imageID, DiffIDs: diffIDs, Flattened: flattened}
+	if plan != nil {
+		meta.DockerInfo.SnapshotImage = synth.imageID
+		meta.Image = ImageInfo{ID: synth.imageID, DiffIDs: synth.diffIDs}
+	} else {
+		imageID, diffIDs, flattened, err := e.commit(ctx, cli, &c, threshold)
+		if err != nil {
+			return err
+		}
+		// The commit image is removed once its save archive is read (while
+		// the base layers go out from the spool), or on the way out.
+		removeImage := func() {}
+		if !keepImage {
+			var once sync.Once
+			removed := make(chan struct{})
+			removeImage = func() {
+				once.Do(func() {
+					go func() {
+						defer close(removed)
+						rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+						defer cancel()
+						_, _ = cli.ImageRemove(rctx, imageID, image.RemoveOptions{PruneChildren: true})
+					}()
+				})
+			}
+			defer func() {
+				removeImage()
+				<-removed
+			}()
+		}
+		meta.DockerInfo.SnapshotImage = imageID
+		meta.Image = ImageInfo{ID: imageID, DiffIDs: diffIDs, Flattened: flattened}
 
-	// Start the save now: the engine writes every layer to a temporary
-	// directory before the archive's first byte (0.8-1 s for a 118 MB
-	// image here), which then overlaps the volumes' capture.
-	saveCtx, cancelSave := context.WithCancel(ctx)
-	save := startSave(saveCtx, cli, imageID)
-	defer save.close()
-	defer cancelSave()
+		// Start the save now: the engine writes every layer to a temporary
+		// directory before the archive's first byte (0.8-1 s for a 118 MB
+		// image here), which then overlaps the volumes' capture.
+		saveCtx, cancelSave := context.WithCancel(ctx)
+		save = startSave(saveCtx, cli, imageID)
+		defer save.close()
+		defer cancelSave()
+		commitSaved = removeImage
+	}
 
 	// Open every volume's archive now: its first header is the volume's
 	// root directory, whose mode and owner go into the metadata (a stream's
@@ -176,7 +217,10 @@ func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w p
 	}
 	unpause()
 
-	ic := &imageCapture{imageID: imageID, parent: req.Parent, tempDir: e.opts.TempDir, saved: removeImage}
+	if plan != nil {
+		return plan.run(ctx, w, req.Parent, top, synth, e.opts.TempDir)
+	}
+	ic := &imageCapture{imageID: meta.Image.ID, parent: req.Parent, tempDir: e.opts.TempDir, saved: commitSaved}
 	return ic.run(ctx, w, save)
 }
 
