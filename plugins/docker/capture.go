@@ -26,18 +26,21 @@ import (
 const cleanupTimeout = 30 * time.Second
 
 // Capture captures a container: metadata, then one stream per volume, then
-// the committed image ("image", then its base layers in "image-base"; see
-// image_capture.go).
+// the image ("image", then its base layers in "image-base"). By default
+// the image is the container's own layer, written from its changes, over
+// the base layers of its image, with no commit (diff_capture.go);
+// keep-image, a layer count past flatten-layers, or changes that need it
+// take a commit and its save archive instead (image_capture.go).
 //
-// A running container is paused from before the commit until its volumes
-// are read, so the image and the volumes are one consistent instant; it is
-// unpaused on every path out (and as soon as ctx is cancelled). A container
-// the user had paused stays paused.
+// A running container is paused from before its changes are read (or
+// the commit) until its volumes are read, so the image and the volumes
+// are one consistent instant; it is unpaused on every path out (and as
+// soon as ctx is cancelled). A container the user had paused stays paused.
 //
 // Excludes apply to the volumes' files (an image's layers are kept byte
-// for byte). Options: "flatten-layers=N" (default 100): a commit with more layers is
-// flattened; "keep-image=true": leave the commit image in the engine
-// (otherwise it is removed once streamed).
+// for byte). Options: "flatten-layers=N" (default 100): an image of more
+// layers is flattened (commit path); "keep-image=true": commit, and leave
+// the commit image in the engine (otherwise it is removed once streamed).
 func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w pluginapi.CaptureWriter) error {
 	if req.IndexOnly {
 		return fmt.Errorf("docker: index-only capture: %w", pluginapi.ErrUnsupported)
