@@ -3,6 +3,7 @@ package docker
 import (
 	"archive/tar"
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 
 	"github.com/pypj/ptest-snap/pluginapi"
@@ -35,7 +37,7 @@ import (
 //     each added or changed path with its header and body, a whiteout for
 //     each deleted one, in the order Docker's own naive diff writes them;
 //   - the base layers are those of the container's image, named by chain
-//     ID; when the parent capture has them all (the next snapshot of the
+//     ID (baseLayerPaths); when the parent capture has them all (the next snapshot of the
 //     same container) nothing is asked of the engine, otherwise the
 //     original image is saved, starting before the pause, in parallel
 //     with everything else (it needs no pause);
@@ -71,7 +73,7 @@ type diffPlan struct {
 		ID, Architecture, Variant, OS string
 	}
 	diffIDs []string // base diff IDs, bottom first
-	paths   []string // <chain hex>/layer.tar per base layer
+	paths   []string // per base layer, see baseLayerPaths
 	pieces  [][]string
 	sizes   []int64
 
@@ -102,6 +104,36 @@ func chainLayerPath(chainID string) string {
 	return strings.TrimPrefix(chainID, "sha256:") + "/layer.tar"
 }
 
+// baseLayerPaths names the base layers "<rank>-<chain id>/layer.tar", rank
+// 0000 the largest (by the image's history; bottom first when the history
+// does not say): "image-base" is in name order, and a save archive is in
+// the order of Docker's v1 IDs, which cannot be known before it arrives
+// (the top one's hashes the image's config). With the largest layer sent
+// first, it always goes from the socket to the host as it arrives, and only
+// smaller ones that arrive before it wait in the spool. The chain ID in the
+// name keeps it naming the content.
+func baseLayerPaths(diffIDs []string, history []image.HistoryResponseItem) []string {
+	sizes := make([]int64, 0, len(diffIDs))
+	for k := len(history) - 1; k >= 0; k-- { // newest first
+		if history[k].Size > 0 {
+			sizes = append(sizes, history[k].Size)
+		}
+	}
+	order := make([]int, len(diffIDs))
+	for i := range order {
+		order[i] = i
+	}
+	if len(sizes) == len(diffIDs) {
+		slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(sizes[b], sizes[a]) })
+	}
+	paths := make([]string, len(diffIDs))
+	chains := chainIDs(diffIDs)
+	for rank, i := range order {
+		paths[i] = fmt.Sprintf("%04d-%s", rank, chainLayerPath(chains[i]))
+	}
+	return paths
+}
+
 // planDiff returns the plan of a commit-free capture of c, or nil when
 // the container needs a commit: its image is gone or not a plain layer
 // stack, or the result would pass threshold layers (flattening exports
@@ -120,10 +152,13 @@ func planDiff(ctx context.Context, cli *client.Client, c *container.InspectRespo
 	}
 	p := &diffPlan{diffIDs: img.RootFS.Layers}
 	p.img.ID, p.img.Architecture, p.img.Variant, p.img.OS = img.ID, img.Architecture, img.Variant, img.Os
+	history, err := cli.ImageHistory(ctx, img.ID)
+	if err != nil {
+		return nil, engineErr("history of image "+img.ID, err)
+	}
 	missing := false
 	ic := &imageCapture{parent: parent}
-	for _, ch := range chainIDs(p.diffIDs) {
-		lp := chainLayerPath(ch)
+	for _, lp := range baseLayerPaths(p.diffIDs, history) {
 		pieces, size := ic.parentPiecesAnySize(baseStream, lp)
 		p.paths, p.pieces, p.sizes = append(p.paths, lp), append(p.pieces, pieces), append(p.sizes, size)
 		missing = missing || pieces == nil
@@ -542,57 +577,92 @@ func (s *synthesized) sendImage(ctx context.Context, w pluginapi.CaptureWriter, 
 	return nil
 }
 
-// baseSpool is the original image's save archive, read: the base layers
-// the parent lacks, in a temporary file.
-type baseSpool struct {
-	f    *os.File
-	off  []int64 // per base layer; -1 if not spooled
-	size []int64
+// baseSender sends the "image-base" stream: each base layer's directory
+// and its layer, in name order, from the parent (Unchanged pieces) or from
+// the original image's save archive. A layer the archive delivers when it
+// is the next to send goes straight from the socket to the host; one that
+// arrives early waits in a temporary file. The names put the largest layer
+// first (baseLayerPaths), so it always goes straight through.
+type baseSender struct {
+	p     *diffPlan
+	w     pluginapi.CaptureWriter
+	ic    *imageCapture
+	order []int // layer indexes in name order
+	next  int   // first of order not sent
+
+	spool    *os.File
+	spoolEnd int64
+	spooled  map[int][2]int64 // layer → offset, size in the spool
 }
 
-func (b *baseSpool) close() {
-	if b != nil && b.f != nil {
-		b.f.Close()
-		os.Remove(b.f.Name())
-		b.f = nil
+func (b *baseSender) close() {
+	if b.spool != nil {
+		b.spool.Close()
+		os.Remove(b.spool.Name())
+		b.spool = nil
 	}
 }
 
-// spoolBase reads the save archive and keeps, in a temporary file, each
-// layer tar that hashes to the diff ID of a base layer the parent lacks.
-// The archive's own names are not relied on: a layer is known by its
-// bytes.
-func (p *diffPlan) spoolBase(ctx context.Context, tempDir string) (_ *baseSpool, err error) {
+// sendReady sends the layers, from the next on, that are at hand.
+func (b *baseSender) sendReady(ctx context.Context) error {
+	for ; b.next < len(b.order); b.next++ {
+		i := b.order[b.next]
+		var r io.Reader
+		size := b.p.sizes[i]
+		if b.p.pieces[i] == nil {
+			at, ok := b.spooled[i]
+			if !ok {
+				return nil
+			}
+			r, size = io.NewSectionReader(b.spool, at[0], at[1]), at[1]
+		}
+		if err := b.send(ctx, i, size, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// send sends layer i: the parent's pieces if r is nil, else split from r.
+func (b *baseSender) send(ctx context.Context, i int, size int64, r io.Reader) error {
+	lp := b.p.paths[i]
+	if err := b.w.WriteEntry(ctx, &pluginapi.Entry{Path: strings.TrimSuffix(lp, "/layer.tar"), Type: pluginapi.TypeDir, Mode: 0o755}, nil); err != nil {
+		return err
+	}
+	return b.ic.sendLayer(ctx, b.w, baseStream, lp, size, b.p.pieces[i], r)
+}
+
+// v1Layer is what a legacy save archive's <v1 id>/json tells of a layer.
+type v1Layer struct {
+	ID     string          `json:"id"`
+	Parent string          `json:"parent"`
+	Config json.RawMessage `json:"config"`
+}
+
+// readSave reads the original image's save archive. Each layer tar is
+// known by its bytes' digest; a legacy archive's v1 json (which comes
+// before the layer tar in its directory) tells which layer it is sooner:
+// the bottom one has no parent, the image's top one has the config, the
+// others follow their parent. A layer known sooner and next in order is
+// sent as it is read, its digest checked at its end (a mismatch fails the
+// capture: its bytes went out under another layer's name).
+func (b *baseSender) readSave(ctx context.Context, tempDir string) error {
+	p := b.p
 	rc, err := p.save.wait(ctx)
 	if err != nil {
-		return nil, engineErr("save image "+p.img.ID, err)
+		return engineErr("save image "+p.img.ID, err)
 	}
-	// A diff ID may be at two places in the stack (the same layer
-	// twice): each copy in the archive fills the next place.
+	// A diff ID may be at two places in the stack (the same layer twice):
+	// each copy in the archive fills the next place.
 	want := map[string][]int{}
-	missing := 0
 	for i, d := range p.diffIDs {
 		if p.pieces[i] == nil {
 			want[d] = append(want[d], i)
-			missing++
 		}
 	}
-	f, err := os.CreateTemp(tempDir, "ptest-snap-docker-layers-*")
-	if err != nil {
-		return nil, fmt.Errorf("docker: spool base layers: %w", err)
-	}
-	b := &baseSpool{f: f, off: make([]int64, len(p.diffIDs)), size: make([]int64, len(p.diffIDs))}
-	defer func() {
-		if err != nil {
-			b.close()
-		}
-	}()
-	for i := range b.off {
-		b.off[i] = -1
-	}
-	var end int64
+	byV1 := map[string]int{}  // v1 id → layer index
+	byDir := map[string]int{} // archive directory → layer index
 	h := sha256.New()
-	bw := bufio.NewWriterSize(f, 1<<20)
 	tr := tar.NewReader(rc)
 	for {
 		hdr, err := tr.Next()
@@ -600,117 +670,133 @@ func (p *diffPlan) spoolBase(ctx context.Context, tempDir string) (_ *baseSpool,
 			break
 		}
 		if err != nil {
-			return nil, engineErr("read saved image", err)
+			return engineErr("read saved image", err)
 		}
-		name := strings.TrimSuffix(path.Clean(hdr.Name), "/")
-		if hdr.Typeflag != tar.TypeReg || !(strings.HasSuffix(name, "/layer.tar") || strings.HasPrefix(name, "blobs/")) {
+		name := archiveName(hdr.Name)
+		dir, base := path.Split(name)
+		if hdr.Typeflag != tar.TypeReg {
 			continue
 		}
-		if err := spoolOne(bw, h, tr, hdr.Size); err != nil {
-			return nil, err
-		}
-		d := layerDigest(h)
-		places := want[d]
-		if len(places) == 0 {
-			// Not a layer we need: drop it from the spool.
-			if err := bw.Flush(); err != nil {
-				return nil, fmt.Errorf("docker: spool base layers: %w", err)
+		if base == "json" && dir != "" && strings.Count(dir, "/") == 1 && hdr.Size <= v1JSONMax {
+			var v1 v1Layer
+			raw, err := io.ReadAll(tr)
+			if err != nil {
+				return engineErr("read saved image", err)
 			}
-			if _, err := f.Seek(end, io.SeekStart); err != nil {
-				return nil, fmt.Errorf("docker: spool base layers: %w", err)
+			if json.Unmarshal(raw, &v1) != nil || v1.ID == "" {
+				continue
+			}
+			i, ok := -1, false
+			switch k, seen := byV1[v1.Parent]; {
+			case v1.Parent == "":
+				i, ok = 0, true
+			case seen:
+				i, ok = k+1, true
+			case len(v1.Config) > 0 && string(v1.Config) != "null":
+				i, ok = len(p.diffIDs)-1, true
+			}
+			if ok && i < len(p.diffIDs) {
+				byV1[v1.ID], byDir[dir] = i, i
 			}
 			continue
 		}
-		i := places[0]
-		want[d] = places[1:]
-		missing--
-		b.off[i], b.size[i] = end, hdr.Size
-		end += hdr.Size
+		if !(base == "layer.tar" || strings.HasPrefix(name, "blobs/")) {
+			continue
+		}
+		if i, ok := byDir[dir]; ok && base == "layer.tar" && b.next < len(b.order) && b.order[b.next] == i && len(want[p.diffIDs[i]]) > 0 {
+			if err := b.stream(ctx, i, hdr.Size, tr, h); err != nil {
+				return err
+			}
+			want[p.diffIDs[i]] = slices.DeleteFunc(want[p.diffIDs[i]], func(k int) bool { return k == i })
+			b.next++
+		} else {
+			d, err := b.spoolLayer(tr, hdr.Size, h, tempDir)
+			if err != nil {
+				return err
+			}
+			if places := want[d]; len(places) > 0 {
+				b.spooled[places[0]] = [2]int64{b.spoolEnd, hdr.Size}
+				b.spoolEnd += hdr.Size
+				want[d] = places[1:]
+			}
+		}
+		if err := b.sendReady(ctx); err != nil {
+			return err
+		}
 	}
-	if err := bw.Flush(); err != nil {
-		return nil, fmt.Errorf("docker: spool base layers: %w", err)
+	if b.next < len(b.order) {
+		return fmt.Errorf("docker: save of image %s lacks %d of its layers", p.img.ID, len(b.order)-b.next)
 	}
-	if missing > 0 {
-		return nil, fmt.Errorf("docker: save of image %s lacks %d of its layers", p.img.ID, missing)
-	}
-	return b, nil
+	return nil
 }
 
-// spoolOne copies a layer's size bytes into w, hashing them into h
-// (reset first).
-func spoolOne(w io.Writer, h hash.Hash, r io.Reader, size int64) error {
+// stream sends layer i straight from r, checking its digest.
+func (b *baseSender) stream(ctx context.Context, i int, size int64, r io.Reader, h hash.Hash) error {
 	h.Reset()
-	n, err := io.Copy(io.MultiWriter(w, h), io.LimitReader(r, size))
+	lr := io.LimitReader(r, size)
+	if err := b.send(ctx, i, size, io.TeeReader(lr, h)); err != nil {
+		return err
+	}
+	if _, err := io.Copy(h, lr); err != nil {
+		return engineErr("read saved image", err)
+	}
+	if d := layerDigest(h); d != b.p.diffIDs[i] {
+		return fmt.Errorf("docker: saved layer %d of image %s is %s, not %s", i, b.p.img.ID, d, b.p.diffIDs[i])
+	}
+	return nil
+}
+
+// spoolLayer copies a layer tar to the end of the spool and returns its
+// digest; the caller keeps it by advancing spoolEnd, or not.
+func (b *baseSender) spoolLayer(r io.Reader, size int64, h hash.Hash, tempDir string) (string, error) {
+	if b.spool == nil {
+		f, err := os.CreateTemp(tempDir, "ptest-snap-docker-layers-*")
+		if err != nil {
+			return "", fmt.Errorf("docker: spool base layers: %w", err)
+		}
+		b.spool = f
+	}
+	h.Reset()
+	bw := bufio.NewWriterSize(io.NewOffsetWriter(b.spool, b.spoolEnd), 1<<20)
+	n, err := io.Copy(io.MultiWriter(bw, h), io.LimitReader(r, size))
 	if err == nil && n != size {
 		err = io.ErrUnexpectedEOF
 	}
-	if err != nil {
-		return fmt.Errorf("docker: spool base layer: %w", err)
+	if err == nil {
+		err = bw.Flush()
 	}
-	return nil
+	if err != nil {
+		return "", fmt.Errorf("docker: spool base layer: %w", err)
+	}
+	return layerDigest(h), nil
 }
 
 func layerDigest(h hash.Hash) string { return "sha256:" + hex.EncodeToString(h.Sum(nil)) }
 
-// sendBase sends the "image-base" stream: each base layer's directory and
-// its layer, the parent's pieces or split from the spool, in name order.
-func (p *diffPlan) sendBase(ctx context.Context, w pluginapi.CaptureWriter, ic *imageCapture, spool *baseSpool) error {
+// run sends the "image" stream, then the "image-base" one.
+func (p *diffPlan) run(ctx context.Context, w pluginapi.CaptureWriter, parent pluginapi.ParentIndex, top *topLayer, s *synthesized, tempDir string) error {
+	ic := &imageCapture{imageID: s.imageID, parent: parent}
+	if err := s.sendImage(ctx, w, ic, top); err != nil {
+		return err
+	}
 	if err := w.BeginStream(ctx, baseStream); err != nil {
 		return err
 	}
-	order := make([]int, len(p.paths))
-	for i := range order {
-		order[i] = i
+	b := &baseSender{p: p, w: w, ic: ic, spooled: map[int][2]int64{}}
+	defer b.close()
+	b.order = make([]int, len(p.paths))
+	for i := range b.order {
+		b.order[i] = i
 	}
-	slices.SortFunc(order, func(a, b int) int { return strings.Compare(p.paths[a], p.paths[b]) })
-	for _, i := range order {
-		dir := strings.TrimSuffix(p.paths[i], "/layer.tar")
-		if err := w.WriteEntry(ctx, &pluginapi.Entry{Path: dir, Type: pluginapi.TypeDir, Mode: 0o755}, nil); err != nil {
-			return err
-		}
-		if p.pieces[i] != nil {
-			if err := ic.sendLayer(ctx, w, baseStream, p.paths[i], p.sizes[i], p.pieces[i], nil); err != nil {
-				return err
-			}
-			continue
-		}
-		if spool == nil || spool.off[i] < 0 {
-			return fmt.Errorf("docker: base layer %s was not saved", p.diffIDs[i])
-		}
-		r := io.NewSectionReader(spool.f, spool.off[i], spool.size[i])
-		if err := ic.sendLayer(ctx, w, baseStream, p.paths[i], spool.size[i], nil, r); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// run sends the "image" stream, then the "image-base" one. The original
-// image's save archive, if any, is spooled meanwhile.
-func (p *diffPlan) run(ctx context.Context, w pluginapi.CaptureWriter, parent pluginapi.ParentIndex, top *topLayer, s *synthesized, tempDir string) error {
-	ic := &imageCapture{imageID: s.imageID, parent: parent}
-	var spool *baseSpool
-	if p.save != nil {
-		var spoolErr error
-		spoolDone := make(chan struct{})
-		go func() {
-			defer close(spoolDone)
-			spool, spoolErr = p.spoolBase(ctx, tempDir)
-		}()
-		defer func() {
-			p.cancelSave() // ends the spooling early on an error
-			<-spoolDone
-			spool.close()
-		}()
-		if err := s.sendImage(ctx, w, ic, top); err != nil {
-			return err
-		}
-		<-spoolDone
-		if spoolErr != nil {
-			return spoolErr
-		}
-	} else if err := s.sendImage(ctx, w, ic, top); err != nil {
+	slices.SortFunc(b.order, func(x, y int) int { return strings.Compare(p.paths[x], p.paths[y]) })
+	if err := b.sendReady(ctx); err != nil {
 		return err
 	}
-	return p.sendBase(ctx, w, ic, spool)
+	if b.next == len(b.order) {
+		return nil
+	}
+	if p.save == nil {
+		return fmt.Errorf("docker: base layer %s is neither in the parent nor saved", p.diffIDs[b.order[b.next]])
+	}
+	return b.readSave(ctx, tempDir)
 }

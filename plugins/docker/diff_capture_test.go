@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -212,13 +214,31 @@ func assertChainNamed(t *testing.T, c *capture, m *Metadata) {
 		}
 	}
 	require.Len(t, manifest, 1)
-	want := make([]string, len(chains))
-	for i, ch := range chains {
-		want[i] = chainLayerPath(ch)
+	layers := manifest[0].Layers
+	require.Len(t, layers, len(chains))
+	for i, ch := range chains[:len(chains)-1] {
+		assert.Regexp(t, `^[0-9]{4}-`+regexp.QuoteMeta(chainLayerPath(ch))+`$`, layers[i])
 	}
-	assert.Equal(t, want, manifest[0].Layers)
-	sort.Strings(want[:len(want)-1])
-	assert.Equal(t, want[:len(want)-1], base)
+	assert.Equal(t, chainLayerPath(chains[len(chains)-1]), layers[len(layers)-1])
+	want := slices.Clone(layers[:len(layers)-1])
+	sort.Strings(want)
+	assert.Equal(t, want, base)
+}
+
+func TestBaseLayerPathsPutTheLargestFirst(t *testing.T) {
+	d := func(c byte) string { return "sha256:" + strings.Repeat(string(c), 64) }
+	ids := []string{d('a'), d('b'), d('c')}
+	chains := chainIDs(ids)
+	// History is newest first; an empty layer (size 0) has no rootfs entry.
+	history := []image.HistoryResponseItem{{Size: 5}, {Size: 0}, {Size: 100}, {Size: 7}}
+	assert.Equal(t, []string{"0001-" + chainLayerPath(chains[0]), "0000-" + chainLayerPath(chains[1]), "0002-" + chainLayerPath(chains[2])},
+		baseLayerPaths(ids, history))
+	// A history that does not map onto the layers: bottom first.
+	assert.Equal(t, []string{"0000-" + chainLayerPath(chains[0]), "0001-" + chainLayerPath(chains[1]), "0002-" + chainLayerPath(chains[2])},
+		baseLayerPaths(ids, history[:2]))
+	for _, p := range baseLayerPaths(ids, history) {
+		assert.Regexp(t, contentNamedLayer, p)
+	}
 }
 
 // TestDiffCaptureVolumeInsideChanges: a volume mounted inside the changed

@@ -50,7 +50,9 @@ import (
 // the socket.
 
 // contentNamedLayer matches the archive paths that name a layer by content.
-var contentNamedLayer = regexp.MustCompile(`^([0-9a-f]{64}/layer\.tar|blobs/sha256/[0-9a-f]{64})$`)
+// (A commit-free capture's base layers are <rank>-<chain id>/layer.tar:
+// the chain ID names the content, the rank only orders them.)
+var contentNamedLayer = regexp.MustCompile(`^([0-9a-f]{64}/layer\.tar|[0-9]{4}-[0-9a-f]{64}/layer\.tar|blobs/sha256/[0-9a-f]{64})$`)
 
 // splitMin: a blob smaller than this is sent as it is, not split.
 const splitMin = 64 << 10
