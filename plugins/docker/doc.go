@@ -18,7 +18,8 @@
 //	                 ...         and a last head with the tar's tail
 //	               and that the base layers (all but the commit's own) are
 //	               not here but in
-//	image-base     <v1 id> directories with their layer.tar pieces, last, so
+//	image-base     <v1 id> directories (<rank>-<chain id> without a
+//	               commit) with their layer.tar pieces, last, so
 //	               that a restore into an engine that has the container's
 //	               image stops reading before them (`docker load` skips a
 //	               layer the engine has): measured on a 100 MB image with
@@ -42,8 +43,10 @@
 // from `docker diff` and one archive of the changed paths, as Docker's
 // naive diff would write it, and the image's config and manifest are
 // synthesized. The archive then holds <config digest>.json, manifest.json
-// and <chain id>/layer.tar per layer (no v1 files), the base layers in
-// "image-base"; `docker load` takes it like a saved one, so a restore does
+// and <chain id>/layer.tar for the container's layer, and
+// <rank>-<chain id>/layer.tar for each base layer in "image-base" (rank 0
+// the largest, so that it streams from the save archive straight to the
+// host; no v1 files); `docker load` takes it like a saved one, so a restore does
 // not tell the two apart. The base layers come from the parent when it has
 // them (named by chain ID: the next snapshot asks the engine for nothing
 // but the changes), else from a `docker save` of the original image that
