@@ -67,6 +67,21 @@ func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w p
 	if c.Config == nil || c.HostConfig == nil {
 		return fmt.Errorf("docker: container %q: inspect returned no config", req.Target)
 	}
+	// Without keep-image, the container's layer is written here and the
+	// base layers come from the parent or a save of the original image,
+	// started now, before the pause and even before the container is
+	// described (diff_capture.go).
+	var plan *diffPlan
+	if !keepImage {
+		if plan, err = planDiff(ctx, cli, &c, threshold, req.Parent); err != nil {
+			return err
+		}
+	}
+	defer func() {
+		if plan != nil {
+			plan.close()
+		}
+	}()
 	meta := &Metadata{
 		DockerInfo: dockerInfo(&c),
 		Config:     c.Config,
@@ -91,21 +106,6 @@ func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w p
 			v.Labels, v.Options = vol.Labels, vol.Options
 		}
 	}
-
-	// Without keep-image, the container's layer is written here and the
-	// base layers come from the parent or a save of the original image,
-	// started now, before the pause (diff_capture.go).
-	var plan *diffPlan
-	if !keepImage {
-		if plan, err = planDiff(ctx, cli, &c, threshold, req.Parent); err != nil {
-			return err
-		}
-	}
-	defer func() {
-		if plan != nil {
-			plan.close()
-		}
-	}()
 
 	unpause := func() {}
 	if c.State != nil && c.State.Running && !c.State.Paused {
