@@ -3,6 +3,7 @@ package docker
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -35,7 +36,8 @@ import (
 //     changed paths) and one archive of the changed subtree (the archive
 //     API, or `docker export` when the changes span the root or a mount):
 //     each added or changed path with its header and body, a whiteout for
-//     each deleted one, in the order Docker's own naive diff writes them;
+//     each deleted one, what Docker's own naive diff (ExportChanges) writes,
+//     in depth-first name order;
 //   - the base layers are those of the container's image, named by chain
 //     ID (baseLayerPaths); when the parent capture has them all (the next snapshot of the
 //     same container) nothing is asked of the engine, otherwise the
@@ -550,7 +552,7 @@ func (s *synthesized) sendImage(ctx context.Context, w pluginapi.CaptureWriter, 
 	}
 	file := func(name string, b []byte) item {
 		return item{name, func() error {
-			return w.WriteEntry(ctx, &pluginapi.Entry{Path: name, Type: pluginapi.TypeFile, Mode: 0o644, Size: int64(len(b))}, strings.NewReader(string(b)))
+			return w.WriteEntry(ctx, &pluginapi.Entry{Path: name, Type: pluginapi.TypeFile, Mode: 0o644, Size: int64(len(b))}, bytes.NewReader(b))
 		}}
 	}
 	items := []item{
