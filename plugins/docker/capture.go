@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -25,18 +26,21 @@ import (
 const cleanupTimeout = 30 * time.Second
 
 // Capture captures a container: metadata, then one stream per volume, then
-// the committed image ("image", then its base layers in "image-base"; see
-// image_capture.go).
+// the image ("image", then its base layers in "image-base"). By default
+// the image is the container's own layer, written from its changes, over
+// the base layers of its image, with no commit (diff_capture.go);
+// keep-image, a layer count past flatten-layers, or changes that need it
+// take a commit and its save archive instead (image_capture.go).
 //
-// A running container is paused from before the commit until its volumes
-// are read, so the image and the volumes are one consistent instant; it is
-// unpaused on every path out (and as soon as ctx is cancelled). A container
-// the user had paused stays paused.
+// A running container is paused from before its changes are read (or
+// the commit) until its volumes are read, so the image and the volumes
+// are one consistent instant; it is unpaused on every path out (and as
+// soon as ctx is cancelled). A container the user had paused stays paused.
 //
 // Excludes apply to the volumes' files (an image's layers are kept byte
-// for byte). Options: "flatten-layers=N" (default 100): a commit with more layers is
-// flattened; "keep-image=true": leave the commit image in the engine
-// (otherwise it is removed once streamed).
+// for byte). Options: "flatten-layers=N" (default 100): an image of more
+// layers is flattened (commit path); "keep-image=true": commit, and leave
+// the commit image in the engine (otherwise it is removed once streamed).
 func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w pluginapi.CaptureWriter) error {
 	if req.IndexOnly {
 		return fmt.Errorf("docker: index-only capture: %w", pluginapi.ErrUnsupported)
@@ -63,6 +67,21 @@ func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w p
 	if c.Config == nil || c.HostConfig == nil {
 		return fmt.Errorf("docker: container %q: inspect returned no config", req.Target)
 	}
+	// Without keep-image, the container's layer is written here and the
+	// base layers come from the parent or a save of the original image,
+	// started now, before the pause and even before the container is
+	// described (diff_capture.go).
+	var plan *diffPlan
+	if !keepImage {
+		if plan, err = planDiff(ctx, cli, &c, threshold, req.Parent); err != nil {
+			return err
+		}
+	}
+	defer func() {
+		if plan != nil {
+			plan.close()
+		}
+	}()
 	meta := &Metadata{
 		DockerInfo: dockerInfo(&c),
 		Config:     c.Config,
@@ -106,41 +125,66 @@ func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w p
 		defer unpause()
 	}
 
-	imageID, diffIDs, flattened, err := e.commit(ctx, cli, &c, threshold)
-	if err != nil {
-		return err
-	}
-	// The commit image is removed once its save archive is read (while the
-	// base layers go out from the spool), or on the way out.
-	removeImage := func() {}
-	if !keepImage {
-		var once sync.Once
-		removed := make(chan struct{})
-		removeImage = func() {
-			once.Do(func() {
-				go func() {
-					defer close(removed)
-					rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-					defer cancel()
-					_, _ = cli.ImageRemove(rctx, imageID, image.RemoveOptions{PruneChildren: true})
-				}()
-			})
+	var (
+		top   *topLayer
+		synth *synthesized
+		save  *pendingSave
+		// commitSaved removes the commit image once its archive is read.
+		commitSaved func()
+	)
+	defer func() { top.close() }()
+	if plan != nil {
+		top, err = buildTopLayer(ctx, cli, &c, e.opts.TempDir)
+		if errors.Is(err, errNotDiffable) {
+			plan.close()
+			plan = nil
+		} else if err != nil {
+			return err
+		} else if synth, err = plan.synthesize(c.Config, top, time.Now()); err != nil {
+			return err
 		}
-		defer func() {
-			removeImage()
-			<-removed
-		}()
 	}
-	meta.DockerInfo.SnapshotImage = imageID
-	meta.Image = ImageInfo{ID: imageID, DiffIDs: diffIDs, Flattened: flattened}
+	if plan != nil {
+		meta.DockerInfo.SnapshotImage = synth.imageID
+		meta.Image = ImageInfo{ID: synth.imageID, DiffIDs: synth.diffIDs}
+	} else {
+		imageID, diffIDs, flattened, err := e.commit(ctx, cli, &c, threshold)
+		if err != nil {
+			return err
+		}
+		// The commit image is removed once its save archive is read (while
+		// the base layers go out from the spool), or on the way out.
+		removeImage := func() {}
+		if !keepImage {
+			var once sync.Once
+			removed := make(chan struct{})
+			removeImage = func() {
+				once.Do(func() {
+					go func() {
+						defer close(removed)
+						rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+						defer cancel()
+						_, _ = cli.ImageRemove(rctx, imageID, image.RemoveOptions{PruneChildren: true})
+					}()
+				})
+			}
+			defer func() {
+				removeImage()
+				<-removed
+			}()
+		}
+		meta.DockerInfo.SnapshotImage = imageID
+		meta.Image = ImageInfo{ID: imageID, DiffIDs: diffIDs, Flattened: flattened}
 
-	// Start the save now: the engine writes every layer to a temporary
-	// directory before the archive's first byte (0.8-1 s for a 118 MB
-	// image here), which then overlaps the volumes' capture.
-	saveCtx, cancelSave := context.WithCancel(ctx)
-	save := startSave(saveCtx, cli, imageID)
-	defer save.close()
-	defer cancelSave()
+		// Start the save now: the engine writes every layer to a temporary
+		// directory before the archive's first byte (0.8-1 s for a 118 MB
+		// image here), which then overlaps the volumes' capture.
+		saveCtx, cancelSave := context.WithCancel(ctx)
+		save = startSave(saveCtx, cli, imageID)
+		defer save.close()
+		defer cancelSave()
+		commitSaved = removeImage
+	}
 
 	// Open every volume's archive now: its first header is the volume's
 	// root directory, whose mode and owner go into the metadata (a stream's
@@ -176,7 +220,10 @@ func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w p
 	}
 	unpause()
 
-	ic := &imageCapture{imageID: imageID, parent: req.Parent, tempDir: e.opts.TempDir, saved: removeImage}
+	if plan != nil {
+		return plan.run(ctx, w, req.Parent, top, synth, e.opts.TempDir)
+	}
+	ic := &imageCapture{imageID: meta.Image.ID, parent: req.Parent, tempDir: e.opts.TempDir, saved: commitSaved}
 	return ic.run(ctx, w, save)
 }
 

@@ -7,7 +7,8 @@
 //
 //	volume:<name>  one per volume mount: the volume's files, read with the
 //	               archive API while the container is paused
-//	image          the committed image's `docker save` archive, entry for
+//	image          a `docker save` archive of the captured image (see
+//	               "Without a commit" below for the default one), entry for
 //	               entry in its name order (manifest.json, <id>.json,
 //	               <v1 id>/{VERSION,json}), except that each layer tar
 //	               (<v1 id>/layer.tar) is a directory of pieces:
@@ -17,7 +18,8 @@
 //	                 ...         and a last head with the tar's tail
 //	               and that the base layers (all but the commit's own) are
 //	               not here but in
-//	image-base     <v1 id> directories with their layer.tar pieces, last, so
+//	image-base     <v1 id> directories (<rank>-<chain id> without a
+//	               commit) with their layer.tar pieces, last, so
 //	               that a restore into an engine that has the container's
 //	               image stops reading before them (`docker load` skips a
 //	               layer the engine has): measured on a 100 MB image with
@@ -36,10 +38,25 @@
 // already captured is sent as Unchanged entries, with no bytes. See
 // metadata.go for the JSON schema.
 //
+// Without a commit (the default, diff_capture.go), the captured image is
+// the container's own layer over its image's layers: the layer is written
+// from `docker diff` and one archive of the changed paths, as Docker's
+// naive diff would write it, and the image's config and manifest are
+// synthesized. The archive then holds <config digest>.json, manifest.json
+// and <chain id>/layer.tar for the container's layer, and
+// <rank>-<chain id>/layer.tar for each base layer in "image-base" (rank 0
+// the largest, so that it streams from the save archive straight to the
+// host; no v1 files); `docker load` takes it like a saved one, so a restore does
+// not tell the two apart. The base layers come from the parent when it has
+// them (named by chain ID: the next snapshot asks the engine for nothing
+// but the changes), else from a `docker save` of the original image that
+// starts before the pause and overlaps it.
+//
 // Options. Capture: flatten-layers=N (default 100: a commit with more
 // layers is replaced by export + import, one layer, so snapshot → restore
 // → snapshot cycles stay under Docker's ~125-layer limit), keep-image=true
-// (leave the commit image in the engine; by default it is removed once
+// (commit the container and leave the commit image in the engine; by
+// default no commit is made, and a commit needed anyway is removed once
 // streamed, the store being the copy). Restore: name=NAME (the container's
 // name when the request has no Target), remap-ports=true (let the engine
 // pick every host port; ports another container holds are remapped

@@ -60,7 +60,13 @@ func TestMain(m *testing.M) {
 func runMain(m *testing.M) int {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
-	runPrefix = "ptest-snap-test-" + hex.EncodeToString(b[:]) + "-"
+	// PTEST_SNAP_DOCKER_TEST_PREFIX names what a run creates on a shared
+	// engine (default "ptest-snap-test-").
+	prefix := os.Getenv("PTEST_SNAP_DOCKER_TEST_PREFIX")
+	if prefix == "" {
+		prefix = "ptest-snap-test-"
+	}
+	runPrefix = prefix + hex.EncodeToString(b[:]) + "-"
 	tmp, err := os.MkdirTemp("", "ptest-snap-docker-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -29,8 +29,8 @@ type Options struct {
 	// (DOCKER_HOST, ...) with API version negotiation.
 	ClientOpts []client.Opt
 	// TempDir holds a restore's volume data until the image is loaded
-	// (volumes come first in the stream) and a capture's base layers until
-	// the "image" stream ends; "" is os.TempDir.
+	// (volumes come first in the stream), and a capture's own layer and
+	// base layers until they are sent; "" is os.TempDir.
 	TempDir string
 	// FlattenLayers overrides DefaultFlattenLayers when > 0.
 	FlattenLayers int

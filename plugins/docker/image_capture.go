@@ -50,7 +50,9 @@ import (
 // the socket.
 
 // contentNamedLayer matches the archive paths that name a layer by content.
-var contentNamedLayer = regexp.MustCompile(`^([0-9a-f]{64}/layer\.tar|blobs/sha256/[0-9a-f]{64})$`)
+// (A commit-free capture's base layers are <rank>-<chain id>/layer.tar:
+// the chain ID names the content, the rank only orders them.)
+var contentNamedLayer = regexp.MustCompile(`^([0-9a-f]{64}/layer\.tar|[0-9]{4}-[0-9a-f]{64}/layer\.tar|blobs/sha256/[0-9a-f]{64})$`)
 
 // splitMin: a blob smaller than this is sent as it is, not split.
 const splitMin = 64 << 10
@@ -317,12 +319,23 @@ func (ic *imageCapture) sendLayer(ctx context.Context, w pluginapi.CaptureWriter
 // stream, if the parent captured it whole with a tar of this size (kept in
 // its first head's CtimeNs); nil otherwise.
 func (ic *imageCapture) parentPieces(stream, p string, size int64) []string {
-	if !contentNamedLayer.MatchString(p) {
+	pieces, got := ic.parentPiecesAnySize(stream, p)
+	if got != size {
 		return nil
 	}
+	return pieces
+}
+
+// parentPiecesAnySize returns the parent's pieces of the layer at path p
+// in stream and the layer tar's size, if the parent captured it whole;
+// nil otherwise. p must name the layer's content.
+func (ic *imageCapture) parentPiecesAnySize(stream, p string) ([]string, int64) {
+	if !contentNamedLayer.MatchString(p) {
+		return nil, 0
+	}
 	ie, ok := ic.parent.Lookup(stream, pieceHead(p, 0))
-	if !ok || ie.Inode != pathInode(p) || ie.CtimeNs != size {
-		return nil
+	if !ok || ie.Inode != pathInode(p) || ie.CtimeNs <= 0 {
+		return nil, 0
 	}
 	prefix := p + "/"
 	var names []string
@@ -334,19 +347,19 @@ func (ic *imageCapture) parentPieces(stream, p string, size int64) []string {
 	sort.Strings(names) // fixed-width numbers: name order is piece order
 	// Heads and bodies alternate from head 0 to the last head.
 	if len(names)%2 != 1 {
-		return nil
+		return nil, 0
 	}
 	for k, q := range names {
 		if want := pieceHead(p, k/2); k%2 == 1 {
 			want = pieceBody(p, k/2)
 			if q != want {
-				return nil
+				return nil, 0
 			}
 		} else if q != want {
-			return nil
+			return nil, 0
 		}
 	}
-	return names
+	return names, ie.CtimeNs
 }
 
 // unchangedLayer sends the parent's pieces of a layer as Unchanged.

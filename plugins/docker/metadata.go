@@ -53,9 +53,11 @@ type DockerInfo struct {
 	ImageName string `json:"image_name"`
 	// ImageID is that image's ID.
 	ImageID string `json:"image_id"`
-	// SnapshotImage is the ID of the image captured (the commit of the
-	// container, possibly flattened). It is removed from the engine after
-	// the capture unless the "keep-image" option is set.
+	// SnapshotImage is the ID of the image captured: by default one
+	// synthesized from the container's changes over its image, which no
+	// engine has until a restore loads it; with "keep-image" (or when a
+	// commit was needed) the commit of the container, possibly flattened,
+	// removed from the engine after the capture unless "keep-image" is set.
 	SnapshotImage  string            `json:"snapshot_image"`
 	Cmd            []string          `json:"cmd"`
 	Entrypoint     []string          `json:"entrypoint"`
