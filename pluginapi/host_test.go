@@ -342,6 +342,8 @@ func TestBadHandshakes(t *testing.T) {
 	}{
 		{"stdout", "hello from an engine"},
 		{"version", "ncompatible API version"},
+		{"tlscert", "announced a TLS certificate"},
+		{"tcp", "listens on TCP"},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
 			marker := filepath.Join(t.TempDir(), "ran")
@@ -384,6 +386,37 @@ func TestHostileCapturesAreRefused(t *testing.T) {
 			requireGone(t, p.PID())
 		})
 	}
+}
+
+// TestPluginSocketIsPrivate: the plugin's socket is in a directory only
+// this user can enter (the host does not use TLS), and the directory goes
+// when the plugin does.
+func TestPluginSocketIsPrivate(t *testing.T) {
+	h := newHost(t)
+	p := launch(t, h, "good")
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", p.PID()))
+	require.NoError(t, err)
+	var dir string
+	for _, kv := range strings.Split(string(env), "\x00") {
+		if v, ok := strings.CutPrefix(kv, "PLUGIN_UNIX_SOCKET_DIR="); ok {
+			dir = v
+		}
+		assert.False(t, strings.HasPrefix(kv, "PLUGIN_CLIENT_CERT="), "no TLS")
+	}
+	require.NotEmpty(t, dir, "the host names the socket directory")
+	st, err := os.Stat(dir)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o700), st.Mode().Perm())
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, ents, 1)
+	assert.Equal(t, os.ModeSocket, ents[0].Type(), "the engine's socket is in it")
+	// The connection works: a round trip.
+	_, err = p.Info(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, p.Close())
+	_, err = os.Stat(dir)
+	assert.True(t, os.IsNotExist(err), "the directory is removed with the plugin")
 }
 
 func TestHostCloseKillsEveryPlugin(t *testing.T) {

@@ -19,7 +19,7 @@ import (
 var engineDir string
 
 // testModes are the names the testengine binary is linked under.
-var testModes = []string{"good", "crash", "hang", "stopearly", "failearly", "stdout", "mute", "version", "dotdot", "abs", "bigframe", "unsorted", "longbody", "badring", "hugemsg"}
+var testModes = []string{"good", "crash", "hang", "stopearly", "failearly", "stdout", "mute", "version", "tlscert", "tcp", "dotdot", "abs", "bigframe", "unsorted", "longbody", "badring", "hugemsg"}
 
 func TestMain(m *testing.M) {
 	if os.Getenv(hostChildEnv) != "" {

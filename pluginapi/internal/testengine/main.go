@@ -28,9 +28,16 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,6 +46,8 @@ import (
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/pypj/ptest-snap/pluginapi"
 	enginepb "github.com/pypj/ptest-snap/pluginapi/proto"
@@ -73,6 +82,10 @@ func main() {
 		}
 	case "version":
 		serveRaw(mode, pluginapi.ProtocolVersion+1)
+	case "tlscert":
+		announceCert()
+	case "tcp":
+		serveTCP(mode)
 	default:
 		serveRaw(mode, pluginapi.ProtocolVersion)
 	}
@@ -248,6 +261,38 @@ func (e *dirEngine) Restore(ctx context.Context, req *pluginapi.RestoreRequest, 
 // serveRaw serves the Engine service written against the generated code,
 // not the SDK, as an engine in another language would, to send what the
 // SDK would refuse.
+// announceCert writes a handshake line that announces a TLS certificate,
+// as an engine written for AutoMTLS hosts does, and waits.
+func announceCert() {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Printf("1|%d|unix|%s|grpc|%s\n", pluginapi.ProtocolVersion, filepath.Join(os.TempDir(), "no-such.sock"), base64.RawStdEncoding.EncodeToString(der))
+	time.Sleep(time.Hour)
+}
+
+// serveTCP serves the engine over TCP on the loopback, as go-plugin does
+// on Windows.
+func serveTCP(mode string) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	srv := grpc.NewServer()
+	hs := health.NewServer()
+	hs.SetServingStatus("plugin", healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(srv, hs)
+	enginepb.RegisterEngineServer(srv, &rawServer{mode: mode})
+	fmt.Printf("1|%d|tcp|%s|grpc\n", pluginapi.ProtocolVersion, l.Addr())
+	_ = srv.Serve(l)
+}
+
 func serveRaw(mode string, version uint) {
 	hs := pluginapi.HandshakeConfig()
 	hs.ProtocolVersion = version
