@@ -198,27 +198,42 @@ func (q *chunkQueue) flush() error {
 
 // value returns a stored value (a copy) from the queue or Badger.
 func (s *Store) value(key []byte) ([]byte, error) {
-	if v, ok := s.chunks.get(key); ok {
-		return v, nil
-	}
 	var v []byte
+	err := s.valueFunc(key, func(b []byte) error {
+		v = bytes.Clone(b)
+		return nil
+	})
+	return v, err
+}
+
+// valueFunc calls fn with a stored value from the queue or Badger, without
+// copying it: the bytes are valid only during fn, which must not keep or
+// modify them. A restore decodes packs and big chunks straight from
+// Badger's value log this way; copying them out first cost ~0.09 s of CPU
+// and ~100 MB of garbage per venv-full restore (pprof of the CLI). The
+// error is ErrNotFound for a missing key, Badger's own error, or fn's.
+func (s *Store) valueFunc(key []byte, fn func([]byte) error) error {
+	if v, ok := s.chunks.get(key); ok {
+		return fn(v)
+	}
+	var n int
 	err := s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(key)
 		if err != nil {
 			return err
 		}
-		v, err = item.ValueCopy(nil)
-		return err
+		n = int(item.ValueSize())
+		return item.Value(fn)
 	})
 	// Reading faults value-log pages into our address space as writing
 	// does: a restore of the whole store would hold all of it.
-	if n := s.readSinceRel.Add(int64(len(v))); n >= releaseEvery*2 && s.readSinceRel.CompareAndSwap(n, 0) {
+	if m := s.readSinceRel.Add(int64(n)); m >= releaseEvery*2 && s.readSinceRel.CompareAndSwap(m, 0) {
 		s.releaseMappedPages()
 	}
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, ErrNotFound
+		return ErrNotFound
 	}
-	return v, err
+	return err
 }
 
 // has reports whether a chunk is stored or on its way (open pack, queue).
@@ -262,24 +277,45 @@ func (s *Store) GetChunk(ctx context.Context, h Hash) ([]byte, error) {
 	if raw, ok := s.packer.get(h); ok {
 		return raw, nil
 	}
-	v, err := s.value(chunkKey(h))
+	raw, id, off, n, packed, bad, err := s.lookupChunk(h)
 	if err != nil {
-		return nil, fmt.Errorf("chunk %s: %w", h, err)
+		return nil, err
 	}
-	var raw []byte
-	if isRef(v) {
-		raw, err = s.readPacked(v)
-		if errors.Is(err, ErrNotFound) {
+	if bad == nil && packed {
+		raw, bad = s.readPacked(id, off, n)
+		if errors.Is(bad, ErrNotFound) {
 			// GC may have moved the chunk to a new pack (repack)
 			// between our two reads: read the reference again.
-			if v, err = s.value(chunkKey(h)); err == nil {
-				raw, err = s.readPacked(v)
+			if raw, id, off, n, packed, bad, err = s.lookupChunk(h); err != nil {
+				return nil, err
+			}
+			if bad == nil && packed {
+				raw, bad = s.readPacked(id, off, n)
 			}
 		}
-	} else {
-		raw, err = s.codec.Decode(nil, v)
 	}
-	return checkChunk(h, raw, err)
+	return checkChunk(h, raw, bad)
+}
+
+// lookupChunk reads chunk h's entry: a chunk stored alone is decoded
+// straight from the value log (raw, not yet verified); a packed one's
+// reference is returned (packed). err is the failure to read the entry
+// (wrapping ErrNotFound for a missing chunk), bad an entry that does not
+// decode.
+func (s *Store) lookupChunk(h Hash) (raw []byte, id packID, off, n int, packed bool, bad, err error) {
+	err = s.valueFunc(chunkKey(h), func(v []byte) error {
+		if isRef(v) {
+			packed = true
+			id, off, n, bad = decodeRef(v)
+			return nil
+		}
+		raw, bad = s.codec.Decode(nil, v)
+		return nil
+	})
+	if err != nil {
+		return nil, id, 0, 0, false, nil, fmt.Errorf("chunk %s: %w", h, err)
+	}
+	return raw, id, off, n, packed, bad, nil
 }
 
 // checkChunk verifies a chunk read as h, or wraps the error of reading it.
@@ -314,19 +350,13 @@ func (s *Store) GetChunkFunc(ctx context.Context, h Hash, done func([]byte, erro
 		done(raw, nil)
 		return
 	}
-	v, err := s.value(chunkKey(h))
+	raw, id, off, n, packed, bad, err := s.lookupChunk(h)
 	if err != nil {
-		done(nil, fmt.Errorf("chunk %s: %w", h, err))
+		done(nil, err)
 		return
 	}
-	if !isRef(v) {
-		raw, err := s.codec.Decode(nil, v)
-		done(checkChunk(h, raw, err))
-		return
-	}
-	id, off, n, err := decodeRef(v)
-	if err != nil {
-		done(checkChunk(h, nil, err))
+	if bad != nil || !packed {
+		done(checkChunk(h, raw, bad))
 		return
 	}
 	extract := func(raw []byte, err error) {
@@ -354,12 +384,9 @@ func (s *Store) GetChunkFunc(ctx context.Context, h Hash, done func([]byte, erro
 	}
 }
 
-// readPacked returns a copy of a packed chunk's bytes (not yet verified).
-func (s *Store) readPacked(ref []byte) ([]byte, error) {
-	id, off, n, err := decodeRef(ref)
-	if err != nil {
-		return nil, err
-	}
+// readPacked returns a copy of the n bytes at off of pack id (not yet
+// verified).
+func (s *Store) readPacked(id packID, off, n int) ([]byte, error) {
 	raw, err := s.pack(id)
 	if err != nil {
 		return nil, err
@@ -398,11 +425,11 @@ func (s *Store) pack(id packID) ([]byte, error) {
 
 func (s *Store) loadPack(id packID) ([]byte, error) {
 	s.packLoads.Add(1)
-	v, err := s.value(packKey(id))
-	if err != nil {
-		return nil, fmt.Errorf("pack %s: %w", id, err)
-	}
-	raw, err := s.codec.Decode(nil, v)
+	var raw []byte
+	err := s.valueFunc(packKey(id), func(v []byte) (err error) {
+		raw, err = s.codec.Decode(nil, v)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: %w", id, err)
 	}
