@@ -359,10 +359,12 @@ func (s *Store) GetChunkFunc(ctx context.Context, h Hash, done func([]byte, erro
 		done(checkChunk(h, raw, bad))
 		return
 	}
-	extract := func(raw []byte, err error) {
+	extract := func(p *cachedPack, err error) {
+		var raw []byte
 		if err == nil {
-			raw, err = packSlice(id, raw, off, n)
+			raw, err = packSlice(id, p.raw, off, n)
 		}
+		s.packCache.unpin(p)
 		if errors.Is(err, ErrNotFound) {
 			// Repacked meanwhile (see GetChunk): read the reference again.
 			done(s.GetChunk(ctx, h))
@@ -370,16 +372,16 @@ func (s *Store) GetChunkFunc(ctx context.Context, h Hash, done func([]byte, erro
 		}
 		done(checkChunk(h, raw, err))
 	}
-	raw, load, leader := s.packCache.beginOrQueue(id, extract)
+	p, load, leader := s.packCache.beginOrQueue(id, extract)
 	switch {
-	case raw != nil:
-		extract(raw, nil)
+	case p != nil:
+		extract(p, nil)
 	case leader:
-		load.raw, load.err = s.loadPack(id)
-		waiters := s.packCache.finish(id, load)
-		extract(load.raw, load.err)
+		raw, err := s.loadPack(id)
+		waiters := s.packCache.finish(id, load, raw, err)
+		extract(load.p, load.err)
 		for _, w := range waiters {
-			w(load.raw, load.err)
+			w(load.p, load.err)
 		}
 	}
 }
@@ -387,11 +389,12 @@ func (s *Store) GetChunkFunc(ctx context.Context, h Hash, done func([]byte, erro
 // readPacked returns a copy of the n bytes at off of pack id (not yet
 // verified).
 func (s *Store) readPacked(id packID, off, n int) ([]byte, error) {
-	raw, err := s.pack(id)
+	p, err := s.pack(id)
 	if err != nil {
 		return nil, err
 	}
-	return packSlice(id, raw, off, n)
+	defer s.packCache.unpin(p)
+	return packSlice(id, p.raw, off, n)
 }
 
 // packSlice returns a copy of the n bytes at off of pack id's bytes raw.
@@ -404,34 +407,41 @@ func packSlice(id packID, raw []byte, off, n int) ([]byte, error) {
 	return bytes.Clone(raw[off : off+n]), nil
 }
 
-// pack returns a pack's decompressed bytes, through the cache. Concurrent
+// pack returns a pack's decompressed bytes, through the cache, pinned: the
+// caller unpins it (packCache.unpin) when done with its bytes. Concurrent
 // readers of the same pack (a restore's workers reading neighbouring files)
 // wait for one decompression instead of each doing it.
-func (s *Store) pack(id packID) ([]byte, error) {
-	raw, load, leader := s.packCache.begin(id)
-	if raw != nil {
-		return raw, nil
+func (s *Store) pack(id packID) (*cachedPack, error) {
+	p, load, leader := s.packCache.begin(id)
+	if p != nil {
+		return p, nil
 	}
 	if !leader {
 		<-load.done
-		return load.raw, load.err
+		return load.p, load.err
 	}
-	load.raw, load.err = s.loadPack(id)
-	for _, w := range s.packCache.finish(id, load) {
-		w(load.raw, load.err)
+	raw, err := s.loadPack(id)
+	for _, w := range s.packCache.finish(id, load, raw, err) {
+		w(load.p, load.err)
 	}
-	return load.raw, load.err
+	return load.p, load.err
 }
 
+// loadPack decompresses pack id into a pooled buffer (see packCache).
 func (s *Store) loadPack(id packID) ([]byte, error) {
 	s.packLoads.Add(1)
+	buf := getPackBuf()
 	var raw []byte
 	err := s.valueFunc(packKey(id), func(v []byte) (err error) {
-		raw, err = s.codec.Decode(nil, v)
+		raw, err = s.codec.Decode(buf, v)
 		return err
 	})
 	if err != nil {
+		putPackBuf(buf)
 		return nil, fmt.Errorf("pack %s: %w", id, err)
+	}
+	if cap(raw) != cap(buf) {
+		putPackBuf(buf) // too large for it: Decode allocated
 	}
 	return raw, nil
 }
