@@ -342,6 +342,12 @@ func checkChunk(h Hash, raw []byte, err error) ([]byte, error) {
 // files and start decompressing the following packs meanwhile. done must
 // not block.
 func (s *Store) GetChunkFunc(ctx context.Context, h Hash, done func([]byte, error)) {
+	s.GetChunkFuncFrom(ctx, h, nil, done)
+}
+
+// GetChunkFuncFrom is GetChunkFunc taking a packed chunk's place from refs
+// (ResolveChunks; nil or without h: looked up) instead of a Badger lookup.
+func (s *Store) GetChunkFuncFrom(ctx context.Context, h Hash, refs *ChunkRefs, done func([]byte, error)) {
 	if err := s.check(ctx); err != nil {
 		done(nil, err)
 		return
@@ -350,14 +356,21 @@ func (s *Store) GetChunkFunc(ctx context.Context, h Hash, done func([]byte, erro
 		done(raw, nil)
 		return
 	}
-	raw, id, off, n, packed, bad, err := s.lookupChunk(h)
-	if err != nil {
-		done(nil, err)
-		return
-	}
-	if bad != nil || !packed {
-		done(checkChunk(h, raw, bad))
-		return
+	var id packID
+	var off, n int
+	if r, ok := refs.ref(h); ok {
+		id, off, n = r.id, r.off, r.n
+	} else {
+		raw, rid, roff, rn, packed, bad, err := s.lookupChunk(h)
+		if err != nil {
+			done(nil, err)
+			return
+		}
+		if bad != nil || !packed {
+			done(checkChunk(h, raw, bad))
+			return
+		}
+		id, off, n = rid, roff, rn
 	}
 	extract := func(p *cachedPack, err error) {
 		var raw []byte
