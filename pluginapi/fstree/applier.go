@@ -1007,16 +1007,57 @@ func (a *Applier) Finish(ctx context.Context) (err error) {
 			return a.fail(fmt.Errorf("in place: %w", a.missingUnchanged()))
 		}
 	}
-	for i := len(a.dirs) - 1; i >= 0; i-- {
-		if err := ctx.Err(); err != nil {
-			return a.fail(err)
-		}
+	return a.finishDirs(ctx)
+}
+
+// finishDirWorkers is how many goroutines set directories' metadata at
+// Finish. It is the last thing a restore does, with the host idle: on
+// venv-full's 7,963 directories, five system calls each, one goroutine
+// left the other core unused.
+const finishDirWorkers = 4
+
+// finishDirs sets the metadata of every directory to finish, deepest level
+// first: a directory's mode may take away the access its subdirectories
+// need to be opened (without root), and nothing at one level depends on
+// another directory of the same level, so each level is done in parallel.
+func (a *Applier) finishDirs(ctx context.Context) error {
+	var levels [][]*dirMeta
+	for i := range a.dirs {
 		d := &a.dirs[i]
 		if d.unchanged && !a.dirty[d.e.Path] {
 			continue
 		}
-		if err := a.finishDir(d); err != nil {
-			return a.fail(fmt.Errorf("finish directory %q: %w", d.e.Path, err))
+		depth := strings.Count(d.e.Path, "/")
+		for len(levels) <= depth {
+			levels = append(levels, nil)
+		}
+		levels[depth] = append(levels[depth], d)
+	}
+	for depth := len(levels) - 1; depth >= 0; depth-- {
+		dirs := levels[depth]
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range min(finishDirWorkers, len(dirs)) {
+			wg.Go(func() {
+				for {
+					i := int(next.Add(1)) - 1
+					if i >= len(dirs) || a.stopped.Load() {
+						return
+					}
+					if err := ctx.Err(); err != nil {
+						a.fail(err)
+						return
+					}
+					if err := a.finishDir(dirs[i]); err != nil {
+						a.fail(fmt.Errorf("finish directory %q: %w", dirs[i].e.Path, err))
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if err := a.Err(); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -94,3 +94,46 @@ func TestFileModesAndOwnersExact(t *testing.T) {
 		})
 	}
 }
+
+// Directories get their metadata at Finish, a level at a time with several
+// goroutines: a wide and deep tree of directories with distinct modes
+// (read-only and closed ones among them) and mtimes comes back exact.
+func TestManyDirectoriesFinishExact(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "src")
+	modes := []uint32{0o755, 0o700, 0o555, 0o750, 0o2775, 0o1777, 0o711, 0o500}
+	var dirs []string
+	var walk func(dir string, depth int)
+	walk = func(dir string, depth int) {
+		for i := range 5 {
+			d := filepath.Join(dir, fmt.Sprintf("d%d", i))
+			writeFile(t, filepath.Join(d, "f"), d, 0o644)
+			dirs = append(dirs, d)
+			if depth < 3 {
+				walk(d, depth+1)
+			}
+		}
+	}
+	walk(src, 0)
+	setMtimes(t, src, 1_400_000_000_000_000_007)
+	// Modes last, deepest first, so the tree can still be built and read.
+	for i := len(dirs) - 1; i >= 0; i-- {
+		chmod(t, dirs[i], modes[i%len(modes)])
+	}
+	t.Cleanup(func() { makeWritable(src) })
+	snap := capture(t, src, CaptureOptions{})
+	dst := filepath.Join(t.TempDir(), "dst")
+	t.Cleanup(func() { makeWritable(dst) })
+	require.NoError(t, restore(t, snap.recs, dst, ApplyOptions{RecordWritten: true}))
+	assert.Equal(t, comparable(snap.recs), comparable(capture(t, dst, CaptureOptions{}).recs))
+}
+
+// makeWritable opens every directory under root to its owner, so the test
+// can remove it.
+func makeWritable(root string) {
+	_ = filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.IsDir() {
+			_ = os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+}
