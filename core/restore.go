@@ -63,7 +63,9 @@ type RestoreResult struct {
 // where only what differs from the snapshot is rewritten and what the
 // snapshot lacks is deleted. Every byte is verified against its hash; a
 // missing or corrupt chunk fails the restore naming the file, and the
-// engine is never handed that file's last byte.
+// engine is never handed that file's last byte. The file-tree engines
+// shipped here do not sync what they write, as cp -a does not
+// (fstree.Applier says what that means after a crash).
 func (m *Manager) Restore(ctx context.Context, opts RestoreOptions) (*RestoreResult, error) {
 	start := m.now()
 	op := &OpInfo{Op: "restore", Target: opts.Target}

@@ -123,6 +123,15 @@ type ApplyOptions struct {
 // names (a crash may leave some; the next in-place restore deletes them,
 // as the snapshot lacks them); it does not roll back what it already
 // renamed into place.
+//
+// Durability: like cp -a and tar -x (strace of cp -a on venv-full: no
+// fsync, fdatasync or syncfs), the Applier never syncs. When Finish returns,
+// the restored tree is complete and consistent for every process on the
+// machine, but it is in the page cache: the kernel writes it back on its
+// own schedule, and a power loss or kernel crash before that can lose
+// restored files or leave them empty or short. A caller that needs the
+// tree on disk runs sync(1), or syncfs(2) on the target, after the
+// restore.
 type Applier struct {
 	root   string
 	opts   ApplyOptions
