@@ -39,7 +39,7 @@ func TestResolveChunks(t *testing.T) {
 			packed += len(chunks[name])
 		}
 	}
-	hs = append(hs, hs[:5]...)            // duplicates
+	hs = append(hs, hs[:5]...)             // duplicates
 	hs = append(hs, SumChunk([]byte("?"))) // not stored
 	refs, err := s.ResolveChunks(ctx, hs)
 	require.NoError(t, err)
