@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sync/semaphore"
 
@@ -82,6 +83,11 @@ type chunkReader struct {
 	trees     map[store.Hash]*aheadTree
 	treeNodes int
 	treesDone bool // countRefs is not walking (any more)
+
+	// refs, once countRefs has resolved them, says where the snapshot's
+	// packed chunks are, so the workers need no Badger lookup for them
+	// (store.ChunkRefs).
+	refs atomic.Pointer[store.ChunkRefs]
 }
 
 type aheadTree struct {
@@ -177,6 +183,7 @@ func (cr *chunkReader) countRefs(ctx context.Context, snap *store.Snapshot) {
 			return
 		}
 	}
+	cr.resolve(ctx, counts)
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
 	for h, n := range counts {
@@ -198,6 +205,19 @@ func (cr *chunkReader) countRefs(ctx context.Context, snap *store.Snapshot) {
 }
 
 var errTooManyChunks = errors.New("too many chunks to count")
+
+// resolve finds where the counted chunks are stored, in one ordered pass
+// (store.ResolveChunks), for the workers. The chunks requested meanwhile
+// were looked up one by one; on error every chunk is.
+func (cr *chunkReader) resolve(ctx context.Context, counts map[store.Hash]int32) {
+	hs := make([]store.Hash, 0, len(counts))
+	for h := range counts {
+		hs = append(hs, h)
+	}
+	if refs, err := cr.st.ResolveChunks(ctx, hs); err == nil {
+		cr.refs.Store(refs)
+	}
+}
 
 // offerTree keeps a tree countRefs read for the producer, unless the
 // producer read it already or the trees kept are too many.
@@ -274,7 +294,7 @@ func (cr *chunkReader) work(ctx context.Context) {
 		// Not GetChunk: a worker does not wait for a pack another
 		// worker is decompressing, it moves on to the next chunks and
 		// so starts on the next pack (GetChunkFunc says why).
-		cr.st.GetChunkFunc(ctx, f.h, func(data []byte, err error) {
+		cr.st.GetChunkFuncFrom(ctx, f.h, cr.refs.Load(), func(data []byte, err error) {
 			f.data, f.err = data, err
 			close(f.done)
 		})

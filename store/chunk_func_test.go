@@ -53,10 +53,12 @@ func TestGetChunkFuncQueuesOnAPackBeingLoaded(t *testing.T) {
 	require.True(t, leader)
 	data, errs, calls := getFunc(s, h)
 	assert.Zero(t, calls.Load(), "queued, not waited for")
-	load.raw, load.err = s.loadPack(id)
-	for _, w := range s.packCache.finish(id, load) {
-		w(load.raw, load.err)
+	raw, err := s.loadPack(id)
+	waiters := s.packCache.finish(id, load, raw, err)
+	for _, w := range waiters {
+		w(load.p, load.err)
 	}
+	s.packCache.unpin(load.p) // the leader's pin
 	require.NoError(t, <-errs)
 	assert.Equal(t, files["f0005.py"], <-data)
 	assert.Equal(t, int32(1), calls.Load())

@@ -487,10 +487,12 @@ func (s *Store) wantRepack(id packID, u *packUse) bool {
 // transaction, points their references at it and deletes the old pack. A
 // reader that read an old reference retries (GetChunk).
 func (s *Store) repack(old packID, u *packUse, oldStored int64) (int64, error) {
-	raw, err := s.pack(old)
+	p, err := s.pack(old)
 	if err != nil {
 		return 0, fmt.Errorf("repack %s: %w", old, err)
 	}
+	defer s.packCache.unpin(p)
+	raw := p.raw
 	b := newPackBuf()
 	for i, m := range u.live {
 		if m.off+m.n > len(raw) {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -72,7 +73,7 @@ func (p *indexPacks) get(ctx context.Context, h Hash) ([]byte, error) {
 	if err != nil {
 		return checkChunk(h, nil, err)
 	}
-	raw, err := s.pack(id)
+	pk, err := s.pack(id)
 	if errors.Is(err, ErrNotFound) {
 		// Repacked by GC between the two reads: GetChunk reads the
 		// reference again.
@@ -86,10 +87,11 @@ func (p *indexPacks) get(ctx context.Context, h Hash) ([]byte, error) {
 	// chunks read first (the root, the top directories) are the pack's
 	// last ones. From off too, in case the pack begins with something
 	// else.
-	p.scanLocked(id, raw, 0)
-	p.scanLocked(id, raw, off)
+	p.scanLocked(id, pk.raw, 0)
+	p.scanLocked(id, pk.raw, off)
 	b, ok = p.chunks[h]
 	p.mu.Unlock()
+	s.packCache.unpin(pk)
 	if ok {
 		return b, nil
 	}
@@ -116,7 +118,9 @@ func (p *indexPacks) scanLocked(id packID, raw []byte, from int) {
 			return
 		}
 		seen[o] = struct{}{}
-		c := raw[o : o+n : o+n]
+		// A copy: the pack's buffer is reused once it is unpinned
+		// and out of the cache (packCache).
+		c := bytes.Clone(raw[o : o+n])
 		p.chunks[SumChunk(c)] = c
 		o += n
 	}

@@ -133,7 +133,7 @@ func (p *packer) init(s *Store) {
 
 // packBufPool recycles the raw buffers of sealed packs (1 MiB each, one
 // per ~25 small files: otherwise the largest source of garbage).
-var packBufPool = sync.Pool{New: func() any { b := make([]byte, 0, packTarget+packMaxChunk); return &b }}
+var packBufPool = sync.Pool{New: func() any { b := make([]byte, 0, packBufCap); return &b }}
 
 func newPackBuf() *packBuf {
 	b := &packBuf{members: map[Hash]packMember{}, raw: (*packBufPool.Get().(*[]byte))[:0]}
@@ -262,6 +262,14 @@ func (p *packer) get(h Hash) ([]byte, bool) {
 
 // packCache keeps the last few decompressed packs. Packs are immutable and
 // their ids never reused, so a cached pack is never stale.
+//
+// A pack's bytes are in a pooled buffer (getPackBuf): decompressing into
+// fresh memory cost a restore of venv-full ~200 MB of allocation (98 packs
+// of 2 MiB), zeroed by the Go runtime and faulted in anew. So every reader
+// holds a pin while it reads a pack's bytes and unpins it after (packPin);
+// the buffer goes back to the pool only once the pack has left the cache
+// and the last pin is gone. A reader copies what it needs out before it
+// unpins.
 type packCache struct {
 	mu      sync.Mutex
 	lru     *list.List // of *cachedPack, most recent first
@@ -269,23 +277,68 @@ type packCache struct {
 	loading map[packID]*packLoad
 }
 
+// cachedPack is one decompressed pack; pins and evicted are guarded by
+// packCache.mu.
 type cachedPack struct {
-	id  packID
-	raw []byte
+	id      packID
+	raw     []byte
+	pins    int
+	evicted bool // out of the cache: its buffer is freed with the last pin
 }
 
 // packLoad is one decompression in progress; done closes when it ends.
 type packLoad struct {
 	done chan struct{}
-	raw  []byte
+	p    *cachedPack // pinned for every reader of the load; nil on error
 	err  error
 	// waiters are readers that did not wait (Store.GetChunkFunc): the
-	// goroutine doing the load calls each once it is done. Guarded by
-	// packCache.mu until the load leaves packCache.loading.
-	waiters []func(raw []byte, err error)
+	// goroutine doing the load calls each once it is done. blocked counts
+	// the readers waiting on done. Both guarded by packCache.mu until the
+	// load leaves packCache.loading.
+	waiters []func(p *cachedPack, err error)
+	blocked int
 }
 
-func (c *packCache) getLocked(id packID) ([]byte, bool) {
+// packBufCap is the capacity of a pooled pack buffer (packBufPool, shared
+// with the writers): the largest pack a writer seals, packTarget plus one
+// chunk. A larger pack (none is written) gets its own memory.
+const packBufCap = packTarget + packMaxChunk
+
+func getPackBuf() []byte { return (*packBufPool.Get().(*[]byte))[:0] }
+
+func putPackBuf(b []byte) {
+	if cap(b) != packBufCap {
+		return
+	}
+	b = b[:0]
+	packBufPool.Put(&b)
+}
+
+// unpin drops a reader's pin of p (nil: nothing); p's bytes must not be
+// used afterwards.
+func (c *packCache) unpin(p *cachedPack) {
+	if p == nil {
+		return
+	}
+	c.mu.Lock()
+	p.pins--
+	free := p.pins == 0 && p.evicted
+	c.mu.Unlock()
+	if free {
+		putPackBuf(p.raw)
+	}
+}
+
+// evictLocked takes p out of the cache's accounting; c.mu is held.
+func (c *packCache) evictLocked(p *cachedPack) {
+	p.evicted = true
+	if p.pins == 0 {
+		putPackBuf(p.raw)
+	}
+}
+
+// getLocked returns the cached pack id, pinned.
+func (c *packCache) getLocked(id packID) (*cachedPack, bool) {
 	if c.items == nil {
 		return nil, false
 	}
@@ -294,29 +347,34 @@ func (c *packCache) getLocked(id packID) ([]byte, bool) {
 		return nil, false
 	}
 	c.lru.MoveToFront(e)
-	return e.Value.(*cachedPack).raw, true
+	p := e.Value.(*cachedPack)
+	p.pins++
+	return p, true
 }
 
-// begin returns the cached pack, or the load to wait for, or a new load
-// the caller must do (leader) and finish.
-func (c *packCache) begin(id packID) (raw []byte, load *packLoad, leader bool) {
+// begin returns the cached pack (pinned), or the load to wait for (whose
+// pack is pinned for the caller once done closes), or a new load the
+// caller must do (leader) and finish.
+func (c *packCache) begin(id packID) (p *cachedPack, load *packLoad, leader bool) {
 	return c.beginOrQueue(id, nil)
 }
 
 // beginOrQueue is begin for a reader that does not wait: when the pack is
 // being loaded by another goroutine and then is not nil, then is queued on
-// the load (to be called by that goroutine) and nothing is returned.
-func (c *packCache) beginOrQueue(id packID, then func([]byte, error)) (raw []byte, load *packLoad, leader bool) {
+// the load (to be called by that goroutine, with the pack pinned for it)
+// and nothing is returned.
+func (c *packCache) beginOrQueue(id packID, then func(*cachedPack, error)) (p *cachedPack, load *packLoad, leader bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if raw, ok := c.getLocked(id); ok {
-		return raw, nil, false
+	if p, ok := c.getLocked(id); ok {
+		return p, nil, false
 	}
 	if l, ok := c.loading[id]; ok {
 		if then != nil {
 			l.waiters = append(l.waiters, then)
 			return nil, nil, false
 		}
+		l.blocked++
 		return nil, l, false
 	}
 	if c.loading == nil {
@@ -327,33 +385,40 @@ func (c *packCache) beginOrQueue(id packID, then func([]byte, error)) (raw []byt
 	return nil, l, true
 }
 
-// finish ends a load: it publishes the pack, wakes the readers waiting
-// for it and returns the queued waiters, which the caller must call.
-func (c *packCache) finish(id packID, l *packLoad) []func([]byte, error) {
+// finish ends a load with the pack's bytes raw (or err): it publishes the
+// pack pinned once for the leader and once for each reader of the load,
+// wakes the readers waiting for it and returns the queued waiters, which
+// the caller must call.
+func (c *packCache) finish(id packID, l *packLoad, raw []byte, err error) []func(*cachedPack, error) {
 	c.mu.Lock()
 	delete(c.loading, id)
-	if l.err == nil {
-		c.putLocked(id, l.raw)
-	}
 	waiters := l.waiters
 	l.waiters = nil
+	l.err = err
+	if err == nil {
+		l.p = &cachedPack{id: id, raw: raw, pins: 1 + len(waiters) + l.blocked}
+		c.putLocked(l.p)
+	}
 	c.mu.Unlock()
 	close(l.done)
 	return waiters
 }
 
-func (c *packCache) putLocked(id packID, raw []byte) {
+func (c *packCache) putLocked(p *cachedPack) {
 	if c.items == nil {
 		c.items, c.lru = map[packID]*list.Element{}, list.New()
 	}
-	if _, ok := c.items[id]; ok {
+	if _, ok := c.items[p.id]; ok {
+		c.evictLocked(p)
 		return
 	}
-	c.items[id] = c.lru.PushFront(&cachedPack{id, raw})
+	c.items[p.id] = c.lru.PushFront(p)
 	for c.lru.Len() > packCacheEntries {
 		e := c.lru.Back()
 		c.lru.Remove(e)
-		delete(c.items, e.Value.(*cachedPack).id)
+		old := e.Value.(*cachedPack)
+		delete(c.items, old.id)
+		c.evictLocked(old)
 	}
 }
 
@@ -363,5 +428,6 @@ func (c *packCache) drop(id packID) {
 	if e, ok := c.items[id]; ok {
 		c.lru.Remove(e)
 		delete(c.items, id)
+		c.evictLocked(e.Value.(*cachedPack))
 	}
 }

@@ -123,6 +123,15 @@ type ApplyOptions struct {
 // names (a crash may leave some; the next in-place restore deletes them,
 // as the snapshot lacks them); it does not roll back what it already
 // renamed into place.
+//
+// Durability: like cp -a and tar -x (strace of cp -a on venv-full: no
+// fsync, fdatasync or syncfs), the Applier never syncs. When Finish returns,
+// the restored tree is complete and consistent for every process on the
+// machine, but it is in the page cache: the kernel writes it back on its
+// own schedule, and a power loss or kernel crash before that can lose
+// restored files or leave them empty or short. A caller that needs the
+// tree on disk runs sync(1), or syncfs(2) on the target, after the
+// restore.
 type Applier struct {
 	root   string
 	opts   ApplyOptions
@@ -685,18 +694,28 @@ func (a *Applier) publish(dir *dirHandle, tmp, name string) error {
 	return nil
 }
 
+// createPerm is the part of an entry's mode a new file is created with:
+// its permission bits without group and other write, so nobody else can
+// change the file while it is being written. When the umask leaves those
+// bits as they are (and the entry has no setuid, setgid or sticky bit and
+// the file its owner already), the fstat that follows the write finds the
+// mode right and no fchmod is needed: of venv-full's 38,542 files all but a
+// handful. The fstat is the one RecordWritten takes anyway.
+const createPerm = 0o755
+
 // writeFile writes a regular file from data, or else from the first e.Size
 // bytes of src, with all its metadata.
 func (a *Applier) writeFile(dir *dirHandle, name string, direct bool, e *pluginapi.Entry, data []byte, src io.Reader) error {
 	var fd int
 	tmp, err := a.create(name, direct, func(n string) (err error) {
-		fd, err = unix.Openat(dir.fd, n, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		fd, err = unix.Openat(dir.fd, n, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, e.Mode&createPerm)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("create: %w", err)
 	}
-	if err := a.fillFile(fd, e, data, src); err != nil {
+	var st unix.Stat_t
+	if err := a.fillFile(fd, e, data, src, &st); err != nil {
 		unix.Close(fd)
 		_ = unix.Unlinkat(dir.fd, tmp, 0)
 		return err
@@ -709,7 +728,11 @@ func (a *Applier) writeFile(dir *dirHandle, name string, direct bool, e *plugina
 		return err
 	}
 	if a.written != nil {
-		a.recordWritten(fd, e.Path)
+		if tmp != name {
+			// The rename moved the ctime.
+			err = unix.Fstat(fd, &st)
+		}
+		a.recordWritten(&st, err, e.Path)
 	}
 	if err := unix.Close(fd); err != nil {
 		return fmt.Errorf("close: %w", err)
@@ -717,10 +740,9 @@ func (a *Applier) writeFile(dir *dirHandle, name string, direct bool, e *plugina
 	return nil
 }
 
-// recordWritten keeps the statistics of the file just written as path.
-func (a *Applier) recordWritten(fd int, path string) {
-	var st unix.Stat_t
-	err := unix.Fstat(fd, &st)
+// recordWritten keeps st, the statistics of the file just written as path
+// (or err, the failure to take them).
+func (a *Applier) recordWritten(st *unix.Stat_t, err error, path string) {
 	a.writtenMu.Lock()
 	defer a.writtenMu.Unlock()
 	if err != nil {
@@ -764,7 +786,10 @@ func (a *Applier) Written() map[string]pluginapi.IndexEntry {
 	return a.written
 }
 
-func (a *Applier) fillFile(fd int, e *pluginapi.Entry, data []byte, src io.Reader) error {
+// fillFile writes a new file's content, xattrs and mtime, then sets its
+// owner and mode where the file did not get them at creation, and leaves
+// its statistics after the last change in st.
+func (a *Applier) fillFile(fd int, e *pluginapi.Entry, data []byte, src io.Reader, st *unix.Stat_t) error {
 	if src == nil {
 		if err := writeAll(fd, data); err != nil {
 			return fmt.Errorf("write: %w", err)
@@ -772,7 +797,39 @@ func (a *Applier) fillFile(fd int, e *pluginapi.Entry, data []byte, src io.Reade
 	} else if err := copyExact(fd, src, e.Size); err != nil {
 		return err
 	}
-	return a.setMeta(fd, e, false)
+	if len(e.Xattrs) > 0 {
+		if err := setFdXattrs(fd, e.Xattrs, false); err != nil {
+			return err
+		}
+	}
+	// Neither chown nor chmod moves the mtime, so it is set once, here.
+	if err := futimens(fd, e.MtimeNs); err != nil {
+		return fmt.Errorf("set mtime: %w", err)
+	}
+	if err := unix.Fstat(fd, st); err != nil {
+		return fmt.Errorf("stat: %w", err)
+	}
+	changed := false
+	if st.Uid != e.UID || st.Gid != e.GID {
+		// A setgid parent, or a restore by another user.
+		if err := a.chown(func() error { return unix.Fchown(fd, int(e.UID), int(e.GID)) }, e); err != nil {
+			return err
+		}
+		changed = true
+	}
+	// After the chown, which clears the setuid and setgid bits.
+	if changed || st.Mode&0o7777 != e.Mode&0o7777 {
+		if err := unix.Fchmod(fd, e.Mode&0o7777); err != nil {
+			return fmt.Errorf("chmod: %w", err)
+		}
+		changed = true
+	}
+	if changed {
+		if err := unix.Fstat(fd, st); err != nil {
+			return fmt.Errorf("stat: %w", err)
+		}
+	}
+	return nil
 }
 
 // copyExact copies exactly size bytes from src to fd.
@@ -959,16 +1016,57 @@ func (a *Applier) Finish(ctx context.Context) (err error) {
 			return a.fail(fmt.Errorf("in place: %w", a.missingUnchanged()))
 		}
 	}
-	for i := len(a.dirs) - 1; i >= 0; i-- {
-		if err := ctx.Err(); err != nil {
-			return a.fail(err)
-		}
+	return a.finishDirs(ctx)
+}
+
+// finishDirWorkers is how many goroutines set directories' metadata at
+// Finish. It is the last thing a restore does, with the host idle: on
+// venv-full's 7,963 directories, five system calls each, one goroutine
+// left the other core unused.
+const finishDirWorkers = 4
+
+// finishDirs sets the metadata of every directory to finish, deepest level
+// first: a directory's mode may take away the access its subdirectories
+// need to be opened (without root), and nothing at one level depends on
+// another directory of the same level, so each level is done in parallel.
+func (a *Applier) finishDirs(ctx context.Context) error {
+	var levels [][]*dirMeta
+	for i := range a.dirs {
 		d := &a.dirs[i]
 		if d.unchanged && !a.dirty[d.e.Path] {
 			continue
 		}
-		if err := a.finishDir(d); err != nil {
-			return a.fail(fmt.Errorf("finish directory %q: %w", d.e.Path, err))
+		depth := strings.Count(d.e.Path, "/")
+		for len(levels) <= depth {
+			levels = append(levels, nil)
+		}
+		levels[depth] = append(levels[depth], d)
+	}
+	for depth := len(levels) - 1; depth >= 0; depth-- {
+		dirs := levels[depth]
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range min(finishDirWorkers, len(dirs)) {
+			wg.Go(func() {
+				for {
+					i := int(next.Add(1)) - 1
+					if i >= len(dirs) || a.stopped.Load() {
+						return
+					}
+					if err := ctx.Err(); err != nil {
+						a.fail(err)
+						return
+					}
+					if err := a.finishDir(dirs[i]); err != nil {
+						a.fail(fmt.Errorf("finish directory %q: %w", dirs[i].e.Path, err))
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if err := a.Err(); err != nil {
+			return err
 		}
 	}
 	return nil
