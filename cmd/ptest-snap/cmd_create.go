@@ -62,6 +62,7 @@ Ctrl-C stops the capture; nothing partial is kept.`,
 			if p.Engine == "" {
 				return usagef(cmd, "create needs --engine NAME (one of the engines 'ptest-snap engines' lists)")
 			}
+			a.prelaunch = p.Engine
 			svc, err := a.service(cmd.Context())
 			if err != nil {
 				return err

@@ -31,6 +31,9 @@ func openService(ctx context.Context, o serviceOptions) (service, error) {
 		logger = slog.New(slog.NewTextHandler(o.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	host := newEngineHost(o.Verbose, o.Stderr, o.EnginePins)
+	if o.Prelaunch != "" {
+		host.prelaunch(ctx, o.Prelaunch)
+	}
 	m, err := core.Open(ctx, core.Options{
 		StoreDir:    o.StoreDir,
 		LockTimeout: o.LockTimeout,

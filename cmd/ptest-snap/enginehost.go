@@ -36,6 +36,16 @@ type engineHost struct {
 
 	mu      sync.Mutex
 	running map[string]*pluginapi.Plugin
+	// pending are launches prelaunch began, taken by resolve.
+	pending map[string]chan launched
+	// launching counts prelaunch's goroutines; close waits for them.
+	launching sync.WaitGroup
+}
+
+// launched is the outcome of a launch begun by prelaunch.
+type launched struct {
+	p   *pluginapi.Plugin
+	err error
 }
 
 func newEngineHost(verbose bool, stderr io.Writer, pins map[string][]byte) *engineHost {
@@ -44,17 +54,65 @@ func newEngineHost(verbose bool, stderr io.Writer, pins map[string][]byte) *engi
 		opts.Logger = hclog.New(&hclog.LoggerOptions{Name: "ptest-snap", Output: stderr, Level: hclog.Debug})
 		opts.Stderr = stderr
 	}
-	return &engineHost{host: pluginapi.NewHost(opts), pins: pins, verbose: verbose, stderr: stderr, running: map[string]*pluginapi.Plugin{}}
+	return &engineHost{host: pluginapi.NewHost(opts), pins: pins, verbose: verbose, stderr: stderr, running: map[string]*pluginapi.Plugin{}, pending: map[string]chan launched{}}
+}
+
+// prelaunch starts the engine name in the background, so that its process
+// start and handshake (~60 ms) overlap what the command does before it needs
+// the engine (opening the store: Badger's open and the lock); resolve then
+// takes it. A failed prelaunch is reported by resolve, as a launch there
+// would be.
+func (h *engineHost) prelaunch(ctx context.Context, name string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.pending[name]; ok {
+		return
+	}
+	if _, ok := h.running[name]; ok {
+		return
+	}
+	done := make(chan launched, 1)
+	h.pending[name] = done
+	h.launching.Add(1)
+	go func() {
+		defer h.launching.Done()
+		p, err := h.launch(ctx, name)
+		done <- launched{p: p, err: err}
+	}()
 }
 
 // resolve is the core's EngineResolver: it finds the engine program through
-// discovery and launches it (once per name).
+// discovery and launches it (once per name), or takes the launch prelaunch
+// began.
 func (h *engineHost) resolve(ctx context.Context, name string) (pluginapi.Engine, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if p, ok := h.running[name]; ok && !p.Exited() {
 		return p, nil
 	}
+	var r launched
+	if done, ok := h.pending[name]; ok {
+		delete(h.pending, name)
+		select {
+		case r = <-done:
+		case <-ctx.Done():
+			// The launch goes on and ends with the host (close).
+			return nil, fmt.Errorf("engine %q: launch: %w", name, ctx.Err())
+		}
+	}
+	if r.p == nil && r.err == nil || r.p != nil && r.p.Exited() {
+		// Not prelaunched, or the prelaunched process is gone already.
+		r.p, r.err = h.launch(ctx, name)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	h.running[name] = r.p
+	return r.p, nil
+}
+
+// launch finds the engine program through discovery and starts it.
+func (h *engineHost) launch(ctx context.Context, name string) (*pluginapi.Plugin, error) {
 	found, warnings, err := pluginapi.Lookup(pluginapi.DiscoverOptions{}, name)
 	if h.verbose {
 		for _, w := range warnings {
@@ -68,13 +126,15 @@ func (h *engineHost) resolve(ctx context.Context, name string) (pluginapi.Engine
 	if err != nil {
 		return nil, tagged{err: err, tag: core.ErrEngine}
 	}
-	h.running[name] = p
 	return p, nil
 }
 
 // close kills every engine process started, and waits for them.
 func (h *engineHost) close() {
 	_ = h.host.Close()
+	// A launch still in flight sees the host closed and kills its
+	// process itself (pluginapi.Host.Launch).
+	h.launching.Wait()
 }
 
 // discoverEngines lists the engines found; with info it launches each to

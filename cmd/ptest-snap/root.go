@@ -29,6 +29,10 @@ type app struct {
 	stdout io.Writer
 	stderr io.Writer
 
+	// prelaunch is the engine the command will need, started while the
+	// store opens (set by create, which knows it before the store).
+	prelaunch string
+
 	storeDir    string
 	jsonOut     bool
 	quiet       bool
@@ -244,8 +248,9 @@ func (a *app) service(ctx context.Context) (service, error) {
 					humanDuration(a.lockTimeout), dir, holder)
 			}
 		},
-		Verbose: a.verbose,
-		Stderr:  a.stderr,
+		Verbose:   a.verbose,
+		Stderr:    a.stderr,
+		Prelaunch: a.prelaunch,
 	})
 	if err != nil {
 		return nil, err

@@ -44,6 +44,9 @@ type serviceOptions struct {
 	EnginePins map[string][]byte
 	Verbose    bool
 	Stderr     io.Writer
+	// Prelaunch names an engine the command will need: it is started
+	// while the store opens (engineHost.prelaunch).
+	Prelaunch string
 }
 
 // createParams are the create command's inputs.
