@@ -67,7 +67,7 @@ func (w *refWalk) walkSnapshot(ctx context.Context, i int, s *store.Snapshot) er
 	// The change index is the snapshot's too (gc keeps it): a chunk of it
 	// already reached from another snapshot is not descended again, as
 	// with trees, and finish marks what is under it shared.
-	err := w.st.IndexChunks(ctx, s.ID, func(h, _ store.Hash) bool {
+	err := w.st.IndexChunks(ctx, s.ID, func(h store.Hash) bool {
 		o, seen := w.owner[h]
 		w.ref(i, h)
 		if seen && o != i {
@@ -147,24 +147,22 @@ func (w *refWalk) finish(ctx context.Context) error {
 		}
 	}
 	w.sharedTrees = nil
-	if len(w.sharedIndex) > 0 {
-		// What is under a shared index chunk is shared too; each part
-		// is walked once.
-		for _, h := range w.sharedIndex {
-			err := w.st.IndexChunksUnder(ctx, h, func(c, _ store.Hash) bool {
-				if done[c] {
-					return false
-				}
-				done[c] = true
-				w.shared[c] = true
-				return true
-			})
-			if err != nil {
-				return err
+	// What is under a shared index chunk is shared too; each part is
+	// walked once.
+	for _, h := range w.sharedIndex {
+		err := w.st.IndexChunksUnder(ctx, h, func(c store.Hash) bool {
+			if done[c] {
+				return false
 			}
+			done[c] = true
+			w.shared[c] = true
+			return true
+		})
+		if err != nil {
+			return err
 		}
-		w.sharedIndex = nil
 	}
+	w.sharedIndex = nil
 	return nil
 }
 

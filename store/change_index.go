@@ -510,16 +510,31 @@ func (s *Store) readIndexParallel(ctx context.Context, root Hash, add func(strin
 }
 
 // IndexChunks calls visit for the chunks of snapshot id's change index,
-// each with the chunk that leads to it (the zero Hash for a stream's root),
 // parents before children; a false return skips the chunk's children (a
 // caller that has seen a chunk has seen what is under it). A snapshot
 // without a change index visits nothing. Callers that account for what a
 // snapshot references (sizes, what gc would reclaim) need these beside the
 // trees' chunks: gc's mark phase keeps them.
-func (s *Store) IndexChunks(ctx context.Context, id string, visit func(h, parent Hash) bool) error {
+func (s *Store) IndexChunks(ctx context.Context, id string, visit func(Hash) bool) error {
 	if err := s.check(ctx); err != nil {
 		return err
 	}
+	return s.walkSnapshotIndex(ctx, id, visit)
+}
+
+// IndexChunksUnder is IndexChunks for the part of a change index under one
+// of its chunks, root included.
+func (s *Store) IndexChunksUnder(ctx context.Context, root Hash, visit func(Hash) bool) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	return s.walkIndex(ctx, root, nil, visit)
+}
+
+// walkSnapshotIndex calls walkIndex's visit for every chunk of snapshot
+// id's change index, stream by stream; a snapshot without one visits
+// nothing.
+func (s *Store) walkSnapshotIndex(ctx context.Context, id string, visit func(Hash) bool) error {
 	rec, err := s.indexRecord(id)
 	if errors.Is(err, ErrNotFound) {
 		return nil
@@ -532,40 +547,8 @@ func (s *Store) IndexChunks(ctx context.Context, id string, visit func(h, parent
 		return fmt.Errorf("change index of %s: %w", id, err)
 	}
 	for _, st := range sortedKeys(roots) {
-		if err := s.walkIndexChunks(ctx, roots[st], Hash{}, visit); err != nil {
+		if err := s.walkIndex(ctx, roots[st], nil, visit); err != nil {
 			return fmt.Errorf("change index of %s, stream %s: %w", id, st, err)
-		}
-	}
-	return nil
-}
-
-// IndexChunksUnder is IndexChunks for the part of a change index under one
-// of its chunks, root included (visited with the zero Hash as parent).
-func (s *Store) IndexChunksUnder(ctx context.Context, root Hash, visit func(h, parent Hash) bool) error {
-	if err := s.check(ctx); err != nil {
-		return err
-	}
-	return s.walkIndexChunks(ctx, root, Hash{}, visit)
-}
-
-func (s *Store) walkIndexChunks(ctx context.Context, h, parent Hash, visit func(h, parent Hash) bool) error {
-	if !visit(h, parent) {
-		return nil
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	b, err := s.GetChunk(ctx, h)
-	if err != nil {
-		return err
-	}
-	_, children, err := decodeIndexDir(b, "", false, nil)
-	if err != nil {
-		return fmt.Errorf("index chunk %s: %w", h, err)
-	}
-	for _, c := range children {
-		if err := s.walkIndexChunks(ctx, c.h, h, visit); err != nil {
-			return err
 		}
 	}
 	return nil

@@ -238,21 +238,8 @@ func (s *Store) mark(ctx context.Context, opts GCOptions) (map[Hash]struct{}, er
 			}
 		}
 		// The change index's chunks (change_index.go).
-		rec, err := s.indexRecord(snap.ID)
-		if errors.Is(err, ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		roots, err := decodeIndexRoots(rec)
-		if err != nil {
+		if err := s.walkSnapshotIndex(ctx, snap.ID, visitIndex); err != nil {
 			return nil, fmt.Errorf("mark snapshot %s: %w", snap.ID, err)
-		}
-		for st, root := range roots {
-			if err := s.walkIndex(ctx, root, nil, visitIndex); err != nil {
-				return nil, fmt.Errorf("mark snapshot %s change index of %s: %w", snap.ID, st, err)
-			}
 		}
 	}
 	// Rule 3: the pinned parents, read after the listing above.
