@@ -148,9 +148,7 @@ func (p *Plugin) Close() error {
 		p.client.Kill()
 		t.Stop()
 		p.stopProcess()
-		p.ring.close()
-		os.RemoveAll(p.sockDir)
-		p.host.forget(p)
+		p.release()
 	})
 	return nil
 }
@@ -161,10 +159,16 @@ func (p *Plugin) kill() {
 	p.once.Do(func() {
 		p.stopProcess()
 		p.client.Kill()
-		p.ring.close()
-		os.RemoveAll(p.sockDir)
-		p.host.forget(p)
+		p.release()
 	})
+}
+
+// release frees what the host holds for a plugin whose process is gone:
+// the body ring, the socket directory and its place in the host's set.
+func (p *Plugin) release() {
+	p.ring.close()
+	os.RemoveAll(p.sockDir)
+	p.host.forget(p)
 }
 
 // waitExited waits up to d for the plugin's process to end.
