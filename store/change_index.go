@@ -41,11 +41,19 @@ type ChangeIndex map[string]map[string]IndexRecord
 // 854 kB for the first snapshot and 0 kB for an unchanged one, a few kB per
 // changed directory otherwise. The second snapshot of an env is the one
 // that must be cheap, so the per-directory form wins.
+//
+// A directory whose chunk is larger than splitAbove is stored as fragments
+// and a root, split at the same names as its tree (tree_split.go): each
+// fragment is the version-1 chunk of a run of the directory's entries
+// (files and subdirectories in one name order), the root (version 2)
+// lists the fragments' hashes. A reader takes the root's fragments as
+// children at the same path.
 const (
-	indexNodeMagic   = 'I'
-	indexNodeVersion = 1
-	indexRootMagic   = 'X'
-	indexRootVersion = 2
+	indexNodeMagic       = 'I'
+	indexNodeVersion     = 1
+	indexNodeRootVersion = 2
+	indexRootMagic       = 'X'
+	indexRootVersion     = 2
 )
 
 // indexDir is one directory of the change index while it is built.
@@ -80,10 +88,72 @@ func buildIndexDirs(files map[string]IndexRecord) *indexDir {
 	return root
 }
 
-// encodeIndexDir encodes one directory; children are given by hash.
+// encodeIndexParts returns the stored form of one directory's index: its
+// version-1 chunk (frags nil), or, for a large directory, its root and
+// fragments.
+func encodeIndexParts(d *indexDir, children map[string]Hash) (root []byte, frags []treePart) {
+	names, dnames := sortedKeys(d.records), sortedKeys(children)
+	whole := encodeIndexNames(d, names, children, dnames)
+	if len(whole) <= splitAbove {
+		return whole, nil
+	}
+	// Files and subdirectories in one name order; a name is one or the
+	// other. The sizes only bound a fragment (splitMaxBytes): a record is
+	// its name and four short varints, a subdirectory its name and hash.
+	type entry struct {
+		name string
+		dir  bool
+	}
+	all := make([]entry, 0, len(names)+len(dnames))
+	i, j := 0, 0
+	for i < len(names) || j < len(dnames) {
+		if j == len(dnames) || (i < len(names) && names[i] < dnames[j]) {
+			all = append(all, entry{name: names[i]})
+			i++
+		} else {
+			all = append(all, entry{name: dnames[j], dir: true})
+			j++
+		}
+	}
+	ends := splitEnds(len(all), func(k int) string { return all[k].name }, func(k int) int {
+		if all[k].dir {
+			return len(all[k].name) + 1 + len(Hash{})
+		}
+		return len(all[k].name) + 9
+	})
+	if len(ends) < 2 {
+		return whole, nil
+	}
+	root = binary.AppendUvarint([]byte{indexNodeMagic, indexNodeRootVersion}, uint64(len(ends)))
+	start := 0
+	for _, end := range ends {
+		var fn, fd []string
+		for _, e := range all[start:end] {
+			if e.dir {
+				fd = append(fd, e.name)
+			} else {
+				fn = append(fn, e.name)
+			}
+		}
+		b := encodeIndexNames(d, fn, children, fd)
+		p := treePart{h: SumChunk(b), b: b}
+		frags = append(frags, p)
+		root = append(root, p.h[:]...)
+		start = end
+	}
+	return root, frags
+}
+
+// encodeIndexDir encodes one directory as one chunk; children are given
+// by hash.
 func encodeIndexDir(d *indexDir, children map[string]Hash) []byte {
+	return encodeIndexNames(d, sortedKeys(d.records), children, sortedKeys(children))
+}
+
+// encodeIndexNames encodes the version-1 chunk of the records of d named
+// names and the children named dnames, both sorted.
+func encodeIndexNames(d *indexDir, names []string, children map[string]Hash, dnames []string) []byte {
 	b := []byte{indexNodeMagic, indexNodeVersion}
-	names := sortedKeys(d.records)
 	b = binary.AppendUvarint(b, uint64(len(names)))
 	// Times and inodes as differences to the previous entry: files of one
 	// directory were mostly written together (a pip install), so the
@@ -98,7 +168,6 @@ func encodeIndexDir(d *indexDir, children map[string]Hash) []byte {
 		b = binary.AppendVarint(b, int64(r.Inode-prev.Inode))
 		prev = r
 	}
-	dnames := sortedKeys(children)
 	b = binary.AppendUvarint(b, uint64(len(dnames)))
 	for _, n := range dnames {
 		h := children[n]
@@ -118,7 +187,12 @@ func (w *Writer) putIndex(ctx context.Context, d *indexDir) (Hash, error) {
 		}
 		children[name] = h
 	}
-	b := encodeIndexDir(d, children)
+	b, frags := encodeIndexParts(d, children)
+	for _, f := range frags {
+		if err := w.put(ctx, f.h, f.b, true); err != nil {
+			return Hash{}, err
+		}
+	}
 	h := SumChunk(b)
 	return h, w.put(ctx, h, b, true)
 }
@@ -166,32 +240,47 @@ func (w *Writer) PutIndexDir(ctx context.Context, files map[string]IndexRecord, 
 	if err := w.s.check(ctx); err != nil {
 		return Hash{}, err
 	}
-	b := encodeIndexDir(&indexDir{records: files}, dirs)
+	b, frags := encodeIndexParts(&indexDir{records: files}, dirs)
 	h := SumChunk(b)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.done {
 		return Hash{}, errors.New("put index: writer already committed or aborted")
 	}
+	for _, f := range frags {
+		w.pendIndexLocked(f.h, f.b)
+	}
+	w.pendIndexLocked(h, b)
+	return h, nil
+}
+
+// pendIndexLocked keeps an index chunk for putPendingIndex unless it is
+// kept already or known from the parent; w.mu held.
+func (w *Writer) pendIndexLocked(h Hash, b []byte) {
 	if _, ok := w.pendingIndex[h]; ok || w.knownLocked(h) {
-		return h, nil
+		return
 	}
 	if w.pendingIndex == nil {
 		w.pendingIndex = map[Hash][]byte{}
 	}
 	w.pendingIndex[h] = b
 	w.pendingOrder = append(w.pendingOrder, h)
-	return h, nil
 }
 
-// putPendingIndex stores the chunks PutIndexDir kept, in the order they
-// came (directory by directory, bottom-up), so they share packs.
+// putPendingIndex stores the chunks PutIndexDir kept so they share packs,
+// in the reverse of the order they came (they came directory by directory,
+// bottom-up, a large directory's fragments before its root): top-down, so
+// that a reader, which starts at the root, finds the chunks it reads next
+// after the one it looked up (indexPacks scans forward from there). Stored
+// bottom-up, a large directory's fragments, read right after its root,
+// lay after its subdirectories' chunks and cost one more lookup each.
 func (w *Writer) putPendingIndex(ctx context.Context) error {
 	w.mu.Lock()
 	order, chunks := w.pendingOrder, w.pendingIndex
 	w.pendingOrder, w.pendingIndex = nil, nil
 	w.mu.Unlock()
-	for _, h := range order {
+	for i := len(order) - 1; i >= 0; i-- {
+		h := order[i]
 		if err := w.put(ctx, h, chunks[h], true); err != nil {
 			return err
 		}
@@ -254,6 +343,10 @@ const (
 // BenchmarkIndexDirDecode). Names must be sorted and unique, as
 // encodeIndexDir writes them; a chunk that is not is corrupt.
 func decodeIndexDir(b []byte, prefix string, withPaths bool, recs []indexEntry) ([]indexEntry, []indexChild, error) {
+	if len(b) >= 2 && b[0] == indexNodeMagic && b[1] == indexNodeRootVersion {
+		children, err := decodeIndexRoot(b[2:], prefix)
+		return recs, children, err
+	}
 	if len(b) < 2 || b[0] != indexNodeMagic || b[1] != indexNodeVersion {
 		return recs, nil, fmt.Errorf("%w: change index chunk header", ErrCorrupt)
 	}
@@ -317,6 +410,24 @@ func decodeIndexDir(b []byte, prefix string, withPaths bool, recs []indexEntry) 
 		return recs[:base], nil, d.err
 	}
 	return recs, children, nil
+}
+
+// decodeIndexRoot decodes a large directory's root (after its header):
+// its fragments, returned as children at the directory's own prefix.
+func decodeIndexRoot(b []byte, prefix string) ([]indexChild, error) {
+	d := &treeDecoder{b: b}
+	n := d.uvarint(uint64(len(b)/len(Hash{})), "fragment count")
+	if d.err == nil && (n < 2 || uint64(len(d.b)) != n*uint64(len(Hash{}))) {
+		d.err = fmt.Errorf("%w: change index root: %d fragments in %d bytes", ErrCorrupt, n, len(d.b))
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	children := make([]indexChild, n)
+	for i := range children {
+		children[i] = indexChild{prefix: prefix, h: Hash(d.bytes(32, "fragment"))}
+	}
+	return children, nil
 }
 
 // walkIndex calls visit for every index chunk under root, reading each

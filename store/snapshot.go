@@ -10,9 +10,14 @@ import (
 // The snapshot record format. A reader refuses a record of a newer major
 // version (ErrNewerFormat); a newer minor version only adds fields, which an
 // older reader ignores. Minor 1 added Snapshot.Excludes.
+//
+// Major 2: a large directory's tree and change index may be a root and
+// fragments (tree_split.go), which a format-1 reader cannot read; it
+// refuses the record instead of failing on a tree as if it were corrupt.
+// Every format-1 record and tree stays readable.
 const (
-	FormatMajor = 1
-	FormatMinor = 1
+	FormatMajor = 2
+	FormatMinor = 0
 )
 
 // maxRecordSize bounds a snapshot record (metadata included).
