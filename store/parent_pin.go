@@ -83,6 +83,7 @@ func (w *Writer) UseParent(ctx context.Context, id string) error {
 	}
 	w.pin = p
 	w.mu.Unlock()
+	w.hasParent.Store(true)
 	s := w.s
 	s.refMu.Lock()
 	s.pins[p] = struct{}{}

@@ -31,6 +31,9 @@ type Writer struct {
 	pendingOrder []Hash
 
 	newChunks, newBytes, storedBytes atomic.Int64
+	// hasParent is set by UseParent: the packer compresses the packs of
+	// such a Writer harder (incrementalPackLevel).
+	hasParent atomic.Bool
 }
 
 // NewWriter starts writing a snapshot.
