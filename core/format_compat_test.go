@@ -79,17 +79,7 @@ func TestFormatV1StillLoads(t *testing.T) {
 func writeFormatV1(t *testing.T, dir string) {
 	require.NoError(t, os.MkdirAll(dir, 0o755))
 	m := lcOpen(t)
-	streams := map[string]map[string]string{"rootfs": {}, "volume:data": {}}
-	for k, v := range formatV1Files {
-		if k == "volume:data:" {
-			continue
-		}
-		for name := range streams {
-			if p, ok := strings.CutPrefix(k, name+":"); ok {
-				streams[name][p] = v
-			}
-		}
-	}
+	streams := formatStreams(formatV1Files)
 	s := lcWrite(t, m, lcSnap{ID: "v1sample", Name: "sample", Labels: map[string]string{"format": "v1"},
 		Metadata: map[string]any{"installed_packages": map[string]string{"requests": "2.28.1"}}, Streams: streams})
 	b, err := store.EncodeSnapshot(s)
@@ -202,8 +192,17 @@ func TestFormatV2StillLoads(t *testing.T) {
 func writeFormatV2(t *testing.T, dir string) {
 	require.NoError(t, os.MkdirAll(dir, 0o755))
 	m := lcOpen(t)
+	streams := formatStreams(formatV2Files())
+	lcWrite(t, m, lcSnap{ID: "v2sample", Name: "sample", Labels: map[string]string{"format": "v2"},
+		Metadata: map[string]any{"installed_packages": map[string]string{"requests": "2.28.1"}}, Streams: streams})
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "archive.ptsa"), lcExport(t, m, "v2sample"), 0o644))
+}
+
+// formatStreams splits a sample's files ("stream:path") by stream; the
+// empty "volume:data:" entry only names the stream.
+func formatStreams(files map[string]string) map[string]map[string]string {
 	streams := map[string]map[string]string{"rootfs": {}, "volume:data": {}}
-	for k, v := range formatV2Files() {
+	for k, v := range files {
 		if k == "volume:data:" {
 			continue
 		}
@@ -213,7 +212,5 @@ func writeFormatV2(t *testing.T, dir string) {
 			}
 		}
 	}
-	lcWrite(t, m, lcSnap{ID: "v2sample", Name: "sample", Labels: map[string]string{"format": "v2"},
-		Metadata: map[string]any{"installed_packages": map[string]string{"requests": "2.28.1"}}, Streams: streams})
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "archive.ptsa"), lcExport(t, m, "v2sample"), 0o644))
+	return streams
 }

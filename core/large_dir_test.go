@@ -123,26 +123,28 @@ func TestLargeDirectoryOneChangeCostsOneFragment(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, orig.Streams, s.Streams)
 	}
-	rep, err = m2.store.Verify(ctx, nil, nil)
-	require.NoError(t, err)
-	assert.Empty(t, rep.Problems)
-	dst2 := filepath.Join(t.TempDir(), "dst2")
-	_, err = m2.Restore(ctx, RestoreOptions{Ref: "second", Target: dst2})
-	require.NoError(t, err)
-	requireSameTree(t, src, dst2)
+	verifyAndRestore(t, m2, "second", src)
 
 	// Delete the first and gc: the second keeps every fragment it shares.
 	_, err = m.Delete(ctx, DeleteOptions{Refs: []string{"first"}})
 	require.NoError(t, err)
 	_, err = m.GC(ctx)
 	require.NoError(t, err)
-	rep, err = m.store.Verify(ctx, nil, nil)
+	verifyAndRestore(t, m, "second", src)
+}
+
+// verifyAndRestore checks that m's store verifies clean and that snapshot
+// ref restores to a new directory equal to src.
+func verifyAndRestore(t *testing.T, m *Manager, ref, src string) {
+	t.Helper()
+	ctx := context.Background()
+	rep, err := m.store.Verify(ctx, nil, nil)
 	require.NoError(t, err)
 	assert.Empty(t, rep.Problems)
-	dst3 := filepath.Join(t.TempDir(), "dst3")
-	_, err = m.Restore(ctx, RestoreOptions{Ref: "second", Target: dst3})
+	dst := filepath.Join(t.TempDir(), "restored")
+	_, err = m.Restore(ctx, RestoreOptions{Ref: ref, Target: dst})
 	require.NoError(t, err)
-	requireSameTree(t, src, dst3)
+	requireSameTree(t, src, dst)
 }
 
 // lookupDir returns the tree hash of dir (slash-separated) in snap's first
