@@ -67,7 +67,10 @@ func TestCaptureUnpausesOnEveryPath(t *testing.T) {
 		name   string
 		stream string
 		cancel bool
-		paused bool // paused while the stream is read
+		// paused while the stream is read; if not, the unpause (which runs
+		// beside the image's streams) must end while the capture still
+		// waits in this stream, not once it returns.
+		paused bool
 	}{
 		{"volume fails", volumeStream(name + "-vol"), false, true},
 		{"volume cancelled", volumeStream(name + "-vol"), true, true},
@@ -77,7 +80,13 @@ func TestCaptureUnpausesOnEveryPath(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			w := &failingWriter{memWriter: memWriter{c: &capture{}}, stream: tc.stream}
-			w.check = func() { assert.Equal(t, tc.paused, state().Paused, "paused while reading %s", tc.stream) }
+			w.check = func() {
+				if tc.paused {
+					assert.True(t, state().Paused, "not paused while reading %s", tc.stream)
+					return
+				}
+				assert.Eventually(t, func() bool { return !state().Paused }, 30*time.Second, 10*time.Millisecond, "paused while reading %s", tc.stream)
+			}
 			if tc.cancel {
 				w.cancel = cancel
 			}
