@@ -14,9 +14,14 @@ import (
 
 // ErrPermissionDenied is returned (wrapped together with
 // pluginapi.ErrUnavailable) when the Docker engine's socket refuses this
-// user, so the caller can say "add yourself to the docker group" rather than
-// "is Docker running?".
+// user, so the caller can tell it from an engine that is not running.
 var ErrPermissionDenied = errors.New("permission denied by the Docker engine")
+
+// permissionAdvice ends the message of ErrPermissionDenied. Only the
+// sentinel's wire reason (ErrUnavailable) crosses the plugin boundary, and
+// the host's hint for that is "not reachable", so the remedy travels in
+// the message.
+const permissionAdvice = "this user may not open the engine's socket: add it to the docker group, or set DOCKER_HOST to a socket it may open"
 
 // engineErr classifies an error from the Docker client: an unreachable
 // engine and a refused socket become pluginapi.ErrUnavailable (the latter
@@ -27,7 +32,7 @@ func engineErr(op string, err error) error {
 	}
 	switch {
 	case isPermission(err):
-		return fmt.Errorf("docker: %s: %w (%w): %v", op, ErrPermissionDenied, pluginapi.ErrUnavailable, err)
+		return fmt.Errorf("docker: %s: %w (%w): %v; %s", op, ErrPermissionDenied, pluginapi.ErrUnavailable, err, permissionAdvice)
 	case client.IsErrConnectionFailed(err):
 		return fmt.Errorf("docker: %s: engine %w: %v", op, pluginapi.ErrUnavailable, err)
 	}

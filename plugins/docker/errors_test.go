@@ -17,6 +17,7 @@ func TestEngineErrClassifies(t *testing.T) {
 	err := engineErr("inspect", perm)
 	assert.ErrorIs(t, err, ErrPermissionDenied)
 	assert.ErrorIs(t, err, pluginapi.ErrUnavailable)
+	assert.Contains(t, err.Error(), permissionAdvice)
 
 	err = engineErr("inspect", fmt.Errorf("open: %w", fs.ErrPermission))
 	assert.ErrorIs(t, err, ErrPermissionDenied)

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -135,13 +133,7 @@ func TestPausedContainerStaysPaused(t *testing.T) {
 func TestThroughPlugin(t *testing.T) {
 	needDocker(t)
 	ctx := context.Background()
-	// CI builds the binaries into $PTEST_SNAP_BIN; otherwise build it.
-	bin := filepath.Join(os.Getenv("PTEST_SNAP_BIN"), "ptest-snap-engine-docker")
-	if _, err := os.Stat(bin); os.Getenv("PTEST_SNAP_BIN") == "" || err != nil {
-		bin = filepath.Join(t.TempDir(), "ptest-snap-engine-docker")
-		out, err := exec.Command("go", "build", "-o", bin, "./cmd/ptest-snap-engine-docker").CombinedOutput()
-		require.NoError(t, err, "%s", out)
-	}
+	bin := pluginBinary(t)
 	host := pluginapi.NewHost(pluginapi.HostOptions{Stderr: os.Stderr})
 	defer host.Close()
 	p, err := host.Launch(ctx, pluginapi.Spec{Name: Name, Path: bin})
