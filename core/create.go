@@ -323,7 +323,7 @@ func engineErr(err error) error {
 	for _, known := range []error{
 		context.Canceled, context.DeadlineExceeded, ErrEngine, ErrQuotaExceeded, ErrNotFound, ErrCorrupt,
 		pluginapi.ErrTargetNotFound, pluginapi.ErrInvalidTarget, pluginapi.ErrTargetExists,
-		pluginapi.ErrUnsafePath, pluginapi.ErrUnavailable, pluginapi.ErrUnsupported,
+		pluginapi.ErrUnsafePath, pluginapi.ErrUnavailable, pluginapi.ErrPermissionDenied, pluginapi.ErrUnsupported,
 	} {
 		if errors.Is(err, known) {
 			return err

@@ -295,6 +295,10 @@ var (
 	// ErrUnavailable: what the engine needs is not reachable (the Docker
 	// engine, a base interpreter).
 	ErrUnavailable = errors.New("unavailable")
+	// ErrPermissionDenied: what the engine needs is there but refuses this
+	// user (the Docker engine's socket, a file), which a user fixes
+	// differently from a missing one.
+	ErrPermissionDenied = errors.New("permission denied")
 	// ErrUnsupported: the engine cannot do what was asked.
 	ErrUnsupported = errors.New("unsupported")
 )

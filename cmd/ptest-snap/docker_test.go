@@ -144,12 +144,14 @@ func TestDockerEngineRefusedOrUnreachable(t *testing.T) {
 	requireCleanStderr(t, r.stderr)
 	assert.Contains(t, r.stderr, "permission denied by the Docker engine")
 	assert.Contains(t, r.stderr, "add it to the docker group")
+	assert.Contains(t, r.stderr, "hint: the engine was refused access")
 	assert.NotContains(t, r.stderr, "Is the docker daemon running")
 
 	c = newCLI(t)
 	c.env = append(c.env, "DOCKER_HOST=unix:///nonexistent/docker.sock")
 	r = c.fails(exitEngine, "create", "--engine", "docker", "ptest-snap-cli-unreachable-"+suffix)
 	assert.Contains(t, r.stderr, "Is the docker daemon running")
+	assert.Contains(t, r.stderr, "hint: what the engine needs is not reachable")
 	assert.NotContains(t, r.stderr, "permission denied")
 }
 

@@ -401,6 +401,7 @@ func TestEngineUnreachable(t *testing.T) {
 	_, err := e.Identify(context.Background(), "anything", nil)
 	require.ErrorIs(t, err, pluginapi.ErrUnavailable)
 	assert.NotErrorIs(t, err, ErrPermissionDenied)
+	assert.NotErrorIs(t, err, pluginapi.ErrPermissionDenied)
 	err = e.Capture(context.Background(), &pluginapi.CaptureRequest{Target: "anything"}, &memWriter{c: &capture{}})
 	assert.ErrorIs(t, err, pluginapi.ErrUnavailable)
 }

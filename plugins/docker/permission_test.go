@@ -126,7 +126,7 @@ func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 }
 
 // TestDockerSocketPermissionDenied: the real plugin, refused by the real Docker
-// engine's socket, says "permission denied" (still ErrUnavailable for the
+// engine's socket, says "permission denied" (pluginapi.ErrPermissionDenied for the
 // host), not the "is the daemon running?" of an unreachable engine.
 func TestDockerSocketPermissionDenied(t *testing.T) {
 	needDocker(t)
@@ -139,7 +139,8 @@ func TestDockerSocketPermissionDenied(t *testing.T) {
 
 	check := func(op string, err error) {
 		t.Helper()
-		require.ErrorIs(t, err, pluginapi.ErrUnavailable, op)
+		require.ErrorIs(t, err, pluginapi.ErrPermissionDenied, op)
+		assert.NotErrorIs(t, err, pluginapi.ErrUnavailable, op)
 		assert.Contains(t, err.Error(), ErrPermissionDenied.Error(), op)
 		assert.Contains(t, err.Error(), "connect: permission denied", op)
 		assert.Contains(t, err.Error(), permissionAdvice, op)
