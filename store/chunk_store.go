@@ -552,9 +552,9 @@ func (s *Store) GetTree(ctx context.Context, h Hash) (*Tree, error) {
 
 // storeNew stores a chunk that is not in the store: small file chunks go
 // into a pack (packer.go), the rest is compressed alone.
-func (s *Store) storeNew(w *Writer, h Hash, data []byte, packable bool) error {
+func (s *Store) storeNew(w *Writer, h Hash, data []byte, packable bool, kind string) error {
 	if packable && len(data) <= packMaxChunk {
-		return s.packer.add(w, h, data)
+		return s.packer.add(w, h, data, kind)
 	}
 	enc, buf := s.encodeValue(data, s.bigLevel)
 	w.addStored(int64(len(enc)))

@@ -56,3 +56,54 @@ func TestDecodeRefLimit(t *testing.T) {
 	_, _, _, err = decodeRef(encodeRef(id, 0, packMaxChunk+1))
 	assert.ErrorIs(t, err, ErrCorrupt)
 }
+
+// A pack's members are laid out by kind (Writer.PutChunkKind), in arrival
+// order within a kind; a pack of one kind stays in arrival order. Every
+// member reads back from its place.
+func TestPackGroupsKinds(t *testing.T) {
+	for name, tc := range map[string]struct {
+		kinds []string // of the files, in turn
+		want  []string // the kinds' order in the pack
+	}{
+		"mixed":    {kinds: []string{".pyc", ".py", ""}, want: []string{"", ".py", ".pyc"}},
+		"one kind": {kinds: []string{".py"}, want: []string{".py"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			s := openTest(t, "")
+			w, err := s.NewWriter(ctx)
+			require.NoError(t, err)
+			defer w.Abort()
+			files := testFiles(31, 12, 3000)
+			names := sortedKeys(files)
+			byKind := map[string][]Hash{}
+			hs := make([]Hash, len(names))
+			for i, name := range names {
+				k := tc.kinds[i%len(tc.kinds)]
+				hs[i], err = w.PutChunkKind(ctx, files[name], k)
+				require.NoError(t, err)
+				byKind[k] = append(byKind[k], hs[i])
+			}
+			require.NoError(t, s.packer.flush())
+			require.NoError(t, s.chunks.flush())
+
+			next := 0
+			for _, k := range tc.want {
+				for _, h := range byKind[k] {
+					v, err := s.value(chunkKey(h))
+					require.NoError(t, err)
+					require.True(t, isRef(v))
+					_, off, n, err := decodeRef(v)
+					require.NoError(t, err)
+					assert.Equal(t, next, off, "kind %q", k)
+					next = off + n
+				}
+			}
+			for i, name := range names {
+				got, err := s.GetChunk(ctx, hs[i])
+				require.NoError(t, err)
+				assert.Equal(t, files[name], got, name)
+			}
+		})
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 )
 
@@ -128,6 +130,10 @@ type packBuf struct {
 	raw     []byte
 	members map[Hash]packMember
 	order   []Hash
+	// kinds are the members' kinds (Writer.PutChunkKind), in order;
+	// mixed is set once two differ.
+	kinds []string
+	mixed bool
 }
 
 // packer collects small new chunks into the open pack and seals full packs
@@ -157,8 +163,8 @@ func newPackBuf() *packBuf {
 	return b
 }
 
-// add puts a chunk in the open pack, sealing it when full.
-func (p *packer) add(w *Writer, h Hash, data []byte) error {
+// add puts a chunk of a kind in the open pack, sealing it when full.
+func (p *packer) add(w *Writer, h Hash, data []byte, kind string) error {
 	p.mu.Lock()
 	if p.open == nil {
 		p.open = newPackBuf()
@@ -170,6 +176,8 @@ func (p *packer) add(w *Writer, h Hash, data []byte) error {
 	}
 	b.members[h] = packMember{off: len(b.raw), n: len(data), w: w}
 	b.order = append(b.order, h)
+	b.mixed = b.mixed || len(b.kinds) > 0 && b.kinds[0] != kind
+	b.kinds = append(b.kinds, kind)
 	b.raw = append(b.raw, data...)
 	if len(b.raw) < packTarget {
 		p.mu.Unlock()
@@ -184,6 +192,9 @@ func (p *packer) add(w *Writer, h Hash, data []byte) error {
 // seal compresses a pack (outside the lock, so workers keep packing) and
 // queues it with its members' references as one group.
 func (p *packer) seal(b *packBuf) error {
+	if b.mixed {
+		p.group(b)
+	}
 	enc, buf := p.s.encodeValue(b.raw, 0)
 	group := make([]kv, 0, 1+len(b.order))
 	group = append(group, kv{key: packKey(b.id), val: enc, buf: buf})
@@ -201,6 +212,39 @@ func (p *packer) seal(b *packBuf) error {
 	// No reader can reach b any more (get holds p.mu): reuse its buffer.
 	packBufPool.Put(&b.raw)
 	return err
+}
+
+// group lays the members of a pack leaving the open slot out by kind,
+// in arrival order within a kind. Arrival (walk) order already puts a
+// module's files together; grouping them by kind inside the pack as well
+// (a directory's .py files, then its .pyc, then its dist-info's files)
+// lets zstd find more of what like files share, within the pack's one
+// frame. Measured on venv-full (single chunks up to 256 KiB in walk
+// order, 2 MiB packs, SpeedDefault): 80.30 MB of packs in arrival order,
+// 79.44 MB grouped by extension; with the 64 KiB limit 55.29 against
+// 54.61 MB. It costs one copy of the pack (a pooled buffer); readers of
+// the pack's members (get, has, size) see it before or after, under p.mu.
+func (p *packer) group(b *packBuf) {
+	idx := make([]int, len(b.order))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(i, j int) int { return strings.Compare(b.kinds[i], b.kinds[j]) })
+	raw := getPackBuf()
+	order := make([]Hash, 0, len(b.order))
+	members := make(map[Hash]packMember, len(b.members))
+	for _, i := range idx {
+		h := b.order[i]
+		m := b.members[h]
+		members[h] = packMember{off: len(raw), n: m.n, w: m.w}
+		order = append(order, h)
+		raw = append(raw, b.raw[m.off:m.off+m.n]...)
+	}
+	p.mu.Lock()
+	old := b.raw
+	b.raw, b.members, b.order = raw, members, order
+	p.mu.Unlock()
+	putPackBuf(old)
 }
 
 // flush seals the open pack, however small, and waits for packs other
