@@ -213,7 +213,7 @@ func (sw *snapshotWriter) writeFile(ctx context.Context, e *pluginapi.Entry, bod
 		return err
 	}
 	sw.trees.addIndex(d, n.Name, rec)
-	return sw.saver.save(sw.ctx, body, e.Size, func(content []store.Hash) {
+	return sw.saver.save(sw.ctx, body, e.Size, chunkKind(n.Name), func(content []store.Hash) {
 		sw.trees.fileDone(sw.ctx, d, slot, content)
 	})
 }
