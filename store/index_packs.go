@@ -130,7 +130,7 @@ func (p *indexPacks) scanLocked(id packID, raw []byte, from int) {
 // start of b, and false if b does not start with a well-formed one. It
 // checks the structure only; decodeIndexDir checks the rest.
 func indexDirLen(b []byte) (int, bool) {
-	if len(b) < 2 || b[0] != indexNodeMagic || b[1] != indexNodeVersion {
+	if len(b) < 2 || b[0] != indexNodeMagic || (b[1] != indexNodeVersion && b[1] != indexNodeVersionMeta) {
 		return 0, false
 	}
 	d := &treeDecoder{b: b[2:]}
@@ -145,6 +145,15 @@ func indexDirLen(b []byte) (int, bool) {
 	for i := uint64(0); i < nd && d.err == nil; i++ {
 		d.bytes(d.uvarint(maxNameLen, "name"), "name")
 		d.bytes(uint64(len(Hash{})), "child")
+	}
+	if b[1] == indexNodeVersionMeta {
+		nm := d.uvarint(uint64(len(d.b)/minIndexMeta), "meta count")
+		for i := uint64(0); i < nm && d.err == nil; i++ {
+			d.bytes(d.uvarint(maxNameLen, "name"), "name")
+			d.bytes(1, "kind")
+			d.varint("ctime")
+			d.varint("inode")
+		}
 	}
 	if d.err != nil {
 		return 0, false
