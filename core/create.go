@@ -155,6 +155,9 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 		// lineage; every file is read.
 		if prep.indexErr == nil {
 			req.Parent = prep.idx
+			// Whole unchanged directories are taken from the parent
+			// (unchanged_dirs.go in pluginapi/fstree).
+			req.UnchangedDirs = true
 			lookup = newParentLookup(ctx, w, parent)
 			defer lookup.close()
 		}
@@ -170,6 +173,9 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 	defer cancel()
 	sw := newSnapshotWriter(pctx, w, lookup, m.opts.CreateWorkers, opts.Progress)
 	sw.saver.budget = op.budget
+	if req.UnchangedDirs {
+		sw.parentDirs = prep.dirs
+	}
 	if parent != nil {
 		// The parent's size is the best guess at this capture's, for a
 		// progress bar's total and ETA.
@@ -323,7 +329,7 @@ func engineErr(err error) error {
 	for _, known := range []error{
 		context.Canceled, context.DeadlineExceeded, ErrEngine, ErrQuotaExceeded, ErrNotFound, ErrCorrupt,
 		pluginapi.ErrTargetNotFound, pluginapi.ErrInvalidTarget, pluginapi.ErrTargetExists,
-		pluginapi.ErrUnsafePath, pluginapi.ErrUnavailable, pluginapi.ErrUnsupported,
+		pluginapi.ErrUnsafePath, pluginapi.ErrUnavailable, pluginapi.ErrPermissionDenied, pluginapi.ErrUnsupported,
 	} {
 		if errors.Is(err, known) {
 			return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path"
 	"sync"
 	"sync/atomic"
 
@@ -47,8 +48,23 @@ func (f *failure) get() error {
 // chunkJob is one chunk on its way to the store.
 type chunkJob struct {
 	data []byte
+	kind string // store.Writer.PutChunkKind
 	file *pendingFile
 	i    int
+}
+
+// maxChunkKind bounds the extension passed as a chunk's kind: a longer
+// one is no file type, just a name with a dot in it.
+const maxChunkKind = 12
+
+// chunkKind is the kind of the chunks of the file called name: its
+// extension, so that the store packs like files side by side
+// (store.Writer.PutChunkKind).
+func chunkKind(name string) string {
+	if k := path.Ext(name); len(k) <= maxChunkKind && k != name {
+		return k
+	}
+	return ""
 }
 
 // pendingFile collects the hashes of one file's chunks as workers store
@@ -59,6 +75,7 @@ type pendingFile struct {
 	remaining int
 	sealed    bool
 	done      func(content []store.Hash)
+	kind      string // of the file's chunks
 }
 
 // add reserves the slot of the next chunk.
@@ -145,7 +162,7 @@ func (fs *fileSaver) work(ctx context.Context) {
 	defer fs.wg.Done()
 	for j := range fs.jobs {
 		if fs.fail.get() == nil {
-			h, err := fs.w.PutChunk(ctx, j.data)
+			h, err := fs.w.PutChunkKind(ctx, j.data, j.kind)
 			if err != nil {
 				fs.fail.set(fmt.Errorf("store chunk: %w", err))
 			} else {
@@ -164,11 +181,11 @@ func (fs *fileSaver) work(ctx context.Context) {
 }
 
 // save reads exactly size bytes from body, chunks them and queues the
-// chunks; done is called with the chunk list once every chunk is stored
-// (possibly from a worker, possibly before save returns). On error done is
-// never called.
-func (fs *fileSaver) save(ctx context.Context, body io.Reader, size int64, done func([]store.Hash)) error {
-	pf := &pendingFile{done: done}
+// chunks, of the given kind (chunkKind); done is called with the chunk list
+// once every chunk is stored (possibly from a worker, possibly before save
+// returns). On error done is never called.
+func (fs *fileSaver) save(ctx context.Context, body io.Reader, size int64, kind string, done func([]store.Hash)) error {
+	pf := &pendingFile{done: done, kind: kind}
 	if size <= int64(store.DefaultChunkerParams.Min) {
 		return fs.saveSmall(ctx, body, size, pf)
 	}
@@ -252,7 +269,7 @@ func (fs *fileSaver) saveSmall(ctx context.Context, body io.Reader, size int64, 
 func (fs *fileSaver) queue(ctx context.Context, pf *pendingFile, buf []byte) error {
 	i := pf.add()
 	select {
-	case fs.jobs <- chunkJob{data: buf, file: pf, i: i}:
+	case fs.jobs <- chunkJob{data: buf, kind: pf.kind, file: pf, i: i}:
 		return nil
 	case <-ctx.Done():
 		fs.sem.Release(fs.weight(len(buf)))

@@ -27,6 +27,8 @@ type countingEngine struct {
 	pluginapi.Engine
 	bodies    atomic.Int64 // file entries sent with a body
 	unchanged atomic.Int64 // file entries sent as Unchanged
+	// unchangedDirs counts directories sent as Unchanged (whole subtrees).
+	unchangedDirs atomic.Int64
 	// onEntry, if set, is called before each entry is passed on; an error
 	// ends the capture.
 	onEntry func(n int64) error
@@ -48,6 +50,9 @@ func (w *captureCounter) WriteEntry(ctx context.Context, e *pluginapi.Entry, bod
 		if err := w.c.onEntry(n); err != nil {
 			return err
 		}
+	}
+	if e.Type == pluginapi.TypeDir && e.Unchanged {
+		w.c.unchangedDirs.Add(1)
 	}
 	if e.Type == pluginapi.TypeFile {
 		if e.Unchanged {

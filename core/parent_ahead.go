@@ -30,6 +30,9 @@ type preparedParent struct {
 	// store.ErrNotFound when the parent simply has no index).
 	idx      pluginapi.ParentIndex
 	indexErr error
+	// dirs are the hashes of the index's directory chunks, for the
+	// directories the engine reports unchanged.
+	dirs store.ParentIndexDirs
 	// pinErr is why the parent could not be pinned (wrapping
 	// store.ErrNotFound when it was deleted meanwhile).
 	pinErr error
@@ -41,14 +44,21 @@ func prepareParent(ctx context.Context, w *store.Writer, id string) *preparedPar
 	if p.pinErr = w.UseParent(ctx, id); p.pinErr != nil {
 		return p
 	}
-	idx, err := store.ParentChangeIndexAs(ctx, w, func(r store.IndexRecord) pluginapi.IndexEntry {
-		return pluginapi.IndexEntry{Size: r.Size, MtimeNs: r.MtimeNs, CtimeNs: r.CtimeNs, Inode: r.Inode}
+	idx, dirs, err := store.ParentChangeIndexWithDirs(ctx, w, func(r store.IndexRecord) pluginapi.IndexEntry {
+		e := pluginapi.IndexEntry{Size: r.Size, MtimeNs: r.MtimeNs, CtimeNs: r.CtimeNs, Inode: r.Inode}
+		switch r.Kind {
+		case store.IndexDir:
+			e.Type = pluginapi.TypeDir
+		case store.IndexSymlink:
+			e.Type = pluginapi.TypeSymlink
+		}
+		return e
 	})
 	if err != nil {
 		p.indexErr = err
 		return p
 	}
-	p.idx = idx
+	p.idx, p.dirs = idx, dirs
 	return p
 }
 

@@ -41,9 +41,10 @@ func TestQuotaStoreBytesDuringCreate(t *testing.T) {
 	small, big, later := filepath.Join(root, "small"), filepath.Join(root, "big"), filepath.Join(root, "later")
 	writeFile(t, filepath.Join(small, "a"), randBytes(200<<10), 0o644, fixedTime)
 	for _, n := range []string{"1", "2", "3", "4", "5", "6"} {
-		// Incompressible and above the pack size limit: stored alone, so
-		// each chunk counts in the writer's StoredBytes as it is stored.
-		writeFile(t, filepath.Join(big, n), randBytes(256<<10), 0o644, fixedTime)
+		// Incompressible and above the pack size limit (256 KiB): stored
+		// alone, so each chunk counts in the writer's StoredBytes as it
+		// is stored.
+		writeFile(t, filepath.Join(big, n), randBytes(256<<10+1), 0o644, fixedTime)
 	}
 	writeFile(t, filepath.Join(later, "a"), randBytes(100<<10), 0o644, fixedTime)
 

@@ -26,6 +26,10 @@ type snapshotWriter struct {
 	saver  *fileSaver
 	trees  *treeBuilder
 	parent *treeLookup // nil without a parent
+	// parentDirs are the parent's change index chunks by directory, for
+	// the directories the engine reports unchanged; nil if not offered
+	// (CaptureRequest.UnchangedDirs).
+	parentDirs store.ParentIndexDirs
 
 	metadata    *pluginapi.Metadata
 	streamNames map[string]bool
@@ -133,10 +137,17 @@ func (sw *snapshotWriter) writeEntry(ctx context.Context, e *pluginapi.Entry, bo
 	switch e.Type {
 	case pluginapi.TypeDir:
 		n.Type = store.NodeDir
+		if e.Unchanged {
+			return sw.writeUnchangedDir(ctx, e, n)
+		}
 		// The subtree hash is filled in when the directory is finalized.
 		sw.dirs++
-		_, _, err := sw.trees.add(sw.ctx, e.Path, n, false)
-		return err
+		d, _, err := sw.trees.add(sw.ctx, e.Path, n, false)
+		if err != nil {
+			return err
+		}
+		sw.trees.addMeta(d, n.Name, store.IndexDir, e.CtimeNs, e.Inode)
+		return nil
 	case pluginapi.TypeSymlink:
 		if e.LinkTarget == "" {
 			return fmt.Errorf("%w: symlink without a target", ErrEngine)
@@ -144,8 +155,12 @@ func (sw *snapshotWriter) writeEntry(ctx context.Context, e *pluginapi.Entry, bo
 		n.Type = store.NodeSymlink
 		n.LinkTarget = e.LinkTarget
 		sw.files++
-		_, _, err := sw.trees.add(sw.ctx, e.Path, n, false)
-		return err
+		d, _, err := sw.trees.add(sw.ctx, e.Path, n, false)
+		if err != nil {
+			return err
+		}
+		sw.trees.addMeta(d, n.Name, store.IndexSymlink, e.CtimeNs, e.Inode)
+		return nil
 	case pluginapi.TypeHardlink:
 		if err := pluginapi.ValidatePath(e.LinkTarget); err != nil {
 			return fmt.Errorf("%w: hard link target: %w", ErrEngine, err)
@@ -162,6 +177,36 @@ func (sw *snapshotWriter) writeEntry(ctx context.Context, e *pluginapi.Entry, bo
 		return sw.writeFile(ctx, e, body, n)
 	}
 	return fmt.Errorf("%w: invalid entry type %d", ErrEngine, e.Type)
+}
+
+// writeUnchangedDir takes a directory the engine reports unchanged with
+// everything beneath it (CaptureRequest.UnchangedDirs) from the parent: its
+// tree and its change index chunk, without an entry of its own beneath it.
+func (sw *snapshotWriter) writeUnchangedDir(ctx context.Context, e *pluginapi.Entry, n store.Node) error {
+	if sw.parent == nil || sw.parentDirs == nil {
+		return fmt.Errorf("%w: directory marked unchanged, but unchanged directories were not offered", ErrEngine)
+	}
+	pn, err := sw.parent.node(ctx, sw.stream, e.Path)
+	if err != nil {
+		return fmt.Errorf("parent snapshot: %w", err)
+	}
+	if pn == nil || pn.Type != store.NodeDir || pn.Mode != n.Mode || pn.UID != n.UID || pn.GID != n.GID || pn.MtimeNs != n.MtimeNs {
+		return fmt.Errorf("%w: directory marked unchanged, but the parent snapshot has no such directory there", ErrEngine)
+	}
+	// The parent's trees ahead are of directories the engine no longer
+	// sends: the few still to come are read when asked for.
+	sw.parent.stopPrefetch()
+	n.Subtree, n.Xattrs = pn.Subtree, pn.Xattrs
+	d, err := sw.trees.addUnchangedDir(sw.ctx, e.Path, n, sw.parentDirs[sw.stream][e.Path])
+	if err != nil {
+		return err
+	}
+	sw.trees.addMeta(d, n.Name, store.IndexDir, e.CtimeNs, e.Inode)
+	sw.dirs += 1 + e.SubtreeDirs
+	sw.files += e.SubtreeFiles
+	sw.bytes += e.SubtreeBytes
+	sw.reused += e.SubtreeBytes
+	return nil
 }
 
 func (sw *snapshotWriter) writeFile(ctx context.Context, e *pluginapi.Entry, body io.Reader, n store.Node) error {
@@ -213,7 +258,7 @@ func (sw *snapshotWriter) writeFile(ctx context.Context, e *pluginapi.Entry, bod
 		return err
 	}
 	sw.trees.addIndex(d, n.Name, rec)
-	return sw.saver.save(sw.ctx, body, e.Size, func(content []store.Hash) {
+	return sw.saver.save(sw.ctx, body, e.Size, chunkKind(n.Name), func(content []store.Hash) {
 		sw.trees.fileDone(sw.ctx, d, slot, content)
 	})
 }

@@ -27,6 +27,10 @@ type dirNode struct {
 	// its subdirectories that hold files. Both nil until needed.
 	index     map[string]store.IndexRecord
 	indexDirs map[string]store.Hash
+	// meta holds the IndexDir and IndexSymlink records of its
+	// subdirectories and symlinks, for the next capture's unchanged
+	// directories; nil until needed.
+	meta map[string]store.IndexRecord
 }
 
 // streamState is one stream's root once built.
@@ -98,6 +102,11 @@ func dirOf(p string) string {
 // sibling. A directory node is opened. pendingContent marks a file whose
 // chunks are still being stored; fill it in with fileDone(dir, slot, ...).
 func (tb *treeBuilder) add(ctx context.Context, p string, n store.Node, pendingContent bool) (*dirNode, int, error) {
+	return tb.place(ctx, p, n, pendingContent, n.Type == store.NodeDir)
+}
+
+// place is add; open says whether n is a directory whose entries follow.
+func (tb *treeBuilder) place(ctx context.Context, p string, n store.Node, pendingContent, open bool) (*dirNode, int, error) {
 	if len(tb.stack) == 0 {
 		return nil, 0, fmt.Errorf("%w: entry %q before any stream", ErrEngine, p)
 	}
@@ -116,11 +125,11 @@ func (tb *treeBuilder) add(ctx context.Context, p string, n store.Node, pendingC
 	tb.mu.Lock()
 	d.nodes = append(d.nodes, n)
 	slot := len(d.nodes) - 1
-	if pendingContent || n.Type == store.NodeDir {
+	if pendingContent || open {
 		d.pending++
 	}
 	tb.mu.Unlock()
-	if n.Type == store.NodeDir {
+	if open {
 		tb.stack = append(tb.stack, &dirNode{path: p, parent: d, slot: slot})
 	}
 	return d, slot, nil
@@ -133,6 +142,41 @@ func (tb *treeBuilder) addIndex(d *dirNode, name string, r store.IndexRecord) {
 		d.index = map[string]store.IndexRecord{}
 	}
 	d.index[name] = r
+}
+
+// addMeta records the ctime and inode of the subdirectory or symlink name
+// in d, a directory add returned for it (capture goroutine only, before d
+// is closed). An engine that reports no inode (a tar stream) leaves none.
+func (tb *treeBuilder) addMeta(d *dirNode, name string, kind store.IndexKind, ctimeNs int64, inode uint64) {
+	if inode == 0 {
+		return
+	}
+	if d.meta == nil {
+		d.meta = map[string]store.IndexRecord{}
+	}
+	d.meta[name] = store.IndexRecord{Kind: kind, CtimeNs: ctimeNs, Inode: inode}
+}
+
+// addUnchangedDir places directory node n (for entry path p), complete
+// with its subtree, in its directory as add does, without opening it:
+// nothing beneath it follows. indexHash is its change index chunk (zero
+// if it has none). It returns the directory n was added to.
+func (tb *treeBuilder) addUnchangedDir(ctx context.Context, p string, n store.Node, indexHash store.Hash) (*dirNode, error) {
+	d, _, err := tb.place(ctx, p, n, false, false)
+	if err != nil {
+		return nil, err
+	}
+	if !indexHash.IsZero() {
+		// Under the lock: finalize adds the hashes of d's other
+		// subdirectories from the workers.
+		tb.mu.Lock()
+		if d.indexDirs == nil {
+			d.indexDirs = map[string]store.Hash{}
+		}
+		d.indexDirs[n.Name] = indexHash
+		tb.mu.Unlock()
+	}
+	return d, nil
 }
 
 // fileDone fills in a file's chunk list; called from any goroutine.
@@ -165,9 +209,9 @@ func (tb *treeBuilder) finalize(ctx context.Context, d *dirNode) {
 		// A directory holding no file at any depth has no index chunk
 		// (the stream's root always has one).
 		var ih store.Hash
-		hasIndex := len(d.index) > 0 || len(d.indexDirs) > 0
+		hasIndex := len(d.index) > 0 || len(d.indexDirs) > 0 || len(d.meta) > 0
 		if hasIndex || d.parent == nil {
-			if ih, err = tb.w.PutIndexDir(ctx, d.index, d.indexDirs); err != nil {
+			if ih, err = tb.w.PutIndexDir(ctx, d.index, d.indexDirs, d.meta); err != nil {
 				tb.fail.set(fmt.Errorf("store change index of %q: %w", d.path, err))
 				return
 			}
@@ -190,7 +234,7 @@ func (tb *treeBuilder) finalize(ctx context.Context, d *dirNode) {
 				next = p
 			}
 		}
-		d.nodes, d.index, d.indexDirs = nil, nil, nil
+		d.nodes, d.index, d.indexDirs, d.meta = nil, nil, nil, nil
 		tb.mu.Unlock()
 		d = next
 	}

@@ -155,6 +155,17 @@ func (t *treeLookup) fromAhead(stream, p string) (*store.Tree, bool) {
 	}
 }
 
+// stopPrefetch stops reading trees ahead for good: the capture skips
+// whole subtrees from now on (unchanged directories), and the trees it
+// still asks for are read when asked.
+func (t *treeLookup) stopPrefetch() {
+	if t.prefetchCtx == nil {
+		return
+	}
+	t.close()
+	t.prefetchCtx = nil
+}
+
 // close stops the prefetcher, if any, and waits for its goroutine.
 func (t *treeLookup) close() {
 	if t.ahead != nil {

@@ -25,6 +25,9 @@ func entryToProto(e *Entry) *enginepb.Entry {
 		Unchanged:        e.Unchanged,
 		Delete:           e.Delete,
 		XattrsFromParent: e.XattrsFromParent,
+		SubtreeFiles:     e.SubtreeFiles,
+		SubtreeDirs:      e.SubtreeDirs,
+		SubtreeBytes:     e.SubtreeBytes,
 	}
 }
 
@@ -44,6 +47,9 @@ func entryFromProto(p *enginepb.Entry) *Entry {
 		Unchanged:        p.GetUnchanged(),
 		Delete:           p.GetDelete(),
 		XattrsFromParent: p.GetXattrsFromParent(),
+		SubtreeFiles:     p.GetSubtreeFiles(),
+		SubtreeDirs:      p.GetSubtreeDirs(),
+		SubtreeBytes:     p.GetSubtreeBytes(),
 	}
 }
 
@@ -97,7 +103,8 @@ func captureRequestToProto(r *CaptureRequest, packed bool) *enginepb.CaptureRequ
 		Parent:    parentToProto(r.Parent, packed),
 		IndexOnly: r.IndexOnly,
 
-		ParentXattrs: r.ParentXattrs,
+		ParentXattrs:  r.ParentXattrs,
+		UnchangedDirs: r.UnchangedDirs,
 	}
 }
 
@@ -122,7 +129,8 @@ func captureRequestFromProto(p *enginepb.CaptureRequest) (*CaptureRequest, error
 		Parent:    parent,
 		IndexOnly: p.GetIndexOnly(),
 
-		ParentXattrs: p.GetParentXattrs(),
+		ParentXattrs:  p.GetParentXattrs(),
+		UnchangedDirs: p.GetUnchangedDirs(),
 	}, nil
 }
 
@@ -161,6 +169,10 @@ func indexToProto(idx ParentIndex) []*enginepb.ParentStream {
 	for name, entries := range idx {
 		ps := &enginepb.ParentStream{Name: name, Entries: make([]*enginepb.IndexEntry, 0, len(entries))}
 		for path, ie := range entries {
+			if ie.Type != 0 {
+				// Directories and symlinks travel packed only.
+				continue
+			}
 			ps.Entries = append(ps.Entries, &enginepb.IndexEntry{
 				Path: path, Size: ie.Size, MtimeNs: ie.MtimeNs, CtimeNs: ie.CtimeNs, Inode: ie.Inode,
 			})
@@ -171,7 +183,8 @@ func indexToProto(idx ParentIndex) []*enginepb.ParentStream {
 }
 
 // parentToProto is indexToProto, or with packed each stream's entries in
-// ParentStream.packed (index_wire.go).
+// ParentStream.packed (index_wire.go). Directory and symlink records
+// (IndexEntry.Type) are sent packed only.
 func parentToProto(idx ParentIndex, packed bool) []*enginepb.ParentStream {
 	if !packed {
 		return indexToProto(idx)

@@ -133,6 +133,11 @@ type Entry struct {
 	// skipping the listxattr of every unchanged file is a tenth of a
 	// second capture's system calls.
 	XattrsFromParent bool
+	// SubtreeFiles, SubtreeDirs and SubtreeBytes, on capture, only on a
+	// directory marked Unchanged (CaptureRequest.UnchangedDirs): the files
+	// (regular files and symlinks), directories and file bytes beneath it,
+	// none of which is sent.
+	SubtreeFiles, SubtreeDirs, SubtreeBytes int64
 }
 
 // IndexEntry is what the change index remembers of a captured file, so the
@@ -142,6 +147,12 @@ type IndexEntry struct {
 	MtimeNs int64
 	CtimeNs int64
 	Inode   uint64
+	// Type is zero for a file's record. With CaptureRequest.UnchangedDirs
+	// the index also holds the parent's directories (TypeDir) and symlinks
+	// (TypeSymlink), with CtimeNs and Inode only: a directory whose ctime
+	// and inode are the parent's has the same names, mode, owner, mtime
+	// and xattrs, since changing any of them sets its ctime.
+	Type EntryType
 }
 
 // ParentIndex maps stream name → entry path → what the parent snapshot saw.
@@ -187,6 +198,12 @@ type CaptureRequest struct {
 	// sets XattrsFromParent from the parent snapshot. Engines that do not
 	// know it send xattrs as before.
 	ParentXattrs bool
+	// UnchangedDirs: the host accepts a directory entry marked Unchanged
+	// for the directory and everything beneath it as in the parent (see
+	// Entry.SubtreeFiles); Parent then holds the parent's directories and
+	// symlinks too (IndexEntry.Type). Engines that do not know it ignore
+	// those records and send every entry as before.
+	UnchangedDirs bool
 }
 
 // Metadata is what an engine records about an environment besides its
@@ -295,6 +312,10 @@ var (
 	// ErrUnavailable: what the engine needs is not reachable (the Docker
 	// engine, a base interpreter).
 	ErrUnavailable = errors.New("unavailable")
+	// ErrPermissionDenied: what the engine needs is there but refuses this
+	// user (the Docker engine's socket, a file), which a user fixes
+	// differently from a missing one.
+	ErrPermissionDenied = errors.New("permission denied")
 	// ErrUnsupported: the engine cannot do what was asked.
 	ErrUnsupported = errors.New("unsupported")
 )

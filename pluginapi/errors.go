@@ -41,6 +41,7 @@ var errorReasons = []struct {
 	{ErrTargetExists, "TARGET_EXISTS", codes.AlreadyExists},
 	{ErrUnsafePath, "UNSAFE_PATH", codes.InvalidArgument},
 	{ErrUnavailable, "UNAVAILABLE", codes.Unavailable},
+	{ErrPermissionDenied, "PERMISSION_DENIED", codes.PermissionDenied},
 	{ErrUnsupported, "UNSUPPORTED", codes.Unimplemented},
 }
 
@@ -126,8 +127,10 @@ func fromStatus(err error) (out error, fromEngine bool) {
 		return &remoteError{msg: st.Message(), sentinel: ErrInvalidTarget}, true
 	case codes.Unimplemented:
 		return &remoteError{msg: st.Message(), sentinel: ErrUnsupported}, true
+	case codes.PermissionDenied:
+		return &remoteError{msg: st.Message(), sentinel: ErrPermissionDenied}, true
 	case codes.Unknown, codes.InvalidArgument, codes.Aborted, codes.OutOfRange,
-		codes.PermissionDenied, codes.ResourceExhausted, codes.DataLoss:
+		codes.ResourceExhausted, codes.DataLoss:
 		return &remoteError{msg: st.Message()}, true
 	}
 	// Unavailable without a reason, Canceled, DeadlineExceeded, Internal:

@@ -16,6 +16,26 @@ import (
 // gRPC copies it whole, and the plugin decodes it with one string for all
 // its paths.
 
+// A directory's or symlink's record (IndexEntry.Type, sent with
+// CaptureRequest.UnchangedDirs) goes packed with a negative size, which no
+// file has: an engine that does not know them finds no file of that size
+// and so never takes one for unchanged.
+const (
+	packedSizeDir     = -1
+	packedSizeSymlink = -2
+)
+
+// packedSize is the size field of e's packed form.
+func packedSize(e IndexEntry) int64 {
+	switch e.Type {
+	case TypeDir:
+		return packedSizeDir
+	case TypeSymlink:
+		return packedSizeSymlink
+	}
+	return e.Size
+}
+
 // minPackedEntry is the fewest bytes a packed entry takes (an empty path's
 // length and four one-byte varints): it bounds the count a packed index
 // can claim.
@@ -25,7 +45,7 @@ const minPackedEntry = 5
 func appendPackedIndex(b []byte, entries map[string]IndexEntry) []byte {
 	size := uvarintLen(uint64(len(entries)))
 	for p, e := range entries {
-		size += uvarintLen(uint64(len(p))) + len(p) + varintLen(e.Size) + varintLen(e.MtimeNs) + varintLen(e.CtimeNs) + uvarintLen(e.Inode)
+		size += uvarintLen(uint64(len(p))) + len(p) + varintLen(packedSize(e)) + varintLen(e.MtimeNs) + varintLen(e.CtimeNs) + uvarintLen(e.Inode)
 	}
 	if cap(b)-len(b) < size {
 		b = append(make([]byte, 0, len(b)+size), b...)
@@ -34,7 +54,7 @@ func appendPackedIndex(b []byte, entries map[string]IndexEntry) []byte {
 	for p, e := range entries {
 		b = binary.AppendUvarint(b, uint64(len(p)))
 		b = append(b, p...)
-		b = binary.AppendVarint(b, e.Size)
+		b = binary.AppendVarint(b, packedSize(e))
 		b = binary.AppendVarint(b, e.MtimeNs)
 		b = binary.AppendVarint(b, e.CtimeNs)
 		b = binary.AppendUvarint(b, e.Inode)
@@ -113,6 +133,12 @@ func decodePackedIndex(b []byte, m map[string]IndexEntry) error {
 		}
 		off += k
 		e.Inode = ino
+		switch e.Size {
+		case packedSizeDir:
+			e.Type, e.Size = TypeDir, 0
+		case packedSizeSymlink:
+			e.Type, e.Size = TypeSymlink, 0
+		}
 		m[all[start:start+int(l)]] = e
 	}
 	if off != len(b) {

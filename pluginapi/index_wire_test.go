@@ -23,7 +23,7 @@ func wireTestIndex() ParentIndex {
 		"":                    {},
 		"a":                   {Size: 1, MtimeNs: 2, CtimeNs: 3, Inode: 4},
 		"lib/python3.11/x.py": {Size: 1 << 40, MtimeNs: math.MinInt64, CtimeNs: math.MaxInt64, Inode: math.MaxUint64},
-		"ünï/çødé":            {Size: -1, MtimeNs: -2, CtimeNs: -3},
+		"ünï/çødé":            {Size: -7, MtimeNs: -2, CtimeNs: -3},
 	}
 	for i := range 1000 {
 		files[fmt.Sprintf("site-packages/pkg%03d/mod.py", i)] = IndexEntry{Size: int64(i), MtimeNs: 1_700_000_000_000_000_000 + int64(i), CtimeNs: int64(i) * 7, Inode: uint64(i) * 13}
@@ -40,11 +40,28 @@ func TestPackedIndexRoundTrip(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, idx, got, "packed %v", packed)
 	}
+	// Directories and symlinks travel packed only, as files' records
+	// of a negative size an engine that does not know them never matches.
+	withDirs := wireTestIndex()
+	withDirs["rootfs"]["lib"] = IndexEntry{Type: TypeDir, CtimeNs: 5, Inode: 6}
+	withDirs["rootfs"]["lib64"] = IndexEntry{Type: TypeSymlink, CtimeNs: 7, Inode: 8}
+	got, err := indexFromProto(parentToProto(withDirs, true))
+	require.NoError(t, err)
+	assert.Equal(t, withDirs, got)
+	got, err = indexFromProto(parentToProto(withDirs, false))
+	require.NoError(t, err)
+	assert.Equal(t, idx, got, "not packed: files only")
+	packed := appendPackedIndex(nil, map[string]IndexEntry{"d": {Type: TypeDir, CtimeNs: 1, Inode: 2}})
+	old := map[string]IndexEntry{}
+	require.NoError(t, decodePackedIndexV1(packed, old))
+	assert.Equal(t, map[string]IndexEntry{"d": {Size: packedSizeDir, CtimeNs: 1, Inode: 2}}, old,
+		"what an engine of before reads: a file of size -1, never unchanged")
+
 	// Entries and packed bytes in one stream make one index.
 	ps := &enginepb.ParentStream{Name: "rootfs",
 		Entries: []*enginepb.IndexEntry{{Path: "old", Size: 9}},
 		Packed:  appendPackedIndex(nil, map[string]IndexEntry{"new": {Size: 8}})}
-	got, err := indexFromProto([]*enginepb.ParentStream{ps})
+	got, err = indexFromProto([]*enginepb.ParentStream{ps})
 	require.NoError(t, err)
 	assert.Equal(t, ParentIndex{"rootfs": {"old": {Size: 9}, "new": {Size: 8}}}, got)
 }
@@ -133,4 +150,37 @@ func TestVarintLen(t *testing.T) {
 	b := appendPackedIndex(nil, idx)
 	assert.Equal(t, len(b), cap(b), "one allocation of the exact size")
 	assert.Equal(t, len(idx), packedCount(b))
+}
+
+// decodePackedIndexV1 decodes a packed index as engines built before
+// directory records did: every record a file's, sizes as they are.
+func decodePackedIndexV1(b []byte, m map[string]IndexEntry) error {
+	n, k := binary.Uvarint(b)
+	if k <= 0 {
+		return errPackedIndex
+	}
+	off := k
+	for range n {
+		l, k := binary.Uvarint(b[off:])
+		if k <= 0 {
+			return errPackedIndex
+		}
+		path := string(b[off+k : off+k+int(l)])
+		off += k + int(l)
+		var e IndexEntry
+		for _, v := range []*int64{&e.Size, &e.MtimeNs, &e.CtimeNs} {
+			x, k := binary.Varint(b[off:])
+			if k <= 0 {
+				return errPackedIndex
+			}
+			*v, off = x, off+k
+		}
+		ino, k := binary.Uvarint(b[off:])
+		if k <= 0 {
+			return errPackedIndex
+		}
+		e.Inode, off = ino, off+k
+		m[path] = e
+	}
+	return nil
 }

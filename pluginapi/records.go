@@ -277,6 +277,12 @@ func (o *orderChecker) check(e *Entry) error {
 	if e.XattrsFromParent && (e.Type != TypeFile || !e.Unchanged || len(e.Xattrs) > 0) {
 		return protocolErrorf("%q takes its xattrs from the parent but is not an unchanged file without xattrs", e.Path)
 	}
+	if (e.SubtreeFiles != 0 || e.SubtreeDirs != 0 || e.SubtreeBytes != 0) && (e.Type != TypeDir || !e.Unchanged) {
+		return protocolErrorf("%q counts a subtree but is not an unchanged directory", e.Path)
+	}
+	if e.SubtreeFiles < 0 || e.SubtreeDirs < 0 || e.SubtreeBytes < 0 {
+		return protocolErrorf("%q has negative subtree counts", e.Path)
+	}
 	if o.prev != "" && ComparePaths(o.prev, e.Path) >= 0 {
 		return protocolErrorf("%q comes after %q: entries must be in sorted pre-order", e.Path, o.prev)
 	}

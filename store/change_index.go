@@ -12,13 +12,33 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// IndexRecord is what the change index keeps of one captured file.
+// IndexRecord is what the change index keeps of one captured file or, with
+// Kind set, of a directory or symlink (its ctime and inode only).
 type IndexRecord struct {
 	Size    int64
 	MtimeNs int64
 	CtimeNs int64
 	Inode   uint64
+	// Kind is IndexFile (zero) for a file's record; IndexDir and
+	// IndexSymlink records are read only by ParentChangeIndexAs.
+	Kind IndexKind
 }
+
+// IndexKind says what an IndexRecord describes.
+type IndexKind uint8
+
+// Kinds of IndexRecord.
+const (
+	// IndexFile: a regular file (size, mtime, ctime, inode).
+	IndexFile IndexKind = iota
+	// IndexDir: a directory (ctime and inode). An engine that finds a
+	// directory with the same ctime and inode knows its names, mode,
+	// owner, mtime and xattrs did not change (each change sets the
+	// ctime), which lets it report a whole unchanged subtree at once.
+	IndexDir
+	// IndexSymlink: a symlink (ctime and inode), likewise.
+	IndexSymlink
+)
 
 // ChangeIndex maps stream → path → IndexRecord.
 type ChangeIndex map[string]map[string]IndexRecord
@@ -42,16 +62,25 @@ type ChangeIndex map[string]map[string]IndexRecord
 // changed directory otherwise. The second snapshot of an env is the one
 // that must be cheap, so the per-directory form wins.
 //
-// A directory whose chunk is larger than splitAbove is stored as fragments
-// and a root, split at the same names as its tree (tree_split.go): each
-// fragment is the version-1 chunk of a run of the directory's entries
-// (files and subdirectories in one name order), the root (version 2)
-// lists the fragments' hashes. A reader takes the root's fragments as
-// children at the same path.
+// Version 2 of a directory's chunk appends the ctime and inode of its
+// subdirectories and symlinks (IndexDir, IndexSymlink records), so an
+// engine can tell a whole subtree unchanged (pluginapi.Entry.Unchanged on
+// a directory) and the host reuses the parent's tree for it without a
+// message, a lookup or an encoding per entry. A chunk without such
+// records is written as version 1, byte for byte as before, so stores
+// written by earlier versions read the same and share those chunks.
 const (
-	indexNodeMagic       = 'I'
-	indexNodeVersion     = 1
-	indexNodeRootVersion = 2
+	indexNodeMagic   = 'I'
+	indexNodeVersion = 1
+	// indexNodeVersionMeta is version 1 followed by the records of
+	// subdirectories and symlinks.
+	indexNodeVersionMeta = 2
+	// indexNodeRootVersion is a large directory's root: its fragments'
+	// hashes (tree_split.go), each fragment a version 1 or 2 chunk of a
+	// run of the directory's entries (files, subdirectories and their
+	// records, in one name order). A reader takes the fragments as
+	// children at the directory's own path.
+	indexNodeRootVersion = 3
 	indexRootMagic       = 'X'
 	indexRootVersion     = 2
 )
@@ -89,53 +118,46 @@ func buildIndexDirs(files map[string]IndexRecord) *indexDir {
 }
 
 // encodeIndexParts returns the stored form of one directory's index: its
-// version-1 chunk (frags nil), or, for a large directory, its root and
-// fragments.
-func encodeIndexParts(d *indexDir, children map[string]Hash) (root []byte, frags []treePart) {
-	names, dnames := sortedKeys(d.records), sortedKeys(children)
-	whole := encodeIndexNames(d, names, children, dnames)
+// chunk (frags nil), or, for a large directory, its root and fragments,
+// split at the same names as its tree (tree_split.go).
+func encodeIndexParts(d *indexDir, children map[string]Hash, meta map[string]IndexRecord) (root []byte, frags []treePart) {
+	names, dnames, mnames := sortedKeys(d.records), sortedKeys(children), sortedKeys(meta)
+	whole := encodeIndexNames(d, names, children, dnames, meta, mnames)
 	if len(whole) <= splitAbove {
 		return whole, nil
 	}
-	// Files and subdirectories in one name order; a name is one or the
-	// other. The sizes only bound a fragment (splitMaxBytes): a record is
-	// its name and four short varints, a subdirectory its name and hash.
-	type entry struct {
-		name string
-		dir  bool
+	// Every name of the directory once, in order (a subdirectory is in
+	// children and meta); the sizes only bound a fragment (splitMaxBytes).
+	size := map[string]int{}
+	for _, n := range names {
+		size[n] += len(n) + 9
 	}
-	all := make([]entry, 0, len(names)+len(dnames))
-	i, j := 0, 0
-	for i < len(names) || j < len(dnames) {
-		if j == len(dnames) || (i < len(names) && names[i] < dnames[j]) {
-			all = append(all, entry{name: names[i]})
-			i++
-		} else {
-			all = append(all, entry{name: dnames[j], dir: true})
-			j++
-		}
+	for _, n := range dnames {
+		size[n] += len(n) + 1 + len(Hash{})
 	}
-	ends := splitEnds(len(all), func(k int) string { return all[k].name }, func(k int) int {
-		if all[k].dir {
-			return len(all[k].name) + 1 + len(Hash{})
-		}
-		return len(all[k].name) + 9
-	})
+	for _, n := range mnames {
+		size[n] += len(n) + 6
+	}
+	all := sortedKeys(size)
+	ends := splitEnds(len(all), func(k int) string { return all[k] }, func(k int) int { return size[all[k]] })
 	if len(ends) < 2 {
 		return whole, nil
 	}
 	root = binary.AppendUvarint([]byte{indexNodeMagic, indexNodeRootVersion}, uint64(len(ends)))
 	start := 0
 	for _, end := range ends {
-		var fn, fd []string
-		for _, e := range all[start:end] {
-			if e.dir {
-				fd = append(fd, e.name)
-			} else {
-				fn = append(fn, e.name)
+		lo, hi := all[start], all[end-1]
+		in := func(ns []string) []string {
+			i, j := 0, len(ns)
+			for i < j && ns[i] < lo {
+				i++
 			}
+			for j > i && ns[j-1] > hi {
+				j--
+			}
+			return ns[i:j]
 		}
-		b := encodeIndexNames(d, fn, children, fd)
+		b := encodeIndexNames(d, in(names), children, in(dnames), meta, in(mnames))
 		p := treePart{h: SumChunk(b), b: b}
 		frags = append(frags, p)
 		root = append(root, p.h[:]...)
@@ -144,16 +166,21 @@ func encodeIndexParts(d *indexDir, children map[string]Hash) (root []byte, frags
 	return root, frags
 }
 
-// encodeIndexDir encodes one directory as one chunk; children are given
-// by hash.
-func encodeIndexDir(d *indexDir, children map[string]Hash) []byte {
-	return encodeIndexNames(d, sortedKeys(d.records), children, sortedKeys(children))
+// encodeIndexDir encodes one directory as one chunk; children are given by
+// hash, and meta holds the IndexDir and IndexSymlink records of its
+// entries.
+func encodeIndexDir(d *indexDir, children map[string]Hash, meta map[string]IndexRecord) []byte {
+	return encodeIndexNames(d, sortedKeys(d.records), children, sortedKeys(children), meta, sortedKeys(meta))
 }
 
-// encodeIndexNames encodes the version-1 chunk of the records of d named
-// names and the children named dnames, both sorted.
-func encodeIndexNames(d *indexDir, names []string, children map[string]Hash, dnames []string) []byte {
-	b := []byte{indexNodeMagic, indexNodeVersion}
+// encodeIndexNames encodes the chunk of the records of d named names, the
+// children named dnames and the meta records named mnames, all sorted.
+func encodeIndexNames(d *indexDir, names []string, children map[string]Hash, dnames []string, meta map[string]IndexRecord, mnames []string) []byte {
+	version := byte(indexNodeVersion)
+	if len(mnames) > 0 {
+		version = indexNodeVersionMeta
+	}
+	b := []byte{indexNodeMagic, version}
 	b = binary.AppendUvarint(b, uint64(len(names)))
 	// Times and inodes as differences to the previous entry: files of one
 	// directory were mostly written together (a pip install), so the
@@ -174,6 +201,19 @@ func encodeIndexNames(d *indexDir, names []string, children map[string]Hash, dna
 		b = appendString(b, n)
 		b = append(b, h[:]...)
 	}
+	if len(mnames) == 0 {
+		return b
+	}
+	b = binary.AppendUvarint(b, uint64(len(mnames)))
+	prev = IndexRecord{}
+	for _, n := range mnames {
+		r := meta[n]
+		b = appendString(b, n)
+		b = append(b, byte(r.Kind))
+		b = binary.AppendVarint(b, r.CtimeNs-prev.CtimeNs)
+		b = binary.AppendVarint(b, int64(r.Inode-prev.Inode))
+		prev = r
+	}
 	return b
 }
 
@@ -187,7 +227,7 @@ func (w *Writer) putIndex(ctx context.Context, d *indexDir) (Hash, error) {
 		}
 		children[name] = h
 	}
-	b, frags := encodeIndexParts(d, children)
+	b, frags := encodeIndexParts(d, children, nil)
 	for _, f := range frags {
 		if err := w.put(ctx, f.h, f.b, true); err != nil {
 			return Hash{}, err
@@ -229,18 +269,25 @@ func encodeIndexRoots(roots map[string]Hash) []byte {
 // CommitIndexed. files maps the names of the directory's files to their
 // records; dirs maps the names of its subdirectories that hold files, at
 // any depth, to their hashes (a subdirectory without any is left out). The
-// chunk is the one Commit would store for the same directory.
+// chunk is the one Commit would store for the same directory. meta, if
+// any, maps the names of its subdirectories and symlinks to their
+// IndexDir and IndexSymlink records.
 //
 // The chunk is stored by CommitIndexed, with the index's other new chunks:
 // stored as they come, they were packed among the files' chunks, and
 // reading the index back (every create with this snapshot as parent)
 // decompressed nearly every pack of the snapshot: 1 s instead of 0.1 s for
 // venv-full. A chunk of the pinned parent's index is not stored again.
-func (w *Writer) PutIndexDir(ctx context.Context, files map[string]IndexRecord, dirs map[string]Hash) (Hash, error) {
+func (w *Writer) PutIndexDir(ctx context.Context, files map[string]IndexRecord, dirs map[string]Hash, meta map[string]IndexRecord) (Hash, error) {
 	if err := w.s.check(ctx); err != nil {
 		return Hash{}, err
 	}
-	b, frags := encodeIndexParts(&indexDir{records: files}, dirs)
+	for name, r := range meta {
+		if r.Kind != IndexDir && r.Kind != IndexSymlink {
+			return Hash{}, fmt.Errorf("put index: %q: record of kind %d among directories and symlinks", name, r.Kind)
+		}
+	}
+	b, frags := encodeIndexParts(&indexDir{records: files}, dirs, meta)
 	h := SumChunk(b)
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -334,7 +381,9 @@ const (
 
 // decodeIndexDir decodes one directory's index chunk, appending its
 // records to recs (with their paths, prefix + name, if withPaths) and
-// returning its subdirectories in name order.
+// returning its subdirectories in name order. The records of a version 2
+// chunk's subdirectories and symlinks follow its files' in recs, with
+// their Kind set; callers that want files only skip them.
 //
 // The paths of one chunk share a single string, and the decoder keeps no
 // map: a string per record (the name) plus its concatenation with the
@@ -347,9 +396,10 @@ func decodeIndexDir(b []byte, prefix string, withPaths bool, recs []indexEntry) 
 		children, err := decodeIndexRoot(b[2:], prefix)
 		return recs, children, err
 	}
-	if len(b) < 2 || b[0] != indexNodeMagic || b[1] != indexNodeVersion {
+	if len(b) < 2 || b[0] != indexNodeMagic || (b[1] != indexNodeVersion && b[1] != indexNodeVersionMeta) {
 		return recs, nil, fmt.Errorf("%w: change index chunk header", ErrCorrupt)
 	}
+	version := b[1]
 	d := &treeDecoder{b: b[2:]}
 	n := d.uvarint(uint64(len(d.b)/minIndexRecord), "record count")
 	base := len(recs)
@@ -363,10 +413,7 @@ func decodeIndexDir(b []byte, prefix string, withPaths bool, recs []indexEntry) 
 	var prev IndexRecord
 	var prevName []byte
 	for i := uint64(0); i < n && d.err == nil; i++ {
-		name := d.bytes(d.uvarint(maxNameLen, "name"), "name")
-		if d.err == nil && i > 0 && bytes.Compare(prevName, name) >= 0 {
-			d.err = fmt.Errorf("%w: change index chunk: names not sorted or not unique", ErrCorrupt)
-		}
+		name := d.sortedName(prevName, i == 0, "names")
 		prevName = name
 		r := IndexRecord{Size: d.varint("size")}
 		r.MtimeNs = prev.MtimeNs + d.varint("mtime")
@@ -393,15 +440,15 @@ func decodeIndexDir(b []byte, prefix string, withPaths bool, recs []indexEntry) 
 	}
 	prevName = nil
 	for i := uint64(0); i < nd && d.err == nil; i++ {
-		name := d.bytes(d.uvarint(maxNameLen, "name"), "name")
-		if d.err == nil && i > 0 && bytes.Compare(prevName, name) >= 0 {
-			d.err = fmt.Errorf("%w: change index chunk: subdirectories not sorted or not unique", ErrCorrupt)
-		}
+		name := d.sortedName(prevName, i == 0, "subdirectories")
 		prevName = name
 		h := d.bytes(32, "child")
 		if d.err == nil {
 			children = append(children, indexChild{prefix: prefix + string(name) + "/", h: Hash(h)})
 		}
+	}
+	if version == indexNodeVersionMeta && d.err == nil {
+		recs = decodeIndexMeta(d, prefix, withPaths, recs)
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.err = fmt.Errorf("%w: change index chunk: trailing bytes", ErrCorrupt)
@@ -410,6 +457,52 @@ func decodeIndexDir(b []byte, prefix string, withPaths bool, recs []indexEntry) 
 		return recs[:base], nil, d.err
 	}
 	return recs, children, nil
+}
+
+// sortedName reads a name of a change index chunk, which must sort after
+// prev (the one before it in its list, unless first).
+func (d *treeDecoder) sortedName(prev []byte, first bool, what string) []byte {
+	name := d.bytes(d.uvarint(maxNameLen, "name"), "name")
+	if d.err == nil && !first && bytes.Compare(prev, name) >= 0 {
+		d.err = fmt.Errorf("%w: change index chunk: %s not sorted or not unique", ErrCorrupt, what)
+	}
+	return name
+}
+
+// minIndexMeta is the fewest bytes one directory or symlink record takes
+// (a name length, an empty name, a kind, two one-byte varints).
+const minIndexMeta = 1 + 3
+
+// decodeIndexMeta decodes the directory and symlink records of a version 2
+// chunk from d, appending them to recs.
+func decodeIndexMeta(d *treeDecoder, prefix string, withPaths bool, recs []indexEntry) []indexEntry {
+	n := d.uvarint(uint64(len(d.b)/minIndexMeta), "meta count")
+	if n == 0 && d.err == nil {
+		d.err = fmt.Errorf("%w: change index chunk: version 2 without directory records", ErrCorrupt)
+	}
+	var prev IndexRecord
+	var prevName []byte
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		name := d.sortedName(prevName, i == 0, "directory records")
+		prevName = name
+		var kind IndexKind
+		if kb := d.bytes(1, "kind"); len(kb) == 1 {
+			kind = IndexKind(kb[0])
+		}
+		if d.err == nil && kind != IndexDir && kind != IndexSymlink {
+			d.err = fmt.Errorf("%w: change index chunk: record kind %d", ErrCorrupt, kind)
+		}
+		r := IndexRecord{Kind: kind}
+		r.CtimeNs = prev.CtimeNs + d.varint("ctime")
+		r.Inode = prev.Inode + uint64(d.varint("inode"))
+		prev = r
+		e := indexEntry{r: r}
+		if withPaths && d.err == nil {
+			e.path = prefix + string(name)
+		}
+		recs = append(recs, e)
+	}
+	return recs
 }
 
 // decodeIndexRoot decodes a large directory's root (after its header):
@@ -450,7 +543,9 @@ func (s *Store) walkIndex(ctx context.Context, root Hash, out map[string]IndexRe
 		}
 		if out != nil {
 			for _, r := range recs {
-				out[r.path] = r.r
+				if r.r.Kind == IndexFile {
+					out[r.path] = r.r
+				}
 			}
 		}
 		for _, c := range children {
@@ -503,7 +598,7 @@ func (s *Store) ChangeIndex(ctx context.Context, id string) (ChangeIndex, error)
 	if snap, err := s.Snapshot(ctx, id); err == nil {
 		hint = int(min(snap.Stats.Files, maxIndexHint))
 	}
-	idx, err := loadChangeIndexAs(ctx, s, roots, hint, nil, func(r IndexRecord) IndexRecord { return r })
+	idx, err := loadChangeIndexAs(ctx, s, roots, hint, false, nil, nil, func(r IndexRecord) IndexRecord { return r })
 	if err != nil {
 		return nil, fmt.Errorf("change index of %s: %w", id, err)
 	}
@@ -512,20 +607,31 @@ func (s *Store) ChangeIndex(ctx context.Context, id string) (ChangeIndex, error)
 
 // loadChangeIndexAs reads the change index under roots (stream → root
 // index chunk), converting each record with conv; seen, if set, is called
-// with every index chunk's hash, from one goroutine at a time. conv is
+// with every index chunk's hash, from one goroutine at a time; dirs, if
+// set, with the stream, path and hash of every chunk below the root.
+// withMeta keeps the records of directories and symlinks (IndexDir,
+// IndexSymlink) beside the files'. conv is
 // for a caller that needs the index in its own types: converting the
 // whole index afterwards cost another map of every file. hint, if known,
 // is how many records to expect: growing the maps as they fill cost more
 // than reading a third of the chunks.
-func loadChangeIndexAs[T any](ctx context.Context, s *Store, roots map[string]Hash, hint int, seen func(Hash), conv func(IndexRecord) T) (map[string]map[string]T, error) {
+func loadChangeIndexAs[T any](ctx context.Context, s *Store, roots map[string]Hash, hint int, withMeta bool, seen func(Hash), dirs func(stream, path string, h Hash), conv func(IndexRecord) T) (map[string]map[string]T, error) {
 	// The hint comes from a snapshot record: a damaged one must not make
 	// the maps huge before a single chunk is read.
 	hint = min(max(hint, 0), maxIndexHint)
 	idx := make(map[string]map[string]T, len(roots))
 	for _, st := range sortedKeys(roots) {
 		files := make(map[string]T, hint/max(1, len(roots)))
-		add := func(p string, r IndexRecord) { files[p] = conv(r) }
-		if err := s.readIndexParallel(ctx, roots[st], add, seen); err != nil {
+		add := func(p string, r IndexRecord) {
+			if withMeta || r.Kind == IndexFile {
+				files[p] = conv(r)
+			}
+		}
+		var dir func(string, Hash)
+		if dirs != nil {
+			dir = func(prefix string, h Hash) { dirs(st, strings.TrimSuffix(prefix, "/"), h) }
+		}
+		if err := s.readIndexParallel(ctx, roots[st], add, seen, dir); err != nil {
 			return nil, fmt.Errorf("stream %q: %w", st, err)
 		}
 		idx[st] = files
@@ -545,8 +651,9 @@ const maxIndexHint = 1 << 22
 const indexReaders = 4
 
 // readIndexParallel is walkIndex with indexReaders goroutines, all ended
-// before it returns; add and seen are called from one at a time.
-func (s *Store) readIndexParallel(ctx context.Context, root Hash, add func(string, IndexRecord), seen func(Hash)) error {
+// before it returns; add, seen and dir (with each chunk below the root and
+// its prefix) are called from one at a time.
+func (s *Store) readIndexParallel(ctx context.Context, root Hash, add func(string, IndexRecord), seen func(Hash), dir func(string, Hash)) error {
 	type job struct {
 		h      Hash
 		prefix string
@@ -595,6 +702,9 @@ func (s *Store) readIndexParallel(ctx context.Context, root Hash, add func(strin
 			}
 			if seen != nil {
 				seen(j.h)
+			}
+			if dir != nil && j.prefix != "" {
+				dir(j.prefix, j.h)
 			}
 			for _, r := range recs {
 				add(r.path, r.r)

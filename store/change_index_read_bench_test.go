@@ -58,7 +58,7 @@ func BenchmarkIndexDirDecode(b *testing.B) {
 		name := string(rune('a'+i/26%26)) + string(rune('a'+i%26)) + "_module.py"
 		d.records[name] = IndexRecord{Size: 4000, MtimeNs: 1700000000000000000 + int64(i)*1000, CtimeNs: 1700000000000000000 + int64(i)*1000, Inode: 1000 + uint64(i)}
 	}
-	enc := encodeIndexDir(d, map[string]Hash{"sub": SumChunk([]byte("x")), "sub2": SumChunk([]byte("y"))})
+	enc := encodeIndexDir(d, map[string]Hash{"sub": SumChunk([]byte("x")), "sub2": SumChunk([]byte("y"))}, nil)
 	var recs []indexEntry
 	out := make(map[string]IndexRecord, 256)
 	b.SetBytes(int64(len(enc)))

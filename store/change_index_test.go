@@ -71,7 +71,7 @@ func TestChangeIndexRoundTrip(t *testing.T) {
 	assert.Empty(t, rep.Problems)
 
 	// Decoding hostile index chunks never panics.
-	b := encodeIndexDir(buildIndexDirs(idx["rootfs"]), map[string]Hash{"a": {1}})
+	b := encodeIndexDir(buildIndexDirs(idx["rootfs"]), map[string]Hash{"a": {1}}, nil)
 	for i := range b {
 		bad := append([]byte(nil), b...)
 		bad[i] ^= 0xff
@@ -88,7 +88,7 @@ func TestIndexDirDecode(t *testing.T) {
 	d := newIndexDir()
 	d.records["b.py"] = IndexRecord{Size: 2, MtimeNs: 5, CtimeNs: 6, Inode: 7}
 	d.records["a.py"] = IndexRecord{Size: 1, MtimeNs: 9, CtimeNs: -1, Inode: 1 << 63}
-	b := encodeIndexDir(d, map[string]Hash{"z": {2}, "m": {1}})
+	b := encodeIndexDir(d, map[string]Hash{"z": {2}, "m": {1}}, nil)
 	recs, children, err := decodeIndexDir(b, "lib/", true, []indexEntry{{path: "kept"}})
 	require.NoError(t, err)
 	require.Len(t, recs, 3)
@@ -119,14 +119,16 @@ func FuzzDecodeIndexDir(f *testing.F) {
 	d := newIndexDir()
 	d.records["a.py"] = IndexRecord{Size: 1, MtimeNs: 9, CtimeNs: 3, Inode: 4}
 	d.records["b"] = IndexRecord{Size: 4096}
-	f.Add(encodeIndexDir(d, map[string]Hash{"sub": {1}}))
-	f.Add(encodeIndexDir(newIndexDir(), nil))
+	f.Add(encodeIndexDir(d, map[string]Hash{"sub": {1}}, nil))
+	f.Add(encodeIndexDir(newIndexDir(), nil, nil))
+	f.Add(encodeIndexDir(d, map[string]Hash{"sub": {1}}, map[string]IndexRecord{
+		"sub": {Kind: IndexDir, CtimeNs: 5, Inode: 6}, "link": {Kind: IndexSymlink, CtimeNs: 7, Inode: 8}}))
 	// A large directory's root (tree_split.go).
 	big := newIndexDir()
 	for i := range 300 {
 		big.records[fmt.Sprintf("module_%03d.py", i)] = IndexRecord{Size: int64(i), Inode: uint64(i)}
 	}
-	root, frags := encodeIndexParts(big, nil)
+	root, frags := encodeIndexParts(big, nil, nil)
 	require.NotEmpty(f, frags)
 	f.Add(root)
 	f.Fuzz(func(t *testing.T, data []byte) {

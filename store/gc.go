@@ -581,8 +581,8 @@ func (s *Store) reclaim(ctx context.Context, opts GCOptions) error {
 
 // vlogDiscardRatio: a value-log file is rewritten once this fraction of it
 // is garbage. Rewriting copies the live rest, so a lower ratio trades
-// write amplification for disk: with 32 MiB files a file is at most
-// 22 MiB of live data to copy.
+// write amplification for disk: with 8 MiB files a file is at most
+// ~6 MiB of live data to copy (a file that grew past 8 MiB, more).
 const vlogDiscardRatio = 0.3
 
 // rotateFillerPrefix prefixes the filler entries rotateValueLog writes.

@@ -140,7 +140,7 @@ func indexDirLen(b []byte) (int, bool) {
 		}
 		return len(b) - len(d.b), true
 	}
-	if len(b) < 2 || b[0] != indexNodeMagic || b[1] != indexNodeVersion {
+	if len(b) < 2 || b[0] != indexNodeMagic || (b[1] != indexNodeVersion && b[1] != indexNodeVersionMeta) {
 		return 0, false
 	}
 	d := &treeDecoder{b: b[2:]}
@@ -155,6 +155,15 @@ func indexDirLen(b []byte) (int, bool) {
 	for i := uint64(0); i < nd && d.err == nil; i++ {
 		d.bytes(d.uvarint(maxNameLen, "name"), "name")
 		d.bytes(uint64(len(Hash{})), "child")
+	}
+	if b[1] == indexNodeVersionMeta {
+		nm := d.uvarint(uint64(len(d.b)/minIndexMeta), "meta count")
+		for i := uint64(0); i < nm && d.err == nil; i++ {
+			d.bytes(d.uvarint(maxNameLen, "name"), "name")
+			d.bytes(1, "kind")
+			d.varint("ctime")
+			d.varint("inode")
+		}
 	}
 	if d.err != nil {
 		return 0, false

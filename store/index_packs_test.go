@@ -69,7 +69,7 @@ func putIndexedSnapshot(t *testing.T, s *Store, id string, dirs, files int, whol
 		require.NoError(t, err)
 		root.Nodes = append(root.Nodes, Node{Name: name, Type: NodeDir, Subtree: h})
 		if !whole {
-			rootIndex[name], err = w.PutIndexDir(ctx, recs, nil)
+			rootIndex[name], err = w.PutIndexDir(ctx, recs, nil, nil)
 			require.NoError(t, err)
 		}
 	}
@@ -80,7 +80,7 @@ func putIndexedSnapshot(t *testing.T, s *Store, id string, dirs, files int, whol
 		require.NoError(t, w.Commit(ctx, snap, want))
 		return want
 	}
-	ir, err := w.PutIndexDir(ctx, nil, rootIndex)
+	ir, err := w.PutIndexDir(ctx, nil, rootIndex, nil)
 	require.NoError(t, err)
 	require.NoError(t, w.CommitIndexed(ctx, snap, map[string]Hash{"rootfs": ir}))
 	return want
@@ -168,7 +168,7 @@ func TestIndexDirLen(t *testing.T) {
 	d := newIndexDir()
 	d.records["a.py"] = IndexRecord{Size: 1, MtimeNs: 9, CtimeNs: -3, Inode: 4}
 	d.records["b"] = IndexRecord{Size: 4096}
-	for _, b := range [][]byte{encodeIndexDir(d, map[string]Hash{"sub": {1}, "t": {2}}), encodeIndexDir(newIndexDir(), nil)} {
+	for _, b := range [][]byte{encodeIndexDir(d, map[string]Hash{"sub": {1}, "t": {2}}, nil), encodeIndexDir(newIndexDir(), nil, nil)} {
 		n, ok := indexDirLen(append(append([]byte(nil), b...), 'I', 1, 0xff))
 		assert.True(t, ok)
 		assert.Equal(t, len(b), n)

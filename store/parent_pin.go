@@ -172,21 +172,52 @@ func (w *Writer) ParentChangeIndex(ctx context.Context) (ChangeIndex, error) {
 // conv, for a caller that passes the index on in its own types (the core
 // sends it to the engine).
 func ParentChangeIndexAs[T any](ctx context.Context, w *Writer, conv func(IndexRecord) T) (map[string]map[string]T, error) {
+	idx, _, err := parentChangeIndexAs(ctx, w, false, conv)
+	return idx, err
+}
+
+// ParentIndexDirs maps stream → directory path → the hash of that
+// directory's chunk in a change index.
+type ParentIndexDirs map[string]map[string]Hash
+
+// ParentChangeIndexWithDirs is ParentChangeIndexAs with the records of the
+// parent's directories and symlinks (IndexDir, IndexSymlink) beside its
+// files', and the hash of every directory's index chunk: a create whose
+// engine reports a whole directory unchanged reuses that chunk as the
+// directory's index (Writer.PutIndexDir's dirs).
+func ParentChangeIndexWithDirs[T any](ctx context.Context, w *Writer, conv func(IndexRecord) T) (map[string]map[string]T, ParentIndexDirs, error) {
+	return parentChangeIndexAs(ctx, w, true, conv)
+}
+
+func parentChangeIndexAs[T any](ctx context.Context, w *Writer, withMeta bool, conv func(IndexRecord) T) (map[string]map[string]T, ParentIndexDirs, error) {
 	w.mu.Lock()
 	p := w.pin
 	w.mu.Unlock()
 	if p == nil {
-		return nil, errors.New("parent change index: writer has no parent")
+		return nil, nil, errors.New("parent change index: writer has no parent")
 	}
 	if len(p.index) == 0 {
-		return nil, fmt.Errorf("change index of %s: %w", p.id, ErrNotFound)
+		return nil, nil, fmt.Errorf("change index of %s: %w", p.id, ErrNotFound)
 	}
 	var seen []Hash
+	var dirs ParentIndexDirs
+	var addDir func(stream, path string, h Hash)
+	if withMeta {
+		dirs = ParentIndexDirs{}
+		addDir = func(stream, path string, h Hash) {
+			m := dirs[stream]
+			if m == nil {
+				m = map[string]Hash{}
+				dirs[stream] = m
+			}
+			m[path] = h
+		}
+	}
 	// From the pinned roots, not the record: the parent may have been
 	// deleted since it was pinned.
-	idx, err := loadChangeIndexAs(ctx, w.s, p.index, int(p.files), func(h Hash) { seen = append(seen, h) }, conv)
+	idx, err := loadChangeIndexAs(ctx, w.s, p.index, int(p.files), withMeta, func(h Hash) { seen = append(seen, h) }, addDir, conv)
 	if err != nil {
-		return nil, fmt.Errorf("change index of %s: %w", p.id, err)
+		return nil, nil, fmt.Errorf("change index of %s: %w", p.id, err)
 	}
 	w.mu.Lock()
 	if w.pin != nil && !w.done {
@@ -195,7 +226,7 @@ func ParentChangeIndexAs[T any](ctx context.Context, w *Writer, conv func(IndexR
 		}
 	}
 	w.mu.Unlock()
-	return idx, nil
+	return idx, dirs, nil
 }
 
 // knownLocked reports whether h is reachable from the pinned parent, as far

@@ -234,13 +234,13 @@ func TestIndexDirsStoredTogether(t *testing.T) {
 		h, err := w.PutTree(ctx, sub)
 		require.NoError(t, err)
 		root.Nodes = append(root.Nodes, Node{Name: name, Type: NodeDir, Subtree: h})
-		if rootIndex[name], err = w.PutIndexDir(ctx, files, nil); err != nil {
+		if rootIndex[name], err = w.PutIndexDir(ctx, files, nil, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
 	rootH, err := w.PutTree(ctx, root)
 	require.NoError(t, err)
-	ir, err := w.PutIndexDir(ctx, nil, rootIndex)
+	ir, err := w.PutIndexDir(ctx, nil, rootIndex, nil)
 	require.NoError(t, err)
 	snap := &Snapshot{ID: "one", Engine: "dir", EnvID: "e", CreatedAt: time.Now(), Streams: []Stream{{Name: "rootfs", Root: rootH}}}
 	require.NoError(t, w.CommitIndexed(ctx, snap, map[string]Hash{"rootfs": ir}))

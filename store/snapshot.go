@@ -9,7 +9,10 @@ import (
 
 // The snapshot record format. A reader refuses a record of a newer major
 // version (ErrNewerFormat); a newer minor version only adds fields, which an
-// older reader ignores. Minor 1 added Snapshot.Excludes.
+// older reader ignores. Minor 1 added Snapshot.Excludes. Minor 2 packs
+// chunks of up to 256 KiB (packMaxChunk; 64 KiB before): a reader of minor
+// 0 or 1 reads the record but calls such a packed chunk's reference
+// corrupt, so restore and verify of a 1.2 snapshot need a 1.2 reader.
 //
 // Major 2: a large directory's tree and change index may be a root and
 // fragments (tree_split.go), which a format-1 reader cannot read; it

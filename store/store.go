@@ -97,7 +97,7 @@ const valueThreshold = 1 << 10
 
 // Value-log files: see badgerOptions and reclaim (gc.go).
 const (
-	vlogFileSize = 32 << 20
+	vlogFileSize = 8 << 20
 	// vlogMaxEntries: Badger also starts a new value-log file after this
 	// many values; GC relies on it to rotate the active file (gc.go,
 	// rotateValueLog). A venv-full snapshot writes about 2,500 values of
@@ -115,14 +115,22 @@ const (
 //   - values above 1 KiB (packs, large chunks) go to the value log (big sequential writes, no
 //     rewriting by LSM compactions); small chunks and keys stay in the LSM,
 //     which compaction reclaims on its own after GC;
-//   - value-log files of 32 MiB, so that value-log GC can rewrite one file
+//   - value-log files of 8 MiB, so that value-log GC can rewrite one file
 //     at a time and give space back (the default 1 GiB file would hold a
 //     whole venv); GC also rotates the active file first (gc.go, reclaim).
 //     BenchmarkGCVenvFull (delete a venv-full snapshot whose other snapshot
 //     keeps half its site-packages: 49.6 MB of chunks deleted, disk 109 MB
 //     before) freed 50.3 MB of disk with 16 MiB files (5 files), 50.1 MB
 //     with 32 MiB (4 files), 34.5 MB with 64 MiB (2 files); create time did
-//     not differ measurably. 32 MiB: as much back, fewer files;
+//     not differ measurably. 8 MiB rather than 32: every Open reads the
+//     newest file whole (Badger checks it for a torn write), which the
+//     previous create left up to a file long — the store open of a second
+//     create of venv-full took 38-85 ms (median 42) after an initial
+//     create with 8 MiB files against 59-107 ms (median 84) with 32 MiB (6
+//     alternating opens each, machine load ~11), and it is on the
+//     critical path, before the parent's index can be read. A venv-full
+//     snapshot is then ~10 files (most grow past 8 MiB by the batch that
+//     fills them), and value-log GC rewrites smaller pieces;
 //   - memtables of 16 MiB (they hold keys, references and values below
 //     1 KiB only: a venv's 42,000 chunk keys fit), two of them, and small caches: the whole process
 //     must stay under 300 MB peak RSS while it also compresses and restores;

@@ -287,10 +287,10 @@ func TestLargeIndexDirFragments(t *testing.T) {
 	put := func(id string, files map[string]IndexRecord) (Hash, []Hash) {
 		w, err := s.NewWriter(ctx)
 		require.NoError(t, err)
-		sub, err := w.PutIndexDir(ctx, map[string]IndexRecord{"x": {Size: 1}}, nil)
+		sub, err := w.PutIndexDir(ctx, map[string]IndexRecord{"x": {Size: 1}}, nil, nil)
 		require.NoError(t, err)
 		dirs["sub"] = sub
-		root, err := w.PutIndexDir(ctx, files, dirs)
+		root, err := w.PutIndexDir(ctx, files, dirs, map[string]IndexRecord{"sub": {Kind: IndexDir, CtimeNs: 5, Inode: 6}})
 		require.NoError(t, err)
 		th, err := w.PutTree(ctx, &Tree{})
 		require.NoError(t, err)

@@ -47,8 +47,16 @@ func (s *Store) NewWriter(ctx context.Context) (*Writer, error) {
 // PutChunk stores data (hashing and compressing it) unless already present,
 // and returns its hash. data may be reused by the caller after return.
 func (w *Writer) PutChunk(ctx context.Context, data []byte) (Hash, error) {
+	return w.PutChunkKind(ctx, data, "")
+}
+
+// PutChunkKind is PutChunk for a chunk of a given kind: the core passes the
+// extension of the file's name. Small chunks of one kind are laid side by
+// side in their pack (packer.group), which compresses better than arrival
+// order alone; the kind is not stored.
+func (w *Writer) PutChunkKind(ctx context.Context, data []byte, kind string) (Hash, error) {
 	h := SumChunk(data)
-	return h, w.put(ctx, h, data, true)
+	return h, w.putKind(ctx, h, data, true, kind)
 }
 
 // PutTree stores a tree and returns its hash. Every chunk and subtree the
@@ -268,6 +276,11 @@ func (w *Writer) reference(h Hash) error {
 // GC either sees the reference and keeps the chunk, or deleted it before
 // and then this writer does not find it and stores it again.
 func (w *Writer) put(ctx context.Context, h Hash, data []byte, sample bool) error {
+	return w.putKind(ctx, h, data, sample, "")
+}
+
+// putKind is put for a chunk of a kind (PutChunkKind).
+func (w *Writer) putKind(ctx context.Context, h Hash, data []byte, sample bool, kind string) error {
 	if err := w.s.check(ctx); err != nil {
 		return err
 	}
@@ -293,7 +306,7 @@ func (w *Writer) put(ctx context.Context, h Hash, data []byte, sample bool) erro
 	}
 	w.newChunks.Add(1)
 	w.newBytes.Add(int64(len(data)))
-	if err := w.s.storeNew(w, h, data, sample); err != nil {
+	if err := w.s.storeNew(w, h, data, sample, kind); err != nil {
 		return fmt.Errorf("put chunk %s: %w", h, err)
 	}
 	return nil

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -125,4 +127,81 @@ func TestDockerSnapshotAndRestoreAsNewContainer(t *testing.T) {
 
 	// A container that does not exist.
 	c.fails(exitNotFound, "create", "--engine", "docker", "no-such-container-"+suffix)
+}
+
+// TestDockerEngineRefusedOrUnreachable: a Docker engine whose socket refuses
+// the user (a real EACCES from the real engine's socket) and an engine that
+// is not there fail with the engine's exit code and different messages,
+// neither saying the other's.
+func TestDockerEngineRefusedOrUnreachable(t *testing.T) {
+	requireDocker(t)
+	requireEngine(t, "docker")
+	suffix := fmt.Sprintf("%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
+
+	c, cmd := deniedCLI(t, "create", "--engine", "docker", "ptest-snap-cli-denied-"+suffix)
+	r := c.runCmd(cmd)
+	require.Equal(t, exitEngine, r.code, "stdout:\n%s\nstderr:\n%s", r.stdout, r.stderr)
+	requireCleanStderr(t, r.stderr)
+	assert.Contains(t, r.stderr, "permission denied by the Docker engine")
+	assert.Contains(t, r.stderr, "add it to the docker group")
+	assert.Contains(t, r.stderr, "hint: the engine was refused access")
+	assert.NotContains(t, r.stderr, "Is the docker daemon running")
+
+	c = newCLI(t)
+	c.env = append(c.env, "DOCKER_HOST=unix:///nonexistent/docker.sock")
+	r = c.fails(exitEngine, "create", "--engine", "docker", "ptest-snap-cli-unreachable-"+suffix)
+	assert.Contains(t, r.stderr, "Is the docker daemon running")
+	assert.Contains(t, r.stderr, "hint: what the engine needs is not reachable")
+	assert.NotContains(t, r.stderr, "permission denied")
+}
+
+// nobody is the uid and gid the CLI runs as to be refused by the Docker
+// socket (root:docker, 0660): in no group, so not in the docker group.
+const nobody = 65534
+
+// deniedCLI returns a cli and its command for a run with args that the
+// Docker engine's socket refuses. As root (CI), the run is as nobody, with
+// copies of the binaries, the store, home and TMPDIR reachable by that
+// user. Any other user may well be in the docker group, so its run gets
+// DOCKER_HOST naming the engine's socket through a directory it may not
+// search: the connect fails with the same EACCES.
+func deniedCLI(t *testing.T, args ...string) (*cli, *exec.Cmd) {
+	t.Helper()
+	// The engine plugin's client reads DOCKER_HOST, else this default.
+	sock := "/var/run/docker.sock"
+	if h := os.Getenv("DOCKER_HOST"); h != "" {
+		var ok bool
+		if sock, ok = strings.CutPrefix(h, "unix://"); !ok {
+			t.Fatalf("the Docker engine is at %s, not a unix socket: no permission to withhold", h)
+		}
+	}
+	if os.Geteuid() != 0 {
+		c := newCLI(t)
+		dir := t.TempDir()
+		require.NoError(t, os.Symlink(sock, filepath.Join(dir, "docker.sock")))
+		require.NoError(t, os.Chmod(dir, 0))
+		t.Cleanup(func() { _ = os.Chmod(dir, 0o700) })
+		c.env = append(c.env, "DOCKER_HOST=unix://"+filepath.Join(dir, "docker.sock"))
+		return c, c.command(args...)
+	}
+	base, err := os.MkdirTemp("", "ptest-snap-cli-denied-")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = os.RemoveAll(base) })
+	require.NoError(t, os.Chmod(base, 0o755))
+	// The CLI finds its engines next to itself.
+	for _, name := range []string{"ptest-snap", "ptest-snap-engine-docker"} {
+		body, err := os.ReadFile(filepath.Join(binDir, name))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(base, name), body, 0o755))
+	}
+	home := filepath.Join(base, "home")
+	require.NoError(t, os.Mkdir(home, 0o700))
+	require.NoError(t, os.Chown(home, nobody, nobody))
+	c := &cli{t: t, store: filepath.Join(home, "store"), home: home, dir: home,
+		env: []string{"TMPDIR=" + home, "DOCKER_HOST=unix://" + sock}}
+	cmd := c.command(args...)
+	cmd.Path = filepath.Join(base, "ptest-snap")
+	cmd.Args[0] = cmd.Path
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{}}}
+	return c, cmd
 }

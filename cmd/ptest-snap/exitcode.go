@@ -42,6 +42,7 @@ var errorClasses = []errorClass{
 	{exitNotFound, []error{pluginapi.ErrEngineNotFound}, "run 'ptest-snap engines' to see the engines found and where they were looked for"},
 	{exitNotFound, []error{store.ErrNotFound}, "'ptest-snap list' shows the snapshots; use an ID, a unique prefix of one, or a name"},
 	{exitEngine, []error{pluginapi.ErrInvalidTarget}, "TARGET is not what this engine captures; see 'ptest-snap create --help'"},
+	{exitEngine, []error{pluginapi.ErrPermissionDenied}, "the engine was refused access to what it needs (the Docker daemon's socket, a file) as this user; the message says what to change"},
 	{exitEngine, []error{pluginapi.ErrUnavailable}, "what the engine needs is not reachable (the Docker daemon, a base interpreter); run with --verbose for details"},
 	{exitEngine, []error{pluginapi.ErrUnsupported}, "this engine cannot do that; 'ptest-snap engines' lists each engine's capabilities"},
 	{exitEngine, []error{pluginapi.ErrChecksumMismatch}, "the engine program is not the one pinned: reinstall it, or update --pin-engine / $PTEST_SNAP_ENGINE_PINS"},

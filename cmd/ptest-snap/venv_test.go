@@ -89,3 +89,44 @@ func TestVirtualenvBreakAndRestoreInPlace(t *testing.T) {
 	r = c.fails(exitEngine, "create", "--engine", "virtualenv", notVenv)
 	assert.Contains(t, r.stderr, "pyvenv.cfg")
 }
+
+// TestVirtualenvSecondCreateReusesUnchangedDirectories: through the real
+// plugin process and store, a second create after a change (a package
+// added, a file edited, a package removed) takes the unchanged directories
+// whole from its parent and makes the snapshot a create without a parent
+// makes — same trees, same counts — and a third create, whose parent was
+// made so, too. The store verifies.
+func TestVirtualenvSecondCreateReusesUnchangedDirectories(t *testing.T) {
+	requireEngine(t, "virtualenv")
+	c := newCLI(t)
+	venv := filepath.Join(t.TempDir(), "venv")
+	makeVenv(t, venv)
+	c.ok("create", "--engine", "virtualenv", "--name", "first", venv)
+
+	site := sitePackages(t, venv)
+	writeFile(t, filepath.Join(site, "newpkg", "__init__.py"), "x = 1\n")
+	writeFile(t, filepath.Join(site, "newpkg-1.0.dist-info", "METADATA"), "Metadata-Version: 2.1\nName: newpkg\nVersion: 1.0\n")
+	f, err := os.OpenFile(filepath.Join(venv, "bin", "activate"), os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString("# edited\n")
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	setuptools, err := filepath.Glob(filepath.Join(site, "_distutils_hack"))
+	require.NoError(t, err)
+	for _, d := range setuptools {
+		require.NoError(t, os.RemoveAll(d))
+	}
+
+	for _, name := range []string{"second", "third"} {
+		var inc, full snapshotJSON
+		c.jsonOK(&inc, "create", "--engine", "virtualenv", "--name", name, venv)
+		require.NotEmpty(t, inc.Parent)
+		c.jsonOK(&full, "create", "--engine", "virtualenv", "--parent", "none", "--name", name+"-full", venv)
+		assert.Equal(t, full.Streams, inc.Streams, name)
+		assert.Equal(t, []int64{full.Stats.Files, full.Stats.Dirs, full.Stats.LogicalBytes},
+			[]int64{inc.Stats.Files, inc.Stats.Dirs, inc.Stats.LogicalBytes}, name)
+		c.ok("delete", name+"-full")
+	}
+	r := c.ok("verify")
+	assert.Contains(t, r.stdout, "0 problems")
+}

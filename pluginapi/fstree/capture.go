@@ -55,6 +55,12 @@ type CaptureOptions struct {
 	// with a single link is sent with XattrsFromParent and no xattrs,
 	// which spares a listxattr per unchanged file.
 	ParentXattrs bool
+	// UnchangedDirs (pluginapi.CaptureRequest.UnchangedDirs): a directory
+	// whose whole subtree is as in Parent (which then holds directories
+	// and symlinks too) is sent as one entry marked Unchanged, with
+	// SubtreeFiles, SubtreeDirs and SubtreeBytes, and nothing beneath it
+	// (see unchanged_dirs.go).
+	UnchangedDirs bool
 	// IndexOnly sends every entry without a body (and never Unchanged).
 	IndexOnly bool
 	// OnSpecial is called for each socket, device or FIFO found. Those are
@@ -124,7 +130,9 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 		budget:  newBudget(opts.ReadAheadBytes),
 		scratch: make([]byte, 1024),
 		parent:  opts.Parent[opts.Stream],
+		jobs:    map[string]*dirJob{},
 	}
+	c.checkDirs = opts.UnchangedDirs && !opts.IndexOnly && len(c.parent) > 0
 	var wg sync.WaitGroup
 	for range opts.Readers {
 		wg.Add(1)
@@ -146,7 +154,7 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 		defer close(c.ordered)
 		defer close(c.work)
 		defer close(c.dirWork)
-		if err := c.walk(ctx, nil, ""); err != nil {
+		if err := c.walk(ctx, ""); err != nil {
 			c.emit(ctx, &item{err: err})
 		}
 	}()
@@ -200,6 +208,13 @@ type capturer struct {
 	scratch []byte // xattr list buffer, walker only
 	// parent is the parent index of the stream (opts.Parent's), or nil.
 	parent map[string]pluginapi.IndexEntry
+	// jobs are the directory listings queued or kept for the walk, by
+	// path (queueDir, listing); walker goroutine only.
+	jobs map[string]*dirJob
+	// checkDirs: send unchanged subtrees as one entry (UnchangedDirs);
+	// checked holds the directories checked so far (subtree).
+	checkDirs bool
+	checked   map[string]subtreeResult
 }
 
 func (c *capturer) emit(ctx context.Context, it *item) bool {
@@ -216,32 +231,20 @@ func (c *capturer) excluded(rel, name string) bool {
 }
 
 // walk sends the entries beneath the directory dirRel ("" for the root),
-// whose listing job reads ahead (or, if job is nil, walk reads itself).
-func (c *capturer) walk(ctx context.Context, job *dirJob, dirRel string) error {
-	var kids []child
-	var err error
-	if job == nil {
-		kids, err = c.readDir(dirRel, c.scratch)
-	} else {
-		select {
-		case <-job.done:
-			kids, err = job.kids, job.err
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+// whose listing was queued for the directory readers (or walk reads it).
+func (c *capturer) walk(ctx context.Context, dirRel string) error {
+	kids, _, err := c.listing(ctx, dirRel)
 	if err != nil {
 		return err
 	}
 	// Hand this directory's subdirectories to the directory readers now,
 	// so their listings are ready by the time the walk gets there.
-	subs := make([]*dirJob, len(kids))
 	// One allocation for the directory's items instead of one per entry;
 	// the slice lives until the sender is done with its last item.
 	items := make([]item, len(kids))
 	for i := range kids {
 		if kids[i].st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			subs[i] = c.submitDir(kids[i].rel)
+			c.queueDir(kids[i].rel)
 		}
 	}
 	for i := range kids {
@@ -255,6 +258,16 @@ func (c *capturer) walk(ctx context.Context, job *dirJob, dirRel string) error {
 		switch k.st.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:
 			it.e.Type = pluginapi.TypeDir
+			if c.checkDirs {
+				res, err := c.subtree(ctx, k)
+				if err != nil {
+					return err
+				}
+				if res.unchanged {
+					it.e.Unchanged, it.e.Xattrs = true, nil
+					it.e.SubtreeFiles, it.e.SubtreeDirs, it.e.SubtreeBytes = res.files, res.dirs, res.nbytes
+				}
+			}
 		case unix.S_IFLNK:
 			it.e.Type = pluginapi.TypeSymlink
 			it.e.LinkTarget = k.linkTarget
@@ -279,11 +292,14 @@ func (c *capturer) walk(ctx context.Context, job *dirJob, dirRel string) error {
 				return ctx.Err()
 			}
 		}
+		// Decided before the item is handed over: the writer owns it
+		// then.
+		descend := it.e.Type == pluginapi.TypeDir && !it.e.Unchanged
 		if !c.emit(ctx, it) {
 			return ctx.Err()
 		}
-		if it.e.Type == pluginapi.TypeDir {
-			if err := c.walk(ctx, subs[i], k.rel); err != nil {
+		if descend {
+			if err := c.walk(ctx, k.rel); err != nil {
 				return err
 			}
 		}
@@ -334,7 +350,7 @@ func (c *capturer) planBody(ctx context.Context, it *item, k *child) error {
 // same size, mtime, ctime and inode.
 func (c *capturer) unchanged(rel string, st *unix.Stat_t) bool {
 	p, ok := c.parent[rel]
-	return ok && p.Size == st.Size && p.MtimeNs == st.Mtim.Nano() && p.CtimeNs == st.Ctim.Nano() && p.Inode == st.Ino
+	return ok && p.Type == 0 && p.Size == st.Size && p.MtimeNs == st.Mtim.Nano() && p.CtimeNs == st.Ctim.Nano() && p.Inode == st.Ino
 }
 
 // readAhead reads the bodies of small files until the work channel closes.

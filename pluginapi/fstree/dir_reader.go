@@ -36,7 +36,9 @@ type dirJob struct {
 	rel  string
 	done chan struct{} // closed when kids or err is set
 	kids []child
-	err  error
+	// excluded: an entry of the directory was left out by an exclude.
+	excluded bool
+	err      error
 }
 
 // child is what the walk needs of one entry of a directory.
@@ -73,47 +75,48 @@ func (c *capturer) readDirsAhead(ctx context.Context) {
 		if err := ctx.Err(); err != nil {
 			j.err = err
 		} else {
-			j.kids, j.err = c.readDir(j.rel, scratch)
+			j.kids, j.excluded, j.err = c.readDir(j.rel, scratch)
 		}
 		close(j.done)
 	}
 }
 
 // readDir lists the directory rel ("" for the root): its entries sorted by
-// name, without excluded ones and those removed since listed, each with
-// its lstat, symlink target and xattrs. A file that will be read ahead gets
-// its xattrs from its open file later instead; an unchanged one whose
-// xattrs the host takes from the parent gets none.
-func (c *capturer) readDir(rel string, scratch []byte) ([]child, error) {
+// name, without excluded ones (excluded reports whether there were any)
+// and those removed since listed, each with its lstat, symlink target and
+// xattrs. A file that will be read ahead gets its xattrs from its open
+// file later instead; an unchanged one whose xattrs the host takes from
+// the parent gets none.
+func (c *capturer) readDir(rel string, scratch []byte) (kids []child, excluded bool, err error) {
 	fd := c.rootFd
 	if rel != "" {
-		var err error
 		if fd, err = openDirBeneath(c.rootFd, rel); err != nil {
-			return nil, fmt.Errorf("open directory %q: %w", rel, err)
+			return nil, false, fmt.Errorf("open directory %q: %w", rel, err)
 		}
 		defer unix.Close(fd)
 	}
 	ents, err := readDirEntries(fd)
 	if err != nil {
-		return nil, fmt.Errorf("read directory %q: %w", rel, err)
+		return nil, false, fmt.Errorf("read directory %q: %w", rel, err)
 	}
 	// slices.SortFunc: sort.Slice's reflection-based swapper cost 6%
 	// of the directory reader's time on venv-full.
 	slices.SortFunc(ents, func(a, b dirent) int { return strings.Compare(a.name, b.name) })
-	kids := make([]child, 0, len(ents))
+	kids = make([]child, 0, len(ents))
 	for _, de := range ents {
 		k := child{name: de.name, rel: de.name}
 		if rel != "" {
 			k.rel = rel + "/" + de.name
 		}
 		if c.excluded(k.rel, k.name) {
+			excluded = true
 			continue
 		}
 		if err := unix.Fstatat(fd, k.name, &k.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			if errors.Is(err, unix.ENOENT) {
 				continue // removed since listed
 			}
-			return nil, fmt.Errorf("lstat %q: %w", k.rel, err)
+			return nil, false, fmt.Errorf("lstat %q: %w", k.rel, err)
 		}
 		switch k.st.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:
@@ -124,7 +127,7 @@ func (c *capturer) readDir(rel string, scratch []byte) ([]child, error) {
 			k.xattrsFromParent = k.unchanged && c.opts.ParentXattrs && k.st.Nlink == 1
 		case unix.S_IFLNK:
 			if k.linkTarget, err = readlinkat(fd, k.name); err != nil {
-				return nil, fmt.Errorf("readlink %q: %w", k.rel, err)
+				return nil, false, fmt.Errorf("readlink %q: %w", k.rel, err)
 			}
 		default:
 			kids = append(kids, k) // special: the walk reports it
@@ -132,12 +135,46 @@ func (c *capturer) readDir(rel string, scratch []byte) ([]child, error) {
 		}
 		if !c.readsAhead(&k) && !k.xattrsFromParent {
 			if k.xattrs, err = readXattrsAt(fd, k.name, c.prefix+k.rel, scratch); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 		}
 		kids = append(kids, k)
 	}
-	return kids, nil
+	return kids, excluded, nil
+}
+
+// listing returns the entries of directory rel (readDir's): from the job
+// queued for it (queueDir), if any, or read now. Walker goroutine only.
+func (c *capturer) listing(ctx context.Context, rel string) ([]child, bool, error) {
+	j, ok := c.jobs[rel]
+	if !ok {
+		return c.readDir(rel, c.scratch)
+	}
+	delete(c.jobs, rel)
+	select {
+	case <-j.done:
+		return j.kids, j.excluded, j.err
+	case <-ctx.Done():
+		return nil, false, ctx.Err()
+	}
+}
+
+// queueDir has the directory readers list rel ahead of the walk, unless it
+// is queued already or the queue is full. Walker goroutine only.
+func (c *capturer) queueDir(rel string) {
+	if _, ok := c.jobs[rel]; ok {
+		return
+	}
+	if j := c.submitDir(rel); j != nil {
+		c.jobs[rel] = j
+	}
+}
+
+// keepListing puts a listing the walk will need again back for listing.
+func (c *capturer) keepListing(rel string, kids []child, excluded bool) {
+	j := &dirJob{rel: rel, done: make(chan struct{}), kids: kids, excluded: excluded}
+	close(j.done)
+	c.jobs[rel] = j
 }
 
 // readsAhead reports whether the walk will hand k to a reader (see

@@ -481,7 +481,14 @@ type CaptureRequest struct {
 	// parent_xattrs: the host takes the xattrs of an unchanged entry that
 	// sets xattrs_from_parent from the parent snapshot, so the engine need
 	// not read them. Engines that do not know it ignore it and send xattrs.
-	ParentXattrs  bool `protobuf:"varint,9,opt,name=parent_xattrs,json=parentXattrs,proto3" json:"parent_xattrs,omitempty"`
+	ParentXattrs bool `protobuf:"varint,9,opt,name=parent_xattrs,json=parentXattrs,proto3" json:"parent_xattrs,omitempty"`
+	// unchanged_dirs: the host accepts a directory entry with unchanged =
+	// true, which stands for the directory and everything beneath it exactly
+	// as in the parent snapshot; nothing beneath it is sent, and its subtree_*
+	// fields count what lies beneath. The packed parent index then also
+	// holds the parent's directories (size -1) and symlinks (size -2), with
+	// their ctime and inode only. Engines that do not know it ignore it.
+	UnchangedDirs bool `protobuf:"varint,10,opt,name=unchanged_dirs,json=unchangedDirs,proto3" json:"unchanged_dirs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -579,6 +586,13 @@ func (x *CaptureRequest) GetParentXattrs() bool {
 	return false
 }
 
+func (x *CaptureRequest) GetUnchangedDirs() bool {
+	if x != nil {
+		return x.UnchangedDirs
+	}
+	return false
+}
+
 // Metadata is the engine's versioned JSON about the environment.
 type Metadata struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -661,8 +675,15 @@ type Entry struct {
 	// xattrs is empty; the host takes them from the parent snapshot. The
 	// equal ctime that made the file unchanged says they did not change.
 	XattrsFromParent bool `protobuf:"varint,14,opt,name=xattrs_from_parent,json=xattrsFromParent,proto3" json:"xattrs_from_parent,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// subtree_files, subtree_dirs and subtree_bytes (capture, only on a
+	// directory with unchanged, see CaptureRequest.unchanged_dirs): the
+	// files (regular files and symlinks), directories and file bytes beneath
+	// the directory, for the snapshot's statistics.
+	SubtreeFiles  int64 `protobuf:"varint,15,opt,name=subtree_files,json=subtreeFiles,proto3" json:"subtree_files,omitempty"`
+	SubtreeDirs   int64 `protobuf:"varint,16,opt,name=subtree_dirs,json=subtreeDirs,proto3" json:"subtree_dirs,omitempty"`
+	SubtreeBytes  int64 `protobuf:"varint,17,opt,name=subtree_bytes,json=subtreeBytes,proto3" json:"subtree_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Entry) Reset() {
@@ -791,6 +812,27 @@ func (x *Entry) GetXattrsFromParent() bool {
 		return x.XattrsFromParent
 	}
 	return false
+}
+
+func (x *Entry) GetSubtreeFiles() int64 {
+	if x != nil {
+		return x.SubtreeFiles
+	}
+	return 0
+}
+
+func (x *Entry) GetSubtreeDirs() int64 {
+	if x != nil {
+		return x.SubtreeDirs
+	}
+	return 0
+}
+
+func (x *Entry) GetSubtreeBytes() int64 {
+	if x != nil {
+		return x.SubtreeBytes
+	}
+	return 0
 }
 
 // Record is one item of a batch.
@@ -1311,7 +1353,7 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\fParentStream\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
 	"\aentries\x18\x02 \x03(\v2\x1f.ptestsnap.engine.v1.IndexEntryR\aentries\x12\x16\n" +
-	"\x06packed\x18\x03 \x01(\fR\x06packed\"\xfe\x03\n" +
+	"\x06packed\x18\x03 \x01(\fR\x06packed\"\xa5\x04\n" +
 	"\x0eCaptureRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12\x1a\n" +
 	"\bexcludes\x18\x02 \x03(\tR\bexcludes\x12>\n" +
@@ -1322,7 +1364,9 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\n" +
 	"index_only\x18\a \x01(\bR\tindexOnly\x12#\n" +
 	"\rshared_bodies\x18\b \x01(\bR\fsharedBodies\x12#\n" +
-	"\rparent_xattrs\x18\t \x01(\bR\fparentXattrs\x1a6\n" +
+	"\rparent_xattrs\x18\t \x01(\bR\fparentXattrs\x12%\n" +
+	"\x0eunchanged_dirs\x18\n" +
+	" \x01(\bR\runchangedDirs\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a:\n" +
@@ -1331,7 +1375,7 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"8\n" +
 	"\bMetadata\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x05R\aversion\x12\x12\n" +
-	"\x04json\x18\x02 \x01(\fR\x04json\"\xe7\x03\n" +
+	"\x04json\x18\x02 \x01(\fR\x04json\"\xd4\x04\n" +
 	"\x05Entry\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x122\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x1e.ptestsnap.engine.v1.EntryTypeR\x04type\x12\x12\n" +
@@ -1348,7 +1392,10 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\x06xattrs\x18\v \x03(\v2&.ptestsnap.engine.v1.Entry.XattrsEntryR\x06xattrs\x12\x1c\n" +
 	"\tunchanged\x18\f \x01(\bR\tunchanged\x12\x16\n" +
 	"\x06delete\x18\r \x01(\bR\x06delete\x12,\n" +
-	"\x12xattrs_from_parent\x18\x0e \x01(\bR\x10xattrsFromParent\x1a9\n" +
+	"\x12xattrs_from_parent\x18\x0e \x01(\bR\x10xattrsFromParent\x12#\n" +
+	"\rsubtree_files\x18\x0f \x01(\x03R\fsubtreeFiles\x12!\n" +
+	"\fsubtree_dirs\x18\x10 \x01(\x03R\vsubtreeDirs\x12#\n" +
+	"\rsubtree_bytes\x18\x11 \x01(\x03R\fsubtreeBytes\x1a9\n" +
 	"\vXattrsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"\xbb\x01\n" +

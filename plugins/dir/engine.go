@@ -82,7 +82,8 @@ func (Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w plug
 		Parent:    req.Parent,
 		IndexOnly: req.IndexOnly,
 
-		ParentXattrs: req.ParentXattrs,
+		ParentXattrs:  req.ParentXattrs,
+		UnchangedDirs: req.UnchangedDirs,
 	}, w)
 }
 

@@ -88,41 +88,45 @@ func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w p
 		HostConfig: c.HostConfig,
 		Request:    RequestInfo{Env: req.Env, Ports: req.Ports},
 	}
-	if v, err := cli.ServerVersion(ctx); err == nil {
-		meta.Server = ServerInfo{Version: v.Version, APIVersion: v.APIVersion}
-	}
-	if len(hostAccess(c.HostConfig)) > 0 {
-		if meta.Server.EngineID, err = engineID(ctx, cli); err != nil {
-			return err
-		}
-	}
-	if err := e.describeNetworks(ctx, cli, &c, meta); err != nil {
-		return err
-	}
 	describeMounts(&c, meta)
-	for i := range meta.Volumes {
-		v := &meta.Volumes[i]
-		if vol, err := cli.VolumeInspect(ctx, v.Name); err == nil {
-			v.Labels, v.Options = vol.Labels, vol.Options
-		}
-	}
+	// The engine's version, the networks' and the volumes' configs are
+	// asked for beside the pause and the reading of the changes, which do
+	// not need them: a round trip each, on the path of a snapshot that
+	// has its base layers from the parent. Waited for before meta is
+	// filled in further (and on every path out), so meta has one writer
+	// at a time.
+	described := make(chan error, 1)
+	go func() { described <- e.describe(ctx, cli, &c, meta) }()
+	waitDescribed := sync.OnceValue(func() error { return <-described })
+	defer waitDescribed()
 
 	unpause := func() {}
 	if c.State != nil && c.State.Running && !c.State.Paused {
 		if err := cli.ContainerPause(ctx, c.ID); err != nil {
 			return containerErr("pause", req.Target, err)
 		}
+		// The unpause runs beside what follows (streaming the layers
+		// needs no pause): under load it can take from a few
+		// milliseconds to most of a second, which the capture does not
+		// wait for until it returns.
 		var once sync.Once
+		unpaused := make(chan struct{})
 		unpause = func() {
 			once.Do(func() {
-				uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-				defer cancel()
-				_ = cli.ContainerUnpause(uctx, c.ID)
+				go func() {
+					defer close(unpaused)
+					uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+					defer cancel()
+					_ = cli.ContainerUnpause(uctx, c.ID)
+				}()
 			})
 		}
 		stop := context.AfterFunc(ctx, unpause)
 		defer stop()
-		defer unpause()
+		defer func() {
+			unpause()
+			<-unpaused
+		}()
 	}
 
 	var (
@@ -143,6 +147,9 @@ func (e *Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w p
 		} else if synth, err = plan.synthesize(c.Config, top, time.Now()); err != nil {
 			return err
 		}
+	}
+	if err := waitDescribed(); err != nil {
+		return err
 	}
 	if plan != nil {
 		meta.DockerInfo.SnapshotImage = synth.imageID
@@ -314,6 +321,33 @@ func readJSONMessages(r io.Reader, f func(jsonMessage)) error {
 			f(m)
 		}
 	}
+}
+
+// describe fills in what meta needs from the engine beyond the
+// container's inspect: the server's version (and ID, for a container with
+// host access), the networks' configs and the volumes' labels and options.
+// describeMounts must have listed the volumes.
+func (e *Engine) describe(ctx context.Context, cli *client.Client, c *container.InspectResponse, meta *Metadata) error {
+	if v, err := cli.ServerVersion(ctx); err == nil {
+		meta.Server = ServerInfo{Version: v.Version, APIVersion: v.APIVersion}
+	}
+	if len(hostAccess(c.HostConfig)) > 0 {
+		id, err := engineID(ctx, cli)
+		if err != nil {
+			return err
+		}
+		meta.Server.EngineID = id
+	}
+	if err := e.describeNetworks(ctx, cli, c, meta); err != nil {
+		return err
+	}
+	for i := range meta.Volumes {
+		v := &meta.Volumes[i]
+		if vol, err := cli.VolumeInspect(ctx, v.Name); err == nil {
+			v.Labels, v.Options = vol.Labels, vol.Options
+		}
+	}
+	return nil
 }
 
 // predefinedNetworks are never created or removed by a restore.

@@ -54,6 +54,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv(unprivilegedExecEnv); path != "" {
+		os.Exit(execUnprivileged(path))
+	}
 	os.Exit(runMain(m))
 }
 

@@ -22,8 +22,9 @@ import (
 )
 
 // fullContainer starts a container with everything a restore must bring
-// back: changed and deleted image files, a named volume with data, env, a
-// published port, a memory limit, a label, a custom network.
+// back: changed and deleted image files, a named volume with data, env, an
+// entrypoint and a command, a user, a published port, memory, CPU and pids
+// limits, a label, a custom network.
 type fullContainer struct {
 	name, id, vol, net string
 	port               int
@@ -42,7 +43,9 @@ func startFullContainer(t *testing.T) *fullContainer {
 	require.NoError(t, err)
 	fc.id = runContainer(t, fc.name,
 		&container.Config{
-			Cmd:          []string{"/bin/helper", "serve", ":8080"},
+			Entrypoint:   []string{"/bin/helper"},
+			Cmd:          []string{"serve", ":8080"},
+			User:         "0:0",
 			Env:          []string{"GREETING=hello world", "EMPTY="},
 			Labels:       map[string]string{"ptest-snap.test": "full"},
 			ExposedPorts: nat.PortSet{"8080/tcp": {}},
@@ -52,7 +55,7 @@ func startFullContainer(t *testing.T) *fullContainer {
 			NetworkMode:   container.NetworkMode(fc.net),
 			PortBindings:  nat.PortMap{"8080/tcp": {{HostPort: strconv.Itoa(fc.port)}}},
 			Mounts:        []mount.Mount{{Type: mount.TypeVolume, Source: fc.vol, Target: "/vol"}},
-			Resources:     container.Resources{Memory: 64 << 20},
+			Resources:     container.Resources{Memory: 64 << 20, NanoCPUs: 5e8, PidsLimit: ptrTo(int64(64))},
 			RestartPolicy: container.RestartPolicy{Name: "on-failure", MaximumRetryCount: 2},
 		},
 		&network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{fc.net: {Aliases: []string{"svc"}}}},
@@ -84,14 +87,26 @@ func TestCaptureRestoreFullContainer(t *testing.T) {
 	assert.Equal(t, fc.name, m.DockerInfo.ContainerName)
 	assert.Equal(t, fc.id, m.DockerInfo.ContainerID)
 	assert.Equal(t, baseImage, m.DockerInfo.ImageName)
+	baseImg, err := testCli.ImageInspect(ctx, baseImage)
+	require.NoError(t, err)
+	assert.Equal(t, baseImg.ID, m.DockerInfo.ImageID)
 	assert.Equal(t, "hello world", m.DockerInfo.EnvVars["GREETING"])
 	assert.Equal(t, int64(64<<20), m.DockerInfo.ResourceLimits.MemoryBytes)
+	assert.Equal(t, int64(5e8), m.DockerInfo.ResourceLimits.NanoCPUs)
+	assert.Equal(t, int64(64), m.DockerInfo.ResourceLimits.PidsLimit)
+	assert.Equal(t, []string{"/bin/helper"}, m.DockerInfo.Entrypoint)
+	assert.Equal(t, []string{"serve", ":8080"}, m.DockerInfo.Cmd)
+	assert.Equal(t, "0:0", m.DockerInfo.User)
+	assert.Equal(t, "/data", m.DockerInfo.WorkingDir)
+	assert.Equal(t, "full", m.DockerInfo.Labels["ptest-snap.test"])
+	assert.Equal(t, "on-failure", m.DockerInfo.RestartPolicy.Name)
 	assert.Equal(t, []PortMapping{{ContainerPort: "8080/tcp", HostPort: strconv.Itoa(fc.port)}}, m.DockerInfo.PortMappings)
 	assert.True(t, m.DockerInfo.State.Running)
 	assert.Equal(t, []string{fc.vol + ":/vol"}, m.DockerInfo.Volumes)
 	require.Len(t, m.Networks, 1)
 	assert.Equal(t, fc.net, m.Networks[0].Name)
 	assert.Contains(t, m.Networks[0].Aliases, "svc")
+	assert.Equal(t, "bridge", m.Networks[0].Driver)
 	require.NotNil(t, m.Networks[0].Create)
 	// The commit image was removed after the capture.
 	_, err = testCli.ImageInspect(ctx, m.Image.ID)
@@ -116,10 +131,15 @@ func TestCaptureRestoreFullContainer(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, got.State.Running)
 	assert.Equal(t, m.Config.Cmd, got.Config.Cmd)
+	assert.Equal(t, []string{"/bin/helper"}, []string(got.Config.Entrypoint))
+	assert.Equal(t, "0:0", got.Config.User)
 	assert.Equal(t, m.Config.Env, got.Config.Env)
 	assert.Equal(t, m.Config.Labels, got.Config.Labels)
 	assert.Equal(t, "/data", got.Config.WorkingDir)
 	assert.Equal(t, int64(64<<20), got.HostConfig.Memory)
+	assert.Equal(t, int64(5e8), got.HostConfig.NanoCPUs)
+	require.NotNil(t, got.HostConfig.PidsLimit)
+	assert.Equal(t, int64(64), *got.HostConfig.PidsLimit)
 	assert.Equal(t, container.RestartPolicy{Name: "on-failure", MaximumRetryCount: 2}, got.HostConfig.RestartPolicy)
 	assert.Equal(t, m.HostConfig.PortBindings, got.HostConfig.PortBindings)
 	require.Contains(t, got.NetworkSettings.Networks, fc.net)
@@ -144,7 +164,24 @@ func TestCaptureRestoreFullContainer(t *testing.T) {
 	vol, err := testCli.VolumeInspect(ctx, fc.vol)
 	require.NoError(t, err)
 	assert.Equal(t, "ptest-snap-test", vol.Labels["purpose"])
+
+	// Ports are remapped when asked, even where the captured ones are
+	// free (the restored container is stopped first), and the restore
+	// says so.
+	require.NoError(t, testCli.ContainerStop(ctx, got.ID, container.StopOptions{}))
+	req := c.restoreRequest("")
+	req.Options["name"] = fc.name + "-remapped"
+	req.Options["remap-ports"] = "true"
+	res, err = e.Restore(ctx, req, &reader{c: c})
+	require.NoError(t, err)
+	assert.Contains(t, strings.Join(res.Messages, "\n"), "remapped as asked")
+	remapped, err := testCli.ContainerInspect(ctx, res.Target)
+	require.NoError(t, err)
+	assert.Equal(t, "", remapped.HostConfig.PortBindings["8080/tcp"][0].HostPort, "the engine picks the host port")
+	require.NotEmpty(t, remapped.NetworkSettings.Ports["8080/tcp"])
 }
+
+func ptrTo[T any](v T) *T { return &v }
 
 func TestRestoreWhileOriginalRuns(t *testing.T) {
 	needDocker(t)
@@ -240,6 +277,7 @@ func TestStoppedContainer(t *testing.T) {
 	cl.image(m.Image.ID)
 	assert.False(t, m.DockerInfo.State.Running)
 	assert.Equal(t, "exited", m.DockerInfo.State.Status)
+	assert.Equal(t, 0, m.DockerInfo.State.ExitCode)
 	assert.Equal(t, []string{imageStream, baseStream}, c.streams)
 
 	require.NoError(t, testCli.ContainerRemove(ctx, id, container.RemoveOptions{Force: true}))
@@ -253,6 +291,16 @@ func TestStoppedContainer(t *testing.T) {
 	out, ok := readFile(t, got.ID, "/data/out.txt")
 	assert.True(t, ok)
 	assert.Equal(t, "ran once", out)
+
+	// A container that failed: its exit code is in the metadata.
+	failed := name + "-failed"
+	id = runContainer(t, failed, &container.Config{Cmd: []string{"/bin/helper", "exit", "3"}}, nil, nil, true)
+	waitExit(t, id)
+	c = captureOf(t, e, failed, nil, nil, nil)
+	m = metaOf(t, c)
+	cl.image(m.Image.ID)
+	assert.Equal(t, "exited", m.DockerInfo.State.Status)
+	assert.Equal(t, 3, m.DockerInfo.State.ExitCode)
 }
 
 func TestSecondSnapshotStoresLittle(t *testing.T) {
@@ -353,6 +401,7 @@ func TestEngineUnreachable(t *testing.T) {
 	_, err := e.Identify(context.Background(), "anything", nil)
 	require.ErrorIs(t, err, pluginapi.ErrUnavailable)
 	assert.NotErrorIs(t, err, ErrPermissionDenied)
+	assert.NotErrorIs(t, err, pluginapi.ErrPermissionDenied)
 	err = e.Capture(context.Background(), &pluginapi.CaptureRequest{Target: "anything"}, &memWriter{c: &capture{}})
 	assert.ErrorIs(t, err, pluginapi.ErrUnavailable)
 }

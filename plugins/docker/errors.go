@@ -13,21 +13,27 @@ import (
 )
 
 // ErrPermissionDenied is returned (wrapped together with
-// pluginapi.ErrUnavailable) when the Docker engine's socket refuses this
-// user, so the caller can say "add yourself to the docker group" rather than
-// "is Docker running?".
+// pluginapi.ErrPermissionDenied, which crosses the plugin boundary) when
+// the Docker engine's socket refuses this user, so the caller can tell it
+// from an engine that is not running (pluginapi.ErrUnavailable).
 var ErrPermissionDenied = errors.New("permission denied by the Docker engine")
 
+// permissionAdvice ends the message of ErrPermissionDenied: only the
+// plugin knows which socket refused and why, so the remedy travels in the
+// message; the host's hint for the sentinel is generic.
+const permissionAdvice = "this user may not open the engine's socket: add it to the docker group, or set DOCKER_HOST to a socket it may open"
+
 // engineErr classifies an error from the Docker client: an unreachable
-// engine and a refused socket become pluginapi.ErrUnavailable (the latter
-// also ErrPermissionDenied); anything else is only given context.
+// engine becomes pluginapi.ErrUnavailable, a refused socket
+// ErrPermissionDenied and pluginapi.ErrPermissionDenied; anything else is
+// only given context.
 func engineErr(op string, err error) error {
 	if err == nil {
 		return nil
 	}
 	switch {
 	case isPermission(err):
-		return fmt.Errorf("docker: %s: %w (%w): %v", op, ErrPermissionDenied, pluginapi.ErrUnavailable, err)
+		return fmt.Errorf("docker: %s: %w (%w): %v; %s", op, ErrPermissionDenied, pluginapi.ErrPermissionDenied, err, permissionAdvice)
 	case client.IsErrConnectionFailed(err):
 		return fmt.Errorf("docker: %s: engine %w: %v", op, pluginapi.ErrUnavailable, err)
 	}

@@ -33,6 +33,7 @@ func (*Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w plu
 		Parent:    req.Parent,
 		IndexOnly: req.IndexOnly,
 
-		ParentXattrs: req.ParentXattrs,
+		ParentXattrs:  req.ParentXattrs,
+		UnchangedDirs: req.UnchangedDirs,
 	}, w)
 }

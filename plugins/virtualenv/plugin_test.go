@@ -171,3 +171,59 @@ func TestParentIndexBothWireForms(t *testing.T) {
 		assert.Equal(t, files, unchanged, form)
 	}
 }
+
+// TestUnchangedDirsThroughThePlugin: offered UnchangedDirs and given the
+// parent's directories and symlinks (which cross the wire packed), the
+// engine binary sends an unchanged venv as its top directories alone,
+// counting what lies beneath them; without the offer it sends every entry.
+func TestUnchangedDirsThroughThePlugin(t *testing.T) {
+	f := venvFixture(t)
+	eng := enginePlugin(t)
+	ctx := context.Background()
+	_, err := eng.Info(ctx) // the host asks before a capture: packed index
+	require.NoError(t, err)
+
+	first := &memCapture{}
+	require.NoError(t, eng.Capture(ctx, &pluginapi.CaptureRequest{Target: f.golden}, first))
+	parent := pluginapi.ParentIndex{}
+	var files, dirs int64
+	for _, me := range first.entries {
+		if parent[me.stream] == nil {
+			parent[me.stream] = map[string]pluginapi.IndexEntry{}
+		}
+		e := me.e
+		switch e.Type {
+		case pluginapi.TypeFile:
+			parent[me.stream][e.Path] = pluginapi.IndexEntry{Size: e.Size, MtimeNs: e.MtimeNs, CtimeNs: e.CtimeNs, Inode: e.Inode}
+			files++
+		case pluginapi.TypeDir:
+			parent[me.stream][e.Path] = pluginapi.IndexEntry{Type: e.Type, CtimeNs: e.CtimeNs, Inode: e.Inode}
+			dirs++
+		case pluginapi.TypeSymlink:
+			parent[me.stream][e.Path] = pluginapi.IndexEntry{Type: e.Type, CtimeNs: e.CtimeNs, Inode: e.Inode}
+			files++
+		}
+	}
+	for _, offered := range []bool{true, false} {
+		second := &memCapture{}
+		require.NoError(t, eng.Capture(ctx, &pluginapi.CaptureRequest{Target: f.golden, Parent: parent, UnchangedDirs: offered}, second))
+		var gotFiles, gotDirs int64
+		for _, me := range second.entries {
+			switch {
+			case me.e.Type == pluginapi.TypeDir && me.e.Unchanged:
+				gotDirs += 1 + me.e.SubtreeDirs
+				gotFiles += me.e.SubtreeFiles
+			case me.e.Type == pluginapi.TypeDir:
+				gotDirs++
+			default:
+				gotFiles++
+			}
+		}
+		assert.Equal(t, []int64{files, dirs}, []int64{gotFiles, gotDirs}, "offered %v", offered)
+		if offered {
+			assert.Less(t, len(second.entries), len(first.entries)/10, "whole directories instead of their entries")
+		} else {
+			assert.Len(t, second.entries, len(first.entries))
+		}
+	}
+}

@@ -1,0 +1,105 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestIndexDirMeta: a directory's chunk with the records of its
+// subdirectories and symlinks is version 2, decodes to them after its
+// files' (Kind set, paths under the prefix) and is as long as indexDirLen
+// says; one without them is version 1, byte for byte what earlier versions
+// wrote; meta records out of order or of a file's kind are corrupt.
+func TestIndexDirMeta(t *testing.T) {
+	d := newIndexDir()
+	d.records["a.py"] = IndexRecord{Size: 1, MtimeNs: 9, CtimeNs: 3, Inode: 4}
+	meta := map[string]IndexRecord{
+		"sub":  {Kind: IndexDir, CtimeNs: 100, Inode: 7},
+		"link": {Kind: IndexSymlink, CtimeNs: 50, Inode: 1 << 40},
+	}
+	plain := encodeIndexDir(d, map[string]Hash{"sub": {1}}, nil)
+	assert.Equal(t, byte(indexNodeVersion), plain[1])
+	b := encodeIndexDir(d, map[string]Hash{"sub": {1}}, meta)
+	assert.Equal(t, byte(indexNodeVersionMeta), b[1])
+	assert.Equal(t, plain[2:], b[2:len(plain)], "version 1 followed by the records")
+	n, ok := indexDirLen(append(b, 'I', 1, 0, 0))
+	require.True(t, ok)
+	assert.Equal(t, len(b), n)
+
+	recs, children, err := decodeIndexDir(b, "lib/", true, nil)
+	require.NoError(t, err)
+	assert.Equal(t, []indexEntry{
+		{path: "lib/a.py", end: len("lib/a.py"), r: d.records["a.py"]},
+		{path: "lib/link", r: meta["link"]},
+		{path: "lib/sub", r: meta["sub"]},
+	}, recs)
+	assert.Equal(t, []indexChild{{prefix: "lib/sub/", h: Hash{1}}}, children)
+
+	for name, bad := range map[string][]byte{
+		"unsorted":  bytes.Replace(b, []byte("\x04link"), []byte("\x04zzzz"), 1),
+		"file kind": encodeIndexDir(d, nil, map[string]IndexRecord{"f": {Kind: IndexFile}}),
+		"truncated": b[:len(b)-1],
+		"empty":     append(append([]byte{}, plain...), 0),
+	} {
+		if name == "empty" {
+			bad[1] = indexNodeVersionMeta
+		}
+		_, _, err := decodeIndexDir(bad, "", true, nil)
+		assert.ErrorIs(t, err, ErrCorrupt, name)
+	}
+}
+
+// TestParentChangeIndexWithDirs: a change index stored with directory and
+// symlink records reads back, through ChangeIndex (restores), as its files
+// alone, and through ParentChangeIndexWithDirs (creates) with those
+// records and the hash of every directory's chunk; PutIndexDir refuses a
+// file's record among them.
+func TestParentChangeIndexWithDirs(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, t.TempDir())
+	w, err := s.NewWriter(ctx)
+	require.NoError(t, err)
+	_, err = w.PutIndexDir(ctx, nil, nil, map[string]IndexRecord{"f": {Size: 1}})
+	require.Error(t, err)
+
+	file := IndexRecord{Size: 3, MtimeNs: 4, CtimeNs: 5, Inode: 6}
+	subIndex, err := w.PutIndexDir(ctx, map[string]IndexRecord{"m.py": file}, nil, nil)
+	require.NoError(t, err)
+	libMeta := map[string]IndexRecord{"pkg": {Kind: IndexDir, CtimeNs: 7, Inode: 8}, "link": {Kind: IndexSymlink, CtimeNs: 9, Inode: 10}}
+	libIndex, err := w.PutIndexDir(ctx, nil, map[string]Hash{"pkg": subIndex}, libMeta)
+	require.NoError(t, err)
+	rootIndex, err := w.PutIndexDir(ctx, nil, map[string]Hash{"lib": libIndex},
+		map[string]IndexRecord{"lib": {Kind: IndexDir, CtimeNs: 11, Inode: 12}, "empty": {Kind: IndexDir, CtimeNs: 13, Inode: 14}})
+	require.NoError(t, err)
+	tree, err := w.PutTree(ctx, &Tree{})
+	require.NoError(t, err)
+	snap := &Snapshot{ID: "one", Engine: "dir", EnvID: "e", CreatedAt: time.Now(), Streams: []Stream{{Name: "rootfs", Root: tree}}}
+	require.NoError(t, w.CommitIndexed(ctx, snap, map[string]Hash{"rootfs": rootIndex}))
+
+	got, err := s.ChangeIndex(ctx, "one")
+	require.NoError(t, err)
+	assert.Equal(t, ChangeIndex{"rootfs": {"lib/pkg/m.py": file}}, got)
+
+	w, err = s.NewWriter(ctx)
+	require.NoError(t, err)
+	defer w.Abort()
+	require.NoError(t, w.UseParent(ctx, "one"))
+	idx, dirs, err := ParentChangeIndexWithDirs(ctx, w, func(r IndexRecord) IndexRecord { return r })
+	require.NoError(t, err)
+	assert.Equal(t, ChangeIndex{"rootfs": {
+		"lib/pkg/m.py": file,
+		"lib/pkg":      libMeta["pkg"],
+		"lib/link":     libMeta["link"],
+		"lib":          {Kind: IndexDir, CtimeNs: 11, Inode: 12},
+		"empty":        {Kind: IndexDir, CtimeNs: 13, Inode: 14},
+	}}, ChangeIndex(idx))
+	assert.Equal(t, ParentIndexDirs{"rootfs": {"lib": libIndex, "lib/pkg": subIndex}}, dirs)
+	files, err := ParentChangeIndexAs(ctx, w, func(r IndexRecord) IndexRecord { return r })
+	require.NoError(t, err)
+	assert.Equal(t, got, ChangeIndex(files), "without dirs: the files alone")
+}
