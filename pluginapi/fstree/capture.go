@@ -53,7 +53,8 @@ type CaptureOptions struct {
 	// ParentXattrs (pluginapi.CaptureRequest.ParentXattrs: the host takes
 	// the xattrs of an unchanged file from the parent): an Unchanged file
 	// with a single link is sent with XattrsFromParent and no xattrs,
-	// which spares a listxattr per unchanged file.
+	// which spares a listxattr per unchanged file. With IndexOnly, every
+	// regular file with a single link is sent so.
 	ParentXattrs bool
 	// IndexOnly sends every entry without a body (and never Unchanged).
 	IndexOnly bool
@@ -307,6 +308,7 @@ func (c *capturer) planBody(ctx context.Context, it *item, k *child) error {
 		c.links[key] = it.e.Path
 	}
 	if c.opts.IndexOnly {
+		it.e.XattrsFromParent = k.xattrsFromParent
 		return nil
 	}
 	if k.unchanged {

@@ -363,3 +363,39 @@ func TestCaptureParentXattrs(t *testing.T) {
 		assert.False(t, r.e.XattrsFromParent, r.e.Path)
 	}
 }
+
+// An index-only capture with ParentXattrs reads the xattrs of no regular
+// file with a single link (the host judges those by their ctime) but still
+// those of directories, symlinks and files with other names; otherwise it
+// equals an index-only capture without ParentXattrs.
+func TestCaptureIndexOnlyParentXattrs(t *testing.T) {
+	root := t.TempDir()
+	if !xattrsSupported(t, root) {
+		t.Skipf("the file system of %s does not support user.* xattrs", root)
+	}
+	writeFile(t, filepath.Join(root, "plain"), "plain\n", 0o644)
+	writeFile(t, filepath.Join(root, "with"), "with\n", 0o644)
+	writeFile(t, filepath.Join(root, "d", "linked"), "linked\n", 0o644)
+	require.NoError(t, os.Link(filepath.Join(root, "d", "linked"), filepath.Join(root, "linked2")))
+	require.NoError(t, os.Symlink("plain", filepath.Join(root, "sym")))
+	for _, name := range []string{"with", "d", "d/linked"} {
+		require.NoError(t, unix.Lsetxattr(filepath.Join(root, name), "user.k", []byte("v-"+name), 0))
+	}
+	full := capture(t, root, CaptureOptions{IndexOnly: true})
+	unread := capture(t, root, CaptureOptions{IndexOnly: true, ParentXattrs: true})
+	require.Equal(t, paths(full.recs), paths(unread.recs))
+	for i, r := range unread.recs {
+		want := full.recs[i]
+		assert.False(t, want.e.XattrsFromParent, want.e.Path)
+		assert.False(t, r.e.Unchanged, r.e.Path)
+		if r.e.Path == "plain" || r.e.Path == "with" {
+			assert.True(t, r.e.XattrsFromParent, r.e.Path)
+			assert.Empty(t, r.e.Xattrs, r.e.Path)
+			want.e.XattrsFromParent, want.e.Xattrs = true, nil
+		}
+		assert.Equal(t, want, r, r.e.Path)
+	}
+	assert.Equal(t, map[string][]byte{"user.k": []byte("v-d")}, find(t, unread.recs, "d").e.Xattrs)
+	assert.Equal(t, map[string][]byte{"user.k": []byte("v-d/linked")}, find(t, unread.recs, "d/linked").e.Xattrs,
+		"a file with other names reads its xattrs")
+}
