@@ -112,6 +112,23 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 			}
 		}()
 	}
+	// An in-place restore walks the snapshot's trees, which it reads
+	// while the engine's plugin starts (~0.1 s on venv-full) rather than
+	// afterwards, when the host's reading would compete for the cores
+	// with the engine listing the target. The reading stops, and is
+	// waited for, on every return that has not taken the trees.
+	var treesc chan map[store.Hash]*store.Tree
+	if opts.InPlace {
+		tctx, tcancel := context.WithCancel(ctx)
+		treesc = make(chan map[store.Hash]*store.Tree, 1)
+		go func() { treesc <- m.loadTrees(tctx, snap) }()
+		defer func() {
+			tcancel()
+			if treesc != nil {
+				<-treesc
+			}
+		}()
+	}
 	eng, err := m.Engine(ctx, snap.Engine)
 	if err != nil {
 		return fail(err)
@@ -161,14 +178,13 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 	phase := m.now()
 	if opts.InPlace && indexable {
 		// The engine lists the target while the host loads what the plan
-		// compares the listing with and the snapshot's trees the restore
-		// walks; the restore then starts at once and plans each entry as
-		// soon as the listing has passed it, so the engine writes while
-		// the rest of the target is still being listed (liveListing).
+		// compares the listing with (and the snapshot's trees, begun
+		// above); the restore then starts at once and plans each entry
+		// as soon as the listing has passed it, so the engine writes
+		// while the rest of the target is still being listed
+		// (liveListing).
 		priorc := make(chan *planPrior, 1)
 		go func() { priorc <- m.loadPlanPrior(ctx, snap, riTarget) }()
-		treesc := make(chan map[store.Hash]*store.Tree, 1)
-		go func() { treesc <- m.loadTrees(ctx, snap) }()
 		live = newLiveListing(snap.Stats.Files+snap.Stats.Dirs, snap.Stats.Dirs)
 		listStart := phase
 		go func() {
@@ -177,7 +193,7 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 			m.log.Debug("restore: listed target", "target", target, "took", m.now().Sub(listStart), "err", err)
 		}()
 		prior := <-priorc
-		trees = <-treesc
+		trees, treesc = <-treesc, nil
 		// A target the engine refuses to list (not there, not a venv) is
 		// refused before anything is written, as when the listing came
 		// first: its first stream has begun or the listing has failed.

@@ -78,3 +78,44 @@ func TestRestoreReadAheadOfEngineIsReleased(t *testing.T) {
 	}
 	assert.Zero(t, readerGoroutines())
 }
+
+// An in-place restore reads the snapshot's trees before the engine is
+// there. When the engine cannot be had the restore fails as before and
+// leaves no tree reader behind; the next in-place restore is whole.
+func TestRestoreInPlaceTreesAheadOfEngineAreReleased(t *testing.T) {
+	ctx := context.Background()
+	engines := map[string]pluginapi.Engine{"dir": newDirEngine()}
+	m := openManager(t, engines)
+	src := filepath.Join(t.TempDir(), "src")
+	for i := range 300 {
+		writeFile(t, filepath.Join(src, fmt.Sprintf("d%02d/f%03d", i%17, i)), randBytes(1+i*97), 0o644, fixedTime)
+	}
+	_, err := m.Create(ctx, CreateOptions{Engine: "dir", Target: src, Name: "s"})
+	require.NoError(t, err)
+	ref := snapTree(t, m, "s")
+
+	treeReaders := func() int {
+		buf := make([]byte, 1<<20)
+		n := 0
+		for i := 0; i < 1000; i++ {
+			n = strings.Count(string(buf[:runtime.Stack(buf, true)]), "core.(*Manager).loadTrees")
+			if n == 0 {
+				break
+			}
+			runtime.Gosched()
+		}
+		return n
+	}
+	delete(engines, "dir")
+	_, err = m.Restore(ctx, RestoreOptions{Ref: "s", InPlace: true})
+	require.ErrorIs(t, err, ErrEngineNotFound)
+	assert.Zero(t, treeReaders(), "no tree reader left when the engine is missing")
+
+	engines["dir"] = newDirEngine()
+	require.NoError(t, os.RemoveAll(filepath.Join(src, "d03")))
+	writeFile(t, filepath.Join(src, "d04", "f004"), []byte("changed"), 0o644, fixedTime)
+	_, err = m.Restore(ctx, RestoreOptions{Ref: "s", InPlace: true})
+	require.NoError(t, err)
+	requireSameTree(t, ref, src)
+	assert.Zero(t, treeReaders())
+}
