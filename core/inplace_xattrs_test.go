@@ -42,12 +42,7 @@ func (c *indexOnlyCounter) Capture(ctx context.Context, req *pluginapi.CaptureRe
 // xattrs; kept files are not touched. In process and through the plugin.
 func TestRestoreInPlaceXattrsUnreadInListing(t *testing.T) {
 	ctx := context.Background()
-	host := pluginapi.NewHost(pluginapi.HostOptions{})
-	defer host.Close()
-	p, err := host.Launch(ctx, pluginapi.Spec{Name: "dir", Path: dirPluginPath(t)})
-	require.NoError(t, err)
-	defer p.Close()
-	for name, base := range map[string]pluginapi.Engine{"in-process": newDirEngine(), "plugin": p} {
+	for name, base := range dirEngines(t) {
 		t.Run(name, func(t *testing.T) {
 			src := filepath.Join(t.TempDir(), "src")
 			makeTree(t, src)
@@ -96,4 +91,16 @@ func TestRestoreInPlaceXattrsUnreadInListing(t *testing.T) {
 			assert.Zero(t, res.Stats.Rewritten, "%+v", res.Stats)
 		})
 	}
+}
+
+// dirEngines is the dir engine in process and as a plugin, launched for
+// the test and stopped at its end.
+func dirEngines(t *testing.T) map[string]pluginapi.Engine {
+	t.Helper()
+	host := pluginapi.NewHost(pluginapi.HostOptions{})
+	t.Cleanup(func() { host.Close() })
+	p, err := host.Launch(context.Background(), pluginapi.Spec{Name: "dir", Path: dirPluginPath(t)})
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	return map[string]pluginapi.Engine{"in-process": newDirEngine(), "plugin": p}
 }
