@@ -65,7 +65,10 @@ func (p *inplacePlanner) unchanged(ctx context.Context, stream, path string, n *
 	if err != nil {
 		return false, err
 	}
-	if cur == nil || cur.Mode != n.Mode || cur.UID != n.UID || cur.GID != n.GID || !sameXattrs(cur.Xattrs, n.Xattrs) {
+	// A file listed without its xattrs (targetEntry.XattrsUnread) has
+	// the snapshot's when contentKnown vouches for it: its ctime, which
+	// setting an xattr moves, is the one recorded with them.
+	if cur == nil || cur.Mode != n.Mode || cur.UID != n.UID || cur.GID != n.GID || !cur.XattrsUnread && !sameXattrs(cur.Xattrs, n.Xattrs) {
 		return false, nil
 	}
 	switch n.Type {
@@ -110,6 +113,11 @@ func sameStat(r store.IndexRecord, cur *targetEntry) bool {
 	return r.Size == cur.Size && r.MtimeNs == cur.MtimeNs && r.CtimeNs == cur.CtimeNs && r.Inode == cur.Inode
 }
 
+// contentKnown reports whether the file cur at path holds node n's content
+// and, if its xattrs were not listed, n's xattrs: its statistics are those
+// recorded when it held them (in the snapshot's own change index, or in
+// the restore index of the last restore, of this snapshot or of another
+// one with the same content and xattrs there).
 func (p *inplacePlanner) contentKnown(ctx context.Context, stream, path string, cur *targetEntry, n *store.Node) (bool, error) {
 	if r, ok := p.own[stream][path]; ok && sameStat(r, cur) {
 		return true, nil
@@ -131,7 +139,8 @@ func (p *inplacePlanner) contentKnown(ctx context.Context, stream, path string, 
 	if err != nil {
 		return false, err
 	}
-	return ln != nil && ln.Type == store.NodeFile && ln.Size == n.Size && slices.Equal(ln.Content, n.Content), nil
+	return ln != nil && ln.Type == store.NodeFile && ln.Size == n.Size && slices.Equal(ln.Content, n.Content) &&
+		(!cur.XattrsUnread || sameXattrs(ln.Xattrs, n.Xattrs)), nil
 }
 
 // extrasCursor finds, in one directory of a sparse restore's walk, the

@@ -24,6 +24,10 @@ type targetEntry struct {
 	Size       int64
 	LinkTarget string
 	Xattrs     []store.Xattr
+	// XattrsUnread: a regular file whose xattrs the engine did not read
+	// (pluginapi.Entry.XattrsFromParent); Xattrs is empty and says
+	// nothing.
+	XattrsUnread bool
 }
 
 // targetIndex is a target's entries by stream and path.
@@ -138,7 +142,9 @@ func newLiveListing(entriesHint, dirsHint int64) *liveListing {
 // run captures target through eng into l and marks it done, with the
 // capture's error. excludes are the snapshot's (see captureIndex).
 func (l *liveListing) run(ctx context.Context, eng pluginapi.Engine, target string, options map[string]string, excludes []string) error {
-	req := &pluginapi.CaptureRequest{Target: target, Excludes: excludes, Options: options, IndexOnly: true}
+	// ParentXattrs: the plan trusts a file's xattrs only through its
+	// ctime (inplacePlanner.unchanged), so the engine need not read them.
+	req := &pluginapi.CaptureRequest{Target: target, Excludes: excludes, Options: options, IndexOnly: true, ParentXattrs: true}
 	return l.finish(eng.Capture(ctx, req, l))
 }
 
@@ -211,6 +217,7 @@ func (l *liveListing) WriteEntry(_ context.Context, e *pluginapi.Entry, body io.
 		Type: e.Type, Mode: e.Mode, UID: e.UID, GID: e.GID,
 		MtimeNs: e.MtimeNs, CtimeNs: e.CtimeNs, Inode: e.Inode, Size: e.Size,
 		LinkTarget: e.LinkTarget, Xattrs: sortedXattrs(e.Xattrs),
+		XattrsUnread: e.XattrsFromParent && e.Type == pluginapi.TypeFile && len(e.Xattrs) == 0,
 	}})
 	if len(l.pending) >= liveListingBatch {
 		l.mu.Lock()

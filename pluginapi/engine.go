@@ -126,12 +126,17 @@ type Entry struct {
 	// target held); the engine removes it and, for a directory, everything
 	// beneath it, without following symlinks. No body is sent.
 	Delete bool
-	// XattrsFromParent, on capture, only with Unchanged and only when
-	// CaptureRequest.ParentXattrs is set: the engine did not read the
-	// file's xattrs (Xattrs is empty) and the host takes the parent's. The
-	// equal ctime that made the file Unchanged says they did not change;
-	// skipping the listxattr of every unchanged file is a tenth of a
-	// second capture's system calls.
+	// XattrsFromParent, on capture, only on a regular file without
+	// Xattrs and only when CaptureRequest.ParentXattrs is set: the engine
+	// did not read the file's xattrs. On an Unchanged file the host takes
+	// the parent's: the equal ctime that made the file Unchanged says they
+	// did not change, and skipping the listxattr of every unchanged file
+	// is a tenth of a second capture's system calls. In an IndexOnly
+	// capture (never Unchanged) it may be set on any regular file: the
+	// host then knows nothing of its xattrs but what the file's ctime
+	// says (an in-place restore keeps such a file only when its
+	// statistics, ctime included, are those it recorded with the
+	// snapshot's xattrs, and rewrites it otherwise).
 	XattrsFromParent bool
 	// SubtreeFiles, SubtreeDirs and SubtreeBytes, on capture, only on a
 	// directory marked Unchanged (CaptureRequest.UnchangedDirs): the files
@@ -195,8 +200,10 @@ type CaptureRequest struct {
 	// with a snapshot before an in-place restore.
 	IndexOnly bool
 	// ParentXattrs: the host takes the xattrs of an Unchanged entry that
-	// sets XattrsFromParent from the parent snapshot. Engines that do not
-	// know it send xattrs as before.
+	// sets XattrsFromParent from the parent snapshot; with IndexOnly, the
+	// engine may leave every regular file's xattrs unread and mark it so
+	// (see Entry.XattrsFromParent). Engines that do not know it send
+	// xattrs as before.
 	ParentXattrs bool
 	// UnchangedDirs: the host accepts a directory entry marked Unchanged
 	// for the directory and everything beneath it as in the parent (see

@@ -109,7 +109,7 @@ func (r *entryReader) next() (begin string, e *Entry, body io.Reader, err error)
 		}
 		r.streams[name] = true
 		r.stream = name
-		r.order = orderChecker{}
+		r.order = orderChecker{indexOnly: !r.bodies}
 		return name, nil, nil, nil
 	case *enginepb.Record_Entry:
 		if r.stream == "" {
@@ -254,6 +254,9 @@ type orderChecker struct {
 	prev string
 	// dirs is the chain of directories from the root to the previous entry.
 	dirs []string
+	// indexOnly: the entries are an IndexOnly capture's, where any regular
+	// file may leave its xattrs unread (Entry.XattrsFromParent).
+	indexOnly bool
 }
 
 func (o *orderChecker) check(e *Entry) error {
@@ -274,7 +277,7 @@ func (o *orderChecker) check(e *Entry) error {
 	if e.Delete && e.Unchanged {
 		return protocolErrorf("%q is marked both delete and unchanged", e.Path)
 	}
-	if e.XattrsFromParent && (e.Type != TypeFile || !e.Unchanged || len(e.Xattrs) > 0) {
+	if e.XattrsFromParent && (e.Type != TypeFile || !e.Unchanged && !o.indexOnly || len(e.Xattrs) > 0) {
 		return protocolErrorf("%q takes its xattrs from the parent but is not an unchanged file without xattrs", e.Path)
 	}
 	if (e.SubtreeFiles != 0 || e.SubtreeDirs != 0 || e.SubtreeBytes != 0) && (e.Type != TypeDir || !e.Unchanged) {
@@ -359,6 +362,9 @@ type batcher struct {
 	buf   []byte // body bytes of the batch being filled
 	extra int    // estimated bytes of the batch's entries
 	order orderChecker
+	// indexOnly: the batch carries an IndexOnly capture (see
+	// orderChecker.indexOnly).
+	indexOnly bool
 
 	// ring, if set, receives the bodies instead of the messages (the
 	// producer's side: the plugin in Capture, the host in Restore);
@@ -396,7 +402,7 @@ func (b *batcher) beginStream(name string) error {
 	if name == "" {
 		return errors.New("stream with an empty name")
 	}
-	b.order = orderChecker{}
+	b.order = orderChecker{indexOnly: b.indexOnly}
 	return b.add(&enginepb.Record{Kind: &enginepb.Record_BeginStream{BeginStream: name}}, len(name)+8)
 }
 

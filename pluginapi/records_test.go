@@ -71,6 +71,34 @@ func TestOrderChecker(t *testing.T) {
 	}
 }
 
+// In an index-only capture any regular file may come without its xattrs
+// read (XattrsFromParent without Unchanged); nothing else may.
+func TestOrderCheckerIndexOnlyXattrsUnread(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		e    *Entry
+		ok   bool
+	}{
+		{"file", &Entry{Path: "a", Type: TypeFile, XattrsFromParent: true}, true},
+		{"directory", &Entry{Path: "a", Type: TypeDir, XattrsFromParent: true}, false},
+		{"symlink", &Entry{Path: "a", Type: TypeSymlink, LinkTarget: "b", XattrsFromParent: true}, false},
+		{"file with xattrs", &Entry{Path: "a", Type: TypeFile, XattrsFromParent: true, Xattrs: map[string][]byte{"user.k": nil}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := orderChecker{indexOnly: true}
+			err := o.check(tc.e)
+			if tc.ok {
+				require.NoError(t, err)
+				var full orderChecker
+				require.ErrorIs(t, full.check(tc.e), ErrProtocol, "only in an index-only capture")
+				return
+			}
+			require.ErrorIs(t, err, ErrProtocol)
+			assert.Contains(t, err.Error(), "its xattrs from the parent")
+		})
+	}
+}
+
 // entryWithBody is what a batcher is given and an entryReader returns.
 type entryWithBody struct {
 	stream string

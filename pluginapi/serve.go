@@ -85,6 +85,7 @@ func (s *engineServer) Identify(ctx context.Context, req *enginepb.IdentifyReque
 
 func (s *engineServer) Capture(req *enginepb.CaptureRequest, stream grpc.ServerStreamingServer[enginepb.CaptureResponse]) error {
 	w := &captureSender{stream: stream, indexOnly: req.GetIndexOnly()}
+	w.batch.indexOnly = w.indexOnly
 	w.batch.send = func(recs []*enginepb.Record) error {
 		return stream.Send(&enginepb.CaptureResponse{Records: recs})
 	}

@@ -53,7 +53,8 @@ type CaptureOptions struct {
 	// ParentXattrs (pluginapi.CaptureRequest.ParentXattrs: the host takes
 	// the xattrs of an unchanged file from the parent): an Unchanged file
 	// with a single link is sent with XattrsFromParent and no xattrs,
-	// which spares a listxattr per unchanged file.
+	// which spares a listxattr per unchanged file. With IndexOnly, every
+	// regular file with a single link is sent so.
 	ParentXattrs bool
 	// UnchangedDirs (pluginapi.CaptureRequest.UnchangedDirs): a directory
 	// whose whole subtree is as in Parent (which then holds directories
@@ -323,6 +324,7 @@ func (c *capturer) planBody(ctx context.Context, it *item, k *child) error {
 		c.links[key] = it.e.Path
 	}
 	if c.opts.IndexOnly {
+		it.e.XattrsFromParent = k.xattrsFromParent
 		return nil
 	}
 	if k.unchanged {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -340,18 +341,9 @@ func TestCaptureParentXattrs(t *testing.T) {
 
 	plain := capture(t, root, CaptureOptions{Parent: parent})
 	fromParent := capture(t, root, CaptureOptions{Parent: parent, ParentXattrs: true})
-	require.Equal(t, paths(plain.recs), paths(fromParent.recs))
-	for i, r := range fromParent.recs {
-		want := plain.recs[i]
-		assert.False(t, want.e.XattrsFromParent, want.e.Path)
-		if r.e.Path == "same" || r.e.Path == "plain" {
-			assert.True(t, r.e.Unchanged, r.e.Path)
-			assert.True(t, r.e.XattrsFromParent, r.e.Path)
-			assert.Empty(t, r.e.Xattrs, r.e.Path)
-			want.e.XattrsFromParent, want.e.Xattrs = true, nil
-		}
-		assert.Equal(t, want, r, r.e.Path)
-	}
+	requireXattrsUnread(t, plain.recs, fromParent.recs, "same", "plain")
+	assert.True(t, find(t, fromParent.recs, "same").e.Unchanged)
+	assert.True(t, find(t, fromParent.recs, "plain").e.Unchanged)
 	assert.Equal(t, map[string][]byte{"user.k": []byte("new")}, find(t, fromParent.recs, "changed").e.Xattrs)
 	linked := find(t, fromParent.recs, "linked")
 	assert.True(t, linked.e.Unchanged, "a file with other names is still unchanged")
@@ -361,5 +353,48 @@ func TestCaptureParentXattrs(t *testing.T) {
 	// Without a parent index nothing is unchanged, so every file reads its xattrs.
 	for _, r := range capture(t, root, CaptureOptions{ParentXattrs: true}).recs {
 		assert.False(t, r.e.XattrsFromParent, r.e.Path)
+	}
+}
+
+// An index-only capture with ParentXattrs reads the xattrs of no regular
+// file with a single link (the host judges those by their ctime) but still
+// those of directories, symlinks and files with other names; otherwise it
+// equals an index-only capture without ParentXattrs.
+func TestCaptureIndexOnlyParentXattrs(t *testing.T) {
+	root := t.TempDir()
+	if !xattrsSupported(t, root) {
+		t.Skipf("the file system of %s does not support user.* xattrs", root)
+	}
+	writeFile(t, filepath.Join(root, "plain"), "plain\n", 0o644)
+	writeFile(t, filepath.Join(root, "with"), "with\n", 0o644)
+	writeFile(t, filepath.Join(root, "d", "linked"), "linked\n", 0o644)
+	require.NoError(t, os.Link(filepath.Join(root, "d", "linked"), filepath.Join(root, "linked2")))
+	require.NoError(t, os.Symlink("plain", filepath.Join(root, "sym")))
+	for _, name := range []string{"with", "d", "d/linked"} {
+		require.NoError(t, unix.Lsetxattr(filepath.Join(root, name), "user.k", []byte("v-"+name), 0))
+	}
+	full := capture(t, root, CaptureOptions{IndexOnly: true})
+	unread := capture(t, root, CaptureOptions{IndexOnly: true, ParentXattrs: true})
+	requireXattrsUnread(t, full.recs, unread.recs, "plain", "with")
+	assert.Equal(t, map[string][]byte{"user.k": []byte("v-d")}, find(t, unread.recs, "d").e.Xattrs)
+	assert.Equal(t, map[string][]byte{"user.k": []byte("v-d/linked")}, find(t, unread.recs, "d/linked").e.Xattrs,
+		"a file with other names reads its xattrs")
+}
+
+// requireXattrsUnread checks that got equals want, a capture that read
+// every xattr, but for the files named, which come with XattrsFromParent
+// and no xattrs.
+func requireXattrsUnread(t *testing.T, want, got []record, unread ...string) {
+	t.Helper()
+	require.Equal(t, paths(want), paths(got))
+	for i := range got {
+		w := want[i]
+		assert.False(t, w.e.XattrsFromParent, w.e.Path)
+		if slices.Contains(unread, got[i].e.Path) {
+			assert.True(t, got[i].e.XattrsFromParent, got[i].e.Path)
+			assert.Empty(t, got[i].e.Xattrs, got[i].e.Path)
+			w.e.XattrsFromParent, w.e.Xattrs = true, nil
+		}
+		assert.Equal(t, w, got[i], w.e.Path)
 	}
 }

@@ -480,7 +480,9 @@ type CaptureRequest struct {
 	SharedBodies bool `protobuf:"varint,8,opt,name=shared_bodies,json=sharedBodies,proto3" json:"shared_bodies,omitempty"`
 	// parent_xattrs: the host takes the xattrs of an unchanged entry that
 	// sets xattrs_from_parent from the parent snapshot, so the engine need
-	// not read them. Engines that do not know it ignore it and send xattrs.
+	// not read them; with index_only, the engine may leave any regular
+	// file's xattrs unread and mark it so. Engines that do not know it
+	// ignore it and send xattrs.
 	ParentXattrs bool `protobuf:"varint,9,opt,name=parent_xattrs,json=parentXattrs,proto3" json:"parent_xattrs,omitempty"`
 	// unchanged_dirs: the host accepts a directory entry with unchanged =
 	// true, which stands for the directory and everything beneath it exactly
@@ -670,10 +672,11 @@ type Entry struct {
 	// lacks this path; remove it (a directory with everything beneath it),
 	// never following a symlink. type is what the target held. No data.
 	Delete bool `protobuf:"varint,13,opt,name=delete,proto3" json:"delete,omitempty"`
-	// xattrs_from_parent (capture, only with unchanged, only when the request
-	// set parent_xattrs): the engine did not read the file's xattrs, and
-	// xattrs is empty; the host takes them from the parent snapshot. The
-	// equal ctime that made the file unchanged says they did not change.
+	// xattrs_from_parent (capture, only when the request set parent_xattrs,
+	// only on a file entry, with unchanged or in an index_only capture): the
+	// engine did not read the file's xattrs, and xattrs is empty; the host
+	// takes them from the parent snapshot (unchanged: the equal ctime says
+	// they did not change), or, index_only, judges them by the file's ctime.
 	XattrsFromParent bool `protobuf:"varint,14,opt,name=xattrs_from_parent,json=xattrsFromParent,proto3" json:"xattrs_from_parent,omitempty"`
 	// subtree_files, subtree_dirs and subtree_bytes (capture, only on a
 	// directory with unchanged, see CaptureRequest.unchanged_dirs): the
