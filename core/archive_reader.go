@@ -309,12 +309,18 @@ func (m *Manager) importArchive(ctx context.Context, r io.Reader, opts ImportOpt
 	// stored once everything has arrived.
 	received := map[store.Hash]bool{}
 	putTrees := map[store.Hash]bool{}
-	pending := map[store.Hash]*store.Tree{}
-	putTree := func(h store.Hash, t *store.Tree) error {
-		got, err := w.PutTree(ctx, t)
+	pending := map[store.Hash]*heldTree{}
+	// Trees are stored as they came (byte for byte, so under the hash
+	// the records name): a tree of one chunk, or a large directory's
+	// root after its fragments (store/tree_split.go).
+	putTree := func(h store.Hash, t *heldTree) error {
+		got, err := w.PutTreeBytes(ctx, t.body)
 		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				return fmt.Errorf("%w: tree %s: %v", ErrArchiveIncomplete, h, err)
+			}
+			if errors.Is(err, store.ErrCorrupt) {
+				return fmt.Errorf("%w: tree %s: %v", ErrArchiveCorrupt, h, err)
 			}
 			return err
 		}
@@ -381,7 +387,13 @@ func (m *Manager) importArchive(ctx context.Context, r io.Reader, opts ImportOpt
 			if store.SumChunk(body) != h {
 				return nil, fmt.Errorf("%w: tree %s does not match its hash", ErrArchiveCorrupt, h)
 			}
-			t, err := store.DecodeTree(body)
+			ht := &heldTree{body: body}
+			var t *store.Tree
+			ht.frags, err = store.TreeFragments(body)
+			if err == nil && ht.frags == nil {
+				t, err = store.DecodeTree(body)
+				ht.t = t
+			}
 			if err != nil {
 				if errors.Is(err, store.ErrBadName) {
 					return nil, fmt.Errorf("%w: tree %s: %v", ErrArchiveUnsafePath, h, err)
@@ -389,7 +401,10 @@ func (m *Manager) importArchive(ctx context.Context, r io.Reader, opts ImportOpt
 				return nil, fmt.Errorf("%w: tree %s: %v", ErrArchiveCorrupt, h, err)
 			}
 			ready := true
-			for i := range t.Nodes {
+			for _, f := range ht.frags {
+				ready = ready && putTrees[f]
+			}
+			for i := range ht.nodes() {
 				n := &t.Nodes[i]
 				if n.Type == store.NodeHardlink {
 					hasHardlinks = true
@@ -405,13 +420,15 @@ func (m *Manager) importArchive(ctx context.Context, r io.Reader, opts ImportOpt
 				}
 			}
 			if ready {
-				if err := putTree(h, t); err != nil {
+				if err := putTree(h, ht); err != nil {
 					return nil, err
 				}
 			} else if len(pending) >= maxPendingTrees {
 				return nil, fmt.Errorf("%w: more than %d trees before their contents", ErrArchiveTooLarge, maxPendingTrees)
 			} else {
-				pending[h] = t
+				// The frame's bytes are the reader's buffer, reused.
+				ht.body = bytes.Clone(ht.body)
+				pending[h] = ht
 			}
 			rep.Trees++
 		case frameChunk:
@@ -453,11 +470,17 @@ func (m *Manager) importArchive(ctx context.Context, r io.Reader, opts ImportOpt
 			return nil
 		}
 		delete(pending, h)
-		for i := range t.Nodes {
-			if t.Nodes[i].Type == store.NodeDir {
-				if err := putPending(t.Nodes[i].Subtree); err != nil {
+		nodes := t.nodes()
+		for i := range nodes {
+			if nodes[i].Type == store.NodeDir {
+				if err := putPending(nodes[i].Subtree); err != nil {
 					return err
 				}
+			}
+		}
+		for _, f := range t.frags {
+			if err := putPending(f); err != nil {
+				return err
 			}
 		}
 		return putTree(h, t)
@@ -667,4 +690,21 @@ func (m *Manager) checkHardlinks(ctx context.Context, rec *store.Snapshot) error
 		}
 	}
 	return nil
+}
+
+// heldTree is a tree frame of an archive: its bytes and either the tree
+// (stored as one chunk) or, for a large directory's root, its fragments.
+type heldTree struct {
+	body  []byte
+	t     *store.Tree
+	frags []store.Hash
+}
+
+// nodes returns the tree's nodes (none for a root: its fragments hold
+// them).
+func (t *heldTree) nodes() []store.Node {
+	if t.t == nil {
+		return nil
+	}
+	return t.t.Nodes
 }

@@ -350,7 +350,7 @@ func writeHostileArchives(t *testing.T, dir string) {
 	put("not-an-archive.ptsa", []byte("this is a text file, not a ptest-snap archive\n"))
 	put("empty.ptsa", nil)
 	put("wrong-version.ptsa", rawArchive{version: archiveVersion + 1, frames: [][2][]byte{recFrame(t, hostileRecord(store.SumChunk([]byte("x"))))}}.bytes(t))
-	newer := []byte(`{"format_major":2,"format_minor":0,"id":"from-the-future","engine":"dir","env_id":"e","created_at":"2030-01-01T00:00:00Z","streams":[]}`)
+	newer := []byte(`{"format_major":99,"format_minor":0,"id":"from-the-future","engine":"dir","env_id":"e","created_at":"2030-01-01T00:00:00Z","streams":[]}`)
 	put("newer-record.ptsa", rawArchive{frames: [][2][]byte{{{frameRecord}, newer}}}.bytes(t))
 	put("truncated.ptsa", valid[:len(valid)*2/3])
 	flipped := bytes.Clone(valid)

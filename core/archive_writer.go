@@ -173,9 +173,13 @@ func (m *Manager) exportTree(ctx context.Context, aw *archiveWriter, seen map[st
 	if err != nil {
 		return fmt.Errorf("tree %s: %w", h, err)
 	}
-	t, err := store.DecodeTree(raw)
+	// A large directory is a root and fragments (store/tree_split.go):
+	// each fragment goes out as a tree frame of its own, after the
+	// nodes' contents and before the root, so an importer stores the
+	// same chunks under the same hashes.
+	t, parts, err := m.store.GetTreeParts(ctx, h)
 	if err != nil {
-		return fmt.Errorf("tree %s: %w", h, err)
+		return err
 	}
 	for i := range t.Nodes {
 		n := &t.Nodes[i]
@@ -199,6 +203,21 @@ func (m *Manager) exportTree(ctx context.Context, aw *archiveWriter, seen map[st
 				return err
 			}
 		}
+	}
+	for _, p := range parts {
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		data, err := m.store.GetChunk(ctx, p)
+		if err != nil {
+			return fmt.Errorf("tree %s: fragment %s: %w", h, p, err)
+		}
+		if err := aw.frame(frameTree, p[:], data); err != nil {
+			return err
+		}
+		aw.trees++
+		report()
 	}
 	if err := aw.frame(frameTree, h[:], raw); err != nil {
 		return err

@@ -278,10 +278,7 @@ func (m *Manager) ImportJSON(ctx context.Context, r io.Reader, opts ImportOption
 // them through w.
 func (m *Manager) pinData(ctx context.Context, w *store.Writer, rec *store.Snapshot) error {
 	for _, st := range rec.Streams {
-		t, err := m.store.GetTree(ctx, st.Root)
-		if err == nil {
-			_, err = w.PutTree(ctx, t)
-		}
+		err := w.ReferenceTree(ctx, st.Root)
 		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("%w: snapshot %s stream %s: %v (import an archive instead)", ErrReportDataMissing, rec.ID, st.Name, err)
 		}

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/pypj/ptest-snap/store"
 )
 
 func TestExportJSONOriginalShape(t *testing.T) {
@@ -102,7 +105,7 @@ func TestImportJSONValidation(t *testing.T) {
 		{"no snapshot_id", `{"env_id": "e", "created_at": "2026-01-28T12:00:00"}`, ErrReportFormat},
 		{"bad created_at", `{"snapshot_id": "s", "env_id": "e", "created_at": "yesterday"}`, ErrReportFormat},
 		{"newer JSON format", strings.Replace(string(good), `"format_version": 1`, `"format_version": 9`, 1), ErrNewerFormat},
-		{"newer record", strings.Replace(string(good), `"format_major": 1`, `"format_major": 3`, 1), ErrNewerFormat},
+		{"newer record", strings.Replace(string(good), fmt.Sprintf(`"format_major": %d`, store.FormatMajor), `"format_major": 99`, 1), ErrNewerFormat},
 		{"id mismatch", strings.Replace(string(good), `"snapshot_id": "v1"`, `"snapshot_id": "v2"`, 1), ErrReportFormat},
 		{"foreign format", strings.Replace(string(good), ReportFormat, "something-else", 1), ErrReportFormat},
 	} {

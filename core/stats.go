@@ -93,9 +93,13 @@ func (w *refWalk) walkTree(ctx context.Context, i int, h store.Hash) error {
 		return err
 	}
 	w.visitedTree[h] = i
-	t, err := w.st.GetTree(ctx, h)
+	t, parts, err := w.st.GetTreeParts(ctx, h)
 	if err != nil {
 		return fmt.Errorf("tree %s: %w", h, err)
+	}
+	// A large directory's fragments are stored chunks of the snapshot's.
+	for _, p := range parts {
+		w.ref(i, p)
 	}
 	for k := range t.Nodes {
 		n := &t.Nodes[k]
@@ -121,9 +125,12 @@ func (w *refWalk) finish(ctx context.Context) error {
 		}
 		done[h] = true
 		w.shared[h] = true
-		t, err := w.st.GetTree(ctx, h)
+		t, parts, err := w.st.GetTreeParts(ctx, h)
 		if err != nil {
 			return fmt.Errorf("tree %s: %w", h, err)
+		}
+		for _, p := range parts {
+			w.shared[p] = true
 		}
 		for k := range t.Nodes {
 			n := &t.Nodes[k]

@@ -75,6 +75,12 @@ const (
 	// indexNodeVersionMeta is version 1 followed by the records of
 	// subdirectories and symlinks.
 	indexNodeVersionMeta = 2
+	// indexNodeRootVersion is a large directory's root: its fragments'
+	// hashes (tree_split.go), each fragment a version 1 or 2 chunk of a
+	// run of the directory's entries (files, subdirectories and their
+	// records, in one name order). A reader takes the fragments as
+	// children at the directory's own path.
+	indexNodeRootVersion = 3
 	indexRootMagic       = 'X'
 	indexRootVersion     = 2
 )
@@ -111,15 +117,70 @@ func buildIndexDirs(files map[string]IndexRecord) *indexDir {
 	return root
 }
 
-// encodeIndexDir encodes one directory; children are given by hash, and
-// meta holds the IndexDir and IndexSymlink records of its entries.
+// encodeIndexParts returns the stored form of one directory's index: its
+// chunk (frags nil), or, for a large directory, its root and fragments,
+// split at the same names as its tree (tree_split.go).
+func encodeIndexParts(d *indexDir, children map[string]Hash, meta map[string]IndexRecord) (root []byte, frags []treePart) {
+	names, dnames, mnames := sortedKeys(d.records), sortedKeys(children), sortedKeys(meta)
+	whole := encodeIndexNames(d, names, children, dnames, meta, mnames)
+	if len(whole) <= splitAbove {
+		return whole, nil
+	}
+	// Every name of the directory once, in order (a subdirectory is in
+	// children and meta); the sizes only bound a fragment (splitMaxBytes).
+	size := map[string]int{}
+	for _, n := range names {
+		size[n] += len(n) + 9
+	}
+	for _, n := range dnames {
+		size[n] += len(n) + 1 + len(Hash{})
+	}
+	for _, n := range mnames {
+		size[n] += len(n) + 6
+	}
+	all := sortedKeys(size)
+	ends := splitEnds(len(all), func(k int) string { return all[k] }, func(k int) int { return size[all[k]] })
+	if len(ends) < 2 {
+		return whole, nil
+	}
+	root = binary.AppendUvarint([]byte{indexNodeMagic, indexNodeRootVersion}, uint64(len(ends)))
+	start := 0
+	for _, end := range ends {
+		lo, hi := all[start], all[end-1]
+		in := func(ns []string) []string {
+			i, j := 0, len(ns)
+			for i < j && ns[i] < lo {
+				i++
+			}
+			for j > i && ns[j-1] > hi {
+				j--
+			}
+			return ns[i:j]
+		}
+		b := encodeIndexNames(d, in(names), children, in(dnames), meta, in(mnames))
+		p := treePart{h: SumChunk(b), b: b}
+		frags = append(frags, p)
+		root = append(root, p.h[:]...)
+		start = end
+	}
+	return root, frags
+}
+
+// encodeIndexDir encodes one directory as one chunk; children are given by
+// hash, and meta holds the IndexDir and IndexSymlink records of its
+// entries.
 func encodeIndexDir(d *indexDir, children map[string]Hash, meta map[string]IndexRecord) []byte {
+	return encodeIndexNames(d, sortedKeys(d.records), children, sortedKeys(children), meta, sortedKeys(meta))
+}
+
+// encodeIndexNames encodes the chunk of the records of d named names, the
+// children named dnames and the meta records named mnames, all sorted.
+func encodeIndexNames(d *indexDir, names []string, children map[string]Hash, dnames []string, meta map[string]IndexRecord, mnames []string) []byte {
 	version := byte(indexNodeVersion)
-	if len(meta) > 0 {
+	if len(mnames) > 0 {
 		version = indexNodeVersionMeta
 	}
 	b := []byte{indexNodeMagic, version}
-	names := sortedKeys(d.records)
 	b = binary.AppendUvarint(b, uint64(len(names)))
 	// Times and inodes as differences to the previous entry: files of one
 	// directory were mostly written together (a pip install), so the
@@ -134,17 +195,15 @@ func encodeIndexDir(d *indexDir, children map[string]Hash, meta map[string]Index
 		b = binary.AppendVarint(b, int64(r.Inode-prev.Inode))
 		prev = r
 	}
-	dnames := sortedKeys(children)
 	b = binary.AppendUvarint(b, uint64(len(dnames)))
 	for _, n := range dnames {
 		h := children[n]
 		b = appendString(b, n)
 		b = append(b, h[:]...)
 	}
-	if len(meta) == 0 {
+	if len(mnames) == 0 {
 		return b
 	}
-	mnames := sortedKeys(meta)
 	b = binary.AppendUvarint(b, uint64(len(mnames)))
 	prev = IndexRecord{}
 	for _, n := range mnames {
@@ -168,7 +227,12 @@ func (w *Writer) putIndex(ctx context.Context, d *indexDir) (Hash, error) {
 		}
 		children[name] = h
 	}
-	b := encodeIndexDir(d, children, nil)
+	b, frags := encodeIndexParts(d, children, nil)
+	for _, f := range frags {
+		if err := w.put(ctx, f.h, f.b, true); err != nil {
+			return Hash{}, err
+		}
+	}
 	h := SumChunk(b)
 	return h, w.put(ctx, h, b, true)
 }
@@ -223,32 +287,47 @@ func (w *Writer) PutIndexDir(ctx context.Context, files map[string]IndexRecord, 
 			return Hash{}, fmt.Errorf("put index: %q: record of kind %d among directories and symlinks", name, r.Kind)
 		}
 	}
-	b := encodeIndexDir(&indexDir{records: files}, dirs, meta)
+	b, frags := encodeIndexParts(&indexDir{records: files}, dirs, meta)
 	h := SumChunk(b)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.done {
 		return Hash{}, errors.New("put index: writer already committed or aborted")
 	}
+	for _, f := range frags {
+		w.pendIndexLocked(f.h, f.b)
+	}
+	w.pendIndexLocked(h, b)
+	return h, nil
+}
+
+// pendIndexLocked keeps an index chunk for putPendingIndex unless it is
+// kept already or known from the parent; w.mu held.
+func (w *Writer) pendIndexLocked(h Hash, b []byte) {
 	if _, ok := w.pendingIndex[h]; ok || w.knownLocked(h) {
-		return h, nil
+		return
 	}
 	if w.pendingIndex == nil {
 		w.pendingIndex = map[Hash][]byte{}
 	}
 	w.pendingIndex[h] = b
 	w.pendingOrder = append(w.pendingOrder, h)
-	return h, nil
 }
 
-// putPendingIndex stores the chunks PutIndexDir kept, in the order they
-// came (directory by directory, bottom-up), so they share packs.
+// putPendingIndex stores the chunks PutIndexDir kept so they share packs,
+// in the reverse of the order they came (they came directory by directory,
+// bottom-up, a large directory's fragments before its root): top-down, so
+// that a reader, which starts at the root, finds the chunks it reads next
+// after the one it looked up (indexPacks scans forward from there). Stored
+// bottom-up, a large directory's fragments, read right after its root,
+// lay after its subdirectories' chunks and cost one more lookup each.
 func (w *Writer) putPendingIndex(ctx context.Context) error {
 	w.mu.Lock()
 	order, chunks := w.pendingOrder, w.pendingIndex
 	w.pendingOrder, w.pendingIndex = nil, nil
 	w.mu.Unlock()
-	for _, h := range order {
+	for i := len(order) - 1; i >= 0; i-- {
+		h := order[i]
 		if err := w.put(ctx, h, chunks[h], true); err != nil {
 			return err
 		}
@@ -313,6 +392,10 @@ const (
 // BenchmarkIndexDirDecode). Names must be sorted and unique, as
 // encodeIndexDir writes them; a chunk that is not is corrupt.
 func decodeIndexDir(b []byte, prefix string, withPaths bool, recs []indexEntry) ([]indexEntry, []indexChild, error) {
+	if len(b) >= 2 && b[0] == indexNodeMagic && b[1] == indexNodeRootVersion {
+		children, err := decodeIndexRoot(b[2:], prefix)
+		return recs, children, err
+	}
 	if len(b) < 2 || b[0] != indexNodeMagic || (b[1] != indexNodeVersion && b[1] != indexNodeVersionMeta) {
 		return recs, nil, fmt.Errorf("%w: change index chunk header", ErrCorrupt)
 	}
@@ -420,6 +503,24 @@ func decodeIndexMeta(d *treeDecoder, prefix string, withPaths bool, recs []index
 		recs = append(recs, e)
 	}
 	return recs
+}
+
+// decodeIndexRoot decodes a large directory's root (after its header):
+// its fragments, returned as children at the directory's own prefix.
+func decodeIndexRoot(b []byte, prefix string) ([]indexChild, error) {
+	d := &treeDecoder{b: b}
+	n := d.uvarint(uint64(len(b)/len(Hash{})), "fragment count")
+	if d.err == nil && (n < 2 || uint64(len(d.b)) != n*uint64(len(Hash{}))) {
+		d.err = fmt.Errorf("%w: change index root: %d fragments in %d bytes", ErrCorrupt, n, len(d.b))
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	children := make([]indexChild, n)
+	for i := range children {
+		children[i] = indexChild{prefix: prefix, h: Hash(d.bytes(32, "fragment"))}
+	}
+	return children, nil
 }
 
 // walkIndex calls visit for every index chunk under root, reading each

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"path/filepath"
 	"strings"
@@ -122,6 +123,14 @@ func FuzzDecodeIndexDir(f *testing.F) {
 	f.Add(encodeIndexDir(newIndexDir(), nil, nil))
 	f.Add(encodeIndexDir(d, map[string]Hash{"sub": {1}}, map[string]IndexRecord{
 		"sub": {Kind: IndexDir, CtimeNs: 5, Inode: 6}, "link": {Kind: IndexSymlink, CtimeNs: 7, Inode: 8}}))
+	// A large directory's root (tree_split.go).
+	big := newIndexDir()
+	for i := range 300 {
+		big.records[fmt.Sprintf("module_%03d.py", i)] = IndexRecord{Size: int64(i), Inode: uint64(i)}
+	}
+	root, frags := encodeIndexParts(big, nil, nil)
+	require.NotEmpty(f, frags)
+	f.Add(root)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// indexDirLen (index_packs.go) claims a prefix at most; a chunk
 		// that decodes is all of it.
@@ -133,6 +142,14 @@ func FuzzDecodeIndexDir(f *testing.F) {
 		}
 		if err != nil {
 			require.ErrorIs(t, err, ErrCorrupt)
+			return
+		}
+		if data[1] == indexNodeRootVersion {
+			// A root: its fragments, at its own path.
+			require.Empty(t, recs)
+			for _, c := range children {
+				require.Equal(t, "p/", c.prefix)
+			}
 			return
 		}
 		for _, r := range recs {

@@ -537,17 +537,27 @@ func (s *Store) loadPack(id packID) ([]byte, error) {
 	return raw, nil
 }
 
-// GetTree reads and decodes a tree, verified.
+// GetTree reads and decodes a tree, verified; a fragmented one
+// (tree_split.go) is read whole.
 func (s *Store) GetTree(ctx context.Context, h Hash) (*Tree, error) {
+	t, _, err := s.GetTreeParts(ctx, h)
+	return t, err
+}
+
+// GetTreeParts is GetTree that also returns the hashes of the tree's
+// fragments (nil for a tree stored as one chunk): the chunks beside h that
+// a caller accounting for a tree's storage (GC, verify, export, sizes)
+// must count.
+func (s *Store) GetTreeParts(ctx context.Context, h Hash) (*Tree, []Hash, error) {
 	b, err := s.GetChunk(ctx, h)
 	if err != nil {
-		return nil, fmt.Errorf("tree: %w", err)
+		return nil, nil, fmt.Errorf("tree: %w", err)
 	}
-	t, err := DecodeTree(b)
+	t, parts, err := decodeStoredTree(b, func(f Hash) ([]byte, error) { return s.GetChunk(ctx, f) })
 	if err != nil {
-		return nil, fmt.Errorf("tree %s: %w", h, err)
+		return nil, nil, fmt.Errorf("tree %s: %w", h, err)
 	}
-	return t, nil
+	return t, parts, nil
 }
 
 // storeNew stores a chunk that is not in the store: small file chunks go

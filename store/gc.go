@@ -202,11 +202,14 @@ func (s *Store) mark(ctx context.Context, opts GCOptions) (map[Hash]struct{}, er
 			return err
 		}
 		live[h] = struct{}{}
-		t, err := s.GetTree(ctx, h)
+		t, parts, err := s.GetTreeParts(ctx, h)
 		if err != nil {
 			// A missing or corrupt tree hides what it references: do
 			// not guess, do not delete anything.
 			return err
+		}
+		for _, p := range parts {
+			live[p] = struct{}{}
 		}
 		for i := range t.Nodes {
 			n := &t.Nodes[i]

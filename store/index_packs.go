@@ -130,6 +130,16 @@ func (p *indexPacks) scanLocked(id packID, raw []byte, from int) {
 // start of b, and false if b does not start with a well-formed one. It
 // checks the structure only; decodeIndexDir checks the rest.
 func indexDirLen(b []byte) (int, bool) {
+	if len(b) >= 2 && b[0] == indexNodeMagic && b[1] == indexNodeRootVersion {
+		// A large directory's root: its fragments' hashes.
+		d := &treeDecoder{b: b[2:]}
+		n := d.uvarint(uint64(len(d.b)/len(Hash{})), "fragment count")
+		d.bytes(n*uint64(len(Hash{})), "fragments")
+		if d.err != nil {
+			return 0, false
+		}
+		return len(b) - len(d.b), true
+	}
 	if len(b) < 2 || b[0] != indexNodeMagic || (b[1] != indexNodeVersion && b[1] != indexNodeVersionMeta) {
 		return 0, false
 	}

@@ -83,6 +83,7 @@ func (w *Writer) UseParent(ctx context.Context, id string) error {
 	}
 	w.pin = p
 	w.mu.Unlock()
+	w.hasParent.Store(true)
 	s := w.s
 	s.refMu.Lock()
 	s.pins[p] = struct{}{}
@@ -135,7 +136,7 @@ func (w *Writer) unpin() {
 // protected, so reusing them costs no lookup. Any other h is read as
 // Store.GetTree would.
 func (w *Writer) ParentTree(ctx context.Context, h Hash) (*Tree, error) {
-	t, err := w.s.GetTree(ctx, h)
+	t, parts, err := w.s.GetTreeParts(ctx, h)
 	if err != nil {
 		return nil, err
 	}
@@ -143,6 +144,10 @@ func (w *Writer) ParentTree(ctx context.Context, h Hash) (*Tree, error) {
 	defer w.mu.Unlock()
 	if _, ok := w.known[h]; !ok || w.pin == nil || w.done {
 		return t, nil
+	}
+	// A fragmented tree's fragments: an unchanged one is put again.
+	for _, p := range parts {
+		w.known[p] = struct{}{}
 	}
 	for i := range t.Nodes {
 		n := &t.Nodes[i]

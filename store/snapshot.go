@@ -13,9 +13,14 @@ import (
 // chunks of up to 256 KiB (packMaxChunk; 64 KiB before): a reader of minor
 // 0 or 1 reads the record but calls such a packed chunk's reference
 // corrupt, so restore and verify of a 1.2 snapshot need a 1.2 reader.
+//
+// Major 2: a large directory's tree and change index may be a root and
+// fragments (tree_split.go), which a format-1 reader cannot read; it
+// refuses the record instead of failing on a tree as if it were corrupt.
+// Every format-1 record and tree stays readable.
 const (
-	FormatMajor = 1
-	FormatMinor = 2
+	FormatMajor = 2
+	FormatMinor = 0
 )
 
 // maxRecordSize bounds a snapshot record (metadata included).

@@ -273,13 +273,17 @@ func (d *treeDecoder) string(max uint64, what string) string {
 	return d.str[off : off+int(n)]
 }
 
-// DecodeTree decodes a tree, refusing anything not canonical: a wrong magic
+// DecodeTree decodes a tree stored as one chunk (not a fragmented tree's
+// root, see tree_split.go), refusing anything not canonical: a wrong magic
 // or version, unsorted or duplicate names, bad types or fields, lengths past
 // the limits or the end, non-minimal varints and trailing bytes. Its errors
 // wrap ErrCorrupt.
 func DecodeTree(b []byte) (*Tree, error) {
 	if len(b) < 3 || b[0] != treeMagic {
 		return nil, treeErr("bad magic")
+	}
+	if b[1] == treeRootVersion {
+		return nil, treeErr("a fragmented tree's root, read through the store (Store.GetTree)")
 	}
 	if b[1] != treeVersion {
 		return nil, treeErr("unknown version %d", b[1])

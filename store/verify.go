@@ -116,7 +116,15 @@ func (v *verifier) tree(h Hash) ([]Problem, error) {
 	if err == nil {
 		v.rep.Trees++
 		var t *Tree
-		if t, err = DecodeTree(data); err == nil {
+		// A fragment shared with a tree checked before is read again
+		// but counted once.
+		frag := func(f Hash) ([]byte, error) {
+			if err, seen := v.chunks[f]; seen && err == nil {
+				return v.s.GetChunk(v.ctx, f)
+			}
+			return v.chunk(f)
+		}
+		if t, _, err = decodeStoredTree(data, frag); err == nil {
 			for i := range t.Nodes {
 				n := &t.Nodes[i]
 				for _, c := range n.Content {

@@ -31,6 +31,9 @@ type Writer struct {
 	pendingOrder []Hash
 
 	newChunks, newBytes, storedBytes atomic.Int64
+	// hasParent is set by UseParent: the packer compresses the packs of
+	// such a Writer harder (incrementalPackLevel).
+	hasParent atomic.Bool
 }
 
 // NewWriter starts writing a snapshot.
@@ -65,26 +68,76 @@ func (w *Writer) PutChunkKind(ctx context.Context, data []byte, kind string) (Ha
 // Hashes seen in the pinned parent (UseParent, ParentTree) are protected by
 // the pin and need no check; a tree equal to one of the parent's is not
 // even looked up.
+//
+// A large tree is stored as fragments and a root (tree_split.go); the
+// hash returned is the root's.
 func (w *Writer) PutTree(ctx context.Context, t *Tree) (Hash, error) {
-	b, err := EncodeTree(t)
+	b, frags, err := encodeTreeParts(t)
 	if err != nil {
 		return Hash{}, err
 	}
+	if err := w.referenceNodes(ctx, t); err != nil {
+		return Hash{}, err
+	}
+	// Trees are mostly hashes, which do not compress: a pack would only
+	// make GC's mark phase decompress more.
+	for _, f := range frags {
+		if err := w.put(ctx, f.h, f.b, false); err != nil {
+			return Hash{}, err
+		}
+	}
+	h := SumChunk(b)
+	return h, w.put(ctx, h, b, false)
+}
+
+// referenceNodes references what t's nodes name: their files' chunks and
+// their subtrees.
+func (w *Writer) referenceNodes(ctx context.Context, t *Tree) error {
 	if err := w.referenceContent(t); err != nil {
-		return Hash{}, fmt.Errorf("put tree: %w", err)
+		return fmt.Errorf("put tree: %w", err)
 	}
 	for i := range t.Nodes {
 		n := &t.Nodes[i]
 		if n.Type == NodeDir {
 			if err := w.referenceTree(ctx, n.Subtree); err != nil {
-				return Hash{}, fmt.Errorf("put tree: %q: subtree: %w", n.Name, err)
+				return fmt.Errorf("put tree: %q: subtree: %w", n.Name, err)
 			}
 		}
 	}
+	return nil
+}
+
+// PutTreeBytes stores a tree given as its stored bytes b (as an archive
+// carries it): a tree stored as one chunk, of any size (stores written
+// before fragments existed hold large ones), or a fragmented tree's root
+// whose fragments are stored. It is kept byte for byte, so its hash stays
+// what snapshot records name; it is checked as GetTree checks it, and
+// protected as PutTree protects a tree.
+func (w *Writer) PutTreeBytes(ctx context.Context, b []byte) (Hash, error) {
+	t, _, err := decodeStoredTree(b, func(f Hash) ([]byte, error) {
+		if err := w.reference(f); err != nil {
+			return nil, err
+		}
+		return w.s.GetChunk(ctx, f)
+	})
+	if err != nil {
+		return Hash{}, fmt.Errorf("put tree: %w", err)
+	}
+	if err := w.referenceNodes(ctx, t); err != nil {
+		return Hash{}, err
+	}
 	h := SumChunk(b)
-	// Trees are mostly hashes, which do not compress: a pack would only
-	// make GC's mark phase decompress more.
 	return h, w.put(ctx, h, b, false)
+}
+
+// ReferenceTree protects tree h, stored already, and everything under it
+// as PutTree protects a reused subtree; a missing part fails with an error
+// wrapping ErrNotFound.
+func (w *Writer) ReferenceTree(ctx context.Context, h Hash) error {
+	if err := w.s.check(ctx); err != nil {
+		return err
+	}
+	return w.referenceTree(ctx, h)
 }
 
 // referenceContent references the chunks of a tree's files that the Writer
@@ -168,9 +221,14 @@ func (w *Writer) referenceTree(ctx context.Context, h Hash) error {
 	if err := w.reference(h); err != nil {
 		return err
 	}
-	t, err := w.s.GetTree(ctx, h)
+	t, parts, err := w.s.GetTreeParts(ctx, h)
 	if err != nil {
 		return err
+	}
+	for _, p := range parts {
+		if err := w.reference(p); err != nil {
+			return err
+		}
 	}
 	for i := range t.Nodes {
 		n := &t.Nodes[i]
