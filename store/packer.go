@@ -66,8 +66,8 @@ const (
 	// a 2 MiB pack instead of its own chunk.
 	//
 	// Stores written with 64 KiB stay readable (a reference may only be
-	// shorter than the limit); readers before format 1.2 reject a longer
-	// reference as corrupt (see FormatMinor).
+	// shorter than the limit); format-1 readers would reject a longer
+	// reference as corrupt, so they are refused the record (FormatMajor 2).
 	packMaxChunk = 256 << 10
 	// packTarget: a pack is sealed once its raw bytes reach this. 2 MiB
 	// rather than 1: 1 MB smaller and 10 % less compression CPU for the

@@ -9,15 +9,16 @@ import (
 
 // The snapshot record format. A reader refuses a record of a newer major
 // version (ErrNewerFormat); a newer minor version only adds fields, which an
-// older reader ignores. Minor 1 added Snapshot.Excludes. Minor 2 packs
-// chunks of up to 256 KiB (packMaxChunk; 64 KiB before): a reader of minor
-// 0 or 1 reads the record but calls such a packed chunk's reference
-// corrupt, so restore and verify of a 1.2 snapshot need a 1.2 reader.
+// older reader ignores. Minor 1 added Snapshot.Excludes.
 //
-// Major 2: a large directory's tree and change index may be a root and
-// fragments (tree_split.go), which a format-1 reader cannot read; it
-// refuses the record instead of failing on a tree as if it were corrupt.
-// Every format-1 record and tree stays readable.
+// Major 2 changed what a record's chunks may hold, in ways a format-1
+// reader would take for corruption, so it refuses the record instead:
+// packs take chunks of up to 256 KiB (packMaxChunk; 64 KiB before), a large
+// directory's tree and change index may be a root and fragments
+// (tree_split.go), and change-index chunks may carry directory and symlink
+// records (index chunk version 2) and fragment roots (version 3). Every
+// format-1 record, tree and index chunk stays readable. (Format 1.2, the
+// 256 KiB packs alone, was on main briefly and is read as format 1.)
 const (
 	FormatMajor = 2
 	FormatMinor = 0
