@@ -76,6 +76,10 @@ type Host struct {
 	mu      sync.Mutex
 	closed  bool
 	plugins map[*Plugin]struct{}
+
+	// sweepOnce removes, at the first launch, the socket directories that
+	// killed hosts left behind (sweepSocketDirs).
+	sweepOnce sync.Once
 }
 
 // NewHost returns a Host.
@@ -275,7 +279,8 @@ func (h *Host) Launch(ctx context.Context, spec Spec) (*Plugin, error) {
 	// message; 10 creates of a one-file tree: 1.09 s with it, 0.66 s
 	// without). A process of the same user could attach to the host
 	// itself anyway.
-	sockDir, err := os.MkdirTemp("", "ptest-snap-engine-")
+	h.sweepOnce.Do(func() { sweepSocketDirs(os.TempDir(), time.Now()) })
+	sockDir, err := makeSocketDir()
 	if err != nil {
 		stopProcess()
 		ring.close()
