@@ -144,24 +144,24 @@ func encodeIndexParts(d *indexDir, children map[string]Hash, meta map[string]Ind
 		return whole, nil
 	}
 	root = binary.AppendUvarint([]byte{indexNodeMagic, indexNodeRootVersion}, uint64(len(ends)))
-	start := 0
-	for _, end := range ends {
-		lo, hi := all[start], all[end-1]
-		in := func(ns []string) []string {
-			i, j := 0, len(ns)
-			for i < j && ns[i] < lo {
-				i++
-			}
-			for j > i && ns[j-1] > hi {
-				j--
-			}
-			return ns[i:j]
+	// The fragments are consecutive runs of all, and names, dnames and
+	// mnames are sorted subsets of it: each list is cut where the
+	// previous fragment's cut left it, in one pass over it in all.
+	var cut [3]int
+	upTo := func(k int, ns []string, hi string) []string {
+		i, j := cut[k], cut[k]
+		for j < len(ns) && ns[j] <= hi {
+			j++
 		}
-		b := encodeIndexNames(d, in(names), children, in(dnames), meta, in(mnames))
+		cut[k] = j
+		return ns[i:j]
+	}
+	for _, end := range ends {
+		hi := all[end-1]
+		b := encodeIndexNames(d, upTo(0, names, hi), children, upTo(1, dnames, hi), meta, upTo(2, mnames, hi))
 		p := treePart{h: SumChunk(b), b: b}
 		frags = append(frags, p)
 		root = append(root, p.h[:]...)
-		start = end
 	}
 	return root, frags
 }
