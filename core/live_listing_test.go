@@ -211,7 +211,7 @@ func TestRestoreInPlaceWritesWhileListing(t *testing.T) {
 			slow := &slowListing{Engine: newDirEngine(), holdFrom: "zz", started: make(chan struct{})}
 			var eng pluginapi.Engine = slow
 			if !sparse {
-				eng = fullStreamEngine{slow}
+				eng = capHidden{slow, pluginapi.CapRestoreSparse}
 			}
 			src := filepath.Join(t.TempDir(), "src")
 			makeTree(t, src)
@@ -366,7 +366,7 @@ func TestRestoreInPlaceStreamEndsAfterListing(t *testing.T) {
 			eo := &endOrder{Engine: newDirEngine(), holdFrom: "zzz-extra/f280", wait: time.Second, streamEnded: make(chan struct{})}
 			var eng pluginapi.Engine = eo
 			if !sparse {
-				eng = fullStreamEngine{eo}
+				eng = capHidden{eo, pluginapi.CapRestoreSparse}
 			}
 			src := filepath.Join(t.TempDir(), "src")
 			makeTree(t, src)

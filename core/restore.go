@@ -206,6 +206,13 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 		planner = newInplacePlanner(live, prior.own, prior.last, prior.lastSnap, snap.ID, snap.Stats.Files)
 	} else {
 		close(listDone)
+		if treesc != nil {
+			// In place through an engine that cannot list the target:
+			// the restore still walks the trees read while it started,
+			// rather than reading them again beside a load that goes on
+			// only to be dropped.
+			trees, treesc = <-treesc, nil
+		}
 	}
 	if indexable && riTarget != "" {
 		m.dropRestoreIndex(snap.Engine, riTarget)

@@ -15,14 +15,17 @@ import (
 	"github.com/pypj/ptest-snap/pluginapi"
 )
 
-// fullStreamEngine hides CapRestoreSparse, as a third-party engine that
-// does not know it answers Info.
-type fullStreamEngine struct{ pluginapi.Engine }
+// capHidden hides one capability, as a third-party engine that does not
+// know it answers Info.
+type capHidden struct {
+	pluginapi.Engine
+	hide pluginapi.Capability
+}
 
-func (e fullStreamEngine) Info(ctx context.Context) (pluginapi.Info, error) {
+func (e capHidden) Info(ctx context.Context) (pluginapi.Info, error) {
 	info, err := e.Engine.Info(ctx)
 	info.Capabilities = slices.DeleteFunc(slices.Clone(info.Capabilities), func(c pluginapi.Capability) bool {
-		return c == pluginapi.CapRestoreSparse
+		return c == e.hide
 	})
 	return info, err
 }
@@ -55,9 +58,10 @@ func (r recordingReader) Next(ctx context.Context) (string, *pluginapi.Entry, io
 // An in-place restore through an engine that declares CapRestoreSparse
 // sends only what changes — rewrites, recreations, deletions of whole
 // trees, the directories above them — and one through an engine that does
-// not gets every entry; both yield the snapshot exactly (hard links to
-// kept and rewritten files, symlinks, modes, mtimes, xattrs), in process
-// and through the real plugin.
+// not gets every entry, as does one through an engine that cannot list the
+// target (no CapIndexOnly: no plan, the engine compares); all yield the
+// snapshot exactly (hard links to kept and rewritten files, symlinks,
+// modes, mtimes, xattrs), in process and through the real plugin.
 func TestRestoreInPlaceSparseAndFull(t *testing.T) {
 	ctx := context.Background()
 	host := pluginapi.NewHost(pluginapi.HostOptions{})
@@ -66,13 +70,16 @@ func TestRestoreInPlaceSparseAndFull(t *testing.T) {
 	require.NoError(t, err)
 	defer p.Close()
 	for name, base := range map[string]pluginapi.Engine{"in-process": newDirEngine(), "plugin": p} {
-		for _, sparse := range []bool{true, false} {
-			eng := base
-			if !sparse {
-				eng = fullStreamEngine{base}
+		for _, mode := range []string{"sparse", "full", "unlisted"} {
+			eng, sparse := base, mode == "sparse"
+			switch mode {
+			case "full":
+				eng = capHidden{base, pluginapi.CapRestoreSparse}
+			case "unlisted":
+				eng = capHidden{base, pluginapi.CapIndexOnly}
 			}
 			rec := &sparseRecorder{Engine: eng}
-			t.Run(fmt.Sprintf("%s sparse=%v", name, sparse), func(t *testing.T) {
+			t.Run(fmt.Sprintf("%s %s", name, mode), func(t *testing.T) {
 				src := filepath.Join(t.TempDir(), "src")
 				makeTree(t, src)
 				for i := range 40 {
@@ -100,7 +107,9 @@ func TestRestoreInPlaceSparseAndFull(t *testing.T) {
 				res, err := m.Restore(ctx, RestoreOptions{Ref: snap.ID, InPlace: true})
 				require.NoError(t, err)
 				requireSameTree(t, ref, src)
-				assert.Equal(t, keptIno, inode(t, filepath.Join(src, "pkg", "x", "__init__.py")), "kept file untouched")
+				if mode != "unlisted" { // without a listing there is no plan to keep it by
+					assert.Equal(t, keptIno, inode(t, filepath.Join(src, "pkg", "x", "__init__.py")), "kept file untouched")
+				}
 				assert.Equal(t, sparse, rec.sparse)
 				var deleted []string
 				for _, e := range rec.entries {
@@ -124,7 +133,9 @@ func TestRestoreInPlaceSparseAndFull(t *testing.T) {
 				res, err = m.Restore(ctx, RestoreOptions{Ref: snap.ID, InPlace: true})
 				require.NoError(t, err)
 				requireSameTree(t, ref, src)
-				assert.Zero(t, res.Stats.Rewritten, "%+v", res.Stats)
+				if mode != "unlisted" {
+					assert.Zero(t, res.Stats.Rewritten, "%+v", res.Stats)
+				}
 			})
 		}
 	}
