@@ -169,15 +169,11 @@ func (m *Manager) exportTree(ctx context.Context, aw *archiveWriter, seen map[st
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	raw, err := m.store.GetChunk(ctx, h)
-	if err != nil {
-		return fmt.Errorf("tree %s: %w", h, err)
-	}
 	// A large directory is a root and fragments (store/tree_split.go):
 	// each fragment goes out as a tree frame of its own, after the
 	// nodes' contents and before the root, so an importer stores the
 	// same chunks under the same hashes.
-	t, parts, err := m.store.GetTreeParts(ctx, h)
+	t, raw, parts, err := m.store.GetTreeChunks(ctx, h)
 	if err != nil {
 		return err
 	}
@@ -205,15 +201,11 @@ func (m *Manager) exportTree(ctx context.Context, aw *archiveWriter, seen map[st
 		}
 	}
 	for _, p := range parts {
-		if seen[p] {
+		if seen[p.Hash] {
 			continue
 		}
-		seen[p] = true
-		data, err := m.store.GetChunk(ctx, p)
-		if err != nil {
-			return fmt.Errorf("tree %s: fragment %s: %w", h, p, err)
-		}
-		if err := aw.frame(frameTree, p[:], data); err != nil {
+		seen[p.Hash] = true
+		if err := aw.frame(frameTree, p.Hash[:], p.Data); err != nil {
 			return err
 		}
 		aw.trees++

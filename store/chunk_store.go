@@ -560,6 +560,36 @@ func (s *Store) GetTreeParts(ctx context.Context, h Hash) (*Tree, []Hash, error)
 	return t, parts, nil
 }
 
+// TreeChunk is one stored chunk of a tree: its hash and its bytes as
+// stored (uncompressed, verified).
+type TreeChunk struct {
+	Hash Hash
+	Data []byte
+}
+
+// GetTreeChunks is GetTreeParts that also returns the bytes of the root
+// and of each fragment, in the root's order (fragments nil for a tree
+// stored as one chunk), each chunk read once: what an export writes out
+// beside the decoded tree.
+func (s *Store) GetTreeChunks(ctx context.Context, h Hash) (*Tree, []byte, []TreeChunk, error) {
+	root, err := s.GetChunk(ctx, h)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("tree: %w", err)
+	}
+	var frags []TreeChunk
+	t, _, err := decodeStoredTree(root, func(f Hash) ([]byte, error) {
+		b, err := s.GetChunk(ctx, f)
+		if err == nil {
+			frags = append(frags, TreeChunk{Hash: f, Data: b})
+		}
+		return b, err
+	})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("tree %s: %w", h, err)
+	}
+	return t, root, frags, nil
+}
+
 // storeNew stores a chunk that is not in the store: small file chunks go
 // into a pack (packer.go), the rest is compressed alone.
 func (s *Store) storeNew(w *Writer, h Hash, data []byte, packable bool, kind string) error {

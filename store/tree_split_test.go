@@ -203,6 +203,17 @@ func TestStoreLargeTree(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, tr, got)
 	require.Greater(t, len(parts), 1)
+	// GetTreeChunks: the same tree, with the root's and every fragment's
+	// stored bytes in the root's order, each matching its hash.
+	got2, root, frags, err := s.GetTreeChunks(ctx, h)
+	require.NoError(t, err)
+	assert.Equal(t, tr, got2)
+	assert.Equal(t, h, SumChunk(root))
+	require.Len(t, frags, len(parts))
+	for i, f := range frags {
+		assert.Equal(t, parts[i], f.Hash)
+		assert.Equal(t, f.Hash, SumChunk(f.Data), "fragment %d's bytes", i)
+	}
 	rep, err := s.Verify(ctx, nil, nil)
 	require.NoError(t, err)
 	assert.Empty(t, rep.Problems)
@@ -253,6 +264,10 @@ func TestLargeVersion1TreeStillReads(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, tr, got)
 	assert.Nil(t, parts)
+	_, root, frags, err := s.GetTreeChunks(ctx, h)
+	require.NoError(t, err)
+	assert.Equal(t, old, root, "a one-chunk tree's bytes as stored")
+	assert.Nil(t, frags)
 	_, err = s.GC(ctx)
 	require.NoError(t, err)
 	rep, err := s.Verify(ctx, nil, nil)
