@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"math"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -140,15 +141,17 @@ func BenchmarkParentIndexWire(b *testing.B) {
 	}
 }
 
-// TestVarintLen: the sizes appendPackedIndex reserves are exact.
-func TestVarintLen(t *testing.T) {
-	for _, v := range []int64{0, 1, -1, 63, -64, 64, -65, math.MaxInt64, math.MinInt64, 1_700_000_000_000_000_000} {
-		assert.Len(t, binary.AppendVarint(nil, v), varintLen(v), v)
-		assert.Len(t, binary.AppendUvarint(nil, uint64(v)), uvarintLen(uint64(v)), v)
-	}
+// TestPackedIndexReserve: appendPackedIndex packs an index of short paths
+// into the room it reserves up front, and a long path still fits (append
+// grows the buffer).
+func TestPackedIndexReserve(t *testing.T) {
 	idx := wireTestIndex()["rootfs"]
 	b := appendPackedIndex(nil, idx)
-	assert.Equal(t, len(b), cap(b), "one allocation of the exact size")
+	assert.Equal(t, binary.MaxVarintLen64+len(idx)*packedEntryGuess, cap(b), "one allocation")
+	long := map[string]IndexEntry{strings.Repeat("d/", 300) + "f": {Size: math.MaxInt64, MtimeNs: math.MinInt64, Inode: math.MaxUint64}}
+	got := map[string]IndexEntry{}
+	require.NoError(t, decodePackedIndex(appendPackedIndex(nil, long), got))
+	assert.Equal(t, long, got)
 	assert.Equal(t, len(idx), packedCount(b))
 }
 
