@@ -128,7 +128,9 @@ func BenchmarkParentIndexWire(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
-				wire, err := proto.Marshal(captureRequestToProto(req, packed))
+				wreq, err := captureRequestToProto(req, packed)
+				require.NoError(b, err)
+				wire, err := proto.Marshal(wreq)
 				require.NoError(b, err)
 				var got enginepb.CaptureRequest
 				require.NoError(b, proto.Unmarshal(wire, &got))
@@ -187,3 +189,44 @@ func decodePackedIndexV1(b []byte, m map[string]IndexEntry) error {
 	}
 	return nil
 }
+
+// TestPackedIndexBuilt: an index built entry by entry (PackedIndex, as the
+// host reads it from its store) is what appendPackedIndex packs from the
+// map, and decodes back to the map; ParentFor hands it packed to a plugin
+// and decoded to an engine in the host's process.
+func TestPackedIndexBuilt(t *testing.T) {
+	idx := wireTestIndex()["rootfs"]
+	p := NewPackedIndex(2) // too small: Add grows it
+	for path, e := range idx {
+		p.Add(path, e)
+	}
+	assert.Equal(t, len(idx), p.Len())
+	m, err := p.Map()
+	require.NoError(t, err)
+	assert.Equal(t, idx, m)
+	assert.Equal(t, len(idx), packedCount(p.wire()))
+	assert.Len(t, p.wire(), len(appendPackedIndex(nil, idx)))
+
+	var empty PackedIndex
+	m, err = empty.Map()
+	require.NoError(t, err)
+	assert.Empty(t, m)
+
+	packed := map[string]*PackedIndex{"rootfs": p}
+	parent, asPacked, err := ParentFor(&Plugin{}, packed)
+	require.NoError(t, err)
+	assert.Nil(t, parent)
+	assert.Equal(t, packed, asPacked)
+	parent, asPacked, err = ParentFor(inProcessEngine{}, packed)
+	require.NoError(t, err)
+	assert.Nil(t, asPacked)
+	assert.Equal(t, ParentIndex{"rootfs": idx}, parent)
+	parent, asPacked, err = ParentFor(inProcessEngine{}, nil)
+	require.NoError(t, err)
+	assert.Nil(t, parent)
+	assert.Nil(t, asPacked)
+}
+
+// inProcessEngine is an Engine that is not a Plugin (ParentFor only asks
+// which it is).
+type inProcessEngine struct{ Engine }
