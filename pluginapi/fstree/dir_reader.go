@@ -15,20 +15,21 @@ import (
 )
 
 // The walk's own cost is a few system calls per entry (getdents, lstat,
-// listxattr, readlink). Directory readers make them for the directories
+// openat, readlink). Directory readers make them for the directories
 // ahead of the walk, so the walk itself mostly assembles entries in order.
-// On venv-full's unchanged second capture they are ~140 ms of the
-// plugin's ~340 ms CPU: lstat 50, getdents 45, openat2 27, close 7,
-// listxattr (directories and symlinks only, with ParentXattrs) 8.
+// On venv-full's second capture after change small they are ~140 of the
+// plugin's ~235 ms of CPU: lstat ~70, getdents ~30, openat ~16, close
+// ~12 (profiles of 8 creates; directories' xattrs are read only for those
+// sent, see xattrsLater).
 const (
 	// dirReaders is the number of goroutines listing directories ahead.
-	// One overlaps the listing with the walk on an idle machine; more
-	// measured slower (wall time) on a loaded 2-core one, where every
-	// hand-off between goroutines waits for a core. Re-measured with the
-	// parent's xattrs (10 alternating unchanged creates each, load 5-6):
-	// two readers, with or without a 2048-directory queue, changed
-	// neither wall nor CPU; the machine's cores, not the walk's
-	// parallelism, are the limit there.
+	// With one, the walk was bound by it (readDirsAhead was 68 % of the
+	// plugin's CPU, the walker mostly waiting on its listings), so two
+	// let the listing use both cores of an idle 2-core machine. On a
+	// loaded one the cores are the limit either way: one against two,
+	// 6 alternating second creates each at load ~6, CPU 0.525 and
+	// 0.490 s, wall 0.73 and 0.68 s (medians), within the noise (as an
+	// earlier measurement at load 5-6 found).
 	dirReaders = 2
 	// dirQueue bounds the directories queued for them; when it is full
 	// the walk lists the directory itself, so it never waits for room.
