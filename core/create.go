@@ -137,7 +137,7 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 		// Pinned, the parent's trees and index stay whole until Commit
 		// even if it is deleted meanwhile, and what it shares with this
 		// snapshot is reused without a lookup per hash (store/parent_pin.go).
-		prep = prepareParent(ctx, w, parent.ID)
+		prep = prepareParent(ctx, w, parent)
 		if errors.Is(prep.pinErr, store.ErrNotFound) {
 			// Deleted since it was chosen: capture everything afresh.
 			parent = nil
@@ -154,7 +154,11 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 		// A parent without an index (imported, say) still records
 		// lineage; every file is read.
 		if prep.indexErr == nil {
-			req.Parent = prep.idx
+			// Packed as read for an engine in a plugin; decoded for
+			// one in this process.
+			if req.Parent, req.ParentPacked, err = pluginapi.ParentFor(eng, prep.idx); err != nil {
+				return nil, fmt.Errorf("create: parent %s: %w", parent.ID, err)
+			}
 			// Whole unchanged directories are taken from the parent
 			// (unchanged_dirs.go in pluginapi/fstree).
 			req.UnchangedDirs = true

@@ -26,9 +26,12 @@ import (
 type preparedParent struct {
 	w  *store.Writer
 	id string
-	// idx is the parent's index; indexErr is why there is none (wrapping
-	// store.ErrNotFound when the parent simply has no index).
-	idx      pluginapi.ParentIndex
+	// idx is the parent's index, per stream, packed as it was read
+	// (pluginapi.PackedIndex: no map of every path is made for an engine
+	// in a plugin, which decodes it itself); indexErr is why there is
+	// none (wrapping store.ErrNotFound when the parent simply has no
+	// index).
+	idx      map[string]*pluginapi.PackedIndex
 	indexErr error
 	// dirs are the hashes of the index's directory chunks, for the
 	// directories the engine reports unchanged.
@@ -38,13 +41,27 @@ type preparedParent struct {
 	pinErr error
 }
 
-// prepareParent pins snapshot id as w's parent and reads its change index.
-func prepareParent(ctx context.Context, w *store.Writer, id string) *preparedParent {
+// prepareParent pins snapshot parent as w's parent and reads its change
+// index.
+func prepareParent(ctx context.Context, w *store.Writer, parent *store.Snapshot) *preparedParent {
+	id := parent.ID
+	// The index holds a record per file, directory and symlink.
+	hint := int(min(parent.Stats.Files+parent.Stats.Dirs, 1<<22))
 	p := &preparedParent{w: w, id: id}
 	if p.pinErr = w.UseParent(ctx, id); p.pinErr != nil {
 		return p
 	}
-	idx, dirs, err := store.ParentChangeIndexWithDirs(ctx, w, func(r store.IndexRecord) pluginapi.IndexEntry {
+	idx := map[string]*pluginapi.PackedIndex{}
+	var cur *pluginapi.PackedIndex
+	var curStream string
+	dirs, err := store.ParentChangeIndexVisit(ctx, w, func(stream, path string, r store.IndexRecord) {
+		if cur == nil || stream != curStream {
+			if cur = idx[stream]; cur == nil {
+				cur = pluginapi.NewPackedIndex(hint)
+				idx[stream] = cur
+			}
+			curStream = stream
+		}
 		e := pluginapi.IndexEntry{Size: r.Size, MtimeNs: r.MtimeNs, CtimeNs: r.CtimeNs, Inode: r.Inode}
 		switch r.Kind {
 		case store.IndexDir:
@@ -52,7 +69,7 @@ func prepareParent(ctx context.Context, w *store.Writer, id string) *preparedPar
 		case store.IndexSymlink:
 			e.Type = pluginapi.TypeSymlink
 		}
-		return e
+		cur.Add(path, e)
 	})
 	if err != nil {
 		p.indexErr = err
@@ -84,7 +101,7 @@ func (m *Manager) startParentAhead(ctx context.Context, opts CreateOptions) *par
 	a := &parentAhead{id: guess.ID, done: make(chan struct{})}
 	go func() {
 		defer close(a.done)
-		a.p = prepareParent(ctx, w, guess.ID)
+		a.p = prepareParent(ctx, w, guess)
 	}()
 	return a
 }

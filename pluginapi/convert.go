@@ -89,10 +89,25 @@ func metadataFromProto(p *enginepb.Metadata) Metadata {
 
 // captureRequestToProto converts a capture request; packed sends the
 // parent index packed (index_wire.go), for an engine that decodes it.
-func captureRequestToProto(r *CaptureRequest, packed bool) *enginepb.CaptureRequest {
+func captureRequestToProto(r *CaptureRequest, packed bool) (*enginepb.CaptureRequest, error) {
 	ports := make([]int32, len(r.Ports))
 	for i, p := range r.Ports {
 		ports[i] = int32(p)
+	}
+	parent := parentToProto(r.Parent, packed)
+	if r.ParentPacked != nil {
+		if !packed {
+			// An engine that does not decode packed indexes gets entries.
+			idx, err := unpackParent(r.ParentPacked)
+			if err != nil {
+				return nil, fmt.Errorf("parent index: %w", err)
+			}
+			parent = indexToProto(idx)
+		} else {
+			for name, p := range r.ParentPacked {
+				parent = append(parent, &enginepb.ParentStream{Name: name, Packed: p.wire()})
+			}
+		}
 	}
 	return &enginepb.CaptureRequest{
 		Target:    r.Target,
@@ -100,12 +115,12 @@ func captureRequestToProto(r *CaptureRequest, packed bool) *enginepb.CaptureRequ
 		Env:       r.Env,
 		Ports:     ports,
 		Options:   r.Options,
-		Parent:    parentToProto(r.Parent, packed),
+		Parent:    parent,
 		IndexOnly: r.IndexOnly,
 
 		ParentXattrs:  r.ParentXattrs,
 		UnchangedDirs: r.UnchangedDirs,
-	}
+	}, nil
 }
 
 func captureRequestFromProto(p *enginepb.CaptureRequest) (*CaptureRequest, error) {

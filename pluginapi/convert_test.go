@@ -29,9 +29,30 @@ func TestCaptureRequestAndEntryProtoRoundTrip(t *testing.T) {
 		ParentXattrs: true,
 	}
 	for _, packed := range []bool{false, true} {
-		got, err := captureRequestFromProto(captureRequestToProto(req, packed))
+		wire, err := captureRequestToProto(req, packed)
+		require.NoError(t, err)
+		got, err := captureRequestFromProto(wire)
 		require.NoError(t, err)
 		assert.Equal(t, req, got, "packed %v", packed)
+	}
+	// The same index built packed (ParentPacked) arrives as the same
+	// Parent, to an engine that decodes packed indexes and to one that
+	// does not (it gets the files' entries).
+	pi := NewPackedIndex(1)
+	pi.Add("a", IndexEntry{Size: 1, MtimeNs: 2, CtimeNs: 3, Inode: 4})
+	pi.Add("d", IndexEntry{CtimeNs: 5, Inode: 6, Type: TypeDir})
+	byPacked := *req
+	byPacked.Parent, byPacked.ParentPacked = nil, map[string]*PackedIndex{"rootfs": pi}
+	for _, packed := range []bool{false, true} {
+		wire, err := captureRequestToProto(&byPacked, packed)
+		require.NoError(t, err)
+		got, err := captureRequestFromProto(wire)
+		require.NoError(t, err)
+		want := *req
+		if packed {
+			want.Parent = ParentIndex{"rootfs": {"a": req.Parent["rootfs"]["a"], "d": {CtimeNs: 5, Inode: 6, Type: TypeDir}}}
+		}
+		assert.Equal(t, &want, got, "packed %v", packed)
 	}
 	e := &Entry{Path: "a", Type: TypeFile, Mode: 0o644, UID: 1, GID: 2, MtimeNs: 3, CtimeNs: 4, Inode: 5, Size: 6,
 		Unchanged: true, XattrsFromParent: true}

@@ -195,6 +195,10 @@ type CaptureRequest struct {
 	Options map[string]string
 	// Parent is the change index of the parent snapshot, or nil.
 	Parent ParentIndex
+	// ParentPacked, if set, is the parent's change index in its packed
+	// form, per stream, given instead of Parent to a Plugin (see
+	// ParentFor); the plugin's engine gets it as Parent.
+	ParentPacked map[string]*PackedIndex
 	// IndexOnly asks for entries without bodies (every file's body is
 	// omitted, Unchanged stays false). The host uses it to compare a target
 	// with a snapshot before an in-place restore.

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"math"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -127,7 +128,9 @@ func BenchmarkParentIndexWire(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
-				wire, err := proto.Marshal(captureRequestToProto(req, packed))
+				wreq, err := captureRequestToProto(req, packed)
+				require.NoError(b, err)
+				wire, err := proto.Marshal(wreq)
 				require.NoError(b, err)
 				var got enginepb.CaptureRequest
 				require.NoError(b, proto.Unmarshal(wire, &got))
@@ -140,15 +143,17 @@ func BenchmarkParentIndexWire(b *testing.B) {
 	}
 }
 
-// TestVarintLen: the sizes appendPackedIndex reserves are exact.
-func TestVarintLen(t *testing.T) {
-	for _, v := range []int64{0, 1, -1, 63, -64, 64, -65, math.MaxInt64, math.MinInt64, 1_700_000_000_000_000_000} {
-		assert.Len(t, binary.AppendVarint(nil, v), varintLen(v), v)
-		assert.Len(t, binary.AppendUvarint(nil, uint64(v)), uvarintLen(uint64(v)), v)
-	}
+// TestPackedIndexReserve: appendPackedIndex packs an index of short paths
+// into the room it reserves up front, and a long path still fits (append
+// grows the buffer).
+func TestPackedIndexReserve(t *testing.T) {
 	idx := wireTestIndex()["rootfs"]
 	b := appendPackedIndex(nil, idx)
-	assert.Equal(t, len(b), cap(b), "one allocation of the exact size")
+	assert.Equal(t, binary.MaxVarintLen64+len(idx)*packedEntryGuess, cap(b), "one allocation")
+	long := map[string]IndexEntry{strings.Repeat("d/", 300) + "f": {Size: math.MaxInt64, MtimeNs: math.MinInt64, Inode: math.MaxUint64}}
+	got := map[string]IndexEntry{}
+	require.NoError(t, decodePackedIndex(appendPackedIndex(nil, long), got))
+	assert.Equal(t, long, got)
 	assert.Equal(t, len(idx), packedCount(b))
 }
 
@@ -184,3 +189,44 @@ func decodePackedIndexV1(b []byte, m map[string]IndexEntry) error {
 	}
 	return nil
 }
+
+// TestPackedIndexBuilt: an index built entry by entry (PackedIndex, as the
+// host reads it from its store) is what appendPackedIndex packs from the
+// map, and decodes back to the map; ParentFor hands it packed to a plugin
+// and decoded to an engine in the host's process.
+func TestPackedIndexBuilt(t *testing.T) {
+	idx := wireTestIndex()["rootfs"]
+	p := NewPackedIndex(2) // too small: Add grows it
+	for path, e := range idx {
+		p.Add(path, e)
+	}
+	assert.Equal(t, len(idx), p.Len())
+	m, err := p.Map()
+	require.NoError(t, err)
+	assert.Equal(t, idx, m)
+	assert.Equal(t, len(idx), packedCount(p.wire()))
+	assert.Len(t, p.wire(), len(appendPackedIndex(nil, idx)))
+
+	var empty PackedIndex
+	m, err = empty.Map()
+	require.NoError(t, err)
+	assert.Empty(t, m)
+
+	packed := map[string]*PackedIndex{"rootfs": p}
+	parent, asPacked, err := ParentFor(&Plugin{}, packed)
+	require.NoError(t, err)
+	assert.Nil(t, parent)
+	assert.Equal(t, packed, asPacked)
+	parent, asPacked, err = ParentFor(inProcessEngine{}, packed)
+	require.NoError(t, err)
+	assert.Nil(t, asPacked)
+	assert.Equal(t, ParentIndex{"rootfs": idx}, parent)
+	parent, asPacked, err = ParentFor(inProcessEngine{}, nil)
+	require.NoError(t, err)
+	assert.Nil(t, parent)
+	assert.Nil(t, asPacked)
+}
+
+// inProcessEngine is an Engine that is not a Plugin (ParentFor only asks
+// which it is).
+type inProcessEngine struct{ Engine }

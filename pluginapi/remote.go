@@ -66,7 +66,10 @@ func (p *Plugin) Capture(ctx context.Context, req *CaptureRequest, w CaptureWrit
 	defer cancel()
 	// The parent index goes packed to an engine whose Info said it
 	// decodes it (index_wire.go); the host asks Info before a capture.
-	wire := captureRequestToProto(req, p.packedIndex.Load())
+	wire, err := captureRequestToProto(req, p.packedIndex.Load())
+	if err != nil {
+		return fmt.Errorf("engine %q: %s: %w", p.name, op, err)
+	}
 	var ring *bodyRing
 	complete := false
 	if !req.IndexOnly && p.ring.acquire() {

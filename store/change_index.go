@@ -620,11 +620,35 @@ func loadChangeIndexAs[T any](ctx context.Context, s *Store, roots map[string]Ha
 	// the maps huge before a single chunk is read.
 	hint = min(max(hint, 0), maxIndexHint)
 	idx := make(map[string]map[string]T, len(roots))
+	var files map[string]T
+	var cur string
+	err := visitChangeIndex(ctx, s, roots, withMeta, seen, dirs, func(st, p string, r IndexRecord) {
+		if files == nil || st != cur {
+			files, cur = make(map[string]T, hint/max(1, len(roots))), st
+			idx[st] = files
+		}
+		files[p] = conv(r)
+	})
+	if err != nil {
+		return nil, err
+	}
+	for st := range roots {
+		if idx[st] == nil {
+			idx[st] = map[string]T{}
+		}
+	}
+	return idx, nil
+}
+
+// visitChangeIndex reads the change index under roots stream by stream,
+// calling visit with each file's record (and with withMeta each
+// directory's and symlink's) from one goroutine at a time; seen and dirs
+// are loadChangeIndexAs's.
+func visitChangeIndex(ctx context.Context, s *Store, roots map[string]Hash, withMeta bool, seen func(Hash), dirs func(stream, path string, h Hash), visit func(stream, path string, r IndexRecord)) error {
 	for _, st := range sortedKeys(roots) {
-		files := make(map[string]T, hint/max(1, len(roots)))
 		add := func(p string, r IndexRecord) {
 			if withMeta || r.Kind == IndexFile {
-				files[p] = conv(r)
+				visit(st, p, r)
 			}
 		}
 		var dir func(string, Hash)
@@ -632,11 +656,10 @@ func loadChangeIndexAs[T any](ctx context.Context, s *Store, roots map[string]Ha
 			dir = func(prefix string, h Hash) { dirs(st, strings.TrimSuffix(prefix, "/"), h) }
 		}
 		if err := s.readIndexParallel(ctx, roots[st], add, seen, dir); err != nil {
-			return nil, fmt.Errorf("stream %q: %w", st, err)
+			return fmt.Errorf("stream %q: %w", st, err)
 		}
-		idx[st] = files
 	}
-	return idx, nil
+	return nil
 }
 
 // maxIndexHint bounds the record count loadChangeIndexAs presizes its maps

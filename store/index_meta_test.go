@@ -102,4 +102,18 @@ func TestParentChangeIndexWithDirs(t *testing.T) {
 	files, err := ParentChangeIndexAs(ctx, w, func(r IndexRecord) IndexRecord { return r })
 	require.NoError(t, err)
 	assert.Equal(t, got, ChangeIndex(files), "without dirs: the files alone")
+
+	// ParentChangeIndexVisit hands over the same records and directories,
+	// each record once.
+	visited := ChangeIndex{}
+	vdirs, err := ParentChangeIndexVisit(ctx, w, func(stream, path string, r IndexRecord) {
+		if visited[stream] == nil {
+			visited[stream] = map[string]IndexRecord{}
+		}
+		assert.NotContains(t, visited[stream], path)
+		visited[stream][path] = r
+	})
+	require.NoError(t, err)
+	assert.Equal(t, ChangeIndex(idx), visited)
+	assert.Equal(t, dirs, vdirs)
 }

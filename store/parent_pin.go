@@ -190,14 +190,39 @@ func ParentChangeIndexWithDirs[T any](ctx context.Context, w *Writer, conv func(
 }
 
 func parentChangeIndexAs[T any](ctx context.Context, w *Writer, withMeta bool, conv func(IndexRecord) T) (map[string]map[string]T, ParentIndexDirs, error) {
+	var idx map[string]map[string]T
+	dirs, err := readParentIndex(ctx, w, withMeta, func(roots map[string]Hash, hint int, seen func(Hash), addDir func(stream, path string, h Hash)) error {
+		var err error
+		idx, err = loadChangeIndexAs(ctx, w.s, roots, hint, withMeta, seen, addDir, conv)
+		return err
+	})
+	return idx, dirs, err
+}
+
+// ParentChangeIndexVisit is ParentChangeIndexWithDirs for a caller that
+// keeps the records in a form of its own: visit gets every record (files',
+// directories' and symlinks'), from one goroutine at a time, and no map of
+// every path is built (the core packs them for the engine as they come:
+// pluginapi.PackedIndex).
+func ParentChangeIndexVisit(ctx context.Context, w *Writer, visit func(stream, path string, r IndexRecord)) (ParentIndexDirs, error) {
+	return readParentIndex(ctx, w, true, func(roots map[string]Hash, _ int, seen func(Hash), addDir func(stream, path string, h Hash)) error {
+		return visitChangeIndex(ctx, w.s, roots, true, seen, addDir, visit)
+	})
+}
+
+// readParentIndex reads the pinned parent's change index through read
+// (given the pinned roots, the parent's file count, a callback for each
+// chunk read and, with withMeta, one for each directory's chunk), then
+// makes the chunks read known.
+func readParentIndex(ctx context.Context, w *Writer, withMeta bool, read func(roots map[string]Hash, hint int, seen func(Hash), addDir func(stream, path string, h Hash)) error) (ParentIndexDirs, error) {
 	w.mu.Lock()
 	p := w.pin
 	w.mu.Unlock()
 	if p == nil {
-		return nil, nil, errors.New("parent change index: writer has no parent")
+		return nil, errors.New("parent change index: writer has no parent")
 	}
 	if len(p.index) == 0 {
-		return nil, nil, fmt.Errorf("change index of %s: %w", p.id, ErrNotFound)
+		return nil, fmt.Errorf("change index of %s: %w", p.id, ErrNotFound)
 	}
 	var seen []Hash
 	var dirs ParentIndexDirs
@@ -215,9 +240,8 @@ func parentChangeIndexAs[T any](ctx context.Context, w *Writer, withMeta bool, c
 	}
 	// From the pinned roots, not the record: the parent may have been
 	// deleted since it was pinned.
-	idx, err := loadChangeIndexAs(ctx, w.s, p.index, int(p.files), withMeta, func(h Hash) { seen = append(seen, h) }, addDir, conv)
-	if err != nil {
-		return nil, nil, fmt.Errorf("change index of %s: %w", p.id, err)
+	if err := read(p.index, int(p.files), func(h Hash) { seen = append(seen, h) }, addDir); err != nil {
+		return nil, fmt.Errorf("change index of %s: %w", p.id, err)
 	}
 	w.mu.Lock()
 	if w.pin != nil && !w.done {
@@ -226,7 +250,7 @@ func parentChangeIndexAs[T any](ctx context.Context, w *Writer, withMeta bool, c
 		}
 	}
 	w.mu.Unlock()
-	return idx, dirs, nil
+	return dirs, nil
 }
 
 // knownLocked reports whether h is reachable from the pinned parent, as far

@@ -155,7 +155,7 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 		defer close(c.ordered)
 		defer close(c.work)
 		defer close(c.dirWork)
-		if err := c.walk(ctx, ""); err != nil {
+		if err := c.walk(ctx, "", dirFrom{}); err != nil {
 			c.emit(ctx, &item{err: err})
 		}
 	}()
@@ -165,6 +165,7 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 	// so no goroutine outlives the call.
 	cancel()
 	wg.Wait()
+	c.closeDirs()
 	unix.Close(rootFd)
 	if err != nil {
 		return fmt.Errorf("capture %s: %w", root, err)
@@ -216,6 +217,9 @@ type capturer struct {
 	// checked holds the directories checked so far (subtree).
 	checkDirs bool
 	checked   map[string]subtreeResult
+	// dirs are the directory handles made (keepDir), for closeDirs.
+	dirsMu sync.Mutex
+	dirs   []*listedDir
 }
 
 func (c *capturer) emit(ctx context.Context, it *item) bool {
@@ -233,11 +237,12 @@ func (c *capturer) excluded(rel, name string) bool {
 
 // walk sends the entries beneath the directory dirRel ("" for the root),
 // whose listing was queued for the directory readers (or walk reads it).
-func (c *capturer) walk(ctx context.Context, dirRel string) error {
-	kids, _, err := c.listing(ctx, dirRel)
+func (c *capturer) walk(ctx context.Context, dirRel string, from dirFrom) error {
+	l, err := c.listing(ctx, dirRel, from)
 	if err != nil {
 		return err
 	}
+	kids := l.kids
 	// Hand this directory's subdirectories to the directory readers now,
 	// so their listings are ready by the time the walk gets there.
 	// One allocation for the directory's items instead of one per entry;
@@ -245,7 +250,7 @@ func (c *capturer) walk(ctx context.Context, dirRel string) error {
 	items := make([]item, len(kids))
 	for i := range kids {
 		if kids[i].st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			c.queueDir(kids[i].rel)
+			c.queueDir(kids[i].rel, dirFrom{l.dir, kids[i].name})
 		}
 	}
 	for i := range kids {
@@ -260,7 +265,7 @@ func (c *capturer) walk(ctx context.Context, dirRel string) error {
 		case unix.S_IFDIR:
 			it.e.Type = pluginapi.TypeDir
 			if c.checkDirs {
-				res, err := c.subtree(ctx, k)
+				res, err := c.subtree(ctx, k, l.dir)
 				if err != nil {
 					return err
 				}
@@ -286,6 +291,12 @@ func (c *capturer) walk(ctx context.Context, dirRel string) error {
 			}
 			continue
 		}
+		if k.xattrsLater && !it.e.Unchanged {
+			var err error
+			if it.e.Xattrs, err = readXattrs(c.prefix+k.rel, c.scratch); err != nil {
+				return err
+			}
+		}
 		if it.body == bodyReadAhead {
 			select {
 			case c.work <- it:
@@ -300,7 +311,7 @@ func (c *capturer) walk(ctx context.Context, dirRel string) error {
 			return ctx.Err()
 		}
 		if descend {
-			if err := c.walk(ctx, k.rel); err != nil {
+			if err := c.walk(ctx, k.rel, dirFrom{l.dir, k.name}); err != nil {
 				return err
 			}
 		}

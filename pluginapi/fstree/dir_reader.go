@@ -4,28 +4,33 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pypj/ptest-snap/pluginapi"
 )
 
 // The walk's own cost is a few system calls per entry (getdents, lstat,
-// listxattr, readlink). Directory readers make them for the directories
+// openat, readlink). Directory readers make them for the directories
 // ahead of the walk, so the walk itself mostly assembles entries in order.
-// On venv-full's unchanged second capture they are ~140 ms of the
-// plugin's ~340 ms CPU: lstat 50, getdents 45, openat2 27, close 7,
-// listxattr (directories and symlinks only, with ParentXattrs) 8.
+// On venv-full's second capture after change small they are ~140 of the
+// plugin's ~235 ms of CPU: lstat ~70, getdents ~30, openat ~16, close
+// ~12 (profiles of 8 creates; directories' xattrs are read only for those
+// sent, see xattrsLater).
 const (
 	// dirReaders is the number of goroutines listing directories ahead.
-	// One overlaps the listing with the walk on an idle machine; more
-	// measured slower (wall time) on a loaded 2-core one, where every
-	// hand-off between goroutines waits for a core. Re-measured with the
-	// parent's xattrs (10 alternating unchanged creates each, load 5-6):
-	// two readers, with or without a 2048-directory queue, changed
-	// neither wall nor CPU; the machine's cores, not the walk's
-	// parallelism, are the limit there.
-	dirReaders = 1
+	// With one, the walk was bound by it (readDirsAhead was 68 % of the
+	// plugin's CPU, the walker mostly waiting on its listings), so two
+	// let the listing use both cores of an idle 2-core machine. On a
+	// loaded one the cores are the limit either way: one against two,
+	// 6 alternating second creates each at load ~6, CPU 0.525 and
+	// 0.490 s, wall 0.73 and 0.68 s (medians), within the noise (as an
+	// earlier measurement at load 5-6 found).
+	dirReaders = 2
 	// dirQueue bounds the directories queued for them; when it is full
 	// the walk lists the directory itself, so it never waits for room.
 	dirQueue = 256
@@ -34,11 +39,117 @@ const (
 // dirJob is one directory listed ahead of the walk.
 type dirJob struct {
 	rel  string
-	done chan struct{} // closed when kids or err is set
+	from dirFrom
+	done chan struct{} // closed when the listing or err is set
+	dirListing
+	err error
+}
+
+// dirListing is what readDir found in one directory.
+type dirListing struct {
 	kids []child
 	// excluded: an entry of the directory was left out by an exclude.
 	excluded bool
-	err      error
+	// dir is the directory itself, kept open for opening its
+	// subdirectories (nil when it has none).
+	dir *listedDir
+}
+
+// A directory is opened from its parent's descriptor (openat of its name,
+// O_NOFOLLOW) while the parent is still open, instead of by its path from
+// the root (openat2 RESOLVE_BENEATH), whose kernel path walk looked up
+// every component again: 26 of the plugin's 235 ms of CPU in venv-full's
+// second capture (8 profiles), ~10 with openat. The name is one component
+// from getdents (never "." or ".."), and O_NOFOLLOW refuses a symlink put
+// in its place, so the directory opened is beneath the one listed, as
+// RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS guarantees.
+
+// listedDir is a listed directory's descriptor, open until each of its
+// subdirectories has been opened from it (pending), or until the capture
+// ends (closeDirs). Should the walk ever ask for more subdirectories than
+// were counted, the extra ones are opened by path, never through a
+// descriptor already closed (and perhaps reused).
+type listedDir struct {
+	mu      sync.Mutex
+	fd      int
+	pending int // subdirectories not opened yet; 0: fd is closed
+}
+
+// dirFrom says where a directory is opened from: its parent's handle and
+// its name there, or (dir nil) its path from the root.
+type dirFrom struct {
+	dir  *listedDir
+	name string
+}
+
+// openSub opens the subdirectory name of h; ok is false if h is closed.
+func (h *listedDir) openSub(name string) (fd int, ok bool, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.pending <= 0 {
+		return -1, false, nil
+	}
+	for {
+		fd, err = unix.Openat(h.fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if h.pending--; h.pending == 0 {
+		unix.Close(h.fd)
+	}
+	return fd, true, err
+}
+
+// close closes h unless it is closed already.
+func (h *listedDir) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.pending > 0 {
+		unix.Close(h.fd)
+		h.pending = 0
+	}
+}
+
+// keepDir returns a handle for the directory open as fd, which has nsub
+// subdirectories, or closes fd and returns nil when it has none.
+func (c *capturer) keepDir(fd int, nsub int) *listedDir {
+	if nsub == 0 {
+		unix.Close(fd)
+		return nil
+	}
+	h := &listedDir{fd: fd, pending: nsub}
+	c.dirsMu.Lock()
+	c.dirs = append(c.dirs, h)
+	c.dirsMu.Unlock()
+	return h
+}
+
+// closeDirs closes the handles of directories some of whose
+// subdirectories were never opened (the capture ended early). Called once
+// every goroutine of the capture has ended.
+func (c *capturer) closeDirs() {
+	for _, h := range c.dirs {
+		h.close()
+	}
+	c.dirs = nil
+}
+
+// openDir opens the directory rel as from says.
+func (c *capturer) openDir(rel string, from dirFrom) (int, error) {
+	if from.dir == nil {
+		return openDirBeneath(c.rootFd, rel)
+	}
+	fd, ok, err := from.dir.openSub(from.name)
+	switch {
+	case !ok:
+		return openDirBeneath(c.rootFd, rel)
+	case errors.Is(err, unix.ELOOP), errors.Is(err, unix.ENOTDIR):
+		return -1, fmt.Errorf("%w: %q is not a directory beneath the target (%v)", pluginapi.ErrUnsafePath, rel, err)
+	case err != nil:
+		return -1, fmt.Errorf("open directory %q: %w", rel, err)
+	}
+	return fd, nil
 }
 
 // child is what the walk needs of one entry of a directory.
@@ -54,12 +165,16 @@ type child struct {
 	// xattrsFromParent: an unchanged file whose xattrs were not read,
 	// since the host takes the parent's (CaptureOptions.ParentXattrs).
 	xattrsFromParent bool
+	// xattrsLater: a directory or symlink whose xattrs were not read,
+	// since it will most likely not be sent (checkDirs): the walk reads
+	// them if it sends it (walk).
+	xattrsLater bool
 }
 
 // submitDir queues the listing of rel for the directory readers, or
 // returns nil if the queue is full.
-func (c *capturer) submitDir(rel string) *dirJob {
-	j := &dirJob{rel: rel, done: make(chan struct{})}
+func (c *capturer) submitDir(rel string, from dirFrom) *dirJob {
+	j := &dirJob{rel: rel, from: from, done: make(chan struct{})}
 	select {
 	case c.dirWork <- j:
 		return j
@@ -75,7 +190,7 @@ func (c *capturer) readDirsAhead(ctx context.Context) {
 		if err := ctx.Err(); err != nil {
 			j.err = err
 		} else {
-			j.kids, j.excluded, j.err = c.readDir(j.rel, scratch)
+			j.dirListing, j.err = c.readDir(j.rel, j.from, scratch)
 		}
 		close(j.done)
 	}
@@ -87,14 +202,40 @@ func (c *capturer) readDirsAhead(ctx context.Context) {
 // xattrs. A file that will be read ahead gets its xattrs from its open
 // file later instead; an unchanged one whose xattrs the host takes from
 // the parent gets none.
-func (c *capturer) readDir(rel string, scratch []byte) (kids []child, excluded bool, err error) {
+func (c *capturer) readDir(rel string, from dirFrom, scratch []byte) (l dirListing, err error) {
 	fd := c.rootFd
+	var nsub int
 	if rel != "" {
-		if fd, err = openDirBeneath(c.rootFd, rel); err != nil {
-			return nil, false, fmt.Errorf("open directory %q: %w", rel, err)
+		if fd, err = c.openDir(rel, from); err != nil {
+			return dirListing{}, err
 		}
-		defer unix.Close(fd)
+		defer func() {
+			if err != nil {
+				nsub = 0
+			}
+			l.dir = c.keepDir(fd, nsub)
+		}()
+	} else {
+		l.dir = c.rootHandle()
 	}
+	kids, excluded, err := c.readOpenDir(fd, rel, scratch)
+	for i := range kids {
+		if kids[i].st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			nsub++
+		}
+	}
+	l.kids, l.excluded = kids, excluded
+	return l, err
+}
+
+// rootHandle returns the root's handle, which its subdirectories never
+// close (the capture owns the root's descriptor).
+func (c *capturer) rootHandle() *listedDir {
+	return &listedDir{fd: c.rootFd, pending: math.MaxInt}
+}
+
+// readOpenDir is readDir of the directory rel open as fd.
+func (c *capturer) readOpenDir(fd int, rel string, scratch []byte) (kids []child, excluded bool, err error) {
 	ents, err := readDirEntries(fd)
 	if err != nil {
 		return nil, false, fmt.Errorf("read directory %q: %w", rel, err)
@@ -137,7 +278,12 @@ func (c *capturer) readDir(rel string, scratch []byte) (kids []child, excluded b
 			kids = append(kids, k) // special: the walk reports it
 			continue
 		}
-		if !c.readsAhead(&k) && !k.xattrsFromParent {
+		// A directory or symlink inside an unchanged subtree is not sent,
+		// and a second capture finds nearly every one so: its xattrs are
+		// read only if the walk sends it. A listxattrat per directory was
+		// 8,000 system calls of venv-full's second capture.
+		k.xattrsLater = c.checkDirs && k.st.Mode&unix.S_IFMT != unix.S_IFREG
+		if !c.readsAhead(&k) && !k.xattrsFromParent && !k.xattrsLater {
 			if k.xattrs, err = readXattrsAt(fd, k.name, c.prefix+k.rel, scratch); err != nil {
 				return nil, false, err
 			}
@@ -148,35 +294,43 @@ func (c *capturer) readDir(rel string, scratch []byte) (kids []child, excluded b
 }
 
 // listing returns the entries of directory rel (readDir's): from the job
-// queued for it (queueDir), if any, or read now. Walker goroutine only.
-func (c *capturer) listing(ctx context.Context, rel string) ([]child, bool, error) {
+// queued for it (queueDir), if any, or read now, opened as from says.
+// Walker goroutine only.
+func (c *capturer) listing(ctx context.Context, rel string, from dirFrom) (dirListing, error) {
 	j, ok := c.jobs[rel]
 	if !ok {
-		return c.readDir(rel, c.scratch)
+		return c.readDir(rel, from, c.scratch)
 	}
 	delete(c.jobs, rel)
 	select {
 	case <-j.done:
-		return j.kids, j.excluded, j.err
+		return j.dirListing, j.err
 	case <-ctx.Done():
-		return nil, false, ctx.Err()
+		return dirListing{}, ctx.Err()
 	}
 }
 
 // queueDir has the directory readers list rel ahead of the walk, unless it
 // is queued already or the queue is full. Walker goroutine only.
-func (c *capturer) queueDir(rel string) {
+func (c *capturer) queueDir(rel string, from dirFrom) {
 	if _, ok := c.jobs[rel]; ok {
 		return
 	}
-	if j := c.submitDir(rel); j != nil {
+	// A directory subtree checked is listed already: its listing is in
+	// jobs if the walk will need it (keepListing), and not needed if it
+	// is unchanged. Queued again, it was listed a second time for
+	// nothing.
+	if _, ok := c.checked[rel]; ok {
+		return
+	}
+	if j := c.submitDir(rel, from); j != nil {
 		c.jobs[rel] = j
 	}
 }
 
 // keepListing puts a listing the walk will need again back for listing.
-func (c *capturer) keepListing(rel string, kids []child, excluded bool) {
-	j := &dirJob{rel: rel, done: make(chan struct{}), kids: kids, excluded: excluded}
+func (c *capturer) keepListing(rel string, l dirListing) {
+	j := &dirJob{rel: rel, done: make(chan struct{}), dirListing: l}
 	close(j.done)
 	c.jobs[rel] = j
 }

@@ -32,25 +32,27 @@ type subtreeResult struct {
 }
 
 // subtree reports whether the subtree of directory k (a child the walk
-// listed) is unchanged, and what is beneath it. Results are kept, so a
-// directory inside a changed one is checked once, and a changed
-// directory's listing is kept for the walk. Walker goroutine only.
-func (c *capturer) subtree(ctx context.Context, k *child) (subtreeResult, error) {
+// listed, from the directory parent) is unchanged, and what is beneath
+// it. Results are kept, so a directory inside a changed one is checked
+// once, and a changed directory's listing is kept for the walk. Walker
+// goroutine only.
+func (c *capturer) subtree(ctx context.Context, k *child, parent *listedDir) (subtreeResult, error) {
 	if r, ok := c.checked[k.rel]; ok {
 		return r, nil
 	}
 	if !c.sameMeta(k, pluginapi.TypeDir) {
 		return subtreeResult{}, nil
 	}
-	kids, excluded, err := c.listing(ctx, k.rel)
+	l, err := c.listing(ctx, k.rel, dirFrom{parent, k.name})
 	if err != nil {
 		return subtreeResult{}, err
 	}
-	res := subtreeResult{unchanged: !excluded}
+	kids := l.kids
+	res := subtreeResult{unchanged: !l.excluded}
 	if res.unchanged {
 		for i := range kids {
 			if kids[i].st.Mode&unix.S_IFMT == unix.S_IFDIR {
-				c.queueDir(kids[i].rel)
+				c.queueDir(kids[i].rel, dirFrom{l.dir, kids[i].name})
 			}
 		}
 	}
@@ -65,7 +67,7 @@ func (c *capturer) subtree(ctx context.Context, k *child) (subtreeResult, error)
 			res.unchanged = c.sameMeta(kk, pluginapi.TypeSymlink)
 			res.files++
 		case unix.S_IFDIR:
-			sub, err := c.subtree(ctx, kk)
+			sub, err := c.subtree(ctx, kk, l.dir)
 			if err != nil {
 				return subtreeResult{}, err
 			}
@@ -79,7 +81,7 @@ func (c *capturer) subtree(ctx context.Context, k *child) (subtreeResult, error)
 	}
 	if !res.unchanged {
 		res = subtreeResult{}
-		c.keepListing(k.rel, kids, excluded)
+		c.keepListing(k.rel, l)
 	}
 	if c.checked == nil {
 		c.checked = map[string]subtreeResult{}

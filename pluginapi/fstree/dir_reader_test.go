@@ -1,0 +1,121 @@
+package fstree
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/pypj/ptest-snap/pluginapi"
+)
+
+// openFDs counts this process's open file descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	return len(ents)
+}
+
+// deepTree makes a tree of nested directories, several per level, with a
+// file in each, so that directories stay open for their subdirectories
+// while others are listed.
+func deepTree(t *testing.T) string {
+	root := t.TempDir()
+	var fill func(dir string, depth int)
+	fill = func(dir string, depth int) {
+		writeFile(t, filepath.Join(dir, "f.py"), dir, 0o644)
+		if depth == 0 {
+			return
+		}
+		for i := range 3 {
+			sub := filepath.Join(dir, fmt.Sprintf("d%d", i))
+			require.NoError(t, os.Mkdir(sub, 0o755))
+			fill(sub, depth-1)
+		}
+	}
+	fill(root, 4)
+	return root
+}
+
+// TestCaptureClosesDirectories: every directory a capture opens (each is
+// kept open until its subdirectories are opened from it) is closed when
+// the capture returns, whether it ran to the end, with unchanged
+// subtrees, or stopped early.
+func TestCaptureClosesDirectories(t *testing.T) {
+	root := deepTree(t)
+	before := openFDs(t)
+
+	first := capture(t, root, CaptureOptions{})
+	assert.Equal(t, before, openFDs(t), "full capture")
+
+	parent := pluginapi.ParentIndex{"rootfs": {}}
+	for _, r := range first.recs {
+		e := pluginapi.IndexEntry{Size: r.e.Size, MtimeNs: r.e.MtimeNs, CtimeNs: r.e.CtimeNs, Inode: r.e.Inode}
+		switch r.e.Type {
+		case pluginapi.TypeDir:
+			e.Type, e.Size = pluginapi.TypeDir, 0
+		case pluginapi.TypeSymlink:
+			e.Type = pluginapi.TypeSymlink
+		}
+		parent["rootfs"][r.e.Path] = e
+	}
+	writeFile(t, filepath.Join(root, "d1", "d2", "f.py"), "changed", 0o644)
+	second := capture(t, root, CaptureOptions{Parent: parent, UnchangedDirs: true})
+	assert.Equal(t, before, openFDs(t), "capture with unchanged subtrees")
+	assert.True(t, find(t, second.recs, "d0").e.Unchanged)
+	assert.False(t, find(t, second.recs, "d1").e.Unchanged)
+	assert.Equal(t, []byte("changed"), find(t, second.recs, "d1/d2/f.py").body)
+
+	for _, failAfter := range []int{1, 3, 20} {
+		err := Capture(context.Background(), root, CaptureOptions{Stream: "rootfs"}, &memWriter{failAfter: failAfter})
+		require.ErrorIs(t, err, errWriterStop)
+		assert.Equal(t, before, openFDs(t), "capture stopped after %d entries", failAfter)
+	}
+}
+
+// TestOpenDirRefusesSymlinkAndFile: a directory opened from its parent's
+// descriptor that is now a symlink (even to a directory) or a file is
+// refused with ErrUnsafePath, as openat2's RESOLVE_NO_SYMLINKS refuses it
+// by path; the parent is closed after as many opens as it has
+// subdirectories, either way.
+func TestOpenDirRefusesSymlinkAndFile(t *testing.T) {
+	root := t.TempDir()
+	require.NoError(t, os.Mkdir(filepath.Join(root, "real"), 0o755))
+	require.NoError(t, os.Symlink(t.TempDir(), filepath.Join(root, "link")))
+	writeFile(t, filepath.Join(root, "file"), "x", 0o644)
+	rootFd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	require.NoError(t, err)
+	defer unix.Close(rootFd)
+	before := openFDs(t)
+
+	c := &capturer{rootFd: rootFd}
+	fd, err := unix.Dup(rootFd)
+	require.NoError(t, err)
+	h := c.keepDir(fd, 3)
+	for _, name := range []string{"link", "file"} {
+		_, err := c.openDir(name, dirFrom{h, name})
+		assert.ErrorIs(t, err, pluginapi.ErrUnsafePath, name)
+	}
+	sub, err := c.openDir("real", dirFrom{h, "real"})
+	require.NoError(t, err)
+	require.NoError(t, unix.Close(sub))
+	assert.Equal(t, before, openFDs(t), "the parent is closed after its last subdirectory")
+
+	// One more than counted is opened by its path, not through the
+	// closed descriptor.
+	sub, err = c.openDir("real", dirFrom{h, "real"})
+	require.NoError(t, err)
+	var st, want unix.Stat_t
+	require.NoError(t, unix.Fstat(sub, &st))
+	require.NoError(t, unix.Close(sub))
+	require.NoError(t, unix.Lstat(filepath.Join(root, "real"), &want))
+	assert.Equal(t, want.Ino, st.Ino)
+	c.closeDirs()
+	assert.Equal(t, before, openFDs(t))
+}
