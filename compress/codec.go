@@ -54,8 +54,9 @@ const MaxChunkSize = 64 << 20
 //	level 3: 100.7 MB stored, 103.8 MB on disk, 0.65x
 //
 // Only the default level meets the 110 MB target at a usable speed. The
-// store uses it for packs of small files and SpeedFastest (EncodeLevel) for
-// large chunks stored alone, where it costs less ratio (store.bigChunkLevel
+// store uses it for packs of small files (half of a first snapshot's packs
+// take SpeedFastest, store.firstFastEvery) and SpeedFastest (EncodeLevel)
+// for large chunks stored alone, where it costs less ratio (store.bigChunkLevel
 // has the figures). The 1.95x above is wall time of one run on a
 // shared machine; on one thread's CPU time SpeedDefault costs 36 % more
 // than SpeedFastest on venv-full's data, both for packs and large chunks.

@@ -738,7 +738,8 @@ var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 256<<10); ret
 // faster). The store stays 5.8 MB under the 110 MB target, so large
 // chunks take SpeedFastest. Packs stay at the default: SpeedFastest for
 // them would save about 0.35 s of one thread but add 6.5 MB (85.99
-// against 79.44 MB), 0.3 MB under the target.
+// against 79.44 MB), 0.3 MB under the target; half of a first snapshot's
+// packs take it (firstFastEvery, packer.go: +3.5 MB, 108.1 MB).
 var bigChunkLevel = zstd.SpeedFastest
 
 // encode compresses data at the codec's level into a new slice of exactly
