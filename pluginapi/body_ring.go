@@ -249,6 +249,22 @@ func (r *bodyRing) reserve(ctx context.Context, n int, flush func() error) (uint
 // it is the frame expected next, hands its space back to the producer, and
 // wakes the producer if it waits for space.
 func (r *bodyRing) take(pos uint64, length uint32, dst []byte) ([]byte, error) {
+	frame, err := r.view(pos, length)
+	if err != nil {
+		return nil, err
+	}
+	dst = append(dst[:0], frame...)
+	r.handBack()
+	return dst, nil
+}
+
+// view checks that the frame at position pos is the one expected next and
+// returns it where it lies in the ring, still the consumer's: its space
+// goes back to the producer only with handBack, which the consumer calls
+// once it has copied the frame out (or skipped it), and before it views
+// the next one. The bytes are shared with the producer, which may be
+// hostile: a consumer copies each byte out once and uses only its copy.
+func (r *bodyRing) view(pos uint64, length uint32) ([]byte, error) {
 	size := uint64(len(r.data))
 	switch {
 	case pos != r.next:
@@ -259,11 +275,15 @@ func (r *bodyRing) take(pos uint64, length uint32, dst []byte) ([]byte, error) {
 		return nil, protocolErrorf("shared frame at %d of %d bytes crosses the ring's end", pos, length)
 	}
 	off := pos % size
-	dst = append(dst[:0], r.data[off:off+uint64(length)]...)
 	r.next = pos + uint64(length)
+	return r.data[off : off+uint64(length) : off+uint64(length)], nil
+}
+
+// handBack gives the space of the frames viewed so far back to the
+// producer, waking it if it waits for space.
+func (r *bodyRing) handBack() {
 	atomic.StoreUint64(r.consumedPtr(), r.next)
 	if atomic.LoadUint32(r.waitingPtr()) != 0 {
 		r.wake()
 	}
-	return dst, nil
 }
