@@ -35,8 +35,8 @@ import (
 // ring full sleeps in futex(2) on the wake sequence, which works across the
 // two processes because the mapping is shared. It is woken, by a bump of
 // the sequence, when the consumer hands space back (the consumer bumps it
-// only while the waiting flag is set, so a busy ring costs no system calls)
-// or, from its own process, when its call ends or its context is done: it
+// only while the waiting flag is set, so a busy ring costs no system calls,
+// and then at most once per wakeEvery bytes) or, from its own process, when its call ends or its context is done: it
 // never polls. The waiting flag is set before the producer checks for room
 // for the last time, and the consumer publishes the consumed position
 // before it reads the flag, so a wake-up cannot be lost. (Version 1 of the
@@ -248,22 +248,9 @@ func (r *bodyRing) reserve(ctx context.Context, n int, flush func() error) (uint
 	}
 }
 
-// take copies the frame at position pos out of the ring into dst's memory
-// (the consumer's side: the host in Capture, the plugin in Restore), checks
-// it is the frame expected next, hands its space back to the producer, and
-// wakes the producer if it waits for space.
-func (r *bodyRing) take(pos uint64, length uint32, dst []byte) ([]byte, error) {
-	frame, err := r.view(pos, length)
-	if err != nil {
-		return nil, err
-	}
-	dst = append(dst[:0], frame...)
-	r.handBack()
-	return dst, nil
-}
-
-// view checks that the frame at position pos is the one expected next and
-// returns it where it lies in the ring, still the consumer's: its space
+// view checks that the frame at position pos is the one expected next (the
+// consumer's side: the host in Capture, the plugin in Restore) and returns
+// it where it lies in the ring, still the consumer's: its space
 // goes back to the producer only with handBack, which the consumer calls
 // once it has copied the frame out (or skipped it), and before it views
 // the next one. The bytes are shared with the producer, which may be
