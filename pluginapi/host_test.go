@@ -696,3 +696,76 @@ func (r *cueReader) Next(ctx context.Context) (string, *pluginapi.Entry, io.Read
 	r.n++
 	return r.sliceReader.Next(ctx)
 }
+
+// partialWriter reads each body in odd-sized pieces: the first file's
+// whole, then of each following file a prefix only, leaving the rest to
+// the host (which skips it) or copying it with io.Copy (the WriterTo path),
+// in turn.
+type partialWriter struct {
+	recordingWriter
+	files int
+}
+
+func (w *partialWriter) WriteEntry(_ context.Context, e *pluginapi.Entry, body io.Reader) error {
+	r := recorded{stream: w.streams[len(w.streams)-1], entry: *e}
+	if body != nil {
+		w.files++
+		buf := make([]byte, 4093)
+		for len(r.body) < 3<<20 {
+			n, err := body.Read(buf[:1+len(r.body)%len(buf)])
+			r.body = append(r.body, buf[:n]...)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			if w.files > 1 && len(r.body) > 1<<20+w.files {
+				break
+			}
+		}
+		if w.files%2 == 1 {
+			var rest bytes.Buffer
+			if _, err := io.Copy(&rest, body); err != nil {
+				return err
+			}
+			r.body = append(r.body, rest.Bytes()...)
+		}
+	}
+	w.entries = append(w.entries, r)
+	return nil
+}
+
+// TestCapturePartialReads reads bodies through the shared ring in small
+// pieces, stopping within a frame: the rest of a body left unread is
+// skipped, the rest copied with io.Copy arrives intact, and the ring's
+// space comes back either way (the bodies are larger than the ring, so a
+// frame never handed back would stop the engine).
+func TestCapturePartialReads(t *testing.T) {
+	root := t.TempDir()
+	want := map[string][]byte{}
+	for i := range 6 {
+		b := make([]byte, 5<<20+i*5003)
+		for j := range b {
+			b[j] = byte(j*13 + i + j>>11)
+		}
+		name := fmt.Sprintf("f%d", i)
+		want[name] = b
+		require.NoError(t, os.WriteFile(filepath.Join(root, name), b, 0o644))
+	}
+	p := launch(t, newHost(t), "good")
+	for range 2 {
+		var w partialWriter
+		require.NoError(t, p.Capture(context.Background(), &pluginapi.CaptureRequest{Target: root}, &w))
+		require.Len(t, w.entries, 6)
+		for i, r := range w.entries {
+			full := want[r.entry.Path]
+			if i%2 == 0 {
+				require.True(t, bytes.Equal(full, r.body), "%s: whole body", r.entry.Path)
+				continue
+			}
+			require.Less(t, len(r.body), len(full), r.entry.Path)
+			require.True(t, bytes.Equal(full[:len(r.body)], r.body), "%s: prefix", r.entry.Path)
+		}
+	}
+}

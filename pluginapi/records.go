@@ -137,17 +137,29 @@ func (r *entryReader) next() (begin string, e *Entry, body io.Reader, err error)
 
 // bodyReader yields one file's body from the data records that follow its
 // entry.
+//
+// A frame in the shared ring is not copied out into a buffer of its own:
+// Read copies it straight from the ring into the caller's memory, the one
+// copy the consumer must make anyway (the producer could change bytes
+// still in the ring), and hands its space back once the frame is read. A
+// create of venv-full copied its 334 MiB of bodies twice before (ring to
+// frame buffer, frame buffer to the chunk's), ~1.4 % of the CLI's CPU on
+// the capture goroutine in the first copy alone (perf).
 type bodyReader struct {
 	src       *recordSource
 	owner     *entryReader
 	path      string
 	remaining int64
 	frame     []byte
-	err       error
+	// shared: frame is the unread rest of a frame still in the ring
+	// (bodyRing.view), handed back once read.
+	shared bool
+	err    error
 }
 
-// nextFrame loads the next frame of the body.
-func (b *bodyReader) nextFrame() error {
+// nextFrame loads the next frame of the body. A shared frame stays in the
+// ring (b.shared) when inPlace is set; otherwise it is copied out.
+func (b *bodyReader) nextFrame(inPlace bool) error {
 	for len(b.frame) == 0 {
 		rec, err := b.src.next()
 		if err == io.EOF {
@@ -170,20 +182,41 @@ func (b *bodyReader) nextFrame() error {
 			if err := b.checkFrame(int64(k.Shared.GetLength())); err != nil {
 				return err
 			}
-			if b.owner.ringBuf == nil {
-				b.owner.ringBuf = make([]byte, 0, MaxFrameSize)
-			}
-			b.owner.ringBuf, err = b.owner.ring.take(k.Shared.GetPosition(), k.Shared.GetLength(), b.owner.ringBuf)
+			frame, err = b.owner.ring.view(k.Shared.GetPosition(), k.Shared.GetLength())
 			if err != nil {
 				return err
 			}
-			frame = b.owner.ringBuf
+			if len(frame) == 0 {
+				b.owner.ring.handBack()
+				continue
+			}
+			if inPlace {
+				b.shared = true
+			} else {
+				if b.owner.ringBuf == nil {
+					b.owner.ringBuf = make([]byte, 0, MaxFrameSize)
+				}
+				b.owner.ringBuf = append(b.owner.ringBuf[:0], frame...)
+				b.owner.ring.handBack()
+				frame = b.owner.ringBuf
+			}
 		default:
 			return protocolErrorf("body of %q ends %d bytes short of its size", b.path, b.remaining)
 		}
 		b.frame = frame
 	}
 	return nil
+}
+
+// consumed drops the first n bytes of the frame, read, and hands a shared
+// frame back to the ring once it is all read.
+func (b *bodyReader) consumed(n int) {
+	b.frame = b.frame[n:]
+	b.remaining -= int64(n)
+	if b.shared && len(b.frame) == 0 {
+		b.shared = false
+		b.owner.ring.handBack()
+	}
 }
 
 func (b *bodyReader) checkFrame(n int64) error {
@@ -204,31 +237,43 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	if b.remaining == 0 {
 		return 0, io.EOF
 	}
+	if len(p) == 0 {
+		return 0, nil
+	}
 	if len(b.frame) == 0 {
-		if b.err = b.nextFrame(); b.err != nil {
+		if b.err = b.nextFrame(true); b.err != nil {
 			return 0, b.err
 		}
 	}
 	n := copy(p, b.frame)
-	b.frame = b.frame[n:]
-	b.remaining -= int64(n)
+	b.consumed(n)
 	return n, nil
 }
 
 // WriteTo implements io.WriterTo, so io.Copy hands the frames to w without
-// an intermediate copy.
+// an intermediate copy. Frames of the shared ring are copied out first: w
+// must never see memory the producer can still change.
 func (b *bodyReader) WriteTo(w io.Writer) (int64, error) {
 	var total int64
 	for b.err == nil && b.remaining > 0 {
+		if b.shared {
+			// The rest of a frame Read left in the ring.
+			if b.owner.ringBuf == nil {
+				b.owner.ringBuf = make([]byte, 0, MaxFrameSize)
+			}
+			b.owner.ringBuf = append(b.owner.ringBuf[:0], b.frame...)
+			b.frame = b.owner.ringBuf
+			b.shared = false
+			b.owner.ring.handBack()
+		}
 		if len(b.frame) == 0 {
-			if b.err = b.nextFrame(); b.err != nil {
+			if b.err = b.nextFrame(false); b.err != nil {
 				break
 			}
 		}
 		n, err := w.Write(b.frame)
 		total += int64(n)
-		b.frame = b.frame[n:]
-		b.remaining -= int64(n)
+		b.consumed(n)
 		if err != nil {
 			return total, err
 		}
@@ -238,13 +283,21 @@ func (b *bodyReader) WriteTo(w io.Writer) (int64, error) {
 
 // drain consumes what the receiver of the body left unread, so the next
 // record is read from the right place, and reports a malformed body.
+// Shared frames are skipped where they lie, not copied.
 func (b *bodyReader) drain() error {
 	if b.src == nil {
 		return nil
 	}
-	_, err := b.WriteTo(io.Discard)
+	for b.err == nil && b.remaining > 0 {
+		if len(b.frame) == 0 {
+			if b.err = b.nextFrame(true); b.err != nil {
+				break
+			}
+		}
+		b.consumed(len(b.frame))
+	}
 	b.src = nil
-	return err
+	return b.err
 }
 
 // orderChecker enforces the order of a stream's entries: safe paths,
