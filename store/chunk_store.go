@@ -590,13 +590,23 @@ func (s *Store) GetTreeChunks(ctx context.Context, h Hash) (*Tree, []byte, []Tre
 	return t, root, frags, nil
 }
 
+// kindTree is the kind of a tree's chunks (a tree stored as one chunk, a
+// large tree's root and fragments): they are stored alone, never packed
+// (Writer.PutTree says why), and compressed with compress's EncodeHashes,
+// since they are mostly hashes.
+const kindTree = "\x00tree"
+
 // storeNew stores a chunk that is not in the store: small file chunks go
 // into a pack (packer.go), the rest is compressed alone.
 func (s *Store) storeNew(w *Writer, h Hash, data []byte, packable bool, kind string) error {
 	if packable && len(data) <= packMaxChunk {
 		return s.packer.add(w, h, data, kind)
 	}
-	enc, buf := s.encodeValue(data, s.bigLevel)
+	encode := s.encodeBig
+	if kind == kindTree {
+		encode = s.codec.EncodeHashes
+	}
+	enc, buf := s.encodeValue(data, encode)
 	w.addStored(int64(len(enc)))
 	return s.chunks.add([]kv{{key: chunkKey(h), val: enc, buf: buf}})
 }
@@ -648,10 +658,13 @@ func putValueBuf(bp *[]byte) {
 	}
 }
 
-// encodeValue is encodeLevel for a value the queue writes: a large one is
-// returned in a pooled buffer (buf, nil for a small one) that the queue
-// recycles once the value is in Badger.
-func (s *Store) encodeValue(data []byte, level zstd.EncoderLevel) (enc []byte, buf *[]byte) {
+// encodeBig compresses a chunk stored alone (at bigLevel).
+func (s *Store) encodeBig(dst, src []byte) []byte { return s.codec.EncodeLevel(dst, src, s.bigLevel) }
+
+// encodeValue encodes a value the queue writes with encode (one of the
+// codec's methods): a large one is returned in a pooled buffer (buf, nil
+// for a small one) that the queue recycles once the value is in Badger.
+func (s *Store) encodeValue(data []byte, encode func(dst, src []byte) []byte) (enc []byte, buf *[]byte) {
 	sp := scratchPool.Get().(*[]byte)
 	// Room for the worst case (zstd's raw blocks, or our raw fallback
 	// and header), so that EncodeAll never grows the scratch by copying:
@@ -660,7 +673,7 @@ func (s *Store) encodeValue(data []byte, level zstd.EncoderLevel) (enc []byte, b
 	if bound := len(data) + len(data)>>6 + 64; cap(*sp) < bound {
 		*sp = make([]byte, 0, bound)
 	}
-	out := s.codec.EncodeLevel((*sp)[:0], data, level)
+	out := encode((*sp)[:0], data)
 	if buf = getValueBuf(len(out)); buf != nil {
 		copy(*buf, out)
 		enc = *buf
@@ -734,8 +747,8 @@ var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 256<<10); ret
 // One thread's CPU on them (getrusage, best of 3): 0.31 s at SpeedDefault,
 // 0.23 s at SpeedFastest, for 17.39 against 18.36 MB. CLI create,
 // alternating, 3 runs each: store 103.16-103.18 -> 104.13-104.22 MB, CPU
-// 4.15-4.64 -> 3.91-4.41 s (trees, stored alone too, also compress
-// faster). The store stays 5.8 MB under the 110 MB target, so large
+// 4.15-4.64 -> 3.91-4.41 s (trees, stored alone, then took this level
+// too; they take EncodeHashes since, kindTree). The store stays 5.8 MB under the 110 MB target, so large
 // chunks take SpeedFastest. Packs stay at the default: SpeedFastest for
 // them would save about 0.35 s of one thread but add 6.5 MB (85.99
 // against 79.44 MB), 0.3 MB under the target; half of a first snapshot's

@@ -263,7 +263,7 @@ func (p *packer) seal(b *packBuf) error {
 			level = zstd.SpeedFastest
 		}
 	}
-	enc, buf := p.s.encodeValue(b.raw, level)
+	enc, buf := p.s.encodeValue(b.raw, func(dst, src []byte) []byte { return p.s.codec.EncodeLevel(dst, src, level) })
 	group := make([]kv, 0, 1+len(b.order))
 	group = append(group, kv{key: packKey(b.id), val: enc, buf: buf})
 	for _, h := range b.order {

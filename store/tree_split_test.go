@@ -1,9 +1,13 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -379,4 +383,55 @@ func FuzzDecodeStoredTree(f *testing.F) {
 		require.Equal(t, data, again, "a decoded tree re-encodes to the same bytes")
 		require.Len(t, hs, len(agFrags))
 	})
+}
+
+// TestTreesStoredWithEncodeHashes: a tree's chunks (a large tree's root and
+// fragments as a small tree's one chunk) are stored as the codec's
+// EncodeHashes makes them, not at bigLevel like a file's chunk stored
+// alone.
+func TestTreesStoredWithEncodeHashes(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, "")
+	w, err := s.NewWriter(ctx)
+	require.NoError(t, err)
+	defer w.Abort()
+	large := largeTree(1000)
+	for i := range large.Nodes {
+		_, err := w.PutChunk(ctx, []byte(fmt.Sprint(i)))
+		require.NoError(t, err)
+	}
+	// Names of random letters: literals Huffman coding would shrink.
+	r := rand.New(rand.NewPCG(5, 6))
+	small := &Tree{}
+	for i := range 40 {
+		name := make([]byte, 200) // long, so that letters outweigh the hashes
+		for j := range name {
+			name[j] = 'a' + byte(r.IntN(26))
+		}
+		small.Nodes = append(small.Nodes, Node{Name: string(name) + ".py", Type: NodeFile, Mode: 0o644,
+			MtimeNs: 1700000000000000000 + int64(i), Size: 100, Content: []Hash{SumChunk([]byte(fmt.Sprint(i)))}})
+	}
+	slices.SortFunc(small.Nodes, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
+	differ := 0
+	for name, tr := range map[string]*Tree{"large": large, "small": small} {
+		h, err := w.PutTree(ctx, tr)
+		require.NoError(t, err)
+		require.NoError(t, s.chunks.flush())
+		_, root, frags, err := s.GetTreeChunks(ctx, h)
+		require.NoError(t, err)
+		if name == "large" {
+			require.NotEmpty(t, frags)
+		}
+		for _, c := range append([]TreeChunk{{Hash: h, Data: root}}, frags...) {
+			stored, err := s.value(chunkKey(c.Hash))
+			require.NoError(t, err)
+			assert.Equal(t, s.codec.EncodeHashes(nil, c.Data), stored, "%s tree, chunk %s", name, c.Hash)
+			if !bytes.Equal(s.codec.EncodeLevel(nil, c.Data, bigChunkLevel), stored) {
+				differ++
+			}
+		}
+	}
+	// Where Huffman coding gains nothing the two encodings coincide; the
+	// small tree's names would compress, so it tells them apart.
+	assert.Positive(t, differ, "some tree chunk is encoded otherwise than at bigChunkLevel")
 }

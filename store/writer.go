@@ -82,12 +82,12 @@ func (w *Writer) PutTree(ctx context.Context, t *Tree) (Hash, error) {
 	// Trees are mostly hashes, which do not compress: a pack would only
 	// make GC's mark phase decompress more.
 	for _, f := range frags {
-		if err := w.put(ctx, f.h, f.b, false); err != nil {
+		if err := w.putKind(ctx, f.h, f.b, false, kindTree); err != nil {
 			return Hash{}, err
 		}
 	}
 	h := SumChunk(b)
-	return h, w.put(ctx, h, b, false)
+	return h, w.putKind(ctx, h, b, false, kindTree)
 }
 
 // referenceNodes references what t's nodes name: their files' chunks and
@@ -127,7 +127,7 @@ func (w *Writer) PutTreeBytes(ctx context.Context, b []byte) (Hash, error) {
 		return Hash{}, err
 	}
 	h := SumChunk(b)
-	return h, w.put(ctx, h, b, false)
+	return h, w.putKind(ctx, h, b, false, kindTree)
 }
 
 // ReferenceTree protects tree h, stored already, and everything under it
