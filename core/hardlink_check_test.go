@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -65,13 +66,14 @@ func TestCreateChecksHardLinkTargets(t *testing.T) {
 		name    string
 		entries []pluginapi.Entry
 		bad     string // the target refused; empty: the create succeeds
+		at      string // the refused link's own path
 	}{
-		{"to files in closed and open directories", withLinks(link("c/1", "a/b/g"), link("c/2", "a.b/x"), link("c/3", "a/f"), link("c/4", "a/z")), ""},
-		{"to a file sent in the same directory", append(append([]pluginapi.Entry(nil), tree[:4]...), link("a/b/l", "a/b/g")), ""},
-		{"to a path never sent", withLinks(link("c/1", "a/b/nope")), `"a/b/nope"`},
-		{"to a directory", withLinks(link("c/1", "a/b")), `"a/b"`},
-		{"to a hard link", withLinks(link("c/1", "a/f"), link("c/2", "c/1")), `"c/1"`},
-		{"to a later file", []pluginapi.Entry{dirE("a"), link("a/l", "a/m"), file("a/m")}, `"a/m"`},
+		{"to files in closed and open directories", withLinks(link("c/1", "a/b/g"), link("c/2", "a.b/x"), link("c/3", "a/f"), link("c/4", "a/z")), "", ""},
+		{"to a file sent in the same directory", append(append([]pluginapi.Entry(nil), tree[:4]...), link("a/b/l", "a/b/g")), "", ""},
+		{"to a path never sent", withLinks(link("c/1", "a/b/nope")), `"a/b/nope"`, "c/1"},
+		{"to a directory", withLinks(link("c/1", "a/b")), `"a/b"`, "c/1"},
+		{"to a hard link", withLinks(link("c/1", "a/f"), link("c/2", "c/1")), `"c/1"`, "c/2"},
+		{"to a later file", []pluginapi.Entry{dirE("a"), link("a/l", "a/m"), file("a/m")}, `"a/m"`, "a/l"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := openManager(t, map[string]pluginapi.Engine{"s": &scriptEngine{Engine: newDirEngine(), entries: tc.entries}})
@@ -90,6 +92,7 @@ func TestCreateChecksHardLinkTargets(t *testing.T) {
 			}
 			require.ErrorIs(t, err, ErrEngine)
 			require.Contains(t, err.Error(), "hard link to "+tc.bad)
+			require.Contains(t, err.Error(), fmt.Sprintf("entry %q", tc.at), "the refused link's own path")
 		})
 	}
 }

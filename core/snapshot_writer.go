@@ -112,8 +112,12 @@ func (sw *snapshotWriter) WriteEntry(ctx context.Context, e *pluginapi.Entry, bo
 		return fmt.Errorf("%w: entry %q before any stream", ErrEngine, e.Path)
 	}
 	if err := sw.writeEntry(ctx, e, body); err != nil {
+		// The failure kept is the one with the entry's path: the create
+		// may report it rather than this return (the engine sees this
+		// one and stops; the host then returns the failure kept).
+		err = fmt.Errorf("stream %q: entry %q: %w", sw.stream, e.Path, err)
 		sw.fail.set(err)
-		return fmt.Errorf("stream %q: entry %q: %w", sw.stream, e.Path, err)
+		return err
 	}
 	sw.report(e.Path, false)
 	return nil
