@@ -245,10 +245,27 @@ func (r *bodyRing) reserve(ctx context.Context, n int, flush func() error) (uint
 }
 
 // take copies the frame at position pos out of the ring into dst's memory
-// (the consumer's side: the host in Capture, the plugin in Restore), checks
-// it is the frame expected next, hands its space back to the producer, and
-// wakes the producer if it waits for space.
+// (the consumer's side: the host in Capture), checks it is the frame
+// expected next, hands its space back to the producer, and wakes the
+// producer if it waits for space.
 func (r *bodyRing) take(pos uint64, length uint32, dst []byte) ([]byte, error) {
+	frame, err := r.view(pos, length)
+	if err != nil {
+		return nil, err
+	}
+	dst = append(dst[:0], frame...)
+	r.consume()
+	return dst, nil
+}
+
+// view checks that the frame at position pos is the one expected next and
+// returns it where it lies in the ring, not copied; its space goes back to
+// the producer only at consume. It is the plugin's side in Restore: the
+// bytes are the host's to send, and the engine copies what it keeps (the
+// fstree Applier reads every body into its own buffer), so the copy take
+// makes for the host — which must not hash bytes the plugin could still
+// change — would only copy venv-full's 350 MB once more in the plugin.
+func (r *bodyRing) view(pos uint64, length uint32) ([]byte, error) {
 	size := uint64(len(r.data))
 	switch {
 	case pos != r.next:
@@ -259,11 +276,18 @@ func (r *bodyRing) take(pos uint64, length uint32, dst []byte) ([]byte, error) {
 		return nil, protocolErrorf("shared frame at %d of %d bytes crosses the ring's end", pos, length)
 	}
 	off := pos % size
-	dst = append(dst[:0], r.data[off:off+uint64(length)]...)
 	r.next = pos + uint64(length)
+	return r.data[off : off+uint64(length) : off+uint64(length)], nil
+}
+
+// consume hands the space of the frames viewed so far back to the producer
+// and wakes it if it waits for space.
+func (r *bodyRing) consume() {
+	if atomic.LoadUint64(r.consumedPtr()) == r.next {
+		return
+	}
 	atomic.StoreUint64(r.consumedPtr(), r.next)
 	if atomic.LoadUint32(r.waitingPtr()) != 0 {
 		r.wake()
 	}
-	return dst, nil
 }

@@ -80,6 +80,10 @@ type entryReader struct {
 	// ringBuf is the private copy of the current one.
 	ring    *bodyRing
 	ringBuf []byte
+	// ringInPlace (the plugin in Restore): a shared frame is read where it
+	// lies in the ring (bodyRing.view) and its space handed back once it
+	// is read, instead of being copied out first.
+	ringInPlace bool
 }
 
 func newEntryReader(recv func() ([]*enginepb.Record, error), bodies bool) *entryReader {
@@ -144,6 +148,18 @@ type bodyReader struct {
 	remaining int64
 	frame     []byte
 	err       error
+	// inRing: frame lies in the shared ring (entryReader.ringInPlace),
+	// whose space goes back once it is read (consumed).
+	inRing bool
+}
+
+// consumed hands a frame read in place in the ring back once all of it is
+// read.
+func (b *bodyReader) consumed() {
+	if b.inRing && len(b.frame) == 0 {
+		b.inRing = false
+		b.owner.ring.consume()
+	}
 }
 
 // nextFrame loads the next frame of the body.
@@ -169,6 +185,13 @@ func (b *bodyReader) nextFrame() error {
 			}
 			if err := b.checkFrame(int64(k.Shared.GetLength())); err != nil {
 				return err
+			}
+			if b.owner.ringInPlace {
+				if frame, err = b.owner.ring.view(k.Shared.GetPosition(), k.Shared.GetLength()); err != nil {
+					return err
+				}
+				b.inRing = true
+				break
 			}
 			if b.owner.ringBuf == nil {
 				b.owner.ringBuf = make([]byte, 0, MaxFrameSize)
@@ -212,6 +235,7 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	n := copy(p, b.frame)
 	b.frame = b.frame[n:]
 	b.remaining -= int64(n)
+	b.consumed()
 	return n, nil
 }
 
@@ -229,6 +253,7 @@ func (b *bodyReader) WriteTo(w io.Writer) (int64, error) {
 		total += int64(n)
 		b.frame = b.frame[n:]
 		b.remaining -= int64(n)
+		b.consumed()
 		if err != nil {
 			return total, err
 		}

@@ -187,6 +187,7 @@ func (s *engineServer) Restore(stream grpc.ClientStreamingServer[enginepb.Restor
 		return msg.GetRecords(), nil
 	}, true)
 	entries.ring = ring
+	entries.ringInPlace = true
 	entries.deletes = first.GetRequest().GetSparse()
 	res, err := s.impl.Restore(stream.Context(), restoreRequestFromProto(first.GetRequest()), &restoreReceiver{entries: entries})
 	if err != nil {
