@@ -1,6 +1,7 @@
 package core
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"errors"
@@ -42,7 +43,15 @@ type chunkFuture struct {
 	done chan struct{}
 	data []byte
 	err  error
+	// pin holds the decompressed pack data lies in, until the last
+	// reference is released (store.GetChunkPinnedFrom); a chunk kept for
+	// later (recent, kept) is copied out and holds none.
+	pin  store.ChunkPin
 	refs int // guarded by chunkReader.mu
+	// settled: data, pin and err are set; dropped: the last reference
+	// went before that, so the worker releases the pin. Both guarded by
+	// chunkReader.mu.
+	settled, dropped bool
 }
 
 // chunkReader fetches chunks ahead of their use with a bounded pool of
@@ -68,6 +77,10 @@ type chunkReader struct {
 	// walked the snapshot, meanwhile requested counts the requests.
 	again     map[store.Hash]int32
 	requested map[store.Hash]int32
+	// counted: again holds every chunk referenced further on (countRefs
+	// walked the whole snapshot), so a released chunk it lacks is not
+	// kept in recent: nothing will ask for it again.
+	counted bool
 	// kept holds chunks again says are referenced further on, so that
 	// such a reference, which is often far from the first (the same
 	// LICENSE or __init__.py in two packages), does not read the chunk
@@ -192,6 +205,7 @@ func (cr *chunkReader) countRefs(ctx context.Context, snap *store.Snapshot) {
 		}
 	}
 	cr.again, cr.requested = again, nil
+	cr.counted = true
 	// Chunks released before again was known are still in the LRU.
 	for h, el := range cr.recent {
 		if f := el.Value.(*chunkFuture); again[h] > 0 && cr.keptBytes+len(f.data) <= keptChunksBytes {
@@ -294,9 +308,15 @@ func (cr *chunkReader) work(ctx context.Context) {
 		// Not GetChunk: a worker does not wait for a pack another
 		// worker is decompressing, it moves on to the next chunks and
 		// so starts on the next pack (GetChunkFunc says why).
-		cr.st.GetChunkFuncFrom(ctx, f.h, cr.refs.Load(), func(data []byte, err error) {
-			f.data, f.err = data, err
+		cr.st.GetChunkPinnedFrom(ctx, f.h, cr.refs.Load(), func(data []byte, pin store.ChunkPin, err error) {
+			cr.mu.Lock()
+			f.data, f.pin, f.err, f.settled = data, pin, err, true
+			dropped := f.dropped
+			cr.mu.Unlock()
 			close(f.done)
+			if dropped {
+				pin.Release()
+			}
 		})
 	}
 }
@@ -363,6 +383,9 @@ func (cr *chunkReader) request(ctx context.Context, h store.Hash, weight int64) 
 // release drops one reference to f and the weight reserved for it.
 func (cr *chunkReader) release(f *chunkFuture, weight int64) {
 	cr.sem.Release(weight)
+	var pin store.ChunkPin
+	// The pack goes back after the lock: unpinning takes the store's.
+	defer func() { pin.Release() }()
 	cr.mu.Lock()
 	defer cr.mu.Unlock()
 	f.refs--
@@ -370,15 +393,23 @@ func (cr *chunkReader) release(f *chunkFuture, weight int64) {
 		return
 	}
 	delete(cr.inflight, f.h)
-	select {
-	case <-f.done:
-	default:
-		return // still being fetched (the reader gave up); drop it
+	if !f.settled {
+		f.dropped = true // still being fetched (the reader gave up); drop it
+		return
 	}
+	pin, f.pin = f.pin, store.ChunkPin{}
 	if f.err != nil || len(f.data) > recentChunkMax {
 		return
 	}
-	if cr.again[f.h] > 0 && cr.keptBytes+len(f.data) <= keptChunksBytes {
+	keep := cr.again[f.h] > 0 && cr.keptBytes+len(f.data) <= keptChunksBytes
+	if !keep && cr.counted && cr.again[f.h] == 0 {
+		return // not referenced again
+	}
+	if pin.Pinned() {
+		// Kept beyond this reference: its own copy, not its pack.
+		f.data = bytes.Clone(f.data)
+	}
+	if keep {
 		cr.kept[f.h] = f
 		cr.keptBytes += len(f.data)
 		return

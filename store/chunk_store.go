@@ -426,12 +426,48 @@ func (s *Store) GetChunkFunc(ctx context.Context, h Hash, done func([]byte, erro
 // GetChunkFuncFrom is GetChunkFunc taking a packed chunk's place from refs
 // (ResolveChunks; nil or without h: looked up) instead of a Badger lookup.
 func (s *Store) GetChunkFuncFrom(ctx context.Context, h Hash, refs *ChunkRefs, done func([]byte, error)) {
+	s.getChunkFrom(ctx, h, refs, false, func(data []byte, _ ChunkPin, err error) { done(data, err) })
+}
+
+// ChunkPin keeps the decompressed pack that a chunk from GetChunkPinnedFrom
+// lies in from being reused; the zero ChunkPin holds nothing.
+type ChunkPin struct {
+	c *packCache
+	p *cachedPack
+}
+
+// Release lets the pack go; the chunk's bytes must not be used afterwards.
+// Release is called once per pin.
+func (p ChunkPin) Release() {
+	if p.p != nil {
+		p.c.unpin(p.p)
+	}
+}
+
+// Pinned reports whether p holds a pack.
+func (p ChunkPin) Pinned() bool { return p.p != nil }
+
+// GetChunkPinnedFrom is GetChunkFuncFrom without the copy of a packed
+// chunk: its bytes, verified, are handed to done where they lie in the
+// decompressed pack, which stays pinned until the caller releases pin
+// (the bytes are read-only and valid until then). A restore hands every
+// chunk on once and so copied each out of its pack only to copy it again
+// into the engine's ring: ~350 MB of allocation and copying per restore of
+// venv-full (bytes.Clone, ~0.09 s of the CLI's CPU). While more than
+// packHeldMax packs are held pinned outside the cache, a chunk is copied
+// as before (pin is then zero), so pins cannot hold more memory than that
+// whatever order the chunks are read in.
+func (s *Store) GetChunkPinnedFrom(ctx context.Context, h Hash, refs *ChunkRefs, done func(data []byte, pin ChunkPin, err error)) {
+	s.getChunkFrom(ctx, h, refs, true, done)
+}
+
+func (s *Store) getChunkFrom(ctx context.Context, h Hash, refs *ChunkRefs, pinned bool, done func([]byte, ChunkPin, error)) {
 	if err := s.check(ctx); err != nil {
-		done(nil, err)
+		done(nil, ChunkPin{}, err)
 		return
 	}
 	if raw, ok := s.packer.get(h); ok {
-		done(raw, nil)
+		done(raw, ChunkPin{}, nil)
 		return
 	}
 	var id packID
@@ -441,27 +477,37 @@ func (s *Store) GetChunkFuncFrom(ctx context.Context, h Hash, refs *ChunkRefs, d
 	} else {
 		raw, rid, roff, rn, packed, bad, err := s.lookupChunk(h)
 		if err != nil {
-			done(nil, err)
+			done(nil, ChunkPin{}, err)
 			return
 		}
 		if bad != nil || !packed {
-			done(checkChunk(h, raw, bad))
+			raw, err := checkChunk(h, raw, bad)
+			done(raw, ChunkPin{}, err)
 			return
 		}
 		id, off, n = rid, roff, rn
 	}
 	extract := func(p *cachedPack, err error) {
 		var raw []byte
-		if err == nil {
+		if err == nil && pinned && !s.packCache.holdsTooMany() {
+			if raw, err = packRange(id, p.raw, off, n); err == nil {
+				if raw, err = checkChunk(h, raw, nil); err == nil {
+					done(raw, ChunkPin{c: &s.packCache, p: p}, nil)
+					return
+				}
+			}
+		} else if err == nil {
 			raw, err = packSlice(id, p.raw, off, n)
 		}
 		s.packCache.unpin(p)
 		if errors.Is(err, ErrNotFound) {
 			// Repacked meanwhile (see GetChunk): read the reference again.
-			done(s.GetChunk(ctx, h))
+			raw, err := s.GetChunk(ctx, h)
+			done(raw, ChunkPin{}, err)
 			return
 		}
-		done(checkChunk(h, raw, err))
+		raw, err = checkChunk(h, raw, err)
+		done(raw, ChunkPin{}, err)
 	}
 	p, load, leader := s.packCache.beginOrQueue(id, extract)
 	switch {
@@ -490,12 +536,21 @@ func (s *Store) readPacked(id packID, off, n int) ([]byte, error) {
 
 // packSlice returns a copy of the n bytes at off of pack id's bytes raw.
 func packSlice(id packID, raw []byte, off, n int) ([]byte, error) {
-	if off+n > len(raw) {
-		return nil, fmt.Errorf("%w: reference past the end of pack %s", ErrCorrupt, id)
+	b, err := packRange(id, raw, off, n)
+	if err != nil {
+		return nil, err
 	}
 	// Clone, not make and copy: make would first zero the bytes (measured:
 	// a tenth of a restore's allocation cost).
-	return bytes.Clone(raw[off : off+n]), nil
+	return bytes.Clone(b), nil
+}
+
+// packRange returns the n bytes at off of pack id's bytes raw, in place.
+func packRange(id packID, raw []byte, off, n int) ([]byte, error) {
+	if off < 0 || n < 0 || off+n > len(raw) {
+		return nil, fmt.Errorf("%w: reference past the end of pack %s", ErrCorrupt, id)
+	}
+	return raw[off : off+n : off+n], nil
 }
 
 // pack returns a pack's decompressed bytes, through the cache, pinned: the

@@ -122,3 +122,72 @@ func TestPackBuffersReusedUnderConcurrentReads(t *testing.T) {
 		require.NoError(t, err)
 	}
 }
+
+// pinnedRead reads h through GetChunkPinnedFrom and waits for the result.
+func pinnedRead(t *testing.T, s *Store, h Hash) ([]byte, ChunkPin) {
+	t.Helper()
+	type res struct {
+		b   []byte
+		pin ChunkPin
+		err error
+	}
+	c := make(chan res, 1)
+	s.GetChunkPinnedFrom(context.Background(), h, nil, func(b []byte, pin ChunkPin, err error) { c <- res{b, pin, err} })
+	r := <-c
+	require.NoError(t, r.err)
+	return r.b, r.pin
+}
+
+// GetChunkPinnedFrom hands out a packed chunk in place in its pack: the
+// bytes stay intact while pinned though every pack is evicted and many
+// decompressed into pooled buffers since; once packHeldMax packs are held
+// out of the cache it copies instead (no pin), so pins cannot hold more
+// packs than that; and after every pin is released the buffers are reused
+// and reading still returns every chunk intact.
+func TestPinnedChunksOutliveEvictionAndAreBounded(t *testing.T) {
+	s := openTest(t, "")
+	files := testFiles(13, 2400, 30000) // ~72 MB of small files: ~36 packs
+	snap := writeSnapshot(t, s, "snap", files)
+	chunks := fileChunks(t, s, snap)
+	ids, members := packsOf(t, s, files, chunks)
+	require.Greater(t, len(ids), packCacheEntries+packHeldMax+2, "more packs than the cache and the pins may hold")
+
+	type held struct {
+		want []byte
+		got  []byte
+		pin  ChunkPin
+	}
+	var hs []held
+	pinned, copied := 0, 0
+	for _, h := range members {
+		want, err := s.GetChunk(context.Background(), h)
+		require.NoError(t, err)
+		got, pin := pinnedRead(t, s, h)
+		require.Equal(t, want, got)
+		if pin.Pinned() {
+			pinned++
+		} else {
+			copied++
+		}
+		hs = append(hs, held{want, got, pin})
+	}
+	assert.GreaterOrEqual(t, pinned, packHeldMax, "chunks are handed out in place")
+	assert.Positive(t, copied, "past packHeldMax held packs, chunks are copied")
+	assert.LessOrEqual(t, int(s.packCache.held.Load()), packHeldMax+packCacheEntries, "pins hold a bounded number of packs")
+	for _, x := range hs {
+		assert.True(t, bytes.Equal(x.want, x.got), "a pinned chunk's bytes stay as they were")
+	}
+	for _, x := range hs {
+		x.pin.Release()
+	}
+	assert.Zero(t, s.packCache.held.Load(), "no pack is held once every pin is released")
+	for name, data := range files {
+		var got []byte
+		for _, h := range chunks[name] {
+			b, pin := pinnedRead(t, s, h)
+			got = append(got, b...)
+			pin.Release()
+		}
+		require.True(t, bytes.Equal(data, got), name)
+	}
+}

@@ -403,7 +403,20 @@ type packCache struct {
 	lru     *list.List // of *cachedPack, most recent first
 	items   map[packID]*list.Element
 	loading map[packID]*packLoad
+	// held counts the packs out of the cache still pinned (their memory
+	// is not back in the pool): Store.GetChunkPinnedFrom stops pinning
+	// while it is packHeldMax or more. Written under mu.
+	held atomic.Int32
 }
+
+// packHeldMax bounds the packs pinned chunks keep out of the cache (2 MiB
+// each). A restore reading ahead of the engine holds chunks of the last
+// ~32 MiB of files it read (core's restoreAheadBytes), from ~16 packs when
+// they are read in the order they were packed.
+const packHeldMax = 24
+
+// holdsTooMany reports whether packHeldMax packs are held out of the cache.
+func (c *packCache) holdsTooMany() bool { return c.held.Load() >= packHeldMax }
 
 // cachedPack is one decompressed pack; pins and evicted are guarded by
 // packCache.mu.
@@ -451,6 +464,9 @@ func (c *packCache) unpin(p *cachedPack) {
 	c.mu.Lock()
 	p.pins--
 	free := p.pins == 0 && p.evicted
+	if free {
+		c.held.Add(-1)
+	}
 	c.mu.Unlock()
 	if free {
 		putPackBuf(p.raw)
@@ -462,6 +478,8 @@ func (c *packCache) evictLocked(p *cachedPack) {
 	p.evicted = true
 	if p.pins == 0 {
 		putPackBuf(p.raw)
+	} else {
+		c.held.Add(1)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -172,6 +173,20 @@ type Applier struct {
 	// Written reports nothing.
 	writtenLost bool
 
+	// early (a new target): each directory is created with its final
+	// mode where that is safe, kept open from its creation, and given its
+	// metadata on that descriptor as soon as nothing more can go into it
+	// (dirHandle.fin), instead of being opened again by path at Finish.
+	// predict: the owner and mode a fresh directory gets are known
+	// (umask, no setgid or default ACL on the root), so fchown and
+	// fchmod are made only where they change something.
+	early   bool
+	predict bool
+	umask   uint32
+	// earlyDirs are the directories finished early, by path, for
+	// openParent to mark when a stream goes back into one.
+	earlyDirs map[string]*earlyDir
+
 	jobs       chan *fileJob
 	jobsClosed bool
 	pending    sync.WaitGroup // jobs queued and not yet written
@@ -191,6 +206,23 @@ type Applier struct {
 type dirHandle struct {
 	fd   int
 	refs atomic.Int32
+	// fin, if set, is the metadata this fresh directory of a new target
+	// gets once its last user lets it go: the Applier has moved past it
+	// in the stream and every file queued into it is written, so nothing
+	// changes it afterwards (in stream order; see Applier.openParent).
+	fin *earlyDir
+}
+
+// earlyDir is a directory of a new target finished on its own descriptor
+// (Applier.finishEarly) as soon as it is complete.
+type earlyDir struct {
+	a       *Applier
+	e       pluginapi.Entry
+	created uint32 // the mode it was created with (before the umask)
+	// done: its metadata is set; refinish: something was written into it
+	// after that (a stream not in pre-order), so Finish sets it again.
+	done     atomic.Bool
+	refinish bool
 }
 
 func newDirHandle(fd int) *dirHandle {
@@ -203,6 +235,9 @@ func (d *dirHandle) ref() *dirHandle { d.refs.Add(1); return d }
 
 func (d *dirHandle) unref() {
 	if d.refs.Add(-1) == 0 {
+		if d.fin != nil {
+			d.fin.a.finishEarly(d.fd, d.fin)
+		}
 		unix.Close(d.fd)
 	}
 }
@@ -215,6 +250,9 @@ type openDir struct {
 type dirMeta struct {
 	e         pluginapi.Entry
 	unchanged bool
+	// early, if set, finishes the directory as soon as it is complete
+	// (Applier.early); Finish skips it once done unless refinish.
+	early *earlyDir
 }
 
 // fileJob is a file body handed to a worker.
@@ -277,6 +315,12 @@ func NewApplier(root string, opts ApplyOptions) (*Applier, error) {
 	}
 	if opts.RecordWritten {
 		a.written = make(map[string]pluginapi.IndexEntry)
+	}
+	if !opts.InPlace {
+		a.early = true
+		a.umask, a.predict = processUmask()
+		a.predict = a.predict && st.Mode&unix.S_ISGID == 0 && !hasDefaultACL(fd)
+		a.earlyDirs = make(map[string]*earlyDir)
 	}
 	a.stack = []openDir{{path: "", dir: a.rootDir}}
 	for range opts.Workers {
@@ -447,6 +491,13 @@ func (a *Applier) openParent(parent string) (*dirHandle, error) {
 		if err != nil {
 			return nil, err
 		}
+		if d := a.earlyDirs[cur]; d != nil {
+			// A new target's directories stay open from their creation
+			// until the stream has passed them, so this stream is not in
+			// pre-order and goes back into one that may be finished:
+			// Finish sets its metadata again.
+			d.refinish = true
+		}
 		a.stack = append(a.stack, openDir{path: cur, dir: newDirHandle(fd)})
 	}
 	return a.stack[len(a.stack)-1].dir, nil
@@ -559,11 +610,92 @@ func (a *Applier) applyDir(dir *dirHandle, name string, e *pluginapi.Entry) erro
 		a.dirs = append(a.dirs, dirMeta{e: cloneEntry(e)})
 		return nil
 	}
+	if a.early {
+		return a.applyFreshDir(dir, name, e)
+	}
 	if err := unix.Mkdirat(dir.fd, name, 0o700); err != nil {
 		return fmt.Errorf("mkdir: %w", err)
 	}
 	a.dirs = append(a.dirs, dirMeta{e: cloneEntry(e)})
 	return nil
+}
+
+// applyFreshDir creates a directory of a new target and opens it as the
+// top of the stack, where the next entries, in pre-order, find it; when the
+// stream has passed it and its files are written, its handle's last user
+// finishes it on that descriptor (finishEarly). Per directory that is
+// mkdirat, openat2, utimensat and close — plus fchown and fchmod only
+// where they change something — instead of mkdirat, openat2 and close
+// while filling it and openat2, fchown, fchmod, utimensat and close again
+// at Finish, after every file: on venv-full's 7,963 directories, 32,000
+// system calls fewer, and no pass over the directories at the end.
+//
+// It is created with its final permissions when they include rwx for the
+// owner (needed to fill it without root) and nothing more than r-x for
+// group and others (so nobody else can add entries while it is filled:
+// they would fail the restore), else 0700 as before. Without root, a
+// directory whose mode lacks rwx for the owner is finished at Finish,
+// deepest first, as before, since what is beneath it could not be reached
+// once its mode is set.
+func (a *Applier) applyFreshDir(dir *dirHandle, name string, e *pluginapi.Entry) error {
+	created := uint32(0o700)
+	if e.Mode&0o700 == 0o700 {
+		created = e.Mode & createPerm
+	}
+	if err := unix.Mkdirat(dir.fd, name, created); err != nil {
+		return fmt.Errorf("mkdir: %w", err)
+	}
+	m := dirMeta{e: cloneEntry(e)}
+	if !a.isRoot && e.Mode&0o700 != 0o700 {
+		a.dirs = append(a.dirs, m)
+		return nil
+	}
+	fd, err := openDirBeneath(dir.fd, name)
+	if err != nil {
+		return err
+	}
+	m.early = &earlyDir{a: a, e: m.e, created: created}
+	a.dirs = append(a.dirs, m)
+	a.earlyDirs[e.Path] = m.early
+	h := newDirHandle(fd)
+	h.fin = m.early
+	a.stack = append(a.stack, openDir{path: e.Path, dir: h})
+	return nil
+}
+
+// finishEarly sets a fresh directory's owner, mode, xattrs and mtime on its
+// descriptor fd, once nothing more goes into it (dirHandle.unref). An
+// abandoned restore skips it: the target is removed.
+func (a *Applier) finishEarly(fd int, d *earlyDir) {
+	if a.stopped.Load() {
+		return
+	}
+	e := &d.e
+	chowned := false
+	if !a.predict || e.UID != a.euid || e.GID != a.egid {
+		if err := a.chown(func() error { return unix.Fchown(fd, int(e.UID), int(e.GID)) }, e); err != nil {
+			a.fail(fmt.Errorf("finish directory %q: %w", e.Path, err))
+			return
+		}
+		chowned = true
+	}
+	if !a.predict || chowned || d.created&^a.umask != e.Mode&0o7777 {
+		if err := unix.Fchmod(fd, e.Mode&0o7777); err != nil {
+			a.fail(fmt.Errorf("finish directory %q: chmod: %w", e.Path, err))
+			return
+		}
+	}
+	if len(e.Xattrs) > 0 {
+		if err := setFdXattrs(fd, e.Xattrs, false); err != nil {
+			a.fail(fmt.Errorf("finish directory %q: %w", e.Path, err))
+			return
+		}
+	}
+	if err := futimens(fd, e.MtimeNs); err != nil {
+		a.fail(fmt.Errorf("finish directory %q: set mtime: %w", e.Path, err))
+		return
+	}
+	d.done.Store(true)
 }
 
 // clearForReplace, in place, removes a directory standing where a
@@ -997,6 +1129,21 @@ func (a *Applier) Finish(ctx context.Context) (err error) {
 	if err := a.Err(); err != nil {
 		return err
 	}
+	if a.early {
+		// The directories still open along the last entry's path are
+		// complete now that every file is written: finish them (the
+		// others finished as the stream passed them).
+		if err := ctx.Err(); err != nil {
+			return a.fail(err)
+		}
+		for len(a.stack) > 1 {
+			a.stack[len(a.stack)-1].dir.unref()
+			a.stack = a.stack[:len(a.stack)-1]
+		}
+		if err := a.Err(); err != nil {
+			return err
+		}
+	}
 	if err := a.publishDirs(); err != nil {
 		return a.fail(fmt.Errorf("in place: %w", err))
 	}
@@ -1034,6 +1181,9 @@ func (a *Applier) finishDirs(ctx context.Context) error {
 	for i := range a.dirs {
 		d := &a.dirs[i]
 		if d.unchanged && !a.dirty[d.e.Path] {
+			continue
+		}
+		if d.early != nil && d.early.done.Load() && !d.early.refinish {
 			continue
 		}
 		depth := strings.Count(d.e.Path, "/")
@@ -1403,4 +1553,34 @@ func cloneEntry(e *pluginapi.Entry) pluginapi.Entry {
 		c.Xattrs = maps.Clone(e.Xattrs)
 	}
 	return c
+}
+
+// processUmask returns the process's umask, read from /proc/self/status
+// (umask(2) can only read it by changing it, for every thread at once);
+// ok is false where the kernel does not report it.
+func processUmask() (mask uint32, ok bool) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, false
+	}
+	for line := range strings.Lines(string(b)) {
+		v, found := strings.CutPrefix(line, "Umask:")
+		if !found {
+			continue
+		}
+		m, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+		if err != nil {
+			return 0, false
+		}
+		return uint32(m), true
+	}
+	return 0, false
+}
+
+// hasDefaultACL reports whether the directory fd has a default ACL, which
+// gives what is created in it a mode other than the umask's (and is
+// inherited by new subdirectories); true when that cannot be told.
+func hasDefaultACL(fd int) bool {
+	_, err := unix.Fgetxattr(fd, "system.posix_acl_default", nil)
+	return !errors.Is(err, unix.ENODATA) && !errors.Is(err, unix.EOPNOTSUPP)
 }
