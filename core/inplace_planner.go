@@ -3,7 +3,6 @@ package core
 import (
 	"context"
 	"slices"
-	"strings"
 
 	"github.com/pypj/ptest-snap/pluginapi"
 	"github.com/pypj/ptest-snap/store"
@@ -46,10 +45,9 @@ type inplacePlanner struct {
 	files int
 	// subtrees are, per stream, the directories kept whole because the
 	// listing found them and everything beneath them as captured
-	// (targetEntry.Subtree): nothing beneath them was planned, and their
-	// files join kept from own (expandSubtrees).
+	// (targetEntry.Subtree): nothing beneath them was planned. Their
+	// files are not in kept: own vouches for them (see keptIndex).
 	subtrees map[string]map[string]bool
-	expanded bool
 }
 
 // newInplacePlanner returns the planner of an in-place restore of snapshot
@@ -132,37 +130,6 @@ func (p *inplacePlanner) keptIn(stream string) map[string]store.IndexRecord {
 		p.kept[stream] = kept
 	}
 	return kept
-}
-
-// expandSubtrees adds to kept the files beneath the directories kept
-// whole, with the statistics own has of them (which the engine found
-// them with), and counts them as planned. It runs once, when the plan is
-// done.
-func (p *inplacePlanner) expandSubtrees() {
-	if p.expanded {
-		return
-	}
-	p.expanded = true
-	for stream, dirs := range p.subtrees {
-		kept := p.keptIn(stream)
-		for path, r := range p.own[stream] {
-			if r.Type != 0 || !beneathAny(dirs, path) {
-				continue
-			}
-			kept[path] = store.IndexRecord{Size: r.Size, MtimeNs: r.MtimeNs, CtimeNs: r.CtimeNs, Inode: r.Inode}
-			p.files++
-		}
-	}
-}
-
-// beneathAny reports whether path lies beneath one of dirs.
-func beneathAny(dirs map[string]bool, path string) bool {
-	for i := strings.LastIndexByte(path, '/'); i > 0; i = strings.LastIndexByte(path[:i], '/') {
-		if dirs[path[:i]] {
-			return true
-		}
-	}
-	return false
 }
 
 // listed waits until the target's listing has ended, and returns its error.
@@ -275,7 +242,6 @@ func (c *extrasCursor) deletion(name string) pluginapi.Entry {
 
 // rewrittenFiles is how many of the snapshot's files the plan rewrote.
 func (p *inplacePlanner) rewrittenFiles() int {
-	p.expandSubtrees()
 	kept := 0
 	for _, m := range p.kept {
 		kept += len(m)
@@ -290,10 +256,24 @@ func (p *inplacePlanner) rewrittenFiles() int {
 // snapshot's; anything that touched one since (the engine included)
 // changed its ctime, so a stale record only costs a rewrite. Rewritten
 // files are left out: their new statistics are unknown without listing the
-// target again. The maps are the planner's own, given away: the planner is
-// done.
+// target again. So are the files the snapshot's own change index has with
+// these statistics — those beneath subtrees kept whole and most others:
+// every in-place restore reads own (Manager.loadOwnIndex), which vouches
+// for them, so recording them again only made each restore write and the
+// next one read ~40,000 records of venv-full more. The maps are the
+// planner's own, given away: the planner is done.
 func (p *inplacePlanner) keptIndex() store.ChangeIndex {
-	p.expandSubtrees()
+	for stream, kept := range p.kept {
+		own := p.own[stream]
+		if len(own) == 0 {
+			continue
+		}
+		for path, r := range kept {
+			if o, ok := own[path]; ok && o.Type == 0 && o.Size == r.Size && o.MtimeNs == r.MtimeNs && o.CtimeNs == r.CtimeNs && o.Inode == r.Inode {
+				delete(kept, path)
+			}
+		}
+	}
 	for stream := range p.live.index() {
 		if p.kept[stream] == nil {
 			p.kept[stream] = map[string]store.IndexRecord{}

@@ -220,9 +220,9 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 		own := <-ownc
 		ownc = nil
 		if own.err != nil {
-			<-priorc
-			close(listDone)
-			return fail(own.err)
+			// Only an optimization: without it more is rewritten.
+			m.log.Warn("restore: snapshot's change index unreadable", "snapshot", snap.ID, "err", own.err)
+			own.idx = nil
 		}
 		var parent pluginapi.ParentIndex
 		if ownListing {
