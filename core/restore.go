@@ -132,7 +132,7 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 		go func() {
 			own := m.loadOwnIndex(octx, snap)
 			ownc <- own
-			want := own.idx == nil
+			want := !own.hasDirs()
 			if !want {
 				select {
 				case want = <-wantTrees:
@@ -225,7 +225,7 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 			own.idx = nil
 		}
 		var parent pluginapi.ParentIndex
-		if ownListing {
+		if ownListing && own.hasDirs() {
 			parent = own.idx
 		}
 		live = newLiveListing(snap.Stats.Files+snap.Stats.Dirs, snap.Stats.Dirs)
@@ -348,6 +348,20 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 type ownIndex struct {
 	idx pluginapi.ParentIndex
 	err error
+}
+
+// hasDirs reports whether the index has a directory's record: one from
+// before directories were recorded (store format 1) cannot tell the
+// listing of any unchanged subtree.
+func (o ownIndex) hasDirs() bool {
+	for _, m := range o.idx {
+		for _, e := range m {
+			if e.Type == pluginapi.TypeDir {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (o ownIndex) records() int {
