@@ -245,9 +245,6 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 		if err := live.begun(ctx); err != nil {
 			return fail(engineError(snap.Engine, fmt.Sprintf("list target %q", target), err))
 		}
-		if prior.err != nil {
-			return fail(prior.err)
-		}
 		planner = newInplacePlanner(live, prior.own, prior.last, prior.lastSnap, snap.ID, snap.Stats.Files)
 	} else {
 		close(listDone)
@@ -364,6 +361,7 @@ func (o ownIndex) hasDirs() bool {
 	return false
 }
 
+// records counts the index's records, files and others.
 func (o ownIndex) records() int {
 	n := 0
 	for _, m := range o.idx {
@@ -396,7 +394,6 @@ type planPrior struct {
 	own      pluginapi.ParentIndex // the snapshot's own change index, if any (ownIndex)
 	last     *restoreIndex         // the target's restore index, if any
 	lastSnap *treeLookup           // the last restore's snapshot, when another one
-	err      error
 }
 
 // loadPlanPrior loads the restore index of the target (riTarget, its
