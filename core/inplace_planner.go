@@ -43,11 +43,6 @@ type inplacePlanner struct {
 	keptHint int
 	// files counts the snapshot's regular files planned, kept or not.
 	files int
-	// subtrees are, per stream, the directories kept whole because the
-	// listing found them and everything beneath them as captured
-	// (targetEntry.Subtree): nothing beneath them was planned. Their
-	// files are not in kept: own vouches for them (see keptIndex).
-	subtrees map[string]map[string]bool
 }
 
 // newInplacePlanner returns the planner of an in-place restore of snapshot
@@ -82,16 +77,11 @@ func (p *inplacePlanner) unchanged(ctx context.Context, stream, path string, n *
 		// since, names, modes, owners, mtimes and xattrs included, as a
 		// change to any of them sets the ctime. The cheap fields are
 		// checked all the same; its xattrs were not sent.
+		// Nothing beneath it goes into kept: own vouches for all of it
+		// (see keptIndex).
 		if cur.Mode != n.Mode || cur.UID != n.UID || cur.GID != n.GID || cur.MtimeNs != n.MtimeNs {
 			return false, nil, nil
 		}
-		if p.subtrees == nil {
-			p.subtrees = map[string]map[string]bool{}
-		}
-		if p.subtrees[stream] == nil {
-			p.subtrees[stream] = map[string]bool{}
-		}
-		p.subtrees[stream][path] = true
 		return true, cur, nil
 	}
 	// A file listed without its xattrs (targetEntry.XattrsUnread) has

@@ -245,7 +245,13 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 		if err := live.begun(ctx); err != nil {
 			return fail(engineError(snap.Engine, fmt.Sprintf("list target %q", target), err))
 		}
-		planner = newInplacePlanner(live, prior.own, prior.last, prior.lastSnap, snap.ID, snap.Stats.Files)
+		// Listed with own, the plan keeps few files one by one: most are
+		// beneath subtrees kept whole.
+		filesHint := snap.Stats.Files
+		if parent != nil {
+			filesHint = 0
+		}
+		planner = newInplacePlanner(live, prior.own, prior.last, prior.lastSnap, snap.ID, filesHint)
 	} else {
 		close(listDone)
 		if treesc != nil {
