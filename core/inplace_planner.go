@@ -27,8 +27,10 @@ import (
 // The planner reads the target's listing while it arrives (liveListing):
 // each question waits until the listing has passed the path it is about.
 type inplacePlanner struct {
-	live    *liveListing
-	own     store.ChangeIndex
+	live *liveListing
+	// own is the snapshot's own change index, with its directories and
+	// symlinks when the listing was given it (liveListing.run's parent).
+	own     pluginapi.ParentIndex
 	last    *restoreIndex
 	lastIsS bool        // the last restore was of this very snapshot
 	lastSn  *treeLookup // the last restore's snapshot, when another one
@@ -45,7 +47,7 @@ type inplacePlanner struct {
 
 // newInplacePlanner returns the planner of an in-place restore of snapshot
 // snapID; filesHint is how many files the snapshot holds (0: no idea).
-func newInplacePlanner(live *liveListing, own store.ChangeIndex, last *restoreIndex, lastSnap *treeLookup, snapID string, filesHint int64) *inplacePlanner {
+func newInplacePlanner(live *liveListing, own pluginapi.ParentIndex, last *restoreIndex, lastSnap *treeLookup, snapID string, filesHint int64) *inplacePlanner {
 	p := &inplacePlanner{live: live, own: own, last: last, kept: store.ChangeIndex{},
 		keptHint: int(min(max(filesHint, 0), maxListingHint))}
 	if last != nil {
@@ -56,46 +58,68 @@ func newInplacePlanner(live *liveListing, own store.ChangeIndex, last *restoreIn
 }
 
 // unchanged reports whether the target already holds node n at path p,
-// once the listing has passed p.
-func (p *inplacePlanner) unchanged(ctx context.Context, stream, path string, n *store.Node) (bool, error) {
+// once the listing has passed p. whole is set when n is a directory the
+// target holds with everything beneath it as the snapshot has it (the
+// listing's targetEntry.Subtree, which it is): nothing beneath it need be
+// asked about, or sent.
+func (p *inplacePlanner) unchanged(ctx context.Context, stream, path string, n *store.Node) (keep bool, whole *targetEntry, err error) {
 	if n.Type == store.NodeFile {
 		p.files++
 	}
 	cur, err := p.live.entry(ctx, stream, path)
 	if err != nil {
-		return false, err
+		return false, nil, err
+	}
+	if cur != nil && cur.Subtree && n.Type == store.NodeDir && cur.Type == pluginapi.TypeDir {
+		// The engine found the directory and all beneath it with the
+		// ctimes and inodes (and files with the sizes and mtimes) that
+		// own recorded when the snapshot was captured: nothing changed
+		// since, names, modes, owners, mtimes and xattrs included, as a
+		// change to any of them sets the ctime. The cheap fields are
+		// checked all the same; its xattrs were not sent.
+		// Nothing beneath it goes into kept: own vouches for all of it
+		// (see keptIndex).
+		if cur.Mode != n.Mode || cur.UID != n.UID || cur.GID != n.GID || cur.MtimeNs != n.MtimeNs {
+			return false, nil, nil
+		}
+		return true, cur, nil
 	}
 	// A file listed without its xattrs (targetEntry.XattrsUnread) has
 	// the snapshot's when contentKnown vouches for it: its ctime, which
 	// setting an xattr moves, is the one recorded with them.
 	if cur == nil || cur.Mode != n.Mode || cur.UID != n.UID || cur.GID != n.GID || !cur.XattrsUnread && !sameXattrs(cur.Xattrs, n.Xattrs) {
-		return false, nil
+		return false, nil, nil
 	}
 	switch n.Type {
 	case store.NodeDir:
-		return cur.Type == pluginapi.TypeDir && cur.MtimeNs == n.MtimeNs, nil
+		return cur.Type == pluginapi.TypeDir && cur.MtimeNs == n.MtimeNs, nil, nil
 	case store.NodeSymlink:
-		return cur.Type == pluginapi.TypeSymlink && cur.MtimeNs == n.MtimeNs && cur.LinkTarget == n.LinkTarget, nil
+		return cur.Type == pluginapi.TypeSymlink && cur.MtimeNs == n.MtimeNs && cur.LinkTarget == n.LinkTarget, nil, nil
 	case store.NodeHardlink:
-		return cur.Type == pluginapi.TypeHardlink && cur.LinkTarget == n.LinkTarget && p.isKept(stream, n.LinkTarget), nil
+		return cur.Type == pluginapi.TypeHardlink && cur.LinkTarget == n.LinkTarget && p.isKept(stream, n.LinkTarget), nil, nil
 	case store.NodeFile:
 		if cur.Type != pluginapi.TypeFile || cur.MtimeNs != n.MtimeNs || cur.Size != n.Size {
-			return false, nil
+			return false, nil, nil
 		}
 		ok, err := p.contentKnown(ctx, stream, path, cur, n)
 		if err != nil || !ok {
-			return false, err
+			return false, nil, err
 		}
-		kept := p.kept[stream]
-		if kept == nil {
-			kept = make(map[string]store.IndexRecord, p.keptHint)
-			p.keptHint = 0
-			p.kept[stream] = kept
-		}
-		kept[path] = store.IndexRecord{Size: cur.Size, MtimeNs: cur.MtimeNs, CtimeNs: cur.CtimeNs, Inode: cur.Inode}
-		return true, nil
+		p.keptIn(stream)[path] = store.IndexRecord{Size: cur.Size, MtimeNs: cur.MtimeNs, CtimeNs: cur.CtimeNs, Inode: cur.Inode}
+		return true, nil, nil
 	}
-	return false, nil
+	return false, nil, nil
+}
+
+// keptIn returns the kept files of stream, made on first use.
+func (p *inplacePlanner) keptIn(stream string) map[string]store.IndexRecord {
+	kept := p.kept[stream]
+	if kept == nil {
+		kept = make(map[string]store.IndexRecord, p.keptHint)
+		p.keptHint = 0
+		p.kept[stream] = kept
+	}
+	return kept
 }
 
 // listed waits until the target's listing has ended, and returns its error.
@@ -113,13 +137,18 @@ func sameStat(r store.IndexRecord, cur *targetEntry) bool {
 	return r.Size == cur.Size && r.MtimeNs == cur.MtimeNs && r.CtimeNs == cur.CtimeNs && r.Inode == cur.Inode
 }
 
+// sameOwnStat is sameStat for a record of own, which must be a file's.
+func sameOwnStat(r pluginapi.IndexEntry, cur *targetEntry) bool {
+	return r.Type == 0 && r.Size == cur.Size && r.MtimeNs == cur.MtimeNs && r.CtimeNs == cur.CtimeNs && r.Inode == cur.Inode
+}
+
 // contentKnown reports whether the file cur at path holds node n's content
 // and, if its xattrs were not listed, n's xattrs: its statistics are those
 // recorded when it held them (in the snapshot's own change index, or in
 // the restore index of the last restore, of this snapshot or of another
 // one with the same content and xattrs there).
 func (p *inplacePlanner) contentKnown(ctx context.Context, stream, path string, cur *targetEntry, n *store.Node) (bool, error) {
-	if r, ok := p.own[stream][path]; ok && sameStat(r, cur) {
+	if r, ok := p.own[stream][path]; ok && sameOwnStat(r, cur) {
 		return true, nil
 	}
 	if p.last == nil {
@@ -217,9 +246,24 @@ func (p *inplacePlanner) rewrittenFiles() int {
 // snapshot's; anything that touched one since (the engine included)
 // changed its ctime, so a stale record only costs a rewrite. Rewritten
 // files are left out: their new statistics are unknown without listing the
-// target again. The maps are the planner's own, given away: the planner is
-// done.
+// target again. So are the files the snapshot's own change index has with
+// these statistics — those beneath subtrees kept whole and most others:
+// every in-place restore reads own (Manager.loadOwnIndex), which vouches
+// for them, so recording them again only made each restore write and the
+// next one read ~40,000 records of venv-full more. The maps are the
+// planner's own, given away: the planner is done.
 func (p *inplacePlanner) keptIndex() store.ChangeIndex {
+	for stream, kept := range p.kept {
+		own := p.own[stream]
+		if len(own) == 0 {
+			continue
+		}
+		for path, r := range kept {
+			if o, ok := own[path]; ok && o.Type == 0 && o.Size == r.Size && o.MtimeNs == r.MtimeNs && o.CtimeNs == r.CtimeNs && o.Inode == r.Inode {
+				delete(kept, path)
+			}
+		}
+	}
 	for stream := range p.live.index() {
 		if p.kept[stream] == nil {
 			p.kept[stream] = map[string]store.IndexRecord{}

@@ -112,18 +112,44 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 			}
 		}()
 	}
-	// An in-place restore walks the snapshot's trees, which it reads
-	// while the engine's plugin starts (~0.1 s on venv-full) rather than
-	// afterwards, when the host's reading would compete for the cores
-	// with the engine listing the target. The reading stops, and is
-	// waited for, on every return that has not taken the trees.
+	// An in-place restore reads, while the engine's plugin starts, the
+	// snapshot's own change index with its directories: the target's
+	// listing is given it, so a subtree still as captured comes as one
+	// entry (liveListing.run) and the plan reads none of its trees. Where
+	// that cannot be — no index, or an engine that takes only a full
+	// stream or cannot list the target (wantTrees, said once the engine
+	// answered) — the walk needs every tree, and they are read next,
+	// ahead of it (~0.1 s on venv-full), rather than while it competes
+	// for the cores with the engine. The reading stops, and is waited
+	// for, on every return that has not taken its results.
+	var ownc chan ownIndex
 	var treesc chan map[store.Hash]*store.Tree
+	wantTrees := make(chan bool, 1)
 	if opts.InPlace {
-		tctx, tcancel := context.WithCancel(ctx)
+		octx, ocancel := context.WithCancel(ctx)
+		ownc = make(chan ownIndex, 1)
 		treesc = make(chan map[store.Hash]*store.Tree, 1)
-		go func() { treesc <- m.loadTrees(tctx, snap) }()
+		go func() {
+			own := m.loadOwnIndex(octx, snap)
+			ownc <- own
+			want := !own.hasDirs()
+			if !want {
+				select {
+				case want = <-wantTrees:
+				case <-octx.Done():
+				}
+			}
+			var trees map[store.Hash]*store.Tree
+			if want {
+				trees = m.loadTrees(octx, snap)
+			}
+			treesc <- trees
+		}()
 		defer func() {
-			tcancel()
+			ocancel()
+			if ownc != nil {
+				<-ownc
+			}
 			if treesc != nil {
 				<-treesc
 			}
@@ -165,6 +191,12 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 			riTarget = ident.Target
 		}
 	}
+	// Only an engine that lists the target and takes a sparse stream is
+	// given own for the listing (a full stream names every entry, so
+	// needs every entry listed), and only where the snapshot was taken (a
+	// target elsewhere holds none of its inodes).
+	ownListing := indexable && info.Has(pluginapi.CapRestoreSparse) && (target == snap.Target || riTarget == snap.Target)
+	wantTrees <- !ownListing
 	var trees map[store.Hash]*store.Tree
 	// live is the target's listing an in-place restore plans from as it
 	// arrives; listDone closes when its capture has returned.
@@ -185,14 +217,27 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 		// (liveListing).
 		priorc := make(chan *planPrior, 1)
 		go func() { priorc <- m.loadPlanPrior(ctx, snap, riTarget) }()
+		own := <-ownc
+		ownc = nil
+		if own.err != nil {
+			// Only an optimization: without it more is rewritten.
+			m.log.Warn("restore: snapshot's change index unreadable", "snapshot", snap.ID, "err", own.err)
+			own.idx = nil
+		}
+		var parent pluginapi.ParentIndex
+		if ownListing && own.hasDirs() {
+			parent = own.idx
+		}
 		live = newLiveListing(snap.Stats.Files+snap.Stats.Dirs, snap.Stats.Dirs)
-		listStart := phase
+		listStart := m.now()
+		m.log.Debug("restore: loaded own change index", "took", listStart.Sub(phase), "records", own.records())
 		go func() {
 			defer close(listDone)
-			err := live.run(lctx, eng, target, options, snap.Excludes)
+			err := live.run(lctx, eng, target, options, snap.Excludes, parent)
 			m.log.Debug("restore: listed target", "target", target, "took", m.now().Sub(listStart), "err", err)
 		}()
 		prior := <-priorc
+		prior.own = own.idx
 		trees, treesc = <-treesc, nil
 		// A target the engine refuses to list (not there, not a venv) is
 		// refused before anything is written, as when the listing came
@@ -200,10 +245,13 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 		if err := live.begun(ctx); err != nil {
 			return fail(engineError(snap.Engine, fmt.Sprintf("list target %q", target), err))
 		}
-		if prior.err != nil {
-			return fail(prior.err)
+		// Listed with own, the plan keeps few files one by one: most are
+		// beneath subtrees kept whole.
+		filesHint := snap.Stats.Files
+		if parent != nil {
+			filesHint = 0
 		}
-		planner = newInplacePlanner(live, prior.own, prior.last, prior.lastSnap, snap.ID, snap.Stats.Files)
+		planner = newInplacePlanner(live, prior.own, prior.last, prior.lastSnap, snap.ID, filesHint)
 	} else {
 		close(listDone)
 		if treesc != nil {
@@ -298,23 +346,67 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 	return res, nil
 }
 
+// ownIndex is a snapshot's own change index, with its directories and
+// symlinks, as the engine's parent index form (nil: it has none).
+type ownIndex struct {
+	idx pluginapi.ParentIndex
+	err error
+}
+
+// hasDirs reports whether the index has a directory's record: one from
+// before directories were recorded (store format 1) cannot tell the
+// listing of any unchanged subtree.
+func (o ownIndex) hasDirs() bool {
+	for _, m := range o.idx {
+		for _, e := range m {
+			if e.Type == pluginapi.TypeDir {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// records counts the index's records, files and others.
+func (o ownIndex) records() int {
+	n := 0
+	for _, m := range o.idx {
+		n += len(m)
+	}
+	return n
+}
+
+// loadOwnIndex reads snap's own change index with its directories and
+// symlinks (none if it has no index).
+func (m *Manager) loadOwnIndex(ctx context.Context, snap *store.Snapshot) ownIndex {
+	idx, err := store.ChangeIndexWithDirsAs(ctx, m.store, snap.ID, func(r store.IndexRecord) pluginapi.IndexEntry {
+		e := pluginapi.IndexEntry{Size: r.Size, MtimeNs: r.MtimeNs, CtimeNs: r.CtimeNs, Inode: r.Inode}
+		switch r.Kind {
+		case store.IndexDir:
+			e.Type = pluginapi.TypeDir
+		case store.IndexSymlink:
+			e.Type = pluginapi.TypeSymlink
+		}
+		return e
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return ownIndex{}
+	}
+	return ownIndex{idx: idx, err: err}
+}
+
 // planPrior is what an in-place plan compares the target's listing with.
 type planPrior struct {
-	own      store.ChangeIndex // the snapshot's own change index, if any
-	last     *restoreIndex     // the target's restore index, if any
-	lastSnap *treeLookup       // the last restore's snapshot, when another one
-	err      error
+	own      pluginapi.ParentIndex // the snapshot's own change index, if any (ownIndex)
+	last     *restoreIndex         // the target's restore index, if any
+	lastSnap *treeLookup           // the last restore's snapshot, when another one
 }
 
 // loadPlanPrior loads the restore index of the target (riTarget, its
-// identity) and, unless that is of snap itself, snap's change index.
-//
-// A restore index of snap holds every file of snap the target kept or got
-// at that restore (inplacePlanner.keptIndex and the engine's report), with
-// its statistics since; a file whose statistics are still those snap's
-// capture saw was kept, so is in it with those. The change index would
-// vouch for no file the restore index does not, and reading it was ~40 ms
-// of CPU of each repeated reset of venv-full.
+// identity) and, if that is of another snapshot, that snapshot's trees'
+// lookup. snap's own change index is read beside (loadOwnIndex): even
+// after restores, the subtrees no restore touched are as captured, which
+// its directories' records let the listing tell at once.
 func (m *Manager) loadPlanPrior(ctx context.Context, snap *store.Snapshot, riTarget string) *planPrior {
 	start := m.now()
 	p := &planPrior{}
@@ -323,12 +415,6 @@ func (m *Manager) loadPlanPrior(ctx context.Context, snap *store.Snapshot, riTar
 		m.log.Debug("restore: loaded the restore index", "took", m.now().Sub(start))
 		return p
 	}
-	own, err := m.store.ChangeIndex(ctx, snap.ID)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		p.err = err
-		return p
-	}
-	p.own = own
 	if p.last != nil {
 		if ls, err := m.store.Snapshot(ctx, p.last.SnapshotID); err == nil {
 			p.lastSnap = newTreeLookup(m.store, ls)

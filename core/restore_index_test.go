@@ -116,11 +116,17 @@ func TestRestoreIndexEncodingRoundTrip(t *testing.T) {
 		})
 	}
 	data := encodeRestoreIndex(sampleRestoreIndex())
+	// Version 2 (complete, same layout) is still read.
+	v2 := append([]byte(restoreIndexMagicV2), data[len(restoreIndexMagic):]...)
+	got, err := decodeRestoreIndex(v2)
+	require.NoError(t, err)
+	assert.Equal(t, sampleRestoreIndex(), got)
 	for name, bad := range map[string][]byte{
 		"empty":     nil,
 		"gob":       []byte("\x1f\x8b\x08\x00"),
 		"truncated": data[:len(data)-1],
 		"trailing":  append(slices.Clone(data), 0),
+		"version 1": append([]byte("ptest-snap restore index 1\n"), data[len(restoreIndexMagic):]...),
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := decodeRestoreIndex(bad)

@@ -161,12 +161,20 @@ func (rr *restoreReader) walk(ctx context.Context, stream string, root store.Has
 			}
 		}
 		unchanged := false
+		var whole *targetEntry
 		if rr.planner != nil {
-			u, err := rr.planner.unchanged(ctx, stream, p, n)
+			u, w, err := rr.planner.unchanged(ctx, stream, p, n)
 			if err != nil {
 				return err
 			}
-			unchanged = u
+			unchanged, whole = u, w
+		}
+		if rr.sparse && whole != nil {
+			// Kept with everything beneath it, which was neither listed
+			// nor is read here: not even its tree.
+			rr.skipped += 1 + whole.SubtreeFiles + whole.SubtreeDirs
+			rr.skippedFiles += whole.SubtreeFiles
+			continue
 		}
 		if rr.sparse && unchanged {
 			// Kept: not sent, but a directory is remembered in case

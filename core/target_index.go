@@ -28,6 +28,12 @@ type targetEntry struct {
 	// (pluginapi.Entry.XattrsFromParent); Xattrs is empty and says
 	// nothing.
 	XattrsUnread bool
+	// Subtree: a directory the engine found, with everything beneath it,
+	// as the Parent index given to the listing has it (an Unchanged
+	// directory, pluginapi.CaptureRequest.UnchangedDirs); nothing beneath
+	// it is listed. SubtreeFiles and SubtreeDirs count what it holds.
+	Subtree                   bool
+	SubtreeFiles, SubtreeDirs int64
 }
 
 // targetIndex is a target's entries by stream and path.
@@ -59,7 +65,7 @@ type targetChildren map[string]map[string][]string
 // listed, so the plan neither rewrites nor deletes it.
 func captureIndex(ctx context.Context, eng pluginapi.Engine, target string, options map[string]string, excludes []string) (targetIndex, error) {
 	l := newLiveListing(0, 0)
-	if err := l.run(ctx, eng, target, options, excludes); err != nil {
+	if err := l.run(ctx, eng, target, options, excludes, nil); err != nil {
 		return nil, err
 	}
 	return l.index(), nil
@@ -113,6 +119,10 @@ type liveListing struct {
 	// entry was half of the host's cost of receiving venv-full's listing.
 	entriesHint, dirsHint int
 
+	// subtrees: the listing was asked for unchanged subtrees as one entry
+	// (run's parent); set before it starts.
+	subtrees bool
+
 	// The receiving side's own, unlocked.
 	pending []pendingTargetEntry
 	started bool   // a stream began
@@ -140,11 +150,18 @@ func newLiveListing(entriesHint, dirsHint int64) *liveListing {
 }
 
 // run captures target through eng into l and marks it done, with the
-// capture's error. excludes are the snapshot's (see captureIndex).
-func (l *liveListing) run(ctx context.Context, eng pluginapi.Engine, target string, options map[string]string, excludes []string) error {
+// capture's error. excludes are the snapshot's (see captureIndex). parent,
+// if not nil, is the snapshot's own change index with its directories
+// and symlinks: a directory whose subtree is still as captured may then
+// come as one entry (targetEntry.Subtree).
+func (l *liveListing) run(ctx context.Context, eng pluginapi.Engine, target string, options map[string]string, excludes []string, parent pluginapi.ParentIndex) error {
 	// ParentXattrs: the plan trusts a file's xattrs only through its
 	// ctime (inplacePlanner.unchanged), so the engine need not read them.
 	req := &pluginapi.CaptureRequest{Target: target, Excludes: excludes, Options: options, IndexOnly: true, ParentXattrs: true}
+	if parent != nil {
+		req.Parent, req.UnchangedDirs = parent, true
+		l.subtrees = true
+	}
 	return l.finish(eng.Capture(ctx, req, l))
 }
 
@@ -213,12 +230,16 @@ func (l *liveListing) WriteEntry(_ context.Context, e *pluginapi.Entry, body io.
 			return err
 		}
 	}
-	l.pending = append(l.pending, pendingTargetEntry{path: e.Path, e: &targetEntry{
+	te := &targetEntry{
 		Type: e.Type, Mode: e.Mode, UID: e.UID, GID: e.GID,
 		MtimeNs: e.MtimeNs, CtimeNs: e.CtimeNs, Inode: e.Inode, Size: e.Size,
 		LinkTarget: e.LinkTarget, Xattrs: sortedXattrs(e.Xattrs),
 		XattrsUnread: e.XattrsFromParent && e.Type == pluginapi.TypeFile && len(e.Xattrs) == 0,
-	}})
+	}
+	if e.Unchanged && e.Type == pluginapi.TypeDir && l.subtrees {
+		te.Subtree, te.SubtreeFiles, te.SubtreeDirs = true, e.SubtreeFiles, e.SubtreeDirs
+	}
+	l.pending = append(l.pending, pendingTargetEntry{path: e.Path, e: te})
 	if len(l.pending) >= liveListingBatch {
 		l.mu.Lock()
 		l.publishLocked()

@@ -200,8 +200,11 @@ type CaptureRequest struct {
 	// ParentFor); the plugin's engine gets it as Parent.
 	ParentPacked map[string]*PackedIndex
 	// IndexOnly asks for entries without bodies (every file's body is
-	// omitted, Unchanged stays false). The host uses it to compare a target
-	// with a snapshot before an in-place restore.
+	// omitted, and no file is marked Unchanged). The host uses it to
+	// compare a target with a snapshot before an in-place restore, giving
+	// with UnchangedDirs the snapshot's own change index as Parent: a
+	// directory whose subtree is as captured may then come as one entry
+	// marked Unchanged, as in a capture.
 	IndexOnly bool
 	// ParentXattrs: the host takes the xattrs of an Unchanged entry that
 	// sets XattrsFromParent from the parent snapshot; with IndexOnly, the

@@ -581,6 +581,19 @@ func (s *Store) indexRecord(id string) ([]byte, error) {
 // ChangeIndex returns the change index stored with a snapshot (ErrNotFound
 // if it has none).
 func (s *Store) ChangeIndex(ctx context.Context, id string) (ChangeIndex, error) {
+	return changeIndexAs(ctx, s, id, false, func(r IndexRecord) IndexRecord { return r })
+}
+
+// ChangeIndexWithDirsAs returns the change index stored with a snapshot
+// (ErrNotFound if it has none) with the records of its directories and
+// symlinks (IndexDir, IndexSymlink) beside its files', each converted with
+// conv: an in-place restore hands it to the engine listing the target,
+// which then reports a subtree still as captured as one entry.
+func ChangeIndexWithDirsAs[T any](ctx context.Context, s *Store, id string, conv func(IndexRecord) T) (map[string]map[string]T, error) {
+	return changeIndexAs(ctx, s, id, true, conv)
+}
+
+func changeIndexAs[T any](ctx context.Context, s *Store, id string, withMeta bool, conv func(IndexRecord) T) (map[string]map[string]T, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
@@ -597,8 +610,11 @@ func (s *Store) ChangeIndex(ctx context.Context, id string) (ChangeIndex, error)
 	hint := 0
 	if snap, err := s.Snapshot(ctx, id); err == nil {
 		hint = int(min(snap.Stats.Files, maxIndexHint))
+		if withMeta {
+			hint = int(min(snap.Stats.Files+snap.Stats.Dirs, maxIndexHint))
+		}
 	}
-	idx, err := loadChangeIndexAs(ctx, s, roots, hint, false, nil, nil, func(r IndexRecord) IndexRecord { return r })
+	idx, err := loadChangeIndexAs(ctx, s, roots, hint, withMeta, nil, nil, conv)
 	if err != nil {
 		return nil, fmt.Errorf("change index of %s: %w", id, err)
 	}

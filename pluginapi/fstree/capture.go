@@ -62,7 +62,11 @@ type CaptureOptions struct {
 	// SubtreeFiles, SubtreeDirs and SubtreeBytes, and nothing beneath it
 	// (see unchanged_dirs.go).
 	UnchangedDirs bool
-	// IndexOnly sends every entry without a body (and never Unchanged).
+	// IndexOnly sends every entry without a body (and never an Unchanged
+	// file). With UnchangedDirs it still sends an unchanged subtree as one
+	// Unchanged directory: an in-place restore's listing of a target that
+	// is mostly as captured is then a few hundred entries, not one per
+	// entry (venv-full: 46,509).
 	IndexOnly bool
 	// OnSpecial is called for each socket, device or FIFO found. Those are
 	// never captured: nil skips them silently, and an error returned by
@@ -133,7 +137,7 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 		parent:  opts.Parent[opts.Stream],
 		jobs:    map[string]*dirJob{},
 	}
-	c.checkDirs = opts.UnchangedDirs && !opts.IndexOnly && len(c.parent) > 0
+	c.checkDirs = opts.UnchangedDirs && len(c.parent) > 0
 	var wg sync.WaitGroup
 	for range opts.Readers {
 		wg.Add(1)

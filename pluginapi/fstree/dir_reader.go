@@ -262,7 +262,7 @@ func (c *capturer) readOpenDir(fd int, rel string, scratch []byte) (kids []child
 		switch k.st.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:
 		case unix.S_IFREG:
-			k.unchanged = !c.opts.IndexOnly && c.unchanged(k.rel, &k.st)
+			k.unchanged = c.unchanged(k.rel, &k.st)
 			// A file with other names may turn into hard-link entries,
 			// which carry their own xattrs. An index-only listing for
 			// the host, which judges files by their ctime, reads none

@@ -3,6 +3,7 @@ package fstree
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -146,7 +147,6 @@ func TestCaptureUnchangedDirsNeedsDirectoryRecords(t *testing.T) {
 	for name, opts := range map[string]CaptureOptions{
 		"files only": {Parent: filesOnly, UnchangedDirs: true},
 		"no parent":  {UnchangedDirs: true},
-		"index only": {Parent: parentOf(first), UnchangedDirs: true, IndexOnly: true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			w := capture(t, root, opts)
@@ -164,4 +164,30 @@ func TestCaptureUnchangedDirsNeedsDirectoryRecords(t *testing.T) {
 	idx["rootfs"]["bin"] = e
 	w := capture(t, root, CaptureOptions{Parent: idx, UnchangedDirs: true})
 	assert.NotContains(t, unchangedDirs(w), "bin")
+}
+
+// An index-only capture (an in-place restore's listing) given the parent
+// with its directories sends an unchanged subtree as one entry as well,
+// and nothing beneath it; it still marks no file Unchanged and sends no
+// body. A changed subtree is listed entry by entry.
+func TestCaptureIndexOnlyUnchangedDirs(t *testing.T) {
+	root := buildTree(t)
+	first := capture(t, root, CaptureOptions{})
+	w := capture(t, root, CaptureOptions{Parent: parentOf(first), UnchangedDirs: true, IndexOnly: true})
+	dirs := unchangedDirs(w)
+	require.NotEmpty(t, dirs)
+	for _, r := range w.recs {
+		assert.False(t, r.hasBody, r.e.Path)
+		assert.False(t, r.e.Unchanged && r.e.Type != pluginapi.TypeDir, r.e.Path)
+		for _, d := range dirs {
+			assert.False(t, strings.HasPrefix(r.e.Path, d+"/"), "%s listed beneath unchanged %s", r.e.Path, d)
+		}
+	}
+	// Touch one directory's mode: it and those above it are listed
+	// entry by entry again.
+	d := dirs[0]
+	require.NoError(t, os.Chmod(filepath.Join(root, d), 0o711))
+	w = capture(t, root, CaptureOptions{Parent: parentOf(first), UnchangedDirs: true, IndexOnly: true})
+	assert.NotContains(t, unchangedDirs(w), d)
+	assert.Contains(t, paths(w.recs), d)
 }
