@@ -62,14 +62,7 @@ func prepareParent(ctx context.Context, w *store.Writer, parent *store.Snapshot)
 			}
 			curStream = stream
 		}
-		e := pluginapi.IndexEntry{Size: r.Size, MtimeNs: r.MtimeNs, CtimeNs: r.CtimeNs, Inode: r.Inode}
-		switch r.Kind {
-		case store.IndexDir:
-			e.Type = pluginapi.TypeDir
-		case store.IndexSymlink:
-			e.Type = pluginapi.TypeSymlink
-		}
-		cur.Add(path, e)
+		cur.Add(path, indexEntryOf(r))
 	})
 	if err != nil {
 		p.indexErr = err
@@ -166,4 +159,17 @@ func (p *preparedParent) parentIndexErr() error {
 		return nil
 	}
 	return fmt.Errorf("parent %s: %w", p.id, p.indexErr)
+}
+
+// indexEntryOf is a change index record as the engine's parent index
+// entry: its statistics and, for a directory or symlink record, its type.
+func indexEntryOf(r store.IndexRecord) pluginapi.IndexEntry {
+	e := pluginapi.IndexEntry{Size: r.Size, MtimeNs: r.MtimeNs, CtimeNs: r.CtimeNs, Inode: r.Inode}
+	switch r.Kind {
+	case store.IndexDir:
+		e.Type = pluginapi.TypeDir
+	case store.IndexSymlink:
+		e.Type = pluginapi.TypeSymlink
+	}
+	return e
 }

@@ -379,16 +379,7 @@ func (o ownIndex) records() int {
 // loadOwnIndex reads snap's own change index with its directories and
 // symlinks (none if it has no index).
 func (m *Manager) loadOwnIndex(ctx context.Context, snap *store.Snapshot) ownIndex {
-	idx, err := store.ChangeIndexWithDirsAs(ctx, m.store, snap.ID, func(r store.IndexRecord) pluginapi.IndexEntry {
-		e := pluginapi.IndexEntry{Size: r.Size, MtimeNs: r.MtimeNs, CtimeNs: r.CtimeNs, Inode: r.Inode}
-		switch r.Kind {
-		case store.IndexDir:
-			e.Type = pluginapi.TypeDir
-		case store.IndexSymlink:
-			e.Type = pluginapi.TypeSymlink
-		}
-		return e
-	})
+	idx, err := store.ChangeIndexWithDirsAs(ctx, m.store, snap.ID, indexEntryOf)
 	if errors.Is(err, store.ErrNotFound) {
 		return ownIndex{}
 	}
