@@ -20,7 +20,8 @@ type IndexRecord struct {
 	CtimeNs int64
 	Inode   uint64
 	// Kind is IndexFile (zero) for a file's record; IndexDir and
-	// IndexSymlink records are read only by ParentChangeIndexAs.
+	// IndexSymlink records are read only by ParentChangeIndexVisit and
+	// ChangeIndexWithDirsAs.
 	Kind IndexKind
 }
 
@@ -614,7 +615,7 @@ func changeIndexAs[T any](ctx context.Context, s *Store, id string, withMeta boo
 			hint = int(min(snap.Stats.Files+snap.Stats.Dirs, maxIndexHint))
 		}
 	}
-	idx, err := loadChangeIndexAs(ctx, s, roots, hint, withMeta, nil, nil, conv)
+	idx, err := loadChangeIndexAs(ctx, s, roots, hint, withMeta, conv)
 	if err != nil {
 		return nil, fmt.Errorf("change index of %s: %w", id, err)
 	}
@@ -622,23 +623,20 @@ func changeIndexAs[T any](ctx context.Context, s *Store, id string, withMeta boo
 }
 
 // loadChangeIndexAs reads the change index under roots (stream → root
-// index chunk), converting each record with conv; seen, if set, is called
-// with every index chunk's hash, from one goroutine at a time; dirs, if
-// set, with the stream, path and hash of every chunk below the root.
-// withMeta keeps the records of directories and symlinks (IndexDir,
+// index chunk), converting each record with conv. withMeta keeps the records of directories and symlinks (IndexDir,
 // IndexSymlink) beside the files'. conv is
 // for a caller that needs the index in its own types: converting the
 // whole index afterwards cost another map of every file. hint, if known,
 // is how many records to expect: growing the maps as they fill cost more
 // than reading a third of the chunks.
-func loadChangeIndexAs[T any](ctx context.Context, s *Store, roots map[string]Hash, hint int, withMeta bool, seen func(Hash), dirs func(stream, path string, h Hash), conv func(IndexRecord) T) (map[string]map[string]T, error) {
+func loadChangeIndexAs[T any](ctx context.Context, s *Store, roots map[string]Hash, hint int, withMeta bool, conv func(IndexRecord) T) (map[string]map[string]T, error) {
 	// The hint comes from a snapshot record: a damaged one must not make
 	// the maps huge before a single chunk is read.
 	hint = min(max(hint, 0), maxIndexHint)
 	idx := make(map[string]map[string]T, len(roots))
 	var files map[string]T
 	var cur string
-	err := visitChangeIndex(ctx, s, roots, withMeta, seen, dirs, func(st, p string, r IndexRecord) {
+	err := visitChangeIndex(ctx, s, roots, withMeta, nil, nil, func(st, p string, r IndexRecord) {
 		if files == nil || st != cur {
 			files, cur = make(map[string]T, hint/max(1, len(roots))), st
 			idx[st] = files
@@ -658,8 +656,9 @@ func loadChangeIndexAs[T any](ctx context.Context, s *Store, roots map[string]Ha
 
 // visitChangeIndex reads the change index under roots stream by stream,
 // calling visit with each file's record (and with withMeta each
-// directory's and symlink's) from one goroutine at a time; seen and dirs
-// are loadChangeIndexAs's.
+// directory's and symlink's) from one goroutine at a time; seen, if set, is
+// called with every index chunk's hash, from one goroutine at a time; dirs,
+// if set, with the stream, path and hash of every chunk below the root.
 func visitChangeIndex(ctx context.Context, s *Store, roots map[string]Hash, withMeta bool, seen func(Hash), dirs func(stream, path string, h Hash), visit func(stream, path string, r IndexRecord)) error {
 	for _, st := range sortedKeys(roots) {
 		add := func(p string, r IndexRecord) {

@@ -56,7 +56,7 @@ func TestIndexDirMeta(t *testing.T) {
 
 // TestParentChangeIndexWithDirs: a change index stored with directory and
 // symlink records reads back, through ChangeIndex (restores), as its files
-// alone, and through ParentChangeIndexWithDirs (creates) with those
+// alone, and through ParentChangeIndexVisit (creates) with those
 // records and the hash of every directory's chunk; PutIndexDir refuses a
 // file's record among them.
 func TestParentChangeIndexWithDirs(t *testing.T) {
@@ -89,7 +89,9 @@ func TestParentChangeIndexWithDirs(t *testing.T) {
 	require.NoError(t, err)
 	defer w.Abort()
 	require.NoError(t, w.UseParent(ctx, "one"))
-	idx, dirs, err := ParentChangeIndexWithDirs(ctx, w, func(r IndexRecord) IndexRecord { return r })
+	// ParentChangeIndexVisit hands over every record, each once, and
+	// the hash of every directory's chunk.
+	idx, dirs, err := parentIndex(t, ctx, w)
 	require.NoError(t, err)
 	assert.Equal(t, ChangeIndex{"rootfs": {
 		"lib/pkg/m.py": file,
@@ -97,23 +99,36 @@ func TestParentChangeIndexWithDirs(t *testing.T) {
 		"lib/link":     libMeta["link"],
 		"lib":          {Kind: IndexDir, CtimeNs: 11, Inode: 12},
 		"empty":        {Kind: IndexDir, CtimeNs: 13, Inode: 14},
-	}}, ChangeIndex(idx))
+	}}, idx)
 	assert.Equal(t, ParentIndexDirs{"rootfs": {"lib": libIndex, "lib/pkg": subIndex}}, dirs)
-	files, err := ParentChangeIndexAs(ctx, w, func(r IndexRecord) IndexRecord { return r })
-	require.NoError(t, err)
-	assert.Equal(t, got, ChangeIndex(files), "without dirs: the files alone")
+	assert.Equal(t, got, filesOf(idx), "without dirs: the files alone")
+}
 
-	// ParentChangeIndexVisit hands over the same records and directories,
-	// each record once.
-	visited := ChangeIndex{}
-	vdirs, err := ParentChangeIndexVisit(ctx, w, func(stream, path string, r IndexRecord) {
-		if visited[stream] == nil {
-			visited[stream] = map[string]IndexRecord{}
+// parentIndex collects what ParentChangeIndexVisit hands over, asserting
+// that no record comes twice.
+func parentIndex(t *testing.T, ctx context.Context, w *Writer) (ChangeIndex, ParentIndexDirs, error) {
+	t.Helper()
+	idx := ChangeIndex{}
+	dirs, err := ParentChangeIndexVisit(ctx, w, func(stream, path string, r IndexRecord) {
+		if idx[stream] == nil {
+			idx[stream] = map[string]IndexRecord{}
 		}
-		assert.NotContains(t, visited[stream], path)
-		visited[stream][path] = r
+		assert.NotContains(t, idx[stream], path)
+		idx[stream][path] = r
 	})
-	require.NoError(t, err)
-	assert.Equal(t, ChangeIndex(idx), visited)
-	assert.Equal(t, dirs, vdirs)
+	return idx, dirs, err
+}
+
+// filesOf is idx without its directories' and symlinks' records.
+func filesOf(idx ChangeIndex) ChangeIndex {
+	files := ChangeIndex{}
+	for st, m := range idx {
+		files[st] = map[string]IndexRecord{}
+		for p, r := range m {
+			if r.Kind == IndexFile {
+				files[st][p] = r
+			}
+		}
+	}
+	return files
 }

@@ -22,7 +22,7 @@ import (
 // without asking Badger, that a hash it saw in the parent's trees or index
 // is stored and safe: it keeps those hashes in Writer.known, filled as the
 // core reads the parent's trees through ParentTree and its index through
-// ParentChangeIndex. Anything else the Writer meets is still checked one by
+// ParentChangeIndexVisit. Anything else the Writer meets is still checked one by
 // one, so a tree naming a chunk that is in neither fails as before.
 
 // parentPin is the roots of a pinned snapshot: its streams' trees and its
@@ -65,7 +65,7 @@ func (p *parentPin) equal(q *parentPin) bool {
 // UseParent pins snapshot id as the Writer's parent until Commit or Abort:
 // nothing reachable from it is collected meanwhile, even if it is deleted.
 // Trees read through ParentTree and the index read through
-// ParentChangeIndex then cost no lookups when reused. A Writer has at most
+// ParentChangeIndexVisit then cost no lookups when reused. A Writer has at most
 // one parent. A snapshot that does not exist (or is deleted while it is
 // being pinned) fails with an error wrapping ErrNotFound.
 func (w *Writer) UseParent(ctx context.Context, id string) error {
@@ -161,60 +161,20 @@ func (w *Writer) ParentTree(ctx context.Context, h Hash) (*Tree, error) {
 	return t, nil
 }
 
-// ParentChangeIndex returns the pinned parent's change index (ErrNotFound
-// if it has none); its chunks become known, so a directory whose index is
-// unchanged costs no lookup in Commit.
-func (w *Writer) ParentChangeIndex(ctx context.Context) (ChangeIndex, error) {
-	return ParentChangeIndexAs(ctx, w, func(r IndexRecord) IndexRecord { return r })
-}
-
-// ParentChangeIndexAs is w.ParentChangeIndex with every record converted by
-// conv, for a caller that passes the index on in its own types (the core
-// sends it to the engine).
-func ParentChangeIndexAs[T any](ctx context.Context, w *Writer, conv func(IndexRecord) T) (map[string]map[string]T, error) {
-	idx, _, err := parentChangeIndexAs(ctx, w, false, conv)
-	return idx, err
-}
-
 // ParentIndexDirs maps stream → directory path → the hash of that
 // directory's chunk in a change index.
 type ParentIndexDirs map[string]map[string]Hash
 
-// ParentChangeIndexWithDirs is ParentChangeIndexAs with the records of the
-// parent's directories and symlinks (IndexDir, IndexSymlink) beside its
-// files', and the hash of every directory's index chunk: a create whose
-// engine reports a whole directory unchanged reuses that chunk as the
-// directory's index (Writer.PutIndexDir's dirs).
-func ParentChangeIndexWithDirs[T any](ctx context.Context, w *Writer, conv func(IndexRecord) T) (map[string]map[string]T, ParentIndexDirs, error) {
-	return parentChangeIndexAs(ctx, w, true, conv)
-}
-
-func parentChangeIndexAs[T any](ctx context.Context, w *Writer, withMeta bool, conv func(IndexRecord) T) (map[string]map[string]T, ParentIndexDirs, error) {
-	var idx map[string]map[string]T
-	dirs, err := readParentIndex(ctx, w, withMeta, func(roots map[string]Hash, hint int, seen func(Hash), addDir func(stream, path string, h Hash)) error {
-		var err error
-		idx, err = loadChangeIndexAs(ctx, w.s, roots, hint, withMeta, seen, addDir, conv)
-		return err
-	})
-	return idx, dirs, err
-}
-
-// ParentChangeIndexVisit is ParentChangeIndexWithDirs for a caller that
-// keeps the records in a form of its own: visit gets every record (files',
-// directories' and symlinks'), from one goroutine at a time, and no map of
-// every path is built (the core packs them for the engine as they come:
-// pluginapi.PackedIndex).
+// ParentChangeIndexVisit reads the pinned parent's change index (ErrNotFound
+// if it has none): visit gets every record, files', directories' and
+// symlinks' (IndexDir, IndexSymlink), from one goroutine at a time, and no
+// map of every path is built (the core packs them for the engine as they
+// come: pluginapi.PackedIndex). It returns the hash of every directory's
+// index chunk: a create whose engine reports a whole directory unchanged
+// reuses that chunk as the directory's index (Writer.PutIndexDir's dirs).
+// The chunks read become known, so a directory whose index is unchanged
+// costs no lookup in Commit.
 func ParentChangeIndexVisit(ctx context.Context, w *Writer, visit func(stream, path string, r IndexRecord)) (ParentIndexDirs, error) {
-	return readParentIndex(ctx, w, true, func(roots map[string]Hash, _ int, seen func(Hash), addDir func(stream, path string, h Hash)) error {
-		return visitChangeIndex(ctx, w.s, roots, true, seen, addDir, visit)
-	})
-}
-
-// readParentIndex reads the pinned parent's change index through read
-// (given the pinned roots, the parent's file count, a callback for each
-// chunk read and, with withMeta, one for each directory's chunk), then
-// makes the chunks read known.
-func readParentIndex(ctx context.Context, w *Writer, withMeta bool, read func(roots map[string]Hash, hint int, seen func(Hash), addDir func(stream, path string, h Hash)) error) (ParentIndexDirs, error) {
 	w.mu.Lock()
 	p := w.pin
 	w.mu.Unlock()
@@ -225,22 +185,18 @@ func readParentIndex(ctx context.Context, w *Writer, withMeta bool, read func(ro
 		return nil, fmt.Errorf("change index of %s: %w", p.id, ErrNotFound)
 	}
 	var seen []Hash
-	var dirs ParentIndexDirs
-	var addDir func(stream, path string, h Hash)
-	if withMeta {
-		dirs = ParentIndexDirs{}
-		addDir = func(stream, path string, h Hash) {
-			m := dirs[stream]
-			if m == nil {
-				m = map[string]Hash{}
-				dirs[stream] = m
-			}
-			m[path] = h
+	dirs := ParentIndexDirs{}
+	addDir := func(stream, path string, h Hash) {
+		m := dirs[stream]
+		if m == nil {
+			m = map[string]Hash{}
+			dirs[stream] = m
 		}
+		m[path] = h
 	}
 	// From the pinned roots, not the record: the parent may have been
 	// deleted since it was pinned.
-	if err := read(p.index, int(p.files), func(h Hash) { seen = append(seen, h) }, addDir); err != nil {
+	if err := visitChangeIndex(ctx, w.s, p.index, true, func(h Hash) { seen = append(seen, h) }, addDir, visit); err != nil {
 		return nil, fmt.Errorf("change index of %s: %w", p.id, err)
 	}
 	w.mu.Lock()

@@ -15,16 +15,23 @@ import (
 // the parent's files and its whole subdirectory, replaces one file with
 // new content and keeps the parent's change index but for that file — the
 // shape of a second create. It reads the parent only through ParentTree
-// and ParentChangeIndex, as the core does.
+// and ParentChangeIndexVisit, as the core does.
 func childOf(ctx context.Context, w *Writer, parent *Snapshot, id string, seed uint64) (*Snapshot, error) {
 	root, err := w.ParentTree(ctx, parent.Streams[0].Root)
 	if err != nil {
 		return nil, err
 	}
-	idx, err := w.ParentChangeIndex(ctx)
+	idx := ChangeIndex{}
+	_, err = ParentChangeIndexVisit(ctx, w, func(stream, path string, r IndexRecord) {
+		if idx[stream] == nil {
+			idx[stream] = map[string]IndexRecord{}
+		}
+		idx[stream][path] = r
+	})
 	if err != nil {
 		return nil, err
 	}
+	idx = filesOf(idx)
 	tr := &Tree{}
 	for _, n := range root.Nodes {
 		if n.Type == NodeDir {
@@ -113,7 +120,7 @@ func TestUseParentRefusesMissing(t *testing.T) {
 	s.refMu.Lock()
 	assert.Empty(t, s.pins, "a refused pin is dropped")
 	s.refMu.Unlock()
-	_, err = w.ParentChangeIndex(ctx)
+	_, err = ParentChangeIndexVisit(ctx, w, func(string, string, IndexRecord) {})
 	assert.Error(t, err)
 	// Without a pin a tree naming a chunk that is not stored is refused.
 	_, err = w.PutTree(ctx, &Tree{Nodes: []Node{{Name: "x", Type: NodeFile, Content: []Hash{SumChunk([]byte("never stored"))}}}})
