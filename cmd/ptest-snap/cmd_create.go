@@ -63,6 +63,7 @@ Ctrl-C stops the capture; nothing partial is kept.`,
 				return usagef(cmd, "create needs --engine NAME (one of the engines 'ptest-snap engines' lists)")
 			}
 			a.prelaunch = p.Engine
+			defer tuneGCForCreate()()
 			svc, err := a.service(cmd.Context())
 			if err != nil {
 				return err

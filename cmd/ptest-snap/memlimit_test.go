@@ -25,3 +25,36 @@ func TestSetMemoryLimit(t *testing.T) {
 	setMemoryLimit()
 	assert.EqualValues(t, softMemoryLimit, debug.SetMemoryLimit(-1))
 }
+
+// TestTuneGCForCreate: a create runs with its own collector settings and
+// puts the previous ones back; GOGC or GOMEMLIMIT set by the user win.
+func TestTuneGCForCreate(t *testing.T) {
+	prevLimit := debug.SetMemoryLimit(-1)
+	prevPercent := debug.SetGCPercent(100)
+	t.Cleanup(func() {
+		debug.SetMemoryLimit(prevLimit)
+		debug.SetGCPercent(prevPercent)
+	})
+	for _, env := range []string{"GOGC", "GOMEMLIMIT"} {
+		t.Setenv(env, "") // restored after the test
+		os.Unsetenv(env)
+	}
+	debug.SetMemoryLimit(softMemoryLimit)
+
+	restore := tuneGCForCreate()
+	assert.EqualValues(t, createMemoryLimit, debug.SetMemoryLimit(-1))
+	assert.Equal(t, createGCPercent, debug.SetGCPercent(createGCPercent))
+	restore()
+	assert.EqualValues(t, softMemoryLimit, debug.SetMemoryLimit(-1), "limit restored")
+	assert.Equal(t, 100, debug.SetGCPercent(100), "GOGC restored")
+
+	for _, env := range []string{"GOGC", "GOMEMLIMIT"} {
+		t.Run(env, func(t *testing.T) {
+			t.Setenv(env, "200")
+			restore := tuneGCForCreate()
+			assert.EqualValues(t, softMemoryLimit, debug.SetMemoryLimit(-1), "the user's settings stand")
+			assert.Equal(t, 100, debug.SetGCPercent(100))
+			restore()
+		})
+	}
+}
