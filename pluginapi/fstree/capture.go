@@ -50,6 +50,10 @@ type CaptureOptions struct {
 	// whose size, mtime, ctime and inode all equal the parent's is sent with
 	// Unchanged set and no body, without being opened.
 	Parent pluginapi.ParentIndex
+	// ParentFingerprints is the parent index as fingerprints
+	// (pluginapi.CaptureRequest.ParentFingerprints), looked up under
+	// Stream like Parent, which a stream found here is not looked up in.
+	ParentFingerprints map[string]*pluginapi.ParentFingerprints
 	// ParentXattrs (pluginapi.CaptureRequest.ParentXattrs: the host takes
 	// the xattrs of an unchanged file from the parent): an Unchanged file
 	// with a single link is sent with XattrsFromParent and no xattrs,
@@ -135,9 +139,13 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 		budget:  newBudget(opts.ReadAheadBytes),
 		scratch: make([]byte, 1024),
 		parent:  opts.Parent[opts.Stream],
+		prints:  opts.ParentFingerprints[opts.Stream],
 		jobs:    map[string]*dirJob{},
 	}
-	c.checkDirs = opts.UnchangedDirs && len(c.parent) > 0
+	if c.prints != nil {
+		c.parent = nil
+	}
+	c.checkDirs = opts.UnchangedDirs && (len(c.parent) > 0 || c.prints.Len() > 0)
 	var wg sync.WaitGroup
 	for range opts.Readers {
 		wg.Add(1)
@@ -214,6 +222,9 @@ type capturer struct {
 	scratch []byte // xattr list buffer, walker only
 	// parent is the parent index of the stream (opts.Parent's), or nil.
 	parent map[string]pluginapi.IndexEntry
+	// prints is the parent index of the stream as fingerprints, or nil;
+	// when set, parent is nil.
+	prints *pluginapi.ParentFingerprints
 	// jobs are the directory listings queued or kept for the walk, by
 	// path (queueDir, listing); walker goroutine only.
 	jobs map[string]*dirJob
@@ -366,6 +377,9 @@ func (c *capturer) planBody(ctx context.Context, it *item, k *child) error {
 // unchanged reports whether the parent index has the file at rel with the
 // same size, mtime, ctime and inode.
 func (c *capturer) unchanged(rel string, st *unix.Stat_t) bool {
+	if c.prints != nil {
+		return c.prints.File(rel, st.Size, st.Mtim.Nano(), st.Ctim.Nano(), st.Ino)
+	}
 	p, ok := c.parent[rel]
 	return ok && p.Type == 0 && p.Size == st.Size && p.MtimeNs == st.Mtim.Nano() && p.CtimeNs == st.Ctim.Nano() && p.Inode == st.Ino
 }

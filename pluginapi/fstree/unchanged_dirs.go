@@ -93,6 +93,9 @@ func (c *capturer) subtree(ctx context.Context, k *child, parent *listedDir) (su
 // sameMeta reports whether the parent index has k as an entry of type typ
 // with k's ctime and inode.
 func (c *capturer) sameMeta(k *child, typ pluginapi.EntryType) bool {
+	if c.prints != nil {
+		return c.prints.Meta(typ, k.rel, k.st.Ctim.Nano(), k.st.Ino)
+	}
 	p, ok := c.parent[k.rel]
 	return ok && p.Type == typ && p.CtimeNs == k.st.Ctim.Nano() && p.Inode == k.st.Ino
 }
