@@ -39,6 +39,7 @@ const (
 	fingerprintFile    = 'f'
 	fingerprintDir     = 'd'
 	fingerprintSymlink = 'l'
+	fingerprintOther   = '?'
 )
 
 // fingerprintHeader is the fixed part of a fingerprinted record: kind,
@@ -53,12 +54,14 @@ const fingerprintPathRoom = 512
 type fingerprint struct{ lo, hi uint64 }
 
 // fingerprintOf returns the fingerprint of an entry: a regular file's
-// (typ 0 or TypeFile) covers its size, mtime, ctime and inode, a
+// (typ 0, as in a parent index, or TypeFile) covers its size, mtime, ctime and inode, a
 // directory's or symlink's its ctime and inode only (IndexEntry.Type).
 func fingerprintOf(k0, k1 uint64, typ EntryType, path string, size, mtimeNs, ctimeNs int64, inode uint64) fingerprint {
 	var buf [fingerprintHeader + fingerprintPathRoom]byte
 	b := buf[:fingerprintHeader]
 	switch typ {
+	case 0, TypeFile:
+		b[0] = fingerprintFile
 	case TypeDir, TypeSymlink:
 		b[0] = fingerprintDir
 		if typ == TypeSymlink {
@@ -66,7 +69,9 @@ func fingerprintOf(k0, k1 uint64, typ EntryType, path string, size, mtimeNs, cti
 		}
 		size, mtimeNs = 0, 0
 	default:
-		b[0] = fingerprintFile
+		// No parent index holds other types; were one given, it must
+		// match nothing the engine looks up, as in a map (IndexEntry.Type).
+		b[0] = fingerprintOther
 	}
 	binary.LittleEndian.PutUint64(b[1:], uint64(size))
 	binary.LittleEndian.PutUint64(b[9:], uint64(mtimeNs))

@@ -208,3 +208,14 @@ func TestFingerprintsOnlyToEnginesThatTakeThem(t *testing.T) {
 		assert.Equal(t, idx, got.Parent)
 	}
 }
+
+// TestFingerprintOtherTypes: a record of a type no parent index holds (a
+// hard link, say) matches no file, as a map's record of it would not.
+func TestFingerprintOtherTypes(t *testing.T) {
+	p, err := NewParentFingerprints(map[string]IndexEntry{"h": {Type: TypeHardlink, Size: 1, MtimeNs: 2, CtimeNs: 3, Inode: 4}})
+	require.NoError(t, err)
+	assert.Equal(t, 1, p.Len())
+	assert.False(t, p.File("h", 1, 2, 3, 4))
+	assert.False(t, p.Meta(TypeDir, "h", 3, 4))
+	assert.False(t, p.Meta(TypeSymlink, "h", 3, 4))
+}
