@@ -87,26 +87,39 @@ func metadataFromProto(p *enginepb.Metadata) Metadata {
 	return Metadata{Version: int(p.GetVersion()), JSON: p.GetJson()}
 }
 
-// captureRequestToProto converts a capture request; packed sends the
-// parent index packed (index_wire.go), for an engine that decodes it.
-func captureRequestToProto(r *CaptureRequest, packed bool) (*enginepb.CaptureRequest, error) {
+// parentWire says how an engine takes the parent index: packed
+// (index_wire.go) or as fingerprints (fingerprints.go), or else as entries.
+type parentWire struct{ packed, fingerprints bool }
+
+// captureRequestToProto converts a capture request, with the parent index
+// in the form how says.
+func captureRequestToProto(r *CaptureRequest, how parentWire) (*enginepb.CaptureRequest, error) {
 	ports := make([]int32, len(r.Ports))
 	for i, p := range r.Ports {
 		ports[i] = int32(p)
 	}
-	parent := parentToProto(r.Parent, packed)
-	if r.ParentPacked != nil {
-		if !packed {
-			// An engine that does not decode packed indexes gets entries.
-			idx, err := unpackParent(r.ParentPacked)
-			if err != nil {
-				return nil, fmt.Errorf("parent index: %w", err)
-			}
-			parent = indexToProto(idx)
-		} else {
-			for name, p := range r.ParentPacked {
-				parent = append(parent, &enginepb.ParentStream{Name: name, Packed: p.wire()})
-			}
+	var parent []*enginepb.ParentStream
+	var key []byte
+	switch {
+	case how.fingerprints && (r.Parent != nil || r.ParentPacked != nil):
+		var err error
+		if key, err = newFingerprintKey(); err != nil {
+			return nil, err
+		}
+		if parent, err = fingerprintsToProto(key, r.Parent, r.ParentPacked); err != nil {
+			return nil, fmt.Errorf("parent index: %w", err)
+		}
+	case r.ParentPacked != nil && !how.packed:
+		// An engine that does not decode packed indexes gets entries.
+		idx, err := unpackParent(r.ParentPacked)
+		if err != nil {
+			return nil, fmt.Errorf("parent index: %w", err)
+		}
+		parent = append(parentToProto(r.Parent, false), indexToProto(idx)...)
+	default:
+		parent = parentToProto(r.Parent, how.packed)
+		for name, p := range r.ParentPacked {
+			parent = append(parent, &enginepb.ParentStream{Name: name, Packed: p.wire()})
 		}
 	}
 	return &enginepb.CaptureRequest{
@@ -118,9 +131,62 @@ func captureRequestToProto(r *CaptureRequest, packed bool) (*enginepb.CaptureReq
 		Parent:    parent,
 		IndexOnly: r.IndexOnly,
 
-		ParentXattrs:  r.ParentXattrs,
-		UnchangedDirs: r.UnchangedDirs,
+		ParentXattrs:   r.ParentXattrs,
+		UnchangedDirs:  r.UnchangedDirs,
+		FingerprintKey: key,
 	}, nil
+}
+
+// fingerprintsToProto returns each stream of idx and packed as
+// fingerprints made with key. A stream in both is sent as one.
+func fingerprintsToProto(key []byte, idx ParentIndex, packed map[string]*PackedIndex) ([]*enginepb.ParentStream, error) {
+	var out []*enginepb.ParentStream
+	for name, entries := range idx {
+		out = append(out, &enginepb.ParentStream{Name: name, Fingerprints: fingerprintsOfMap(key, entries)})
+	}
+	for name, p := range packed {
+		b, err := fingerprintsOfPacked(key, p)
+		if err != nil {
+			return nil, fmt.Errorf("stream %q: %w", name, err)
+		}
+		out = append(out, &enginepb.ParentStream{Name: name, Fingerprints: b})
+	}
+	return out, nil
+}
+
+// indexStreams returns the parent streams that are not sent as
+// fingerprints only.
+func indexStreams(streams []*enginepb.ParentStream) []*enginepb.ParentStream {
+	out := streams[:0:0]
+	for _, ps := range streams {
+		if len(ps.GetFingerprints()) == 0 || len(ps.GetEntries()) > 0 || len(ps.GetPacked()) > 0 {
+			out = append(out, ps)
+		}
+	}
+	return out
+}
+
+// fingerprintsFromProto returns the parent streams sent as fingerprints,
+// or nil if none was. A stream sent in several parts is one table.
+func fingerprintsFromProto(key []byte, streams []*enginepb.ParentStream) (map[string]*ParentFingerprints, error) {
+	parts := map[string][]byte{}
+	for _, ps := range streams {
+		if f := ps.GetFingerprints(); len(f) > 0 {
+			parts[ps.GetName()] = append(parts[ps.GetName()], f...)
+		}
+	}
+	if len(parts) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]*ParentFingerprints, len(parts))
+	for name, b := range parts {
+		p, err := decodeFingerprints(key, b)
+		if err != nil {
+			return nil, fmt.Errorf("stream %q: %w", name, err)
+		}
+		out[name] = p
+	}
+	return out, nil
 }
 
 func captureRequestFromProto(p *enginepb.CaptureRequest) (*CaptureRequest, error) {
@@ -129,11 +195,15 @@ func captureRequestFromProto(p *enginepb.CaptureRequest) (*CaptureRequest, error
 		ports[i] = int(port)
 	}
 	var parent ParentIndex
-	if len(p.GetParent()) > 0 {
+	if streams := indexStreams(p.GetParent()); len(streams) > 0 {
 		var err error
-		if parent, err = indexFromProto(p.GetParent()); err != nil {
+		if parent, err = indexFromProto(streams); err != nil {
 			return nil, err
 		}
+	}
+	prints, err := fingerprintsFromProto(p.GetFingerprintKey(), p.GetParent())
+	if err != nil {
+		return nil, err
 	}
 	return &CaptureRequest{
 		Target:    p.GetTarget(),
@@ -144,8 +214,9 @@ func captureRequestFromProto(p *enginepb.CaptureRequest) (*CaptureRequest, error
 		Parent:    parent,
 		IndexOnly: p.GetIndexOnly(),
 
-		ParentXattrs:  p.GetParentXattrs(),
-		UnchangedDirs: p.GetUnchangedDirs(),
+		ParentXattrs:       p.GetParentXattrs(),
+		UnchangedDirs:      p.GetUnchangedDirs(),
+		ParentFingerprints: prints,
 	}, nil
 }
 

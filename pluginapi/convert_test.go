@@ -29,7 +29,7 @@ func TestCaptureRequestAndEntryProtoRoundTrip(t *testing.T) {
 		ParentXattrs: true,
 	}
 	for _, packed := range []bool{false, true} {
-		wire, err := captureRequestToProto(req, packed)
+		wire, err := captureRequestToProto(req, parentWire{packed: packed})
 		require.NoError(t, err)
 		got, err := captureRequestFromProto(wire)
 		require.NoError(t, err)
@@ -44,7 +44,7 @@ func TestCaptureRequestAndEntryProtoRoundTrip(t *testing.T) {
 	byPacked := *req
 	byPacked.Parent, byPacked.ParentPacked = nil, map[string]*PackedIndex{"rootfs": pi}
 	for _, packed := range []bool{false, true} {
-		wire, err := captureRequestToProto(&byPacked, packed)
+		wire, err := captureRequestToProto(&byPacked, parentWire{packed: packed})
 		require.NoError(t, err)
 		got, err := captureRequestFromProto(wire)
 		require.NoError(t, err)

@@ -39,6 +39,11 @@ const (
 	// declares it; others get every entry, the unchanged ones marked
 	// Unchanged.
 	CapRestoreSparse Capability = "restore-sparse"
+	// CapParentFingerprints: the engine takes the parent index as
+	// fingerprints (CaptureRequest.ParentFingerprints) and looks entries
+	// up there rather than in CaptureRequest.Parent. The host then sends
+	// every parent stream so, and no paths.
+	CapParentFingerprints Capability = "parent-fingerprints"
 )
 
 // Info describes an engine.
@@ -199,6 +204,11 @@ type CaptureRequest struct {
 	// form, per stream, given instead of Parent to a Plugin (see
 	// ParentFor); the plugin's engine gets it as Parent.
 	ParentPacked map[string]*PackedIndex
+	// ParentFingerprints, on the engine's side, is the parent index of each
+	// stream as fingerprints, set instead of Parent for an engine that
+	// declares CapParentFingerprints (the host never sets it: Plugin
+	// sends Parent or ParentPacked so).
+	ParentFingerprints map[string]*ParentFingerprints
 	// IndexOnly asks for entries without bodies (every file's body is
 	// omitted, and no file is marked Unchanged). The host uses it to
 	// compare a target with a snapshot before an in-place restore, giving

@@ -119,6 +119,9 @@ type Plugin struct {
 	// packedIndex: the engine's last Info said it decodes a packed
 	// parent index (index_wire.go).
 	packedIndex atomic.Bool
+	// fingerprints: the engine's last Info declared
+	// CapParentFingerprints (fingerprints.go).
+	fingerprints atomic.Bool
 	// stopped is set once the host has begun stopping the plugin, so a call
 	// it cuts short says so rather than "exited unexpectedly".
 	stopped atomic.Bool

@@ -169,6 +169,12 @@ var errPackedIndex = errors.New("malformed packed parent index")
 // and a copy of venv-full's 4 MB index was ~1,000 page faults of fresh
 // memory, ~7 ms of the engine's CPU before its walk could start.
 func decodePackedIndex(b []byte, m map[string]IndexEntry) error {
+	return visitPackedIndex(b, func(path string, e IndexEntry) { m[path] = e })
+}
+
+// visitPackedIndex calls visit for each entry of packed index b, with a
+// path that is a substring of b (see decodePackedIndex).
+func visitPackedIndex(b []byte, visit func(path string, e IndexEntry)) error {
 	n, k := binary.Uvarint(b)
 	if k <= 0 || n > uint64(len(b)/minPackedEntry) {
 		return fmt.Errorf("%w: entry count", errPackedIndex)
@@ -213,7 +219,7 @@ func decodePackedIndex(b []byte, m map[string]IndexEntry) error {
 		case packedSizeSymlink:
 			e.Type, e.Size = TypeSymlink, 0
 		}
-		m[all[start:start+int(l)]] = e
+		visit(all[start:start+int(l)], e)
 	}
 	if off != len(b) {
 		return fmt.Errorf("%w: trailing bytes", errPackedIndex)

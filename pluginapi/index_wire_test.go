@@ -128,7 +128,7 @@ func BenchmarkParentIndexWire(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
-				wreq, err := captureRequestToProto(req, packed)
+				wreq, err := captureRequestToProto(req, parentWire{packed: packed})
 				require.NoError(b, err)
 				wire, err := proto.Marshal(wreq)
 				require.NoError(b, err)

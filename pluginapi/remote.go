@@ -40,7 +40,9 @@ func (p *Plugin) Info(ctx context.Context) (Info, error) {
 		return Info{}, p.fail(ctx, "info", err)
 	}
 	p.packedIndex.Store(resp.GetPackedIndex())
-	return infoFromProto(resp), nil
+	info := infoFromProto(resp)
+	p.fingerprints.Store(info.Has(CapParentFingerprints))
+	return info, nil
 }
 
 // Identify asks the engine which environment target is.
@@ -64,9 +66,11 @@ func (p *Plugin) Capture(ctx context.Context, req *CaptureRequest, w CaptureWrit
 	op := "capture " + req.Target
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// The parent index goes packed to an engine whose Info said it
-	// decodes it (index_wire.go); the host asks Info before a capture.
-	wire, err := captureRequestToProto(req, p.packedIndex.Load())
+	// The parent index goes as fingerprints to an engine whose Info
+	// declared it takes them (fingerprints.go), else packed to one whose
+	// Info said it decodes it (index_wire.go); the host asks Info before a
+	// capture.
+	wire, err := captureRequestToProto(req, parentWire{packed: p.packedIndex.Load(), fingerprints: p.fingerprints.Load()})
 	if err != nil {
 		return fmt.Errorf("engine %q: %s: %w", p.name, op, err)
 	}

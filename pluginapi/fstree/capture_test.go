@@ -116,6 +116,14 @@ func TestCaptureOrderAndTypes(t *testing.T) {
 }
 
 func TestCaptureParentIndex(t *testing.T) {
+	for _, prints := range []bool{false, true} {
+		t.Run(map[bool]string{false: "map", true: "fingerprints"}[prints], func(t *testing.T) {
+			testCaptureParentIndex(t, prints)
+		})
+	}
+}
+
+func testCaptureParentIndex(t *testing.T, prints bool) {
 	root := buildTree(t)
 	first := capture(t, root, CaptureOptions{})
 	parent := pluginapi.ParentIndex{"rootfs": {}}
@@ -129,12 +137,12 @@ func TestCaptureParentIndex(t *testing.T) {
 	ts := []unix.Timespec{unix.NsecToTimespec(1), unix.NsecToTimespec(1_700_000_000_000_000_001)}
 	require.NoError(t, unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(root, "empty"), ts, 0))
 	// An index of another stream name must not count.
-	other := capture(t, root, CaptureOptions{Stream: "volume:x", Parent: parent})
+	other := capture(t, root, withParent(t, CaptureOptions{Stream: "volume:x"}, parent, prints))
 	for _, r := range other.recs {
 		assert.False(t, r.e.Unchanged, r.e.Path)
 	}
 
-	second := capture(t, root, CaptureOptions{Parent: parent})
+	second := capture(t, root, withParent(t, CaptureOptions{}, parent, prints))
 	require.Equal(t, paths(first.recs), paths(second.recs))
 	for _, r := range second.recs {
 		switch {

@@ -76,10 +76,12 @@ type listedDir struct {
 }
 
 // dirFrom says where a directory is opened from: its parent's handle and
-// its name there, or (dir nil) its path from the root.
+// its name there, or (dir nil) its path from the root; shortIsEnd, how it
+// is read (readDirEntriesUntil).
 type dirFrom struct {
-	dir  *listedDir
-	name string
+	dir        *listedDir
+	name       string
+	shortIsEnd bool
 }
 
 // openSub opens the subdirectory name of h; ok is false if h is closed.
@@ -218,7 +220,11 @@ func (c *capturer) readDir(rel string, from dirFrom, scratch []byte) (l dirListi
 	} else {
 		l.dir = c.rootHandle()
 	}
-	kids, excluded, err := c.readOpenDir(fd, rel, scratch)
+	shortIsEnd := from.shortIsEnd
+	if rel == "" {
+		shortIsEnd = c.shortIsEnd
+	}
+	kids, excluded, err := c.readOpenDir(fd, rel, shortIsEnd, scratch)
 	for i := range kids {
 		if kids[i].st.Mode&unix.S_IFMT == unix.S_IFDIR {
 			nsub++
@@ -235,8 +241,8 @@ func (c *capturer) rootHandle() *listedDir {
 }
 
 // readOpenDir is readDir of the directory rel open as fd.
-func (c *capturer) readOpenDir(fd int, rel string, scratch []byte) (kids []child, excluded bool, err error) {
-	ents, err := readDirEntries(fd)
+func (c *capturer) readOpenDir(fd int, rel string, shortIsEnd bool, scratch []byte) (kids []child, excluded bool, err error) {
+	ents, err := readDirEntriesUntil(fd, shortIsEnd)
 	if err != nil {
 		return nil, false, fmt.Errorf("read directory %q: %w", rel, err)
 	}

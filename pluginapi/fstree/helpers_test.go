@@ -179,3 +179,22 @@ func xattrsSupported(t *testing.T, dir string) bool {
 }
 
 func isRoot() bool { return os.Geteuid() == 0 }
+
+// withParent returns opts with parent as its parent index: as Parent, or
+// with prints as ParentFingerprints (what an engine gets from the host
+// when it declares pluginapi.CapParentFingerprints).
+func withParent(t *testing.T, opts CaptureOptions, parent pluginapi.ParentIndex, prints bool) CaptureOptions {
+	t.Helper()
+	if !prints {
+		opts.Parent = parent
+		return opts
+	}
+	opts.Parent = nil
+	opts.ParentFingerprints = map[string]*pluginapi.ParentFingerprints{}
+	for stream, entries := range parent {
+		p, err := pluginapi.NewParentFingerprints(entries)
+		require.NoError(t, err)
+		opts.ParentFingerprints[stream] = p
+	}
+	return opts
+}

@@ -43,7 +43,7 @@ func (c *capturer) subtree(ctx context.Context, k *child, parent *listedDir) (su
 	if !c.sameMeta(k, pluginapi.TypeDir) {
 		return subtreeResult{}, nil
 	}
-	l, err := c.listing(ctx, k.rel, dirFrom{parent, k.name})
+	l, err := c.listing(ctx, k.rel, c.kidFrom(parent, k))
 	if err != nil {
 		return subtreeResult{}, err
 	}
@@ -52,7 +52,7 @@ func (c *capturer) subtree(ctx context.Context, k *child, parent *listedDir) (su
 	if res.unchanged {
 		for i := range kids {
 			if kids[i].st.Mode&unix.S_IFMT == unix.S_IFDIR {
-				c.queueDir(kids[i].rel, dirFrom{l.dir, kids[i].name})
+				c.queueDir(kids[i].rel, c.kidFrom(l.dir, &kids[i]))
 			}
 		}
 	}
@@ -93,6 +93,9 @@ func (c *capturer) subtree(ctx context.Context, k *child, parent *listedDir) (su
 // sameMeta reports whether the parent index has k as an entry of type typ
 // with k's ctime and inode.
 func (c *capturer) sameMeta(k *child, typ pluginapi.EntryType) bool {
+	if c.prints != nil {
+		return c.prints.Meta(typ, k.rel, k.st.Ctim.Nano(), k.st.Ino)
+	}
 	p, ok := c.parent[k.rel]
 	return ok && p.Type == typ && p.CtimeNs == k.st.Ctim.Nano() && p.Inode == k.st.Ino
 }

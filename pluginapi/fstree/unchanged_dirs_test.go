@@ -74,60 +74,62 @@ func TestCaptureUnchangedDirs(t *testing.T) {
 			[]string{"empty-dir", "lib/pkg", "lib/pkg-extra", "readonly", "sticky"}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			root := buildTree(t)
-			first := capture(t, root, CaptureOptions{})
-			tt.change(t, root)
-			opts := tt.opts
-			opts.Parent, opts.UnchangedDirs = parentOf(first), true
-			second := capture(t, root, opts)
-			assert.Equal(t, tt.want, unchangedDirs(second))
+		for _, prints := range []bool{false, true} {
+			t.Run(tt.name+map[bool]string{false: "", true: " (fingerprints)"}[prints], func(t *testing.T) {
+				root := buildTree(t)
+				first := capture(t, root, CaptureOptions{})
+				tt.change(t, root)
+				opts := withParent(t, tt.opts, parentOf(first), prints)
+				opts.UnchangedDirs = true
+				second := capture(t, root, opts)
+				assert.Equal(t, tt.want, unchangedDirs(second))
 
-			// Beneath an unchanged directory nothing is sent; what it
-			// counts is what a full capture sends beneath it.
-			full := capture(t, root, CaptureOptions{Excludes: tt.opts.Excludes})
-			for _, r := range second.recs {
-				if r.e.Type != pluginapi.TypeDir || !r.e.Unchanged {
-					continue
-				}
-				var files, dirs, size int64
-				for _, f := range full.recs {
-					if len(f.e.Path) <= len(r.e.Path) || f.e.Path[:len(r.e.Path)+1] != r.e.Path+"/" {
+				// Beneath an unchanged directory nothing is sent; what it
+				// counts is what a full capture sends beneath it.
+				full := capture(t, root, CaptureOptions{Excludes: tt.opts.Excludes})
+				for _, r := range second.recs {
+					if r.e.Type != pluginapi.TypeDir || !r.e.Unchanged {
 						continue
 					}
-					switch f.e.Type {
-					case pluginapi.TypeDir:
-						dirs++
-					default:
-						files++
-						size += f.e.Size
+					var files, dirs, size int64
+					for _, f := range full.recs {
+						if len(f.e.Path) <= len(r.e.Path) || f.e.Path[:len(r.e.Path)+1] != r.e.Path+"/" {
+							continue
+						}
+						switch f.e.Type {
+						case pluginapi.TypeDir:
+							dirs++
+						default:
+							files++
+							size += f.e.Size
+						}
+					}
+					assert.Equal(t, []int64{files, dirs, size}, []int64{r.e.SubtreeFiles, r.e.SubtreeDirs, r.e.SubtreeBytes}, r.e.Path)
+					assert.Empty(t, r.e.Xattrs, r.e.Path)
+					for _, s := range second.recs {
+						assert.NotContains(t, s.e.Path, r.e.Path+"/", "sent beneath unchanged %s", r.e.Path)
+					}
+					f := find(t, full.recs, r.e.Path)
+					assert.Equal(t, []any{f.e.Mode, f.e.MtimeNs, f.e.CtimeNs, f.e.Inode}, []any{r.e.Mode, r.e.MtimeNs, r.e.CtimeNs, r.e.Inode})
+				}
+				// Everything else is sent as without UnchangedDirs.
+				opts.UnchangedDirs = false
+				plain := capture(t, root, opts)
+				var want []string
+				for _, p := range paths(plain.recs) {
+					keep := true
+					for _, d := range tt.want {
+						if len(p) > len(d) && p[:len(d)+1] == d+"/" {
+							keep = false
+						}
+					}
+					if keep {
+						want = append(want, p)
 					}
 				}
-				assert.Equal(t, []int64{files, dirs, size}, []int64{r.e.SubtreeFiles, r.e.SubtreeDirs, r.e.SubtreeBytes}, r.e.Path)
-				assert.Empty(t, r.e.Xattrs, r.e.Path)
-				for _, s := range second.recs {
-					assert.NotContains(t, s.e.Path, r.e.Path+"/", "sent beneath unchanged %s", r.e.Path)
-				}
-				f := find(t, full.recs, r.e.Path)
-				assert.Equal(t, []any{f.e.Mode, f.e.MtimeNs, f.e.CtimeNs, f.e.Inode}, []any{r.e.Mode, r.e.MtimeNs, r.e.CtimeNs, r.e.Inode})
-			}
-			// Everything else is sent as without UnchangedDirs.
-			opts.UnchangedDirs = false
-			plain := capture(t, root, opts)
-			var want []string
-			for _, p := range paths(plain.recs) {
-				keep := true
-				for _, d := range tt.want {
-					if len(p) > len(d) && p[:len(d)+1] == d+"/" {
-						keep = false
-					}
-				}
-				if keep {
-					want = append(want, p)
-				}
-			}
-			assert.Equal(t, want, paths(second.recs))
-		})
+				assert.Equal(t, want, paths(second.recs))
+			})
+		}
 	}
 }
 
@@ -164,6 +166,8 @@ func TestCaptureUnchangedDirsNeedsDirectoryRecords(t *testing.T) {
 	idx["rootfs"]["bin"] = e
 	w := capture(t, root, CaptureOptions{Parent: idx, UnchangedDirs: true})
 	assert.NotContains(t, unchangedDirs(w), "bin")
+	w = capture(t, root, withParent(t, CaptureOptions{UnchangedDirs: true}, idx, true))
+	assert.NotContains(t, unchangedDirs(w), "bin", "fingerprints")
 }
 
 // An index-only capture (an in-place restore's listing) given the parent

@@ -405,7 +405,13 @@ type ParentStream struct {
 	// per entry a uvarint path length, the path, and the size, mtime_ns and
 	// ctime_ns as varints and the inode as a uvarint. Entries and packed
 	// together are one index.
-	Packed        []byte `protobuf:"bytes,3,opt,name=packed,proto3" json:"packed,omitempty"`
+	Packed []byte `protobuf:"bytes,3,opt,name=packed,proto3" json:"packed,omitempty"`
+	// fingerprints holds the stream's entries as 16-byte fingerprints
+	// instead (only to an engine that declares the capability
+	// "parent-fingerprints", with CaptureRequest.fingerprint_key): see
+	// README, "Parent fingerprints". A stream sent so has no entries and no
+	// packed.
+	Fingerprints  []byte `protobuf:"bytes,4,opt,name=fingerprints,proto3" json:"fingerprints,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -461,6 +467,13 @@ func (x *ParentStream) GetPacked() []byte {
 	return nil
 }
 
+func (x *ParentStream) GetFingerprints() []byte {
+	if x != nil {
+		return x.Fingerprints
+	}
+	return nil
+}
+
 type CaptureRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Target   string                 `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
@@ -491,8 +504,11 @@ type CaptureRequest struct {
 	// holds the parent's directories (size -1) and symlinks (size -2), with
 	// their ctime and inode only. Engines that do not know it ignore it.
 	UnchangedDirs bool `protobuf:"varint,10,opt,name=unchanged_dirs,json=unchangedDirs,proto3" json:"unchanged_dirs,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// fingerprint_key: the 16-byte SipHash key of the parent streams'
+	// fingerprints (ParentStream.fingerprints), drawn anew for each request.
+	FingerprintKey []byte `protobuf:"bytes,11,opt,name=fingerprint_key,json=fingerprintKey,proto3" json:"fingerprint_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CaptureRequest) Reset() {
@@ -593,6 +609,13 @@ func (x *CaptureRequest) GetUnchangedDirs() bool {
 		return x.UnchangedDirs
 	}
 	return false
+}
+
+func (x *CaptureRequest) GetFingerprintKey() []byte {
+	if x != nil {
+		return x.FingerprintKey
+	}
+	return nil
 }
 
 // Metadata is the engine's versioned JSON about the environment.
@@ -1352,11 +1375,12 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x19\n" +
 	"\bmtime_ns\x18\x03 \x01(\x03R\amtimeNs\x12\x19\n" +
 	"\bctime_ns\x18\x04 \x01(\x03R\actimeNs\x12\x14\n" +
-	"\x05inode\x18\x05 \x01(\x04R\x05inode\"u\n" +
+	"\x05inode\x18\x05 \x01(\x04R\x05inode\"\x99\x01\n" +
 	"\fParentStream\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
 	"\aentries\x18\x02 \x03(\v2\x1f.ptestsnap.engine.v1.IndexEntryR\aentries\x12\x16\n" +
-	"\x06packed\x18\x03 \x01(\fR\x06packed\"\xa5\x04\n" +
+	"\x06packed\x18\x03 \x01(\fR\x06packed\x12\"\n" +
+	"\ffingerprints\x18\x04 \x01(\fR\ffingerprints\"\xce\x04\n" +
 	"\x0eCaptureRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12\x1a\n" +
 	"\bexcludes\x18\x02 \x03(\tR\bexcludes\x12>\n" +
@@ -1369,7 +1393,8 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\rshared_bodies\x18\b \x01(\bR\fsharedBodies\x12#\n" +
 	"\rparent_xattrs\x18\t \x01(\bR\fparentXattrs\x12%\n" +
 	"\x0eunchanged_dirs\x18\n" +
-	" \x01(\bR\runchangedDirs\x1a6\n" +
+	" \x01(\bR\runchangedDirs\x12'\n" +
+	"\x0ffingerprint_key\x18\v \x01(\fR\x0efingerprintKey\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a:\n" +

@@ -44,6 +44,7 @@ func (Engine) Info(context.Context) (pluginapi.Info, error) {
 			pluginapi.CapRestoreInPlace,
 			pluginapi.CapRestoreNewTarget,
 			pluginapi.CapParentIndex,
+			pluginapi.CapParentFingerprints,
 			pluginapi.CapIndexOnly,
 			pluginapi.CapRestoreSparse,
 		},
@@ -77,13 +78,14 @@ func (Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w plug
 		return err
 	}
 	return fstree.Capture(ctx, realPath, fstree.CaptureOptions{
-		Stream:    Stream,
-		Excludes:  req.Excludes,
-		Parent:    req.Parent,
-		IndexOnly: req.IndexOnly,
+		Stream:   Stream,
+		Excludes: req.Excludes,
+		Parent:   req.Parent,
 
-		ParentXattrs:  req.ParentXattrs,
-		UnchangedDirs: req.UnchangedDirs,
+		ParentFingerprints: req.ParentFingerprints,
+		IndexOnly:          req.IndexOnly,
+		ParentXattrs:       req.ParentXattrs,
+		UnchangedDirs:      req.UnchangedDirs,
 	}, w)
 }
 

@@ -28,12 +28,13 @@ func (*Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w plu
 		return err
 	}
 	return fstree.Capture(ctx, venv, fstree.CaptureOptions{
-		Stream:    StreamName,
-		Excludes:  req.Excludes,
-		Parent:    req.Parent,
-		IndexOnly: req.IndexOnly,
+		Stream:   StreamName,
+		Excludes: req.Excludes,
+		Parent:   req.Parent,
 
-		ParentXattrs:  req.ParentXattrs,
-		UnchangedDirs: req.UnchangedDirs,
+		ParentFingerprints: req.ParentFingerprints,
+		IndexOnly:          req.IndexOnly,
+		ParentXattrs:       req.ParentXattrs,
+		UnchangedDirs:      req.UnchangedDirs,
 	}, w)
 }

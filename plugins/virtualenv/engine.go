@@ -35,6 +35,7 @@ func (*Engine) Info(context.Context) (pluginapi.Info, error) {
 			pluginapi.CapRestoreInPlace,
 			pluginapi.CapRestoreNewTarget,
 			pluginapi.CapParentIndex,
+			pluginapi.CapParentFingerprints,
 			pluginapi.CapIndexOnly,
 			pluginapi.CapRestoreSparse,
 		},
