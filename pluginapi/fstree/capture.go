@@ -146,7 +146,6 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 		c.parent = nil
 	}
 	c.checkDirs = opts.UnchangedDirs && (len(c.parent) > 0 || c.prints.Len() > 0)
-	c.noteFileSystem()
 	var wg sync.WaitGroup
 	for range opts.Readers {
 		wg.Add(1)
@@ -233,32 +232,9 @@ type capturer struct {
 	// checked holds the directories checked so far (subtree).
 	checkDirs bool
 	checked   map[string]subtreeResult
-	// shortIsEnd: the root's file system fills getdents64's buffer
-	// (fillsDirents); endDev is its device, and a directory on the same
-	// device is read without the call that returns 0.
-	shortIsEnd bool
-	endDev     uint64
 	// dirs are the directory handles made (keepDir), for closeDirs.
 	dirsMu sync.Mutex
 	dirs   []*listedDir
-}
-
-// noteFileSystem sets shortIsEnd and endDev from the root's file system.
-func (c *capturer) noteFileSystem() {
-	var fs unix.Statfs_t
-	var st unix.Stat_t
-	if unix.Fstatfs(c.rootFd, &fs) != nil || unix.Fstat(c.rootFd, &st) != nil {
-		return
-	}
-	c.shortIsEnd, c.endDev = fillsDirents(int64(fs.Type)), st.Dev
-}
-
-// kidFrom is where the walk opens its subdirectory k of the directory
-// dir from. The lstat of k says its device: a directory on the root's
-// device is on the root's file system (a mount point's lstat shows the
-// mounted file system's device).
-func (c *capturer) kidFrom(dir *listedDir, k *child) dirFrom {
-	return dirFrom{dir: dir, name: k.name, shortIsEnd: c.shortIsEnd && k.st.Dev == c.endDev}
 }
 
 func (c *capturer) emit(ctx context.Context, it *item) bool {
@@ -289,7 +265,7 @@ func (c *capturer) walk(ctx context.Context, dirRel string, from dirFrom) error 
 	items := make([]item, len(kids))
 	for i := range kids {
 		if kids[i].st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			c.queueDir(kids[i].rel, c.kidFrom(l.dir, &kids[i]))
+			c.queueDir(kids[i].rel, dirFrom{l.dir, kids[i].name})
 		}
 	}
 	for i := range kids {
@@ -350,7 +326,7 @@ func (c *capturer) walk(ctx context.Context, dirRel string, from dirFrom) error 
 			return ctx.Err()
 		}
 		if descend {
-			if err := c.walk(ctx, k.rel, c.kidFrom(l.dir, k)); err != nil {
+			if err := c.walk(ctx, k.rel, dirFrom{l.dir, k.name}); err != nil {
 				return err
 			}
 		}
@@ -696,21 +672,6 @@ type dirent struct {
 // Unlike unix.ParseDirent it keeps d_type, which lets an in-place restore
 // check kept entries without a stat each.
 func readDirEntries(fd int) ([]dirent, error) {
-	return readDirEntriesUntil(fd, false)
-}
-
-// maxDirentRecord is more than the largest getdents64 record: its 19-byte
-// header, a name of NAME_MAX (255) bytes and its NUL, rounded up to 8.
-const maxDirentRecord = 512
-
-// readDirEntriesUntil is readDirEntries; shortIsEnd says the directory's
-// file system fills getdents64's buffer until the directory ends (see
-// fillsDirents), so a call that leaves room for another record read the
-// last entries, and the call that would return 0 is not made. That call
-// was one of the walk's four system calls per directory (7,962 of them
-// for venv-full), and on a paravirtualised machine every system call
-// costs several microseconds.
-func readDirEntriesUntil(fd int, shortIsEnd bool) ([]dirent, error) {
 	buf := getBuf(32 << 10)
 	defer putBuf(buf)
 	var ents []dirent
@@ -726,20 +687,7 @@ func readDirEntriesUntil(fd int, shortIsEnd bool) ([]dirent, error) {
 			return ents, nil
 		}
 		ents = parseDirents(buf[:n], ents)
-		if shortIsEnd && n <= len(buf)-maxDirentRecord {
-			return ents, nil
-		}
 	}
-}
-
-// fillsDirents reports whether the file system of type fsType (statfs's
-// f_type) fills a getdents64 buffer as long as the directory has entries:
-// ext4's readdir (linear, htree and inline directories alike) and tmpfs's
-// loop until an entry does not fit or the directory ends; other file
-// systems (FUSE, NFS, overlayfs, ...) may return a part and more later.
-func fillsDirents(fsType int64) bool {
-	const ext4Magic, tmpfsMagic = 0xEF53, 0x01021994
-	return fsType == ext4Magic || fsType == tmpfsMagic
 }
 
 // parseDirents appends the entries of a getdents64 buffer: each record is

@@ -76,12 +76,10 @@ type listedDir struct {
 }
 
 // dirFrom says where a directory is opened from: its parent's handle and
-// its name there, or (dir nil) its path from the root; shortIsEnd, how it
-// is read (readDirEntriesUntil).
+// its name there, or (dir nil) its path from the root.
 type dirFrom struct {
-	dir        *listedDir
-	name       string
-	shortIsEnd bool
+	dir  *listedDir
+	name string
 }
 
 // openSub opens the subdirectory name of h; ok is false if h is closed.
@@ -220,11 +218,7 @@ func (c *capturer) readDir(rel string, from dirFrom, scratch []byte) (l dirListi
 	} else {
 		l.dir = c.rootHandle()
 	}
-	shortIsEnd := from.shortIsEnd
-	if rel == "" {
-		shortIsEnd = c.shortIsEnd
-	}
-	kids, excluded, err := c.readOpenDir(fd, rel, shortIsEnd, scratch)
+	kids, excluded, err := c.readOpenDir(fd, rel, scratch)
 	for i := range kids {
 		if kids[i].st.Mode&unix.S_IFMT == unix.S_IFDIR {
 			nsub++
@@ -241,8 +235,8 @@ func (c *capturer) rootHandle() *listedDir {
 }
 
 // readOpenDir is readDir of the directory rel open as fd.
-func (c *capturer) readOpenDir(fd int, rel string, shortIsEnd bool, scratch []byte) (kids []child, excluded bool, err error) {
-	ents, err := readDirEntriesUntil(fd, shortIsEnd)
+func (c *capturer) readOpenDir(fd int, rel string, scratch []byte) (kids []child, excluded bool, err error) {
+	ents, err := readDirEntries(fd)
 	if err != nil {
 		return nil, false, fmt.Errorf("read directory %q: %w", rel, err)
 	}

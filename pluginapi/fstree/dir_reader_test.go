@@ -99,17 +99,17 @@ func TestOpenDirRefusesSymlinkAndFile(t *testing.T) {
 	require.NoError(t, err)
 	h := c.keepDir(fd, 3)
 	for _, name := range []string{"link", "file"} {
-		_, err := c.openDir(name, dirFrom{dir: h, name: name})
+		_, err := c.openDir(name, dirFrom{h, name})
 		assert.ErrorIs(t, err, pluginapi.ErrUnsafePath, name)
 	}
-	sub, err := c.openDir("real", dirFrom{dir: h, name: "real"})
+	sub, err := c.openDir("real", dirFrom{h, "real"})
 	require.NoError(t, err)
 	require.NoError(t, unix.Close(sub))
 	assert.Equal(t, before, openFDs(t), "the parent is closed after its last subdirectory")
 
 	// One more than counted is opened by its path, not through the
 	// closed descriptor.
-	sub, err = c.openDir("real", dirFrom{dir: h, name: "real"})
+	sub, err = c.openDir("real", dirFrom{h, "real"})
 	require.NoError(t, err)
 	var st, want unix.Stat_t
 	require.NoError(t, unix.Fstat(sub, &st))
@@ -118,56 +118,4 @@ func TestOpenDirRefusesSymlinkAndFile(t *testing.T) {
 	assert.Equal(t, want.Ino, st.Ino)
 	c.closeDirs()
 	assert.Equal(t, before, openFDs(t))
-}
-
-// TestReadDirEntriesShortIsEnd: a directory whose entries take many
-// getdents64 buffers, on every file system this test's temporary
-// directory may be, is listed whole whether a short read is taken for its
-// end or not, and a capture lists every entry of it and of its
-// subdirectories.
-func TestReadDirEntriesShortIsEnd(t *testing.T) {
-	root := t.TempDir()
-	big := filepath.Join(root, "big")
-	require.NoError(t, os.Mkdir(big, 0o755))
-	var want []string
-	for i := range 1500 {
-		// Names of 200 bytes: ~30 records fill a 32 KiB buffer.
-		name := fmt.Sprintf("%04d-%0196d", i, 0)
-		writeFile(t, filepath.Join(big, name), "", 0o644)
-		want = append(want, name)
-	}
-	for i := range 3 {
-		sub := filepath.Join(big, fmt.Sprintf("sub%d", i))
-		require.NoError(t, os.Mkdir(sub, 0o755))
-		writeFile(t, filepath.Join(sub, "f"), "x", 0o644)
-		want = append(want, fmt.Sprintf("sub%d", i))
-	}
-	fd, err := unix.Open(big, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	require.NoError(t, err)
-	defer unix.Close(fd)
-	for _, short := range []bool{false, true} {
-		_, err := unix.Seek(fd, 0, 0)
-		require.NoError(t, err)
-		ents, err := readDirEntriesUntil(fd, short)
-		require.NoError(t, err)
-		var names []string
-		for _, de := range ents {
-			names = append(names, de.name)
-		}
-		assert.ElementsMatch(t, want, names, "short is end: %v", short)
-	}
-	w := capture(t, root, CaptureOptions{})
-	assert.Len(t, w.recs, 1+len(want)+3)
-	for i := range 3 {
-		find(t, w.recs, fmt.Sprintf("big/sub%d/f", i))
-	}
-}
-
-// TestFillsDirents: only ext4 and tmpfs are trusted to fill the buffer.
-func TestFillsDirents(t *testing.T) {
-	assert.True(t, fillsDirents(0xEF53), "ext4")
-	assert.True(t, fillsDirents(0x01021994), "tmpfs")
-	for name, magic := range map[string]int64{"fuse": 0x65735546, "nfs": 0x6969, "overlayfs": 0x794c7630, "btrfs": 0x9123683E, "xfs": 0x58465342} {
-		assert.False(t, fillsDirents(magic), name)
-	}
 }

@@ -43,7 +43,7 @@ func (c *capturer) subtree(ctx context.Context, k *child, parent *listedDir) (su
 	if !c.sameMeta(k, pluginapi.TypeDir) {
 		return subtreeResult{}, nil
 	}
-	l, err := c.listing(ctx, k.rel, c.kidFrom(parent, k))
+	l, err := c.listing(ctx, k.rel, dirFrom{parent, k.name})
 	if err != nil {
 		return subtreeResult{}, err
 	}
@@ -52,7 +52,7 @@ func (c *capturer) subtree(ctx context.Context, k *child, parent *listedDir) (su
 	if res.unchanged {
 		for i := range kids {
 			if kids[i].st.Mode&unix.S_IFMT == unix.S_IFDIR {
-				c.queueDir(kids[i].rel, c.kidFrom(l.dir, &kids[i]))
+				c.queueDir(kids[i].rel, dirFrom{l.dir, kids[i].name})
 			}
 		}
 	}
