@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pypj/ptest-snap/pluginapi"
 	"github.com/pypj/ptest-snap/store"
@@ -113,6 +114,10 @@ type liveListing struct {
 	err      error           // what it returned
 	// waiting is set by a planner about to wait: publishing wakes it.
 	waiting bool
+	// want is what a waiting planner waits for the listing to pass (nil:
+	// none): the receiving side publishes as soon as it has, rather than
+	// when its batch is full (see WriteEntry).
+	want atomic.Pointer[listingWant]
 
 	// entriesHint and dirsHint size the first stream's maps (the target
 	// is most likely about the snapshot's size): growing them entry by
@@ -128,6 +133,36 @@ type liveListing struct {
 	started bool   // a stream began
 	recv    string // the stream being received
 	last    string // the last path received in recv
+}
+
+// listingWant is the position a planner waits for the listing to reach
+// (liveListing.reachedLocked's stream, path and subtree).
+type listingWant struct {
+	stream, path string
+	subtree      bool
+}
+
+// passedBy reports whether a listing of stream at position pos holds
+// everything w waits for.
+func (w *listingWant) passedBy(stream, pos string) bool {
+	return stream == w.stream && passed(pos, w.path, w.subtree)
+}
+
+// passed reports whether a listing at position pos (the last path it
+// received of a stream) holds everything of that stream up to path
+// (subtree: up to the end of directory path's subtree; "" is the stream's
+// root, whose subtree ends with the stream).
+func passed(pos, path string, subtree bool) bool {
+	if pos == "" {
+		return false
+	}
+	if !subtree {
+		return pluginapi.ComparePaths(pos, path) >= 0
+	}
+	if path == "" {
+		return false
+	}
+	return pluginapi.ComparePaths(pos, path) > 0 && !strings.HasPrefix(pos, path+"/")
 }
 
 // pendingTargetEntry is an entry received but not yet published.
@@ -240,7 +275,9 @@ func (l *liveListing) WriteEntry(_ context.Context, e *pluginapi.Entry, body io.
 		te.Subtree, te.SubtreeFiles, te.SubtreeDirs = true, e.SubtreeFiles, e.SubtreeDirs
 	}
 	l.pending = append(l.pending, pendingTargetEntry{path: e.Path, e: te})
-	if len(l.pending) >= liveListingBatch {
+	// A planner waiting for this entry's position gets it now: it may
+	// be the last of a message, the plugin's next one some time away.
+	if w := l.want.Load(); len(l.pending) >= liveListingBatch || w != nil && w.passedBy(l.recv, e.Path) {
 		l.mu.Lock()
 		l.publishLocked()
 		l.mu.Unlock()
@@ -279,28 +316,27 @@ func (l *liveListing) reachedLocked(stream, path string, subtree bool) bool {
 	if l.done || l.finished[stream] {
 		return true
 	}
-	if l.stream != stream || l.pos == "" {
+	if l.stream != stream {
 		return false
 	}
-	if !subtree {
-		return pluginapi.ComparePaths(l.pos, path) >= 0
-	}
-	if path == "" {
-		return false
-	}
-	return pluginapi.ComparePaths(l.pos, path) > 0 && !strings.HasPrefix(l.pos, path+"/")
+	return passed(l.pos, path, subtree)
 }
 
 // awaitLocked waits until the listing holds everything of stream up to
 // path (see reachedLocked), the listing failed, or ctx ended. l.mu is
 // held.
 func (l *liveListing) awaitLocked(ctx context.Context, stream, path string, subtree bool) error {
-	for !l.reachedLocked(stream, path, subtree) {
-		if err := ctx.Err(); err != nil {
-			return err
+	if !l.reachedLocked(stream, path, subtree) {
+		l.want.Store(&listingWant{stream: stream, path: path, subtree: subtree})
+		for !l.reachedLocked(stream, path, subtree) {
+			if err := ctx.Err(); err != nil {
+				l.want.Store(nil)
+				return err
+			}
+			l.waiting = true
+			l.cond.Wait()
 		}
-		l.waiting = true
-		l.cond.Wait()
+		l.want.Store(nil)
 	}
 	if l.done && l.err != nil {
 		return fmt.Errorf("list target: %w", l.err)

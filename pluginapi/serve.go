@@ -86,6 +86,9 @@ func (s *engineServer) Identify(ctx context.Context, req *enginepb.IdentifyReque
 func (s *engineServer) Capture(req *enginepb.CaptureRequest, stream grpc.ServerStreamingServer[enginepb.CaptureResponse]) error {
 	w := &captureSender{stream: stream, indexOnly: req.GetIndexOnly()}
 	w.batch.indexOnly = w.indexOnly
+	if w.indexOnly {
+		w.batch.maxDelay = indexOnlyMaxDelay
+	}
 	w.batch.send = func(recs []*enginepb.Record) error {
 		return stream.Send(&enginepb.CaptureResponse{Records: recs})
 	}
@@ -137,8 +140,28 @@ func (w *captureSender) BeginStream(ctx context.Context, name string) error {
 		return err
 	}
 	w.inStream = true
-	return w.batch.beginStream(name)
+	if err := w.batch.beginStream(name); err != nil {
+		return err
+	}
+	if w.indexOnly {
+		// The host starts the restore planned from this listing once
+		// its first stream has begun: tell it now, not with the first
+		// batch of entries.
+		return w.batch.flush()
+	}
+	return nil
 }
+
+// indexOnlyMaxDelay bounds how long an entry of an index-only capture (the
+// listing an in-place restore plans from while it arrives, see
+// core.liveListing) waits in the plugin before it is sent. Batched only by
+// count and size, a listing of unchanged subtrees (a few thousand entries
+// for venv-full after a small change) went out as one message when it
+// ended, so the restore it was planning began only then: on venv-full
+// after change small, awscli's 6,562 entries were recreated after the
+// whole listing instead of while it went on. A message every 2 ms is at
+// most ~250 for a full listing of venv-full (~0.5 s).
+const indexOnlyMaxDelay = 2 * time.Millisecond
 
 func (w *captureSender) WriteEntry(ctx context.Context, e *Entry, body io.Reader) error {
 	if !w.inStream {
