@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	enginepb "github.com/pypj/ptest-snap/pluginapi/proto"
 )
@@ -427,13 +426,6 @@ type batcher struct {
 	ringBytes int
 	// ctx ends when the call does; it ends a wait for ring space.
 	ctx context.Context
-
-	// maxDelay, if not zero, bounds how long a record waits in a batch:
-	// a record added when the batch's first one is older is sent with it
-	// at once (opened is when that first one was added). See
-	// indexOnlyMaxDelay.
-	maxDelay time.Duration
-	opened   time.Time
 }
 
 func (b *batcher) flush() error {
@@ -455,14 +447,6 @@ func (b *batcher) add(r *enginepb.Record, size int) error {
 	b.extra += size
 	if len(b.recs) >= maxBatchRecords || b.extra >= BatchBytes {
 		return b.flush()
-	}
-	if b.maxDelay > 0 {
-		now := time.Now()
-		if len(b.recs) == 1 {
-			b.opened = now
-		} else if now.Sub(b.opened) >= b.maxDelay {
-			return b.flush()
-		}
 	}
 	return nil
 }
