@@ -87,6 +87,13 @@ type chunkReader struct {
 	// again: a small chunk is read by decompressing its whole pack.
 	kept      map[store.Hash]*chunkFuture
 	keptBytes int
+	// noRecent: released chunks are not kept in recent. An in-place
+	// restore (which does not count references) writes few files, and
+	// copying out each chunk it read for a reference that rarely comes
+	// cost more than reading one again from its pack, which the store
+	// most likely still holds decompressed: on venv-full after change
+	// small, awscli's 11.8 MB cloned, ~0.07 s of the host's CPU here.
+	noRecent bool
 
 	// trees are the trees countRefs read, for the producer's walk, which
 	// reads the same trees in the same order, mostly later: read and
@@ -109,7 +116,8 @@ type aheadTree struct {
 }
 
 // newChunkReader starts the workers and, when snap is not nil, a walk of
-// its trees that finds the chunks referenced more than once (countRefs).
+// its trees that finds the chunks referenced more than once (countRefs);
+// with snap nil (an in-place restore) no chunk is kept once released.
 func newChunkReader(ctx context.Context, st *store.Store, workers int, snap *store.Snapshot) *chunkReader {
 	if workers <= 0 {
 		workers = defaultRestoreWorkers
@@ -130,6 +138,7 @@ func newChunkReader(ctx context.Context, st *store.Store, workers int, snap *sto
 		go cr.work(ctx)
 	}
 	cr.treesDone = snap == nil
+	cr.noRecent = snap == nil
 	if snap != nil {
 		cr.wg.Add(1)
 		go func() {
@@ -402,8 +411,8 @@ func (cr *chunkReader) release(f *chunkFuture, weight int64) {
 		return
 	}
 	keep := cr.again[f.h] > 0 && cr.keptBytes+len(f.data) <= keptChunksBytes
-	if !keep && cr.counted && cr.again[f.h] == 0 {
-		return // not referenced again
+	if !keep && (cr.counted && cr.again[f.h] == 0 || cr.noRecent) {
+		return // not referenced again, or not worth keeping
 	}
 	if pin.Pinned() {
 		// Kept beyond this reference: its own copy, not its pack.

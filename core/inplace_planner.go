@@ -30,7 +30,7 @@ type inplacePlanner struct {
 	live *liveListing
 	// own is the snapshot's own change index, with its directories and
 	// symlinks when the listing was given it (liveListing.run's parent).
-	own     pluginapi.ParentIndex
+	own     *ownMaps
 	last    *restoreIndex
 	lastIsS bool        // the last restore was of this very snapshot
 	lastSn  *treeLookup // the last restore's snapshot, when another one
@@ -47,7 +47,7 @@ type inplacePlanner struct {
 
 // newInplacePlanner returns the planner of an in-place restore of snapshot
 // snapID; filesHint is how many files the snapshot holds (0: no idea).
-func newInplacePlanner(live *liveListing, own pluginapi.ParentIndex, last *restoreIndex, lastSnap *treeLookup, snapID string, filesHint int64) *inplacePlanner {
+func newInplacePlanner(live *liveListing, own *ownMaps, last *restoreIndex, lastSnap *treeLookup, snapID string, filesHint int64) *inplacePlanner {
 	p := &inplacePlanner{live: live, own: own, last: last, kept: store.ChangeIndex{},
 		keptHint: int(min(max(filesHint, 0), maxListingHint))}
 	if last != nil {
@@ -148,7 +148,7 @@ func sameOwnStat(r pluginapi.IndexEntry, cur *targetEntry) bool {
 // the restore index of the last restore, of this snapshot or of another
 // one with the same content and xattrs there).
 func (p *inplacePlanner) contentKnown(ctx context.Context, stream, path string, cur *targetEntry, n *store.Node) (bool, error) {
-	if r, ok := p.own[stream][path]; ok && sameOwnStat(r, cur) {
+	if r, ok := p.own.get()[stream][path]; ok && sameOwnStat(r, cur) {
 		return true, nil
 	}
 	if p.last == nil {
@@ -254,7 +254,7 @@ func (p *inplacePlanner) rewrittenFiles() int {
 // planner's own, given away: the planner is done.
 func (p *inplacePlanner) keptIndex() store.ChangeIndex {
 	for stream, kept := range p.kept {
-		own := p.own[stream]
+		own := p.own.get()[stream]
 		if len(own) == 0 {
 			continue
 		}

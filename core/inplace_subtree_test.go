@@ -157,3 +157,55 @@ func boolInt(b bool) int64 {
 	}
 	return 0
 }
+
+// Through an engine in a plugin process, unwrapped, the snapshot's own
+// change index goes to the listing packed as it was read (ownIndex) and
+// the plan decodes it beside the listing (ownMaps): the restore keeps the
+// unchanged subtrees and files, rewrites only what changed, and a second
+// restore finds nothing to do.
+func TestRestoreInPlacePackedOwnIndexThroughPlugin(t *testing.T) {
+	ctx := context.Background()
+	host := pluginapi.NewHost(pluginapi.HostOptions{})
+	defer host.Close()
+	p, err := host.Launch(ctx, pluginapi.Spec{Name: "dir", Path: dirPluginPath(t)})
+	require.NoError(t, err)
+	defer p.Close()
+	src := filepath.Join(t.TempDir(), "src")
+	makeTree(t, src)
+	for _, pkg := range []string{"alpha", "beta", "gamma"} {
+		for i := range 5 {
+			writeFile(t, filepath.Join(src, "site", pkg, fmt.Sprintf("m%d.py", i)), []byte(fmt.Sprintf("# %s %d\n", pkg, i)), 0o644, fixedTime)
+		}
+	}
+	m := openManager(t, map[string]pluginapi.Engine{"dir": p})
+	snap, err := m.Create(ctx, CreateOptions{Engine: "dir", Target: src})
+	require.NoError(t, err)
+	ref := snapTree(t, m, snap.ID)
+	own := m.loadOwnIndex(ctx, snap)
+	require.NoError(t, own.err)
+	require.True(t, own.hasDirs())
+	require.Greater(t, own.records(), int(snap.Stats.Dirs), "files, directories and symlinks")
+	keptIno := inode(t, filepath.Join(src, "site", "gamma", "m3.py"))
+
+	// A file beside kept ones changed, a package removed, one added.
+	f, err := os.OpenFile(filepath.Join(src, "site", "alpha", "m2.py"), os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteString("# changed\n")
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	require.NoError(t, os.RemoveAll(filepath.Join(src, "site", "beta")))
+	writeFile(t, filepath.Join(src, "site", "epsilon", "x.py"), []byte("x"), 0o644, fixedTime)
+
+	res, err := m.Restore(ctx, RestoreOptions{Ref: snap.ID, InPlace: true})
+	require.NoError(t, err)
+	requireSameTree(t, ref, src)
+	assert.Equal(t, keptIno, inode(t, filepath.Join(src, "site", "gamma", "m3.py")), "kept file untouched")
+	// alpha/m2.py, beta and its 5 files, and the directories above them.
+	assert.LessOrEqual(t, res.Stats.Rewritten, int64(10), "%+v", res.Stats)
+	assert.EqualValues(t, 1, res.Stats.Deleted, "epsilon")
+
+	res, err = m.Restore(ctx, RestoreOptions{Ref: snap.ID, InPlace: true})
+	require.NoError(t, err)
+	requireSameTree(t, ref, src)
+	assert.Zero(t, res.Stats.Rewritten, "%+v", res.Stats)
+}

@@ -390,3 +390,52 @@ func TestRestoreInPlaceStreamEndsAfterListing(t *testing.T) {
 		})
 	}
 }
+
+// A planner waiting for a path gets it as soon as the listing receives it,
+// not once a batch of liveListingBatch entries has come or the listing has
+// ended: the entry may be the last of the plugin's message, the next one
+// some time away (an engine checking a large unchanged subtree).
+func TestLiveListingPublishesWhatAPlannerWaitsFor(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l := newLiveListing(0, 0)
+	require.NoError(t, l.BeginStream(ctx, "s"))
+	got := make(chan error, 1)
+	go func() {
+		e, err := l.entry(ctx, "s", "b")
+		if err == nil && e == nil {
+			err = errors.New("b not listed")
+		}
+		got <- err
+	}()
+	// Wait until the planner waits, then list up to b and stop there.
+	require.Eventually(t, func() bool { return l.want.Load() != nil }, 10*time.Second, time.Millisecond)
+	require.NoError(t, l.WriteEntry(ctx, &pluginapi.Entry{Path: "a", Type: pluginapi.TypeFile}, nil))
+	select {
+	case err := <-got:
+		t.Fatalf("answered before the listing passed b: %v", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	require.NoError(t, l.WriteEntry(ctx, &pluginapi.Entry{Path: "b", Type: pluginapi.TypeFile}, nil))
+	select {
+	case err := <-got:
+		require.NoError(t, err)
+	case <-ctx.Done():
+		t.Fatal("the planner still waits for b, which the listing has")
+	}
+	assert.Nil(t, l.want.Load(), "no planner waits any more")
+	// A subtree's end is passed by the first entry past it.
+	go func() {
+		_, err := l.childrenUpTo(ctx, "s", "b", "")
+		got <- err
+	}()
+	require.Eventually(t, func() bool { return l.want.Load() != nil }, 10*time.Second, time.Millisecond)
+	require.NoError(t, l.WriteEntry(ctx, &pluginapi.Entry{Path: "b/x", Type: pluginapi.TypeFile}, nil))
+	require.NoError(t, l.WriteEntry(ctx, &pluginapi.Entry{Path: "c", Type: pluginapi.TypeFile}, nil))
+	select {
+	case err := <-got:
+		require.NoError(t, err)
+	case <-ctx.Done():
+		t.Fatal("the planner still waits for b's subtree, which the listing has passed")
+	}
+}

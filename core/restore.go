@@ -222,11 +222,11 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 		if own.err != nil {
 			// Only an optimization: without it more is rewritten.
 			m.log.Warn("restore: snapshot's change index unreadable", "snapshot", snap.ID, "err", own.err)
-			own.idx = nil
+			own = ownIndex{}
 		}
-		var parent pluginapi.ParentIndex
+		var parent map[string]*pluginapi.PackedIndex
 		if ownListing && own.hasDirs() {
-			parent = own.idx
+			parent = own.packed
 		}
 		live = newLiveListing(snap.Stats.Files+snap.Stats.Dirs, snap.Stats.Dirs)
 		listStart := m.now()
@@ -237,7 +237,6 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 			m.log.Debug("restore: listed target", "target", target, "took", m.now().Sub(listStart), "err", err)
 		}()
 		prior := <-priorc
-		prior.own = own.idx
 		trees, treesc = <-treesc, nil
 		// A target the engine refuses to list (not there, not a venv) is
 		// refused before anything is written, as when the listing came
@@ -245,6 +244,9 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 		if err := live.begun(ctx); err != nil {
 			return fail(engineError(snap.Engine, fmt.Sprintf("list target %q", target), err))
 		}
+		// The listing's request, which packed own went out in, is sent:
+		// own is the plan's alone now.
+		prior.own = decodeOwn(own.packed)
 		// Listed with own, the plan keeps few files one by one: most are
 		// beneath subtrees kept whole.
 		filesHint := snap.Stats.Files
@@ -347,50 +349,100 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 }
 
 // ownIndex is a snapshot's own change index, with its directories and
-// symlinks, as the engine's parent index form (nil: it has none).
+// symlinks, packed as it was read (the form an engine in a plugin process
+// takes it in): building a map of its 46,508 records for venv-full, only
+// to pack them for the engine, was on the way to the target's listing.
+// The plan's own lookups take it decoded (ownMaps), once the listing has
+// begun.
 type ownIndex struct {
-	idx pluginapi.ParentIndex
-	err error
+	packed map[string]*pluginapi.PackedIndex // by stream; nil: none
+	n      int                               // records
+	dirs   bool                              // it has a directory's record
+	err    error
 }
 
 // hasDirs reports whether the index has a directory's record: one from
 // before directories were recorded (store format 1) cannot tell the
 // listing of any unchanged subtree.
-func (o ownIndex) hasDirs() bool {
-	for _, m := range o.idx {
-		for _, e := range m {
-			if e.Type == pluginapi.TypeDir {
-				return true
-			}
-		}
-	}
-	return false
-}
+func (o ownIndex) hasDirs() bool { return o.dirs }
 
 // records counts the index's records, files and others.
-func (o ownIndex) records() int {
-	n := 0
-	for _, m := range o.idx {
-		n += len(m)
-	}
-	return n
-}
+func (o ownIndex) records() int { return o.n }
 
 // loadOwnIndex reads snap's own change index with its directories and
 // symlinks (none if it has no index).
 func (m *Manager) loadOwnIndex(ctx context.Context, snap *store.Snapshot) ownIndex {
-	idx, err := store.ChangeIndexWithDirsAs(ctx, m.store, snap.ID, indexEntryOf)
+	// The first stream is most likely nearly all of it.
+	hint := int(min(max(snap.Stats.Files+snap.Stats.Dirs, 0), maxListingHint))
+	o := ownIndex{packed: map[string]*pluginapi.PackedIndex{}}
+	err := store.ChangeIndexWithDirsVisit(ctx, m.store, snap.ID, func(stream, path string, r store.IndexRecord) {
+		p := o.packed[stream]
+		if p == nil {
+			p = pluginapi.NewPackedIndex(hint)
+			hint = 0
+			o.packed[stream] = p
+		}
+		e := indexEntryOf(r)
+		o.dirs = o.dirs || e.Type == pluginapi.TypeDir
+		p.Add(path, e)
+		o.n++
+	})
 	if errors.Is(err, store.ErrNotFound) {
 		return ownIndex{}
 	}
-	return ownIndex{idx: idx, err: err}
+	if err != nil {
+		return ownIndex{err: err}
+	}
+	return o
+}
+
+// ownMaps is a snapshot's own change index decoded from its packed form
+// (ownIndex) by a goroutine of its own, beside the listing and the start
+// of the restore; the plan's first look-up waits for it.
+type ownMaps struct {
+	ready chan struct{}
+	idx   pluginapi.ParentIndex // set before ready closes; nil: none
+}
+
+// decodeOwn starts decoding packed. The caller must not let anything
+// else use packed from now on but the decoded maps (which share its
+// bytes).
+func decodeOwn(packed map[string]*pluginapi.PackedIndex) *ownMaps {
+	o := &ownMaps{ready: make(chan struct{})}
+	if packed == nil {
+		close(o.ready)
+		return o
+	}
+	go func() {
+		defer close(o.ready)
+		idx := make(pluginapi.ParentIndex, len(packed))
+		for stream, p := range packed {
+			m, err := p.Map()
+			if err != nil {
+				// Only an optimization: without it more is rewritten.
+				return
+			}
+			idx[stream] = m
+		}
+		o.idx = idx
+	}()
+	return o
+}
+
+// get returns the decoded index, once it is (nil for no ownMaps).
+func (o *ownMaps) get() pluginapi.ParentIndex {
+	if o == nil {
+		return nil
+	}
+	<-o.ready
+	return o.idx
 }
 
 // planPrior is what an in-place plan compares the target's listing with.
 type planPrior struct {
-	own      pluginapi.ParentIndex // the snapshot's own change index, if any (ownIndex)
-	last     *restoreIndex         // the target's restore index, if any
-	lastSnap *treeLookup           // the last restore's snapshot, when another one
+	own      *ownMaps      // the snapshot's own change index, if any (ownIndex)
+	last     *restoreIndex // the target's restore index, if any
+	lastSnap *treeLookup   // the last restore's snapshot, when another one
 }
 
 // loadPlanPrior loads the restore index of the target (riTarget, its

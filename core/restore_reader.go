@@ -311,6 +311,20 @@ func nodeEntry(p string, n *store.Node) pluginapi.Entry {
 	return e
 }
 
+// Ready implements pluginapi.ReadyReader: an item, or the end of the
+// items, is queued for Next.
+func (rr *restoreReader) Ready() bool {
+	if len(rr.items) > 0 {
+		return true
+	}
+	select {
+	case <-rr.prodDone:
+		return true
+	default:
+		return false
+	}
+}
+
 // Next implements pluginapi.RestoreReader.
 func (rr *restoreReader) Next(ctx context.Context) (string, *pluginapi.Entry, io.Reader, error) {
 	if rr.body != nil {

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pypj/ptest-snap/pluginapi"
 	"github.com/pypj/ptest-snap/store"
@@ -113,6 +114,10 @@ type liveListing struct {
 	err      error           // what it returned
 	// waiting is set by a planner about to wait: publishing wakes it.
 	waiting bool
+	// want is what a waiting planner waits for the listing to pass (nil:
+	// none): the receiving side publishes as soon as it has, rather than
+	// when its batch is full (see WriteEntry).
+	want atomic.Pointer[listingWant]
 
 	// entriesHint and dirsHint size the first stream's maps (the target
 	// is most likely about the snapshot's size): growing them entry by
@@ -128,6 +133,36 @@ type liveListing struct {
 	started bool   // a stream began
 	recv    string // the stream being received
 	last    string // the last path received in recv
+}
+
+// listingWant is the position a planner waits for the listing to reach
+// (liveListing.reachedLocked's stream, path and subtree).
+type listingWant struct {
+	stream, path string
+	subtree      bool
+}
+
+// passedBy reports whether a listing of stream at position pos holds
+// everything w waits for.
+func (w *listingWant) passedBy(stream, pos string) bool {
+	return stream == w.stream && passed(pos, w.path, w.subtree)
+}
+
+// passed reports whether a listing at position pos (the last path it
+// received of a stream) holds everything of that stream up to path
+// (subtree: up to the end of directory path's subtree; "" is the stream's
+// root, whose subtree ends with the stream).
+func passed(pos, path string, subtree bool) bool {
+	if pos == "" {
+		return false
+	}
+	if !subtree {
+		return pluginapi.ComparePaths(pos, path) >= 0
+	}
+	if path == "" {
+		return false
+	}
+	return pluginapi.ComparePaths(pos, path) > 0 && !strings.HasPrefix(pos, path+"/")
 }
 
 // pendingTargetEntry is an entry received but not yet published.
@@ -152,14 +187,20 @@ func newLiveListing(entriesHint, dirsHint int64) *liveListing {
 // run captures target through eng into l and marks it done, with the
 // capture's error. excludes are the snapshot's (see captureIndex). parent,
 // if not nil, is the snapshot's own change index with its directories
-// and symlinks: a directory whose subtree is still as captured may then
-// come as one entry (targetEntry.Subtree).
-func (l *liveListing) run(ctx context.Context, eng pluginapi.Engine, target string, options map[string]string, excludes []string, parent pluginapi.ParentIndex) error {
+// and symlinks, packed (ownIndex): a directory whose subtree is still as
+// captured may then come as one entry (targetEntry.Subtree). It is done
+// with parent once the listing's first stream has begun (or the capture
+// returned).
+func (l *liveListing) run(ctx context.Context, eng pluginapi.Engine, target string, options map[string]string, excludes []string, parent map[string]*pluginapi.PackedIndex) error {
 	// ParentXattrs: the plan trusts a file's xattrs only through its
 	// ctime (inplacePlanner.unchanged), so the engine need not read them.
 	req := &pluginapi.CaptureRequest{Target: target, Excludes: excludes, Options: options, IndexOnly: true, ParentXattrs: true}
 	if parent != nil {
-		req.Parent, req.UnchangedDirs = parent, true
+		var err error
+		if req.Parent, req.ParentPacked, err = pluginapi.ParentFor(eng, parent); err != nil {
+			return l.finish(err)
+		}
+		req.UnchangedDirs = true
 		l.subtrees = true
 	}
 	return l.finish(eng.Capture(ctx, req, l))
@@ -240,7 +281,9 @@ func (l *liveListing) WriteEntry(_ context.Context, e *pluginapi.Entry, body io.
 		te.Subtree, te.SubtreeFiles, te.SubtreeDirs = true, e.SubtreeFiles, e.SubtreeDirs
 	}
 	l.pending = append(l.pending, pendingTargetEntry{path: e.Path, e: te})
-	if len(l.pending) >= liveListingBatch {
+	// A planner waiting for this entry's position gets it now: it may
+	// be the last of a message, the plugin's next one some time away.
+	if w := l.want.Load(); len(l.pending) >= liveListingBatch || w != nil && w.passedBy(l.recv, e.Path) {
 		l.mu.Lock()
 		l.publishLocked()
 		l.mu.Unlock()
@@ -279,28 +322,27 @@ func (l *liveListing) reachedLocked(stream, path string, subtree bool) bool {
 	if l.done || l.finished[stream] {
 		return true
 	}
-	if l.stream != stream || l.pos == "" {
+	if l.stream != stream {
 		return false
 	}
-	if !subtree {
-		return pluginapi.ComparePaths(l.pos, path) >= 0
-	}
-	if path == "" {
-		return false
-	}
-	return pluginapi.ComparePaths(l.pos, path) > 0 && !strings.HasPrefix(l.pos, path+"/")
+	return passed(l.pos, path, subtree)
 }
 
 // awaitLocked waits until the listing holds everything of stream up to
 // path (see reachedLocked), the listing failed, or ctx ended. l.mu is
 // held.
 func (l *liveListing) awaitLocked(ctx context.Context, stream, path string, subtree bool) error {
-	for !l.reachedLocked(stream, path, subtree) {
-		if err := ctx.Err(); err != nil {
-			return err
+	if !l.reachedLocked(stream, path, subtree) {
+		l.want.Store(&listingWant{stream: stream, path: path, subtree: subtree})
+		for !l.reachedLocked(stream, path, subtree) {
+			if err := ctx.Err(); err != nil {
+				l.want.Store(nil)
+				return err
+			}
+			l.waiting = true
+			l.cond.Wait()
 		}
-		l.waiting = true
-		l.cond.Wait()
+		l.want.Store(nil)
 	}
 	if l.done && l.err != nil {
 		return fmt.Errorf("list target: %w", l.err)

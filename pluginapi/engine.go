@@ -292,6 +292,17 @@ type RestoreReader interface {
 	Next(ctx context.Context) (stream string, e *Entry, body io.Reader, err error)
 }
 
+// ReadyReader is a RestoreReader that can tell whether Next would return
+// at once. A plugin's Restore sends the entries batched; before a call to
+// Next that would wait (an in-place restore whose plan waits for the
+// target's listing), it sends what it has batched, so the engine works on
+// it meanwhile instead of when the batch fills.
+type ReadyReader interface {
+	RestoreReader
+	// Ready reports whether an entry (or the end) is waiting for Next.
+	Ready() bool
+}
+
 // RestoreResult says where the environment now is.
 type RestoreResult struct {
 	// Target is where the environment was restored (a path, a container

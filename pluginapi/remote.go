@@ -260,10 +260,20 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 		return stream.Send(&enginepb.RestoreMessage{Records: recs})
 	}, ring: ring, ctx: callCtx}
 	current := ""
+	ready, _ := r.(ReadyReader)
 	for !engineEnded {
 		if context.Cause(callCtx) == errCallEnded {
 			engineEnded = true
 			break
+		}
+		if ready != nil && !ready.Ready() {
+			// Next would wait: let the engine have what is batched.
+			if err := b.flush(); ended(err) {
+				engineEnded = true
+				break
+			} else if err != nil {
+				return nil, p.failRestore(ctx, op, err)
+			}
 		}
 		name, e, body, err := r.Next(ctx)
 		if err == io.EOF {

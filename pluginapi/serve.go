@@ -104,8 +104,8 @@ func (s *engineServer) Capture(req *enginepb.CaptureRequest, stream grpc.ServerS
 	if err == nil && !w.metadataSent {
 		err = errors.New("engine returned without writing its metadata")
 	}
-	if err == nil {
-		err = w.batch.flush()
+	if ferr := w.end(err == nil); err == nil {
+		err = ferr
 	}
 	return toStatus(err)
 }
@@ -119,6 +119,60 @@ type captureSender struct {
 	metadataSent bool
 	inStream     bool
 	batch        batcher
+
+	// An index-only capture's batch is sent at the latest indexOnlyMaxDelay
+	// after its first entry, by a timer (the engine may pause long between
+	// entries, checking an unchanged subtree): mu guards batch then, the
+	// timer (armed while it is set), sendErr (what a timed send failed
+	// with, returned by the next call) and ended (no send after end).
+	mu      sync.Mutex
+	timer   *time.Timer
+	armed   bool
+	sendErr error
+	ended   bool
+}
+
+// timedFlush sends an index-only capture's batch (the timer's function).
+func (w *captureSender) timedFlush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.armed = false
+	if w.ended || w.sendErr != nil {
+		return
+	}
+	w.sendErr = w.batch.flush()
+}
+
+// arm starts the timer of an index-only capture's batch, if it holds
+// records and the timer is not running. w.mu is held.
+func (w *captureSender) arm() {
+	if w.armed || len(w.batch.recs) == 0 {
+		return
+	}
+	w.armed = true
+	if w.timer == nil {
+		w.timer = time.AfterFunc(indexOnlyMaxDelay, w.timedFlush)
+		return
+	}
+	w.timer.Reset(indexOnlyMaxDelay)
+}
+
+// end stops the timer and, if send (the engine's Capture returned without
+// an error), sends what is batched; nothing is sent afterwards.
+func (w *captureSender) end(send bool) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.ended = true
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	if !send {
+		return nil
+	}
+	if w.sendErr != nil {
+		return w.sendErr
+	}
+	return w.batch.flush()
 }
 
 func (w *captureSender) WriteMetadata(_ context.Context, m Metadata) error {
@@ -137,8 +191,33 @@ func (w *captureSender) BeginStream(ctx context.Context, name string) error {
 		return err
 	}
 	w.inStream = true
-	return w.batch.beginStream(name)
+	if !w.indexOnly {
+		return w.batch.beginStream(name)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.sendErr != nil {
+		return w.sendErr
+	}
+	if err := w.batch.beginStream(name); err != nil {
+		return err
+	}
+	// The host starts the restore planned from this listing once its
+	// first stream has begun: tell it now, not with the first entries.
+	return w.batch.flush()
 }
+
+// indexOnlyMaxDelay bounds how long an entry of an index-only capture (the
+// listing an in-place restore plans from while it arrives, see
+// core.liveListing) waits in the plugin before it is sent, even while the
+// engine pauses between entries. Batched only by count and size, a listing
+// of unchanged subtrees (a few thousand entries for venv-full after a
+// small change) went out as one message when it ended, so the restore it
+// was planning began only then: on venv-full after change small, awscli's
+// 6,562 entries were recreated after the whole listing instead of while it
+// went on. A message every 2 ms is at most ~250 for a full listing of
+// venv-full (~0.5 s).
+const indexOnlyMaxDelay = 2 * time.Millisecond
 
 func (w *captureSender) WriteEntry(ctx context.Context, e *Entry, body io.Reader) error {
 	if !w.inStream {
@@ -147,8 +226,20 @@ func (w *captureSender) WriteEntry(ctx context.Context, e *Entry, body io.Reader
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	withBody := e.Type == TypeFile && !e.Unchanged && !w.indexOnly
-	return w.batch.entry(e, body, withBody)
+	if !w.indexOnly {
+		withBody := e.Type == TypeFile && !e.Unchanged
+		return w.batch.entry(e, body, withBody)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.sendErr != nil {
+		return w.sendErr
+	}
+	if err := w.batch.entry(e, body, false); err != nil {
+		return err
+	}
+	w.arm()
+	return nil
 }
 
 func (s *engineServer) Restore(stream grpc.ClientStreamingServer[enginepb.RestoreMessage, enginepb.RestoreResponse]) error {

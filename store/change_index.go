@@ -594,6 +594,29 @@ func ChangeIndexWithDirsAs[T any](ctx context.Context, s *Store, id string, conv
 	return changeIndexAs(ctx, s, id, true, conv)
 }
 
+// ChangeIndexWithDirsVisit calls visit with each record of the change index
+// stored with a snapshot (ErrNotFound if it has none), its directories' and
+// symlinks' included, stream by stream, from one goroutine at a time and in
+// no particular order within a stream. No map of the index is built: an
+// in-place restore packs the records for the engine as they are read.
+func ChangeIndexWithDirsVisit(ctx context.Context, s *Store, id string, visit func(stream, path string, r IndexRecord)) error {
+	if err := s.check(ctx); err != nil {
+		return err
+	}
+	b, err := s.indexRecord(id)
+	if err != nil {
+		return err
+	}
+	roots, err := decodeIndexRoots(b)
+	if err != nil {
+		return fmt.Errorf("snapshot %s: %w", id, err)
+	}
+	if err := visitChangeIndex(ctx, s, roots, true, nil, nil, visit); err != nil {
+		return fmt.Errorf("change index of %s: %w", id, err)
+	}
+	return nil
+}
+
 func changeIndexAs[T any](ctx context.Context, s *Store, id string, withMeta bool, conv func(IndexRecord) T) (map[string]map[string]T, error) {
 	if err := s.check(ctx); err != nil {
 		return nil, err

@@ -56,9 +56,10 @@ func TestIndexDirMeta(t *testing.T) {
 
 // TestParentChangeIndexWithDirs: a change index stored with directory and
 // symlink records reads back, through ChangeIndex (restores), as its files
-// alone, and through ParentChangeIndexVisit (creates) with those
-// records and the hash of every directory's chunk; PutIndexDir refuses a
-// file's record among them.
+// alone, through ParentChangeIndexVisit (creates) with those records and
+// the hash of every directory's chunk, and through
+// ChangeIndexWithDirsVisit (in-place restores) with those records;
+// PutIndexDir refuses a file's record among them.
 func TestParentChangeIndexWithDirs(t *testing.T) {
 	ctx := context.Background()
 	s := openTest(t, t.TempDir())
@@ -102,6 +103,19 @@ func TestParentChangeIndexWithDirs(t *testing.T) {
 	}}, idx)
 	assert.Equal(t, ParentIndexDirs{"rootfs": {"lib": libIndex, "lib/pkg": subIndex}}, dirs)
 	assert.Equal(t, got, filesOf(idx), "without dirs: the files alone")
+
+	// ChangeIndexWithDirsVisit (in-place restores) hands over the same
+	// records, each once, by snapshot ID.
+	visited := ChangeIndex{}
+	require.NoError(t, ChangeIndexWithDirsVisit(ctx, s, "one", func(stream, path string, r IndexRecord) {
+		if visited[stream] == nil {
+			visited[stream] = map[string]IndexRecord{}
+		}
+		assert.NotContains(t, visited[stream], path)
+		visited[stream][path] = r
+	}))
+	assert.Equal(t, idx, visited)
+	assert.ErrorIs(t, ChangeIndexWithDirsVisit(ctx, s, "none", func(string, string, IndexRecord) {}), ErrNotFound)
 }
 
 // parentIndex collects what ParentChangeIndexVisit hands over, asserting

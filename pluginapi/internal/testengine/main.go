@@ -184,6 +184,13 @@ func (e *dirEngine) walk(ctx context.Context, req *pluginapi.CaptureRequest, w p
 		default:
 			continue
 		}
+		if de.Name() == "gate" && req.Options["gate"] != "" {
+			// The host must have what came before without the
+			// capture ending: wait until it says so.
+			if err := waitForFile(ctx, req.Options["gate"]); err != nil {
+				return fmt.Errorf("the host did not get the entries before %q: %w", p, err)
+			}
+		}
 		err = w.WriteEntry(ctx, ent, body)
 		if f, ok := body.(*os.File); ok {
 			f.Close()
