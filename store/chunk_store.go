@@ -9,6 +9,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
 )
 
 func compressLevel(l int) zstd.EncoderLevel {
@@ -31,6 +32,47 @@ type kv struct {
 	// buf, if set, is the pooled buffer val lives in (valuePools): the
 	// queue recycles it once the entry is in Badger.
 	buf *[]byte
+	// file, if set, holds val in a bulk file (bulk_files.go), open until
+	// the queue syncs it; Badger then gets loc, the file's locator, and
+	// val stays in memory only for readers of the queue.
+	file *bulkFile
+	loc  []byte
+}
+
+// badgerValue is what Badger keeps for e.
+func (e *kv) badgerValue() []byte {
+	if e.loc != nil {
+		return e.loc
+	}
+	return e.val
+}
+
+// toFile moves e's value to a new bulk file: packs and chunks stored alone
+// above packMaxChunk (bulk_files.go says why).
+func (s *Store) toFile(e *kv) error {
+	f, loc, err := s.files.create(e.val)
+	if err != nil {
+		return err
+	}
+	e.file, e.loc, e.meta = &f, loc, metaFile
+	return nil
+}
+
+// closeFiles closes the files of entries that will never be written
+// (their files are orphans for GC).
+func (s *Store) closeFiles(group []kv) {
+	var fs []bulkFile
+	for _, e := range group {
+		if e.file != nil {
+			fs = append(fs, *e.file)
+			s.files.done(e.file.id)
+		}
+	}
+	for _, f := range fs {
+		if f.fd >= 0 {
+			_ = unix.Close(f.fd)
+		}
+	}
 }
 
 // metaRef is the user meta of a chunk entry whose value is a pack
@@ -130,12 +172,24 @@ func (q *chunkQueue) get(key []byte) ([]byte, bool) {
 	return bytes.Clone(v), true
 }
 
+// fail makes err the queue's sticky error (no commit succeeds after it),
+// for a failure outside the queue that lost chunks writers rely on.
+func (q *chunkQueue) fail(err error) {
+	q.mu.Lock()
+	if q.err == nil {
+		q.err = fmt.Errorf("write chunks: %w", err)
+	}
+	q.endFreshLocked()
+	q.mu.Unlock()
+}
+
 // add queues a group of entries; when the batch is full the caller writes it.
 func (q *chunkQueue) add(group []kv) error {
 	q.mu.Lock()
 	if q.err != nil {
 		err := q.err
 		q.mu.Unlock()
+		q.s.closeFiles(group)
 		return err
 	}
 	for _, e := range group {
@@ -163,7 +217,24 @@ func (q *chunkQueue) writeLocked() error {
 	q.writing++
 	q.mu.Unlock()
 
-	err := q.s.gated(func() error { return q.write(batch) })
+	// The bulk files first: durable, with their directory entries,
+	// before the keys that locate them are committed (bulk_files.go).
+	var files []bulkFile
+	for _, g := range batch {
+		for _, e := range g {
+			if e.file != nil {
+				files = append(files, *e.file)
+			}
+		}
+	}
+	err := q.s.files.syncFiles(files)
+	if err == nil {
+		err = q.s.gated(func() error { return q.write(batch) })
+	}
+	// Committed, or never to be: either way no longer GC's to spare.
+	for _, f := range files {
+		q.s.files.done(f.id)
+	}
 
 	written := 0
 	for _, g := range batch {
@@ -220,7 +291,7 @@ func (q *chunkQueue) writeLocked() error {
 // entryCost estimates what an entry counts against Badger's transaction
 // limits: values at or above the value threshold count as a pointer.
 func entryCost(e kv) int64 {
-	v := int64(len(e.val))
+	v := int64(len(e.badgerValue()))
 	if v >= valueThreshold {
 		v = 12
 	}
@@ -246,7 +317,7 @@ func (q *chunkQueue) write(batch [][]kv) error {
 			size, count = 0, 0
 		}
 		for _, e := range g {
-			if err := txn.SetEntry(badger.NewEntry(e.key, e.val).WithMeta(e.meta)); err != nil {
+			if err := txn.SetEntry(badger.NewEntry(e.key, e.badgerValue()).WithMeta(e.meta)); err != nil {
 				return err
 			}
 		}
@@ -294,14 +365,24 @@ func (s *Store) valueFunc(key []byte, fn func([]byte) error) error {
 		return fn(v)
 	}
 	var n int
+	var loc []byte
 	err := s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(key)
 		if err != nil {
 			return err
 		}
 		n = int(item.ValueSize())
-		return item.Value(fn)
+		return item.Value(func(v []byte) error {
+			if isBulkLoc(v) {
+				loc = bytes.Clone(v)
+				return nil
+			}
+			return fn(v)
+		})
 	})
+	if err == nil && loc != nil {
+		return s.readBulk(loc, fn)
+	}
 	// Reading faults value-log pages into our address space as writing
 	// does: a restore of the whole store would hold all of it.
 	if m := s.readSinceRel.Add(int64(n)); m >= releaseEvery*2 && s.readSinceRel.CompareAndSwap(m, 0) {
@@ -311,6 +392,28 @@ func (s *Store) valueFunc(key []byte, fn func([]byte) error) error {
 		return ErrNotFound
 	}
 	return err
+}
+
+// readBulk calls fn with the value that locator v locates, read from its
+// bulk file into a pooled buffer (valid only during fn). Errors name the
+// file.
+func (s *Store) readBulk(v []byte, fn func([]byte) error) error {
+	l, err := decodeBulkLoc(v)
+	if err != nil {
+		return err
+	}
+	data, buf, err := s.files.read(l)
+	if err != nil {
+		return err
+	}
+	err = fn(data)
+	if buf != nil {
+		putValueBuf(buf)
+	}
+	if err != nil {
+		return fmt.Errorf("bulk file %s: %w", s.files.path(l.id), err)
+	}
+	return nil
 }
 
 // has reports whether a chunk is stored or on its way (open pack, queue).
@@ -663,7 +766,16 @@ func (s *Store) storeNew(w *Writer, h Hash, data []byte, packable bool, kind str
 	}
 	enc, buf := s.encodeValue(data, encode)
 	w.addStored(int64(len(enc)))
-	return s.chunks.add([]kv{{key: chunkKey(h), val: enc, buf: buf}})
+	e := kv{key: chunkKey(h), val: enc, buf: buf}
+	if len(data) > packMaxChunk {
+		if err := s.toFile(&e); err != nil {
+			if buf != nil {
+				putValueBuf(buf)
+			}
+			return err
+		}
+	}
+	return s.chunks.add([]kv{e})
 }
 
 // Large encoded values (packs, chunks stored alone: about 100 MB for
