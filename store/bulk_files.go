@@ -243,15 +243,19 @@ func (b *bulkFiles) done(id bulkID) {
 	b.mu.Unlock()
 }
 
+// errBulkMissing is a located file that is not there: GC may have deleted
+// the value since its locator was read, or the store lost it
+// (Store.valueFunc tells which).
+var errBulkMissing = errors.New("missing")
+
 // read returns the value l locates, in a pooled buffer when it is large
 // (buf, to be recycled with putValueBuf; nil otherwise). A missing file is
-// ErrNotFound (GC may have deleted the value since its locator was read),
-// a short one ErrCorrupt; both name the file.
+// errBulkMissing, a short one ErrCorrupt; both name the file.
 func (b *bulkFiles) read(l bulkLoc) (v []byte, buf *[]byte, err error) {
 	p := b.path(l.id)
 	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) {
-		return nil, nil, fmt.Errorf("bulk file %s: %w", p, ErrNotFound)
+		return nil, nil, fmt.Errorf("bulk file %s: %w", p, errBulkMissing)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("bulk file %s: %w", p, err)

@@ -152,10 +152,10 @@ func TestVerifyMissingBulkFile(t *testing.T) {
 	s.packCache.drop(id)
 
 	_, err = s.GetChunk(ctx, bigH)
-	require.ErrorIs(t, err, ErrNotFound)
+	require.ErrorIs(t, err, ErrCorrupt, "a key whose file is gone is damage, not an absent chunk")
 	assert.Contains(t, err.Error(), s.files.path(l.id), "the error names the file")
 	_, err = s.GetChunk(ctx, smallH)
-	require.ErrorIs(t, err, ErrNotFound)
+	require.ErrorIs(t, err, ErrCorrupt)
 	assert.Contains(t, err.Error(), s.files.path(pl.id))
 
 	rep, err := s.Verify(ctx, nil, nil)
@@ -163,7 +163,7 @@ func TestVerifyMissingBulkFile(t *testing.T) {
 	paths := map[string]bool{}
 	for _, p := range rep.Problems {
 		assert.Equal(t, "snap", p.SnapshotID)
-		assert.ErrorIs(t, p.Err, ErrNotFound)
+		assert.ErrorIs(t, p.Err, ErrCorrupt)
 		paths[p.Path] = true
 	}
 	for _, p := range []string{"lib00.so", "a-sub/lib00.so", "f0003.py", "a-sub/f0003.py"} {

@@ -365,31 +365,55 @@ func (s *Store) valueFunc(key []byte, fn func([]byte) error) error {
 		return fn(v)
 	}
 	var n int
-	var loc []byte
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(key)
-		if err != nil {
-			return err
-		}
-		n = int(item.ValueSize())
-		return item.Value(func(v []byte) error {
-			if isBulkLoc(v) {
-				loc = bytes.Clone(v)
-				return nil
+	lookup := func() (loc []byte, err error) {
+		err = s.db.View(func(txn *badger.Txn) error {
+			item, err := txn.Get(key)
+			if err != nil {
+				return err
 			}
-			return fn(v)
+			n = int(item.ValueSize())
+			return item.Value(func(v []byte) error {
+				if isBulkLoc(v) {
+					loc = bytes.Clone(v)
+					return nil
+				}
+				return fn(v)
+			})
 		})
-	})
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			err = ErrNotFound
+		}
+		return loc, err
+	}
+	loc, err := lookup()
 	if err == nil && loc != nil {
-		return s.readBulk(loc, fn)
+		err = s.readBulk(loc, fn)
+		if errors.Is(err, errBulkMissing) {
+			// GC deletes a key, then its file: if the key is gone
+			// or names another file now, the value moved or went
+			// while we read (ErrNotFound makes GetChunk look again);
+			// if it still names this file, the store lost it.
+			again, lerr := lookup()
+			switch {
+			case lerr != nil:
+				err = lerr
+			case again == nil:
+				err = nil // inline now: fn has run
+			case bytes.Equal(again, loc):
+				err = fmt.Errorf("%w: %w", ErrCorrupt, err)
+			default:
+				err = s.readBulk(again, fn)
+				if errors.Is(err, errBulkMissing) {
+					err = fmt.Errorf("%w: %w", ErrCorrupt, err)
+				}
+			}
+		}
+		return err
 	}
 	// Reading faults value-log pages into our address space as writing
 	// does: a restore of the whole store would hold all of it.
 	if m := s.readSinceRel.Add(int64(n)); m >= releaseEvery*2 && s.readSinceRel.CompareAndSwap(m, 0) {
 		s.releaseMappedPages()
-	}
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return ErrNotFound
 	}
 	return err
 }
