@@ -67,6 +67,13 @@ import (
 // pack reference (refMarker) use. The store format is 2 since (StoreFormat),
 // so older binaries refuse a store that may hold locators.
 
+// bulkMinLen: an encoded pack or large chunk shorter than this stays
+// inline in Badger (a pack sealed small at a commit, a large chunk of
+// zeros): a file of a few bytes would cost a 4 KiB block and a file
+// descriptor held until its batch is written, where a Badger value costs
+// neither.
+const bulkMinLen = 16 << 10
+
 // bulkDirName is the directory of bulk files inside the store directory.
 const bulkDirName = "bulk"
 

@@ -61,9 +61,12 @@ func TestBulkFilesHoldPacksAndBigChunks(t *testing.T) {
 	for k, v := range bigFiles(50, 3) {
 		files[k] = v
 	}
+	files["zeros.bin"] = make([]byte, 600<<10) // compresses to a few bytes
 	snap := writeSnapshot(t, s, "one", files)
 
 	locs := bulkLocators(t, s)
+	zeros := SumChunk(make([]byte, 600<<10))
+	assert.False(t, isBulkLoc(badgerValue(t, s, chunkKey(zeros))), "a large chunk that compresses to little stays inline")
 	var packs, chunks int
 	for k, l := range locs {
 		if k[0] == kindPack {
@@ -125,7 +128,7 @@ func TestBulkFilesHoldPacksAndBigChunks(t *testing.T) {
 func TestVerifyMissingBulkFile(t *testing.T) {
 	ctx := context.Background()
 	s := openTest(t, "")
-	files := testFiles(2, 20, 2000)
+	files := testFiles(2, 200, 3000)
 	for k, v := range bigFiles(60, 1) {
 		files[k] = v
 	}

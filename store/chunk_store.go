@@ -54,8 +54,21 @@ func (s *Store) putFile(key []byte, data []byte, encode func(dst, src []byte) []
 		*sp = make([]byte, 0, bound)
 	}
 	out := encode((*sp)[:0], data)
-	f, loc, err := s.files.create(out)
 	stored = len(out)
+	if stored < bulkMinLen {
+		// Small after all (a pack flushed at commit, a large chunk
+		// that compresses to little): inline, as encodeValue keeps it.
+		if buf := getValueBuf(stored); buf != nil {
+			copy(*buf, out)
+			e = kv{key: key, val: *buf, buf: buf}
+		} else {
+			e = kv{key: key, val: bytes.Clone(out)}
+		}
+		*sp = out[:0]
+		scratchPool.Put(sp)
+		return e, stored, nil
+	}
+	f, loc, err := s.files.create(out)
 	if cap(out) <= 8<<20 {
 		*sp = out[:0]
 		scratchPool.Put(sp)
