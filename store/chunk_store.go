@@ -9,6 +9,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
 )
 
 func compressLevel(l int) zstd.EncoderLevel {
@@ -31,6 +32,68 @@ type kv struct {
 	// buf, if set, is the pooled buffer val lives in (valuePools): the
 	// queue recycles it once the entry is in Badger.
 	buf *[]byte
+	// file, if set, is the bulk file (bulk_files.go) val locates, open
+	// until the queue syncs it; fileLen is its length, which counts
+	// against the batch's size so that a batch holds a bounded number of
+	// open files and unsynced bytes.
+	file    *bulkFile
+	fileLen int
+}
+
+// putFile encodes data with encode (one of the codec's methods) into a
+// new bulk file: packs and chunks stored alone above packMaxChunk
+// (bulk_files.go says why). The entry's value is the file's locator; the
+// queue's readers read the file (written, not yet synced: the page cache
+// has it). Encoding into a scratch buffer and writing the file from it
+// saves the copy into a value buffer that an inline value needs (~0.1 s
+// of CPU and ~100 MB of buffers per venv-full create). stored is the
+// encoded length.
+func (s *Store) putFile(key []byte, data []byte, encode func(dst, src []byte) []byte) (e kv, stored int, err error) {
+	sp := scratchPool.Get().(*[]byte)
+	if bound := len(data) + len(data)>>6 + 64; cap(*sp) < bound {
+		*sp = make([]byte, 0, bound)
+	}
+	out := encode((*sp)[:0], data)
+	stored = len(out)
+	if stored < bulkMinLen {
+		// Small after all (a pack flushed at commit, a large chunk
+		// that compresses to little): inline, as encodeValue keeps it.
+		if buf := getValueBuf(stored); buf != nil {
+			copy(*buf, out)
+			e = kv{key: key, val: *buf, buf: buf}
+		} else {
+			e = kv{key: key, val: bytes.Clone(out)}
+		}
+		*sp = out[:0]
+		scratchPool.Put(sp)
+		return e, stored, nil
+	}
+	f, loc, err := s.files.create(out)
+	if cap(out) <= 8<<20 {
+		*sp = out[:0]
+		scratchPool.Put(sp)
+	}
+	if err != nil {
+		return kv{}, 0, err
+	}
+	return kv{key: key, val: loc, meta: metaFile, file: &f, fileLen: stored}, stored, nil
+}
+
+// closeFiles closes the files of entries that will never be written
+// (their files are orphans for GC).
+func (s *Store) closeFiles(group []kv) {
+	var fs []bulkFile
+	for _, e := range group {
+		if e.file != nil {
+			fs = append(fs, *e.file)
+			s.files.done(e.file.id)
+		}
+	}
+	for _, f := range fs {
+		if f.fd >= 0 {
+			_ = unix.Close(f.fd)
+		}
+	}
 }
 
 // metaRef is the user meta of a chunk entry whose value is a pack
@@ -119,7 +182,7 @@ func (q *chunkQueue) hasChunk(key []byte, h Hash) (found, sure bool) {
 }
 
 // get returns a copy of a queued value (its buffer may be recycled as
-// soon as it is written).
+// soon as it is written); a value in a bulk file is its locator.
 func (q *chunkQueue) get(key []byte) ([]byte, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -130,17 +193,29 @@ func (q *chunkQueue) get(key []byte) ([]byte, bool) {
 	return bytes.Clone(v), true
 }
 
+// fail makes err the queue's sticky error (no commit succeeds after it),
+// for a failure outside the queue that lost chunks writers rely on.
+func (q *chunkQueue) fail(err error) {
+	q.mu.Lock()
+	if q.err == nil {
+		q.err = fmt.Errorf("write chunks: %w", err)
+	}
+	q.endFreshLocked()
+	q.mu.Unlock()
+}
+
 // add queues a group of entries; when the batch is full the caller writes it.
 func (q *chunkQueue) add(group []kv) error {
 	q.mu.Lock()
 	if q.err != nil {
 		err := q.err
 		q.mu.Unlock()
+		q.s.closeFiles(group)
 		return err
 	}
 	for _, e := range group {
 		q.unflushed[string(e.key)] = e.val
-		q.size += len(e.key) + len(e.val)
+		q.size += len(e.key) + len(e.val) + e.fileLen
 	}
 	q.count += len(group)
 	q.batch = append(q.batch, group)
@@ -163,7 +238,24 @@ func (q *chunkQueue) writeLocked() error {
 	q.writing++
 	q.mu.Unlock()
 
-	err := q.s.gated(func() error { return q.write(batch) })
+	// The bulk files first: durable, with their directory entries,
+	// before the keys that locate them are committed (bulk_files.go).
+	var files []bulkFile
+	for _, g := range batch {
+		for _, e := range g {
+			if e.file != nil {
+				files = append(files, *e.file)
+			}
+		}
+	}
+	err := q.s.files.syncFiles(files)
+	if err == nil {
+		err = q.s.gated(func() error { return q.write(batch) })
+	}
+	// Committed, or never to be: either way no longer GC's to spare.
+	for _, f := range files {
+		q.s.files.done(f.id)
+	}
 
 	written := 0
 	for _, g := range batch {
@@ -291,26 +383,87 @@ func (s *Store) value(key []byte) ([]byte, error) {
 // error is ErrNotFound for a missing key, Badger's own error, or fn's.
 func (s *Store) valueFunc(key []byte, fn func([]byte) error) error {
 	if v, ok := s.chunks.get(key); ok {
+		if isBulkLoc(v) {
+			// Queued: its file is written, and no GC deletes it before
+			// its key is in Badger.
+			return s.readBulk(v, fn)
+		}
 		return fn(v)
 	}
 	var n int
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(key)
-		if err != nil {
-			return err
+	lookup := func() (loc []byte, err error) {
+		err = s.db.View(func(txn *badger.Txn) error {
+			item, err := txn.Get(key)
+			if err != nil {
+				return err
+			}
+			n = int(item.ValueSize())
+			return item.Value(func(v []byte) error {
+				if isBulkLoc(v) {
+					loc = bytes.Clone(v)
+					return nil
+				}
+				return fn(v)
+			})
+		})
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			err = ErrNotFound
 		}
-		n = int(item.ValueSize())
-		return item.Value(fn)
-	})
+		return loc, err
+	}
+	loc, err := lookup()
+	if err == nil && loc != nil {
+		err = s.readBulk(loc, fn)
+		if errors.Is(err, errBulkMissing) {
+			// GC deletes a key, then its file: if the key is gone
+			// or names another file now, the value moved or went
+			// while we read (ErrNotFound makes GetChunk look again);
+			// if it still names this file, the store lost it.
+			again, lerr := lookup()
+			switch {
+			case lerr != nil:
+				err = lerr
+			case again == nil:
+				err = nil // inline now: fn has run
+			case bytes.Equal(again, loc):
+				err = fmt.Errorf("%w: %w", ErrCorrupt, err)
+			default:
+				err = s.readBulk(again, fn)
+				if errors.Is(err, errBulkMissing) {
+					err = fmt.Errorf("%w: %w", ErrCorrupt, err)
+				}
+			}
+		}
+		return err
+	}
 	// Reading faults value-log pages into our address space as writing
 	// does: a restore of the whole store would hold all of it.
 	if m := s.readSinceRel.Add(int64(n)); m >= releaseEvery*2 && s.readSinceRel.CompareAndSwap(m, 0) {
 		s.releaseMappedPages()
 	}
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return ErrNotFound
-	}
 	return err
+}
+
+// readBulk calls fn with the value that locator v locates, read from its
+// bulk file into a pooled buffer (valid only during fn). Errors name the
+// file.
+func (s *Store) readBulk(v []byte, fn func([]byte) error) error {
+	l, err := decodeBulkLoc(v)
+	if err != nil {
+		return err
+	}
+	data, buf, err := s.files.read(l)
+	if err != nil {
+		return err
+	}
+	err = fn(data)
+	if buf != nil {
+		putValueBuf(buf)
+	}
+	if err != nil {
+		return fmt.Errorf("bulk file %s: %w", s.files.path(l.id), err)
+	}
+	return nil
 }
 
 // has reports whether a chunk is stored or on its way (open pack, queue).
@@ -660,6 +813,14 @@ func (s *Store) storeNew(w *Writer, h Hash, data []byte, packable bool, kind str
 	encode := s.encodeBig
 	if kind == kindTree {
 		encode = s.codec.EncodeHashes
+	}
+	if len(data) > packMaxChunk {
+		e, stored, err := s.putFile(chunkKey(h), data, encode)
+		if err != nil {
+			return err
+		}
+		w.addStored(int64(stored))
+		return s.chunks.add([]kv{e})
 	}
 	enc, buf := s.encodeValue(data, encode)
 	w.addStored(int64(len(enc)))

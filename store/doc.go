@@ -13,13 +13,19 @@
 //
 //	lock          our lock file (flock), holding the holder's pid, command and start
 //	events.jsonl  the append-only event log (readable without the lock)
-//	db/           the Badger database
+//	db/           the Badger database: the index, and small values
+//	bulk/         packs and chunks above packMaxChunk, one file each, named
+//	              by a random id (bulk_files.go)
 //
 // Keys in Badger (first byte is the kind):
 //
 //	'c' hash(32)                      → encoded chunk (compress header + payload),
-//	                                    or a reference into a pack (packer.go)
-//	'p' id(16)                        → a pack of small chunks, compressed as one
+//	                                    a locator of a bulk file holding it (a
+//	                                    chunk above packMaxChunk), or a reference
+//	                                    into a pack (packer.go)
+//	'p' id(16)                        → a pack of small chunks, compressed as one:
+//	                                    the locator of its bulk file (inline in
+//	                                    stores written before format 2)
 //	's' id                            → snapshot record (JSON, versioned)
 //	'n' name                          → snapshot id
 //	'e' engine 0 env 0 time(8) id     → nothing (the env/time index)
@@ -30,6 +36,8 @@
 //
 // Invariants: a snapshot record is written only after every chunk it
 // references is synced (Writer.Commit), in one transaction with its indexes;
+// a key locating a bulk file is committed only after the file and its
+// directory entry are synced;
 // every chunk read is re-hashed (GetChunk); GC never deletes a chunk a
 // snapshot or a live Writer references, nor anything reachable from the
 // parent snapshot a live Writer pinned (gc.go explains the races it closes;

@@ -172,6 +172,9 @@ func (s *Store) GCWithOptions(ctx context.Context, opts GCOptions) (GCStats, err
 	if err := s.sweep(ctx, live, &st, opts); err != nil {
 		return st, fmt.Errorf("gc: %w", err)
 	}
+	if err := s.removeOrphans(ctx, &st); err != nil {
+		return st, fmt.Errorf("gc: %w", err)
+	}
 	if st.ChunksDeleted > 0 || st.BytesReclaimed > 0 {
 		if err := s.reclaim(ctx, opts); err != nil {
 			return st, fmt.Errorf("gc: %w", err)
@@ -274,6 +277,7 @@ type sweepCandidate struct {
 	ref  bool
 	pack packID
 	n    int
+	file *bulkID // the bulk file holding the value, if any
 }
 
 // packUse is what the sweep learns about one pack from its members.
@@ -330,6 +334,18 @@ func (s *Store) sweep(ctx context.Context, live map[Hash]struct{}, st *GCStats, 
 					return fmt.Errorf("chunk %s: %w", c.h, err)
 				}
 				c.ref = true
+			} else if item.UserMeta() == metaFile {
+				// A locator, small and in the LSM as well.
+				err := item.Value(func(v []byte) error {
+					l, err := decodeBulkLoc(v)
+					if err == nil {
+						c.size, c.file = l.n, &l.id
+					}
+					return err
+				})
+				if err != nil {
+					return fmt.Errorf("chunk %s: %w", c.h, err)
+				}
 			}
 			if _, ok := live[c.h]; ok {
 				st.ChunksKept++
@@ -400,6 +416,13 @@ func (s *Store) deleteUnprotected(batch []sweepCandidate, packs map[packID]*pack
 		if !c.ref {
 			st.BytesReclaimed += c.size
 		}
+		if c.file != nil {
+			// The key that named it is gone; a crash before this
+			// leaves an orphan, for removeOrphans.
+			if err := s.files.remove(*c.file); err != nil {
+				return fmt.Errorf("delete chunk %s: %w", c.h, err)
+			}
+		}
 	}
 	return nil
 }
@@ -424,7 +447,7 @@ func (s *Store) sweepPacks(ctx context.Context, packs map[packID]*packUse, st *G
 		}
 		// Only the pack's stored size is needed: its length, read in
 		// place rather than copying the pack.
-		stored, err := s.valueLen(packKey(id))
+		stored, file, err := s.valueLen(packKey(id))
 		if errors.Is(err, ErrNotFound) {
 			continue
 		}
@@ -440,9 +463,14 @@ func (s *Store) sweepPacks(ctx context.Context, packs map[packID]*packUse, st *G
 			}
 			s.packCache.drop(id)
 			st.BytesReclaimed += stored
+			if file != nil {
+				if err := s.files.remove(*file); err != nil {
+					return fmt.Errorf("delete pack %s: %w", id, err)
+				}
+			}
 			continue
 		}
-		freed, err := s.repack(id, u, stored)
+		freed, err := s.repack(id, u, stored, file)
 		if err != nil {
 			return err
 		}
@@ -475,8 +503,10 @@ func (s *Store) wantRepack(id packID, u *packUse) bool {
 
 // repack writes a pack's live members into a new pack and, in the same
 // transaction, points their references at it and deletes the old pack. A
-// reader that read an old reference retries (GetChunk).
-func (s *Store) repack(old packID, u *packUse, oldStored int64) (int64, error) {
+// reader that read an old reference retries (GetChunk). The new pack goes
+// to a bulk file, durable before the transaction; the old one's file
+// (oldFile, nil for a pack inline in Badger) is removed after it.
+func (s *Store) repack(old packID, u *packUse, oldStored int64, oldFile *bulkID) (int64, error) {
 	p, err := s.pack(old)
 	if err != nil {
 		return 0, fmt.Errorf("repack %s: %w", old, err)
@@ -498,9 +528,17 @@ func (s *Store) repack(old packID, u *packUse, oldStored int64) (int64, error) {
 		b.raw = append(b.raw, data...)
 	}
 	enc := s.encode(b.raw)
+	f, loc, err := s.files.create(enc)
+	if err == nil {
+		err = s.files.syncFiles([]bulkFile{f})
+	}
+	defer s.files.done(f.id)
+	if err != nil {
+		return 0, fmt.Errorf("repack %s: %w", old, err)
+	}
 	err = s.gated(func() error {
 		return s.update(func(txn *badger.Txn) error {
-			if err := txn.Set(packKey(b.id), enc); err != nil {
+			if err := txn.SetEntry(badger.NewEntry(packKey(b.id), loc).WithMeta(metaFile)); err != nil {
 				return err
 			}
 			for _, h := range b.order {
@@ -517,7 +555,72 @@ func (s *Store) repack(old packID, u *packUse, oldStored int64) (int64, error) {
 		return 0, fmt.Errorf("repack %s: %w", old, err)
 	}
 	s.packCache.drop(old)
+	if oldFile != nil {
+		if err := s.files.remove(*oldFile); err != nil {
+			return 0, fmt.Errorf("repack %s: %w", old, err)
+		}
+	}
 	return oldStored - int64(len(enc)), nil
+}
+
+// removeOrphans removes the bulk files no key locates (bulk_files.go) and
+// adds their sizes to st.BytesReclaimed. A file this process is writing
+// is pending until its key is committed; the pending set is read after
+// the directory is listed and before the keys are scanned, so a file
+// listed is either still pending then, or its key was committed before
+// the scan's transaction began and the scan sees it (or it will never be
+// committed: an orphan).
+func (s *Store) removeOrphans(ctx context.Context, st *GCStats) error {
+	files, err := s.files.list()
+	if err != nil {
+		return fmt.Errorf("list bulk files: %w", err)
+	}
+	if len(files) == 0 {
+		return nil
+	}
+	for id := range s.files.pendingSet() {
+		delete(files, id)
+	}
+	err = s.db.View(func(txn *badger.Txn) error {
+		for _, prefix := range []byte{kindChunk, kindPack} {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefix}})
+			for it.Rewind(); it.Valid(); it.Next() {
+				item := it.Item()
+				if prefix == kindChunk && item.UserMeta() != metaFile {
+					continue
+				}
+				err := item.Value(func(v []byte) error {
+					if isBulkLoc(v) {
+						l, err := decodeBulkLoc(v)
+						if err != nil {
+							return err
+						}
+						delete(files, l.id)
+					}
+					return nil
+				})
+				if err != nil {
+					it.Close()
+					return fmt.Errorf("key %x: %w", item.Key(), err)
+				}
+			}
+			it.Close()
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("orphan bulk files: %w", err)
+	}
+	for id, size := range files {
+		if err := s.files.remove(id); err != nil {
+			return fmt.Errorf("remove orphan bulk file: %w", err)
+		}
+		st.BytesReclaimed += size
+	}
+	return nil
 }
 
 // reclaim makes Badger return the space of deleted chunks to the file

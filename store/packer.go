@@ -263,16 +263,22 @@ func (p *packer) seal(b *packBuf) error {
 			level = zstd.SpeedFastest
 		}
 	}
-	enc, buf := p.s.encodeValue(b.raw, func(dst, src []byte) []byte { return p.s.codec.EncodeLevel(dst, src, level) })
-	group := make([]kv, 0, 1+len(b.order))
-	group = append(group, kv{key: packKey(b.id), val: enc, buf: buf})
-	for _, h := range b.order {
-		m := b.members[h]
-		group = append(group, kv{key: chunkKey(h), val: encodeRef(b.id, m.off, m.n), meta: metaRef})
-		// Each member's share of the pack's stored size.
-		m.w.addStored(int64(len(enc)) * int64(m.n) / int64(max(len(b.raw), 1)))
+	pe, stored, err := p.s.putFile(packKey(b.id), b.raw, func(dst, src []byte) []byte { return p.s.codec.EncodeLevel(dst, src, level) })
+	if err == nil {
+		group := make([]kv, 0, 1+len(b.order))
+		group = append(group, pe)
+		for _, h := range b.order {
+			m := b.members[h]
+			group = append(group, kv{key: chunkKey(h), val: encodeRef(b.id, m.off, m.n), meta: metaRef})
+			// Each member's share of the pack's stored size.
+			m.w.addStored(int64(stored) * int64(m.n) / int64(max(len(b.raw), 1)))
+		}
+		err = p.s.chunks.add(group)
+	} else {
+		// Writers may have found members of this pack (packer.has) and
+		// rely on it: no commit may succeed now.
+		p.s.chunks.fail(err)
 	}
-	err := p.s.chunks.add(group)
 	p.mu.Lock()
 	delete(p.sealing, b)
 	p.sealed.Broadcast()

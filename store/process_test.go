@@ -209,4 +209,16 @@ func TestCrashAtAnyPoint(t *testing.T) {
 	rep, err := s.Verify(ctx, nil, nil)
 	require.NoError(t, err)
 	assert.Empty(t, rep.Problems)
+	// The files the kills left behind unreferenced are gone, and only
+	// they: every file left is one a key locates.
+	on, err := s.files.list()
+	require.NoError(t, err)
+	live := map[bulkID]bool{}
+	for _, l := range bulkLocators(t, s) {
+		live[l.id] = true
+	}
+	for id := range on {
+		assert.True(t, live[id], "orphan bulk file %s left after GC", id)
+	}
+	assert.Len(t, on, len(live))
 }

@@ -19,7 +19,13 @@ import (
 
 // StoreFormat is the version of the store's key layout, kept in the
 // database; a store of a newer major layout is refused with ErrNewerFormat.
-const StoreFormat = 1
+//
+// 2: packs and chunks stored alone above packMaxChunk live in bulk files
+// (bulk_files.go), their Badger values are locators. A format-1 store
+// (values inline) stays readable and is marked 2 when opened, since new
+// values then go to files: binaries that read format 1 only refuse it
+// rather than take a locator for a corrupt value.
+const StoreFormat = 2
 
 // Options configure Open.
 type Options struct {
@@ -77,6 +83,7 @@ type Store struct {
 	gate sync.RWMutex
 
 	chunks    chunkQueue
+	files     bulkFiles // packs and large chunks (bulk_files.go)
 	packer    packer
 	packCache packCache
 	packSizes packSizes    // stored and raw size per pack (stored_size.go)
@@ -226,6 +233,10 @@ func open(opts Options, lk *dirLock) (*Store, error) {
 	if opts.valueLogFileSize > 0 {
 		bo = bo.WithValueLogFileSize(opts.valueLogFileSize)
 	}
+	if err := makeBulkDir(opts.Dir); err != nil {
+		codec.Close()
+		return nil, err
+	}
 	if err := removeEmptyLogFiles(dbDir(opts.Dir)); err != nil {
 		codec.Close()
 		return nil, err
@@ -239,6 +250,7 @@ func open(opts Options, lk *dirLock) (*Store, error) {
 		dir: opts.Dir, opts: opts, db: db, lock: lk, codec: codec, bigLevel: big,
 		refs: map[Hash]int32{}, pins: map[*parentPin]struct{}{},
 	}
+	s.files.init(opts.Dir)
 	s.chunks.init(s)
 	s.packer.init(s)
 	if abs, err := filepath.Abs(dbDir(opts.Dir)); err == nil {
@@ -329,15 +341,22 @@ func (s *Store) checkFormat() error {
 		if err != nil {
 			return err
 		}
-		return item.Value(func(v []byte) error {
+		upgrade := false
+		err = item.Value(func(v []byte) error {
 			if len(v) != 1 {
 				return fmt.Errorf("%w: store format record", ErrCorrupt)
 			}
 			if v[0] > StoreFormat {
 				return fmt.Errorf("store layout %d, this build reads %d: %w", v[0], StoreFormat, ErrNewerFormat)
 			}
+			upgrade = v[0] < StoreFormat
 			return nil
 		})
+		if err != nil || !upgrade {
+			return err
+		}
+		// New values go to bulk files from now on (StoreFormat).
+		return txn.Set(key, []byte{StoreFormat})
 	})
 }
 

@@ -9,7 +9,6 @@ import (
 	"sync"
 
 	"github.com/dgraph-io/badger/v4"
-	"github.com/pypj/ptest-snap/compress"
 )
 
 // Stored sizes.
@@ -142,6 +141,11 @@ func (s *Store) storedSize(txn *badger.Txn, h Hash) (int64, error) {
 	)
 	read := func(v []byte) error {
 		ref = false
+		if isBulkLoc(v) {
+			l, err := decodeBulkLoc(v)
+			n = l.n
+			return err
+		}
 		if !isRef(v) {
 			n = int64(len(v))
 			return nil
@@ -190,14 +194,14 @@ func (s *Store) packSize(txn *badger.Txn, id packID) (packSize, error) {
 	}
 	var ps packSize
 	err := s.readInPlace(txn, packKey(id), func(v []byte) error {
-		h, err := compress.ParseHeader(v)
+		stored, raw, err := valueSizes(v)
 		if err != nil {
-			return fmt.Errorf("%w: %w", ErrCorrupt, err)
+			return err
 		}
-		if h.RawLen == 0 {
+		if raw == 0 {
 			return fmt.Errorf("%w: empty pack", ErrCorrupt)
 		}
-		ps = packSize{stored: int64(len(v)), raw: int64(h.RawLen)}
+		ps = packSize{stored: stored, raw: raw}
 		return nil
 	})
 	if err != nil {
@@ -218,18 +222,31 @@ func (s *Store) packSizeOf(id packID) (packSize, error) {
 	return ps, err
 }
 
-// valueLen returns the length of a stored value without copying it.
-func (s *Store) valueLen(key []byte) (int64, error) {
+// valueLen returns the stored length of a value without copying it, and
+// the bulk file it lies in (nil for a value inline in Badger).
+func (s *Store) valueLen(key []byte) (int64, *bulkID, error) {
 	var n int64
+	var file *bulkID
 	err := s.db.View(func(txn *badger.Txn) error {
-		return s.readInPlace(txn, key, func(v []byte) error { n = int64(len(v)); return nil })
+		return s.readInPlace(txn, key, func(v []byte) error {
+			n = int64(len(v))
+			if isBulkLoc(v) {
+				l, err := decodeBulkLoc(v)
+				if err != nil {
+					return err
+				}
+				n, file = l.n, &l.id
+			}
+			return nil
+		})
 	})
-	return n, err
+	return n, file, err
 }
 
 // readInPlace calls fn with a stored value from the queue or, without
 // copying it, from txn; v is valid only during fn. A missing key is
-// ErrNotFound.
+// ErrNotFound. A value from Badger may be a bulk locator (valueSizes reads
+// the sizes of either); one from the queue is the value itself.
 func (s *Store) readInPlace(txn *badger.Txn, key []byte, fn func(v []byte) error) error {
 	if v, ok := s.chunks.get(key); ok {
 		return fn(v)

@@ -8,7 +8,6 @@ import (
 	"syscall"
 
 	"github.com/dgraph-io/badger/v4"
-	"github.com/pypj/ptest-snap/compress"
 )
 
 // Usage is the store's size figures.
@@ -21,8 +20,9 @@ type Usage struct {
 }
 
 // Usage returns the store's size figures. It reads every chunk's header
-// (value-log files are memory-mapped, so that touches one page per chunk);
-// chunks still being written are not counted.
+// (value-log files are memory-mapped, so that touches one page per chunk;
+// a bulk file's locator carries its sizes); chunks still being written are
+// not counted.
 func (s *Store) Usage(ctx context.Context) (Usage, error) {
 	if err := s.check(ctx); err != nil {
 		return Usage{}, err
@@ -38,17 +38,16 @@ func (s *Store) Usage(ctx context.Context) (Usage, error) {
 			item := it.Item()
 			u.Chunks++
 			packed := item.UserMeta() == metaRef
-			if !packed {
-				u.StoredBytes += item.ValueSize()
-			}
 			err := item.Value(func(v []byte) error {
 				if packed {
 					if _, _, n, err := decodeRef(v); err == nil {
 						u.ChunkBytes += int64(n)
 					}
-				} else if h, err := compress.ParseHeader(v); err == nil {
-					u.ChunkBytes += int64(h.RawLen)
+					return nil
 				}
+				stored, raw, _ := valueSizes(v)
+				u.StoredBytes += stored
+				u.ChunkBytes += raw
 				return nil
 			})
 			if err != nil {
@@ -59,7 +58,14 @@ func (s *Store) Usage(ctx context.Context) (Usage, error) {
 		defer pit.Close()
 		for pit.Rewind(); pit.Valid(); pit.Next() {
 			u.Packs++
-			u.StoredBytes += pit.Item().ValueSize()
+			err := pit.Item().Value(func(v []byte) error {
+				stored, _, _ := valueSizes(v)
+				u.StoredBytes += stored
+				return nil
+			})
+			if err != nil {
+				return err
+			}
 		}
 		return nil
 	})

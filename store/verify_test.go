@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"os"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
@@ -12,9 +13,36 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// alter rewrites a stored value in Badger, flipping one byte in its middle.
+// badgerValue returns the value Badger keeps under key: the stored value
+// itself, or a bulk file's locator.
+func badgerValue(t *testing.T, s *Store, key []byte) []byte {
+	t.Helper()
+	var v []byte
+	require.NoError(t, s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(key)
+		if err != nil {
+			return err
+		}
+		v, err = item.ValueCopy(nil)
+		return err
+	}))
+	return v
+}
+
+// alter flips one byte in the middle of a stored value: in its bulk file
+// when it has one, as bit rot of the file would, else in Badger.
 func alter(t *testing.T, s *Store, key []byte) {
 	t.Helper()
+	if v := badgerValue(t, s, key); isBulkLoc(v) {
+		l, err := decodeBulkLoc(v)
+		require.NoError(t, err)
+		p := s.files.path(l.id)
+		b, err := os.ReadFile(p)
+		require.NoError(t, err)
+		b[l.off+l.n/2] ^= 0x5a
+		require.NoError(t, os.WriteFile(p, b, 0o644))
+		return
+	}
 	require.NoError(t, s.db.Update(func(txn *badger.Txn) error {
 		item, err := txn.Get(key)
 		if err != nil {
@@ -30,7 +58,8 @@ func alter(t *testing.T, s *Store, key []byte) {
 }
 
 // alterPacked flips a byte of a packed chunk inside its pack, storing the
-// pack back raw (uncompressed), as bit rot of that chunk would look.
+// pack back raw (uncompressed), as bit rot of that chunk would look: into
+// the pack's bulk file when it has one.
 func alterPacked(t *testing.T, s *Store, h Hash) {
 	t.Helper()
 	v, err := s.value(chunkKey(h))
@@ -44,6 +73,19 @@ func alterPacked(t *testing.T, s *Store, h Hash) {
 	raw[off+n/2] ^= 0x5a
 	enc := append([]byte{byte(compress.MethodRaw)}, binary.AppendUvarint(nil, uint64(len(raw)))...)
 	enc = append(enc, raw...)
+	if loc := badgerValue(t, s, packKey(id)); isBulkLoc(loc) {
+		l, err := decodeBulkLoc(loc)
+		require.NoError(t, err)
+		require.Zero(t, l.off)
+		// The locator's length is kept: the file is rewritten whole and
+		// the locator with it.
+		require.NoError(t, os.WriteFile(s.files.path(l.id), enc, 0o644))
+		l.n, l.raw = int64(len(enc)), int64(len(raw))
+		require.NoError(t, s.db.Update(func(txn *badger.Txn) error {
+			return txn.SetEntry(badger.NewEntry(packKey(id), l.encode()).WithMeta(metaFile))
+		}))
+		return
+	}
 	require.NoError(t, s.db.Update(func(txn *badger.Txn) error { return txn.Set(packKey(id), enc) }))
 }
 
