@@ -3,6 +3,7 @@ package core
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -101,10 +102,31 @@ func corruptChunk(t *testing.T, storeDir string, h store.Hash) {
 		if err != nil {
 			return err
 		}
+		if len(v) > 17 && v[0] == bulkLocatorMarker {
+			// The value locates a bulk file (store/bulk_files.go): alter
+			// the stored bytes in the file, not the locator, so the
+			// restore meets data that fails its hash.
+			return flipFileBytes(filepath.Join(storeDir, "bulk", hex.EncodeToString(v[1:17])))
+		}
 		v[len(v)/2] ^= 0x55
 		v[len(v)-1] ^= 0x55
 		return txn.Set(key, v)
 	}))
+}
+
+// bulkLocatorMarker starts a store value that names a bulk file instead of
+// holding the bytes (store/bulk_files.go, bulkMarker).
+const bulkLocatorMarker = 0x81
+
+// flipFileBytes alters a file's middle and last byte in place.
+func flipFileBytes(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	b[len(b)/2] ^= 0x55
+	b[len(b)-1] ^= 0x55
+	return os.WriteFile(path, b, 0o644)
 }
 
 func TestRestoreCorruptChunkNamesFileAndLeavesNoCorruptFile(t *testing.T) {
