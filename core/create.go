@@ -90,6 +90,8 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 	if err != nil {
 		return nil, fmt.Errorf("create: %w", engineError(opts.Engine, "", err))
 	}
+	form := parentFormOf(eng)
+	ahead.setForm(form)
 	ident, err := eng.Identify(ctx, opts.Target, opts.Options)
 	if err != nil {
 		return nil, fmt.Errorf("create: %w", engineError(opts.Engine, fmt.Sprintf("identify %q", opts.Target), err))
@@ -117,7 +119,7 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 	}
 	var prep *preparedParent
 	if parent != nil {
-		prep = ahead.take(parent.ID)
+		prep = ahead.take(ctx, parent.ID, form)
 	} else {
 		ahead.abandon()
 	}
@@ -137,7 +139,7 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 		// Pinned, the parent's trees and index stay whole until Commit
 		// even if it is deleted meanwhile, and what it shares with this
 		// snapshot is reused without a lookup per hash (store/parent_pin.go).
-		prep = prepareParent(ctx, w, parent)
+		prep = prepareParent(ctx, w, parent, func() parentForm { return form })
 		if errors.Is(prep.pinErr, store.ErrNotFound) {
 			// Deleted since it was chosen: capture everything afresh.
 			parent = nil
@@ -154,9 +156,9 @@ func (m *Manager) create(ctx context.Context, opts CreateOptions, op *OpInfo, st
 		// A parent without an index (imported, say) still records
 		// lineage; every file is read.
 		if prep.indexErr == nil {
-			// Packed as read for an engine in a plugin; decoded for
-			// one in this process.
-			if req.Parent, req.ParentPacked, err = pluginapi.ParentFor(eng, prep.idx); err != nil {
+			// Fingerprinted or packed as read for an engine in a
+			// plugin; decoded for one in this process.
+			if err := prep.setRequest(eng, req); err != nil {
 				return nil, fmt.Errorf("create: parent %s: %w", parent.ID, err)
 			}
 			// Whole unchanged directories are taken from the parent

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync/atomic"
 
 	"github.com/pypj/ptest-snap/pluginapi"
 	"github.com/pypj/ptest-snap/store"
@@ -21,17 +22,50 @@ import (
 // guess is the parent chosen, its preparation is used; otherwise it is
 // dropped and the parent prepared as before.
 
+// parentForm is the form of the parent index an engine takes.
+type parentForm int32
+
+const (
+	// formUnknown: the engine has not said yet (its Info is pending).
+	formUnknown parentForm = iota
+	// formPacked: packed as read (pluginapi.PackedIndex), sent so to an
+	// engine in a plugin and decoded into a map for one in this process.
+	formPacked
+	// formPrinted: fingerprinted as read (pluginapi.PrintedParent), for a
+	// plugin that takes fingerprints.
+	formPrinted
+)
+
+// parentFormOf returns the form eng takes, once its Info was asked.
+func parentFormOf(eng pluginapi.Engine) parentForm {
+	if pluginapi.TakesParentFingerprints(eng) {
+		return formPrinted
+	}
+	return formPacked
+}
+
 // preparedParent is a Writer with its parent pinned and the parent's change
 // index in the engine's form.
 type preparedParent struct {
 	w  *store.Writer
 	id string
+	// hint is about how many records the parent's index holds.
+	hint int
+	// form is the form the index was read in: idx holds it packed, or
+	// prints fingerprinted.
+	form parentForm
 	// idx is the parent's index, per stream, packed as it was read
 	// (pluginapi.PackedIndex: no map of every path is made for an engine
-	// in a plugin, which decodes it itself); indexErr is why there is
-	// none (wrapping store.ErrNotFound when the parent simply has no
-	// index).
-	idx      map[string]*pluginapi.PackedIndex
+	// in a plugin, which decodes it itself).
+	idx map[string]*pluginapi.PackedIndex
+	// prints is the parent's index fingerprinted as it was read, for an
+	// engine that takes fingerprints: venv-full's 46,509 records make
+	// 0.75 MB of fingerprints instead of a 4 MB packed index that was
+	// only fingerprinted in turn (packing it cost the host 50-100 ms of
+	// CPU per second create, mostly page faults of the fresh buffer).
+	prints *pluginapi.PrintedParent
+	// indexErr is why there is no index (wrapping store.ErrNotFound when
+	// the parent simply has none).
 	indexErr error
 	// dirs are the hashes of the index's directory chunks, for the
 	// directories the engine reports unchanged.
@@ -42,42 +76,96 @@ type preparedParent struct {
 }
 
 // prepareParent pins snapshot parent as w's parent and reads its change
-// index.
-func prepareParent(ctx context.Context, w *store.Writer, parent *store.Snapshot) *preparedParent {
-	id := parent.ID
+// index in the form form returns, asked once the parent is pinned.
+func prepareParent(ctx context.Context, w *store.Writer, parent *store.Snapshot, form func() parentForm) *preparedParent {
 	// The index holds a record per file, directory and symlink.
 	hint := int(min(parent.Stats.Files+parent.Stats.Dirs, 1<<22))
-	p := &preparedParent{w: w, id: id}
-	if p.pinErr = w.UseParent(ctx, id); p.pinErr != nil {
+	p := &preparedParent{w: w, id: parent.ID, hint: hint}
+	if p.pinErr = w.UseParent(ctx, p.id); p.pinErr != nil {
 		return p
 	}
-	idx := map[string]*pluginapi.PackedIndex{}
-	var cur *pluginapi.PackedIndex
-	var curStream string
-	dirs, err := store.ParentChangeIndexVisit(ctx, w, func(stream, path string, r store.IndexRecord) {
-		if cur == nil || stream != curStream {
-			if cur = idx[stream]; cur == nil {
-				cur = pluginapi.NewPackedIndex(hint)
-				idx[stream] = cur
-			}
-			curStream = stream
+	p.read(ctx, form())
+	return p
+}
+
+// read reads the pinned parent's change index in form form, replacing
+// what an earlier read left.
+func (p *preparedParent) read(ctx context.Context, form parentForm) {
+	p.form, p.idx, p.prints, p.dirs, p.indexErr = form, nil, nil, nil, nil
+	var visit func(stream, path string, r store.IndexRecord)
+	var idx map[string]*pluginapi.PackedIndex
+	var prints *pluginapi.PrintedParent
+	if form == formPrinted {
+		var err error
+		if prints, err = pluginapi.NewPrintedParent(p.hint); err != nil {
+			p.indexErr = err
+			return
 		}
-		cur.Add(path, indexEntryOf(r))
-	})
+		visit = func(stream, path string, r store.IndexRecord) {
+			prints.Add(stream, path, indexEntryOf(r))
+		}
+	} else {
+		idx = map[string]*pluginapi.PackedIndex{}
+		var cur *pluginapi.PackedIndex
+		var curStream string
+		visit = func(stream, path string, r store.IndexRecord) {
+			if cur == nil || stream != curStream {
+				if cur = idx[stream]; cur == nil {
+					cur = pluginapi.NewPackedIndex(p.hint)
+					idx[stream] = cur
+				}
+				curStream = stream
+			}
+			cur.Add(path, indexEntryOf(r))
+		}
+	}
+	dirs, err := store.ParentChangeIndexVisit(ctx, p.w, visit)
 	if err != nil {
 		p.indexErr = err
-		return p
+		return
 	}
-	p.idx, p.dirs = idx, dirs
-	return p
+	p.idx, p.prints, p.dirs = idx, prints, dirs
+}
+
+// setRequest gives req the index in p's form.
+func (p *preparedParent) setRequest(eng pluginapi.Engine, req *pluginapi.CaptureRequest) error {
+	if p.form == formPrinted {
+		req.ParentPrinted = p.prints
+		return nil
+	}
+	var err error
+	req.Parent, req.ParentPacked, err = pluginapi.ParentFor(eng, p.idx)
+	return err
 }
 
 // parentAhead is a guessed parent being prepared in its own goroutine.
 type parentAhead struct {
-	id    string
-	done  chan struct{}
+	id   string
+	done chan struct{}
+	// form is the engine's parentForm once the create knows it.
+	form  atomic.Int32
 	p     *preparedParent
 	taken bool
+}
+
+// setForm tells the preparation the form the engine takes. a may be nil.
+func (a *parentAhead) setForm(f parentForm) {
+	if a != nil {
+		a.form.Store(int32(f))
+	}
+}
+
+// guessForm is the form the preparation reads the index in: the engine's
+// if its Info has come, which it usually has not (the read starts as soon
+// as the parent is pinned, while the engine's process starts). Else
+// fingerprints: the parent was guessed as the file-tree engines name
+// their environments, and they take fingerprints. A wrong guess costs a
+// second read of the index (take).
+func (a *parentAhead) guessForm() parentForm {
+	if f := parentForm(a.form.Load()); f != formUnknown {
+		return f
+	}
+	return formPrinted
 }
 
 // startParentAhead starts preparing the parent a create will most likely
@@ -94,7 +182,7 @@ func (m *Manager) startParentAhead(ctx context.Context, opts CreateOptions) *par
 	a := &parentAhead{id: guess.ID, done: make(chan struct{})}
 	go func() {
 		defer close(a.done)
-		a.p = prepareParent(ctx, w, guess)
+		a.p = prepareParent(ctx, w, guess, a.guessForm)
 	}()
 	return a
 }
@@ -127,8 +215,9 @@ func (m *Manager) guessParent(ctx context.Context, opts CreateOptions) *store.Sn
 }
 
 // take returns the preparation if it is of parent id (waiting for it to
-// finish), and nil otherwise, dropping it. a may be nil.
-func (a *parentAhead) take(id string) *preparedParent {
+// finish), with the index in form form (read again if it was read in
+// another), and nil otherwise, dropping it. a may be nil.
+func (a *parentAhead) take(ctx context.Context, id string, form parentForm) *preparedParent {
 	if a == nil {
 		return nil
 	}
@@ -138,6 +227,9 @@ func (a *parentAhead) take(id string) *preparedParent {
 		return nil
 	}
 	a.taken = true
+	if a.p.form != form && a.p.indexErr == nil {
+		a.p.read(ctx, form)
+	}
 	return a.p
 }
 

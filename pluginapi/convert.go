@@ -1,7 +1,10 @@
 package pluginapi
 
 import (
+	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	enginepb "github.com/pypj/ptest-snap/pluginapi/proto"
 )
@@ -101,6 +104,21 @@ func captureRequestToProto(r *CaptureRequest, how parentWire) (*enginepb.Capture
 	var parent []*enginepb.ParentStream
 	var key []byte
 	switch {
+	case r.ParentPrinted != nil:
+		// Fingerprinted as the host read it; any other form given too
+		// goes under the same key.
+		if !how.fingerprints {
+			return nil, errors.New("parent index: fingerprints for an engine that does not take them")
+		}
+		key = r.ParentPrinted.key
+		for _, name := range slices.Sorted(maps.Keys(r.ParentPrinted.streams)) {
+			parent = append(parent, &enginepb.ParentStream{Name: name, Fingerprints: r.ParentPrinted.streams[name].b})
+		}
+		more, err := fingerprintsToProto(key, r.Parent, r.ParentPacked)
+		if err != nil {
+			return nil, fmt.Errorf("parent index: %w", err)
+		}
+		parent = append(parent, more...)
 	case how.fingerprints && (r.Parent != nil || r.ParentPacked != nil):
 		var err error
 		if key, err = newFingerprintKey(); err != nil {
@@ -169,17 +187,23 @@ func indexStreams(streams []*enginepb.ParentStream) []*enginepb.ParentStream {
 // fingerprintsFromProto returns the parent streams sent as fingerprints,
 // or nil if none was. A stream sent in several parts is one table.
 func fingerprintsFromProto(key []byte, streams []*enginepb.ParentStream) (map[string]*ParentFingerprints, error) {
-	parts := map[string][]byte{}
+	// A stream sent in one part (as the host does) is decoded where gRPC
+	// put it: no copy of its 0.75 MB.
+	parts := map[string][][]byte{}
 	for _, ps := range streams {
 		if f := ps.GetFingerprints(); len(f) > 0 {
-			parts[ps.GetName()] = append(parts[ps.GetName()], f...)
+			parts[ps.GetName()] = append(parts[ps.GetName()], f)
 		}
 	}
 	if len(parts) == 0 {
 		return nil, nil
 	}
 	out := make(map[string]*ParentFingerprints, len(parts))
-	for name, b := range parts {
+	for name, bs := range parts {
+		b := bs[0]
+		if len(bs) > 1 {
+			b = slices.Concat(bs...)
+		}
 		p, err := decodeFingerprints(key, b)
 		if err != nil {
 			return nil, fmt.Errorf("stream %q: %w", name, err)

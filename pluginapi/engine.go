@@ -207,8 +207,13 @@ type CaptureRequest struct {
 	// ParentFingerprints, on the engine's side, is the parent index of each
 	// stream as fingerprints, set instead of Parent for an engine that
 	// declares CapParentFingerprints (the host never sets it: Plugin
-	// sends Parent or ParentPacked so).
+	// sends Parent, ParentPacked or ParentPrinted so).
 	ParentFingerprints map[string]*ParentFingerprints
+	// ParentPrinted, on the host's side, is the parent's change index
+	// already fingerprinted as the host read it from its store, given
+	// instead of Parent and ParentPacked to a Plugin that takes
+	// fingerprints (TakesParentFingerprints); Plugin sends it as it is.
+	ParentPrinted *PrintedParent
 	// IndexOnly asks for entries without bodies (every file's body is
 	// omitted, and no file is marked Unchanged). The host uses it to
 	// compare a target with a snapshot before an in-place restore, giving

@@ -50,9 +50,30 @@ func TestFingerprintsRoundTrip(t *testing.T) {
 		}
 		packed[stream] = p
 	}
+	printed, err := NewPrintedParent(0)
+	require.NoError(t, err)
+	for stream, entries := range idx {
+		for path, e := range entries {
+			printed.Add(stream, path, e)
+		}
+	}
+	// Fingerprinted by the host for one stream, packed for the others.
+	part, err := NewPrintedParent(len(idx["rootfs"]))
+	require.NoError(t, err)
+	for path, e := range idx["rootfs"] {
+		part.Add("rootfs", path, e)
+	}
+	rest := map[string]*PackedIndex{}
+	for stream, p := range packed {
+		if stream != "rootfs" {
+			rest[stream] = p
+		}
+	}
 	for name, req := range map[string]*CaptureRequest{
-		"map":    {Target: "/t", Parent: idx},
-		"packed": {Target: "/t", ParentPacked: packed},
+		"map":     {Target: "/t", Parent: idx},
+		"packed":  {Target: "/t", ParentPacked: packed},
+		"printed": {Target: "/t", ParentPrinted: printed},
+		"mixed":   {Target: "/t", ParentPrinted: part, ParentPacked: rest},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got, wire := fingerprintRoundTrip(t, req)
@@ -93,6 +114,18 @@ func TestFingerprintsRoundTrip(t *testing.T) {
 			assert.False(t, nilPrints.File("a", 1, 2, 3, 4))
 			assert.Zero(t, nilPrints.Len())
 		})
+	}
+	n := 0
+	for _, entries := range idx {
+		n += len(entries)
+	}
+	assert.Equal(t, n, printed.Len())
+	var nilPrinted *PrintedParent
+	assert.Zero(t, nilPrinted.Len())
+	// Fingerprints cannot be undone for an engine that takes paths.
+	for _, how := range []parentWire{{}, {packed: true}} {
+		_, err := captureRequestToProto(&CaptureRequest{ParentPrinted: printed}, how)
+		assert.Error(t, err)
 	}
 	// Each request draws its own key.
 	_, a := fingerprintRoundTrip(t, &CaptureRequest{Parent: idx})
