@@ -435,7 +435,7 @@ const maxOpenAhead = 512
 // it is still open.
 func (it *item) closeFile() {
 	if it.fdOpen {
-		unix.Close(it.fd)
+		closeRaw(it.fd)
 		it.fdOpen = false
 	}
 }
@@ -444,12 +444,12 @@ func (it *item) closeFile() {
 // earlier lstat, and fills e.Xattrs from the open file (scratch is a
 // reusable buffer for that). fillSmallFile reads it.
 func openSmallFile(full string, e *pluginapi.Entry, scratch []byte) (int, error) {
-	fd, err := unix.Open(full, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := openCached(full)
 	if err != nil {
 		return -1, fmt.Errorf("open %q: %w", e.Path, err)
 	}
 	if e.Xattrs, err = readFdXattrs(fd, scratch); err != nil {
-		unix.Close(fd)
+		closeRaw(fd)
 		return -1, fmt.Errorf("%q: %w", e.Path, err)
 	}
 	return fd, nil
@@ -468,7 +468,7 @@ func fillSmallFile(fd int, e *pluginapi.Entry, buf []byte, attempts *int) error 
 		return fmt.Errorf("read %q: %w", e.Path, err)
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	if err := fstatRaw(fd, &st); err != nil {
 		return fmt.Errorf("fstat %q: %w", e.Path, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Ino != e.Inode {
@@ -490,11 +490,11 @@ func fillSmallFile(fd int, e *pluginapi.Entry, buf []byte, attempts *int) error 
 // the body always matches e. It also fills e.Xattrs from the open file;
 // scratch is a reusable buffer for that.
 func readSmallFile(full string, e *pluginapi.Entry, scratch []byte) ([]byte, error) {
-	fd, err := unix.Open(full, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := openCached(full)
 	if err != nil {
 		return nil, fmt.Errorf("open %q: %w", e.Path, err)
 	}
-	defer unix.Close(fd)
+	defer closeRaw(fd)
 	if e.Xattrs, err = readFdXattrs(fd, scratch); err != nil {
 		return nil, fmt.Errorf("%q: %w", e.Path, err)
 	}
@@ -507,7 +507,7 @@ func readSmallFile(full string, e *pluginapi.Entry, scratch []byte) ([]byte, err
 			return nil, fmt.Errorf("read %q: %w", e.Path, err)
 		}
 		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
+		if err := fstatRaw(fd, &st); err != nil {
 			putBuf(buf)
 			return nil, fmt.Errorf("fstat %q: %w", e.Path, err)
 		}
@@ -536,19 +536,17 @@ func refreshEntry(e *pluginapi.Entry, st *unix.Stat_t) pluginapi.Entry {
 // preadFull reads from fd at offset 0 until buf is full or a read comes
 // back short. A regular file reads short only at its end, so this saves the
 // extra read that would return 0; a file that grows meanwhile is caught by
-// the fstat that follows.
+// the fstat that follows. (A read from the page cache alone may also come
+// back short, where the cached part ends: it reads on then.)
 func preadFull(fd int, buf []byte) (int, error) {
 	n := 0
 	for n < len(buf) {
-		m, err := unix.Pread(fd, buf[n:], int64(n))
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
+		m, nowait, err := preadCached(fd, buf[n:], int64(n))
 		if err != nil {
 			return n, err
 		}
 		n += m
-		if m == 0 || n < len(buf) {
+		if m == 0 || n < len(buf) && !nowait {
 			break
 		}
 	}
