@@ -520,6 +520,33 @@ func TestCaptureBeyondTheRing(t *testing.T) {
 	check()
 }
 
+// TestCaptureSmallFilesAroundTheRing sends small files, which the plugin
+// reads straight into the ring, several times around it: frames that would
+// cross the ring's end, and a full ring, included.
+func TestCaptureSmallFilesAroundTheRing(t *testing.T) {
+	root := t.TempDir()
+	want := map[string][]byte{}
+	for i := range 150 {
+		b := make([]byte, 300<<10+i*4099)
+		for j := range b {
+			b[j] = byte(j*5 + i + j>>11)
+		}
+		name := fmt.Sprintf("f%03d", i)
+		want[name] = b
+		require.NoError(t, os.WriteFile(filepath.Join(root, name), b, 0o644))
+	}
+	h := newHost(t)
+	p := launch(t, h, "good")
+	for range 2 {
+		var w recordingWriter
+		require.NoError(t, p.Capture(context.Background(), &pluginapi.CaptureRequest{Target: root, Options: map[string]string{"fill": "1"}}, &w))
+		require.Len(t, w.entries, len(want))
+		for _, r := range w.entries {
+			require.True(t, bytes.Equal(want[r.entry.Path], r.body), r.entry.Path)
+		}
+	}
+}
+
 // TestPluginDiesWithItsHost kills a host process outright (SIGKILL, no
 // cleanup) and checks that its plugin does not outlive it.
 func TestPluginDiesWithItsHost(t *testing.T) {

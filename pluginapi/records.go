@@ -1,6 +1,7 @@
 package pluginapi
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -509,6 +510,95 @@ func (b *batcher) entry(e *Entry, body io.Reader, withBody bool) error {
 		}
 	}
 	return nil
+}
+
+// entryFill adds e and its body, which fill reads straight into the ring's
+// frame (or the batch's buffer): see BodyFiller. Nothing of e is added
+// before fill succeeds, so fill may change e and ask for another buffer.
+func (b *batcher) entryFill(e *Entry, fill func([]byte) error) error {
+	for {
+		if e.Size < 0 {
+			return fmt.Errorf("%q has negative size %d", e.Path, e.Size)
+		}
+		buf, where, pos, err := b.fillBuffer(e.Size)
+		if err != nil {
+			return err
+		}
+		if err := fill(buf); errors.Is(err, ErrRefill) {
+			continue
+		} else if err != nil {
+			return err
+		}
+		if where == fillOwn {
+			return b.entry(e, bytes.NewReader(buf), true)
+		}
+		// Adding e may flush the batch, which is fine: the body is
+		// written, and a flushed batch's buffer is not reused.
+		if err := b.entry(e, nil, false); err != nil {
+			return err
+		}
+		if where == fillRing {
+			b.ring.head += uint64(len(buf))
+			b.recs = append(b.recs, &enginepb.Record{Kind: &enginepb.Record_Shared{Shared: &enginepb.SharedFrame{Position: pos, Length: uint32(len(buf))}}})
+			b.ringBytes += len(buf)
+			if b.ringBytes >= BatchBytes || len(b.recs) >= maxBatchRecords {
+				return b.flush()
+			}
+			return nil
+		}
+		if b.buf == nil {
+			// The batch went out when e was added; buf, the end of its
+			// buffer, which it does not use, becomes the next one's.
+			b.buf = buf[:0]
+		}
+		b.buf = b.buf[:len(b.buf)+len(buf)]
+		b.recs = append(b.recs, &enginepb.Record{Kind: &enginepb.Record_Data{Data: buf}})
+		if len(b.buf) == cap(b.buf) || len(b.recs) >= maxBatchRecords {
+			return b.flush()
+		}
+		return nil
+	}
+}
+
+// Where fillBuffer put a body.
+const (
+	fillOwn   = iota // a buffer of its own
+	fillRing         // a frame of the ring, at pos
+	fillBatch        // the spare room of the batch's buffer, after its frames
+)
+
+// fillBuffer returns a buffer for a body of n bytes: a frame of the ring,
+// the rest of the batch's buffer, or a buffer of its own when neither
+// holds it in one piece.
+func (b *batcher) fillBuffer(n int64) (buf []byte, where int, pos uint64, err error) {
+	if n == 0 {
+		return nil, fillOwn, 0, nil
+	}
+	if n > MaxFrameSize {
+		return make([]byte, n), fillOwn, 0, nil
+	}
+	if b.ring != nil {
+		p, frame, err := b.ring.reserve(b.ctx, int(n), b.flush)
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		if int64(len(frame)) == n {
+			return frame, fillRing, p, nil
+		}
+		// The frame would cross the ring's end: entry cuts the body
+		// there, from a buffer of its own (once per RingSize bytes).
+		return make([]byte, n), fillOwn, 0, nil
+	}
+	if b.buf != nil && int64(cap(b.buf)-len(b.buf)) < n {
+		if err := b.flush(); err != nil {
+			return nil, 0, 0, err
+		}
+	}
+	if b.buf == nil {
+		b.buf = make([]byte, 0, BatchBytes)
+	}
+	end := int64(len(b.buf)) + n
+	return b.buf[len(b.buf):end:end], fillBatch, 0, nil
 }
 
 // ringBody reads e's body into the shared ring, frame by frame, and sends

@@ -110,6 +110,13 @@ type entryWithBody struct {
 // messages' records and what was read.
 func roundTrip(t *testing.T, items []entryWithBody) ([][]*enginepb.Record, []entryWithBody) {
 	t.Helper()
+	return roundTripWith(t, items, false)
+}
+
+// roundTripWith is roundTrip, the bodies of files given with
+// batcher.entryFill when fill is set.
+func roundTripWith(t *testing.T, items []entryWithBody, fill bool) ([][]*enginepb.Record, []entryWithBody) {
+	t.Helper()
 	var msgs [][]*enginepb.Record
 	b := batcher{send: func(recs []*enginepb.Record) error {
 		msgs = append(msgs, recs)
@@ -122,6 +129,14 @@ func roundTrip(t *testing.T, items []entryWithBody) ([][]*enginepb.Record, []ent
 			require.NoError(t, b.beginStream(cur))
 		}
 		e := it.e
+		if fill && e.Type == TypeFile {
+			require.NoError(t, b.entryFill(&e, func(buf []byte) error {
+				require.Len(t, buf, len(it.body))
+				copy(buf, it.body)
+				return nil
+			}))
+			continue
+		}
 		require.NoError(t, b.entry(&e, bytes.NewReader(it.body), e.Type == TypeFile))
 	}
 	require.NoError(t, b.flush())
@@ -167,7 +182,13 @@ func TestBatcherRoundTrip(t *testing.T) {
 	for i := range 5000 { // many small files share messages
 		items = append(items, entryWithBody{stream: "volume:data", e: Entry{Path: fmt.Sprintf("s%05d", i), Type: TypeFile, Size: 3}, body: []byte("abc")})
 	}
-	msgs, got := roundTrip(t, items)
+	for _, fill := range []bool{false, true} {
+		batcherRoundTrip(t, items, fill)
+	}
+}
+
+func batcherRoundTrip(t *testing.T, items []entryWithBody, fill bool) {
+	msgs, got := roundTripWith(t, items, fill)
 	require.Equal(t, len(items), len(got))
 	for i := range items {
 		require.Equal(t, items[i].e, got[i].e)

@@ -242,6 +242,41 @@ func (w *captureSender) WriteEntry(ctx context.Context, e *Entry, body io.Reader
 	return nil
 }
 
+// BodyFiller is implemented by the CaptureWriter a plugin's engine gets
+// (captureSender): it lets the engine read a small file's body straight
+// into the memory the body is sent from (the shared ring, or the batch
+// message's buffer) instead of into a buffer of its own that WriteEntry
+// then copies. A create of venv-full spent ~0.2 s of the plugin's CPU in
+// that copy (pprof: bytes.(*Reader).Read under batcher.ringBody).
+type BodyFiller interface {
+	// WriteEntryFill is WriteEntry for a regular file whose body fill
+	// reads: fill gets a buffer of exactly e.Size bytes and must fill it
+	// whole. If fill finds the file changed, it updates *e (the path
+	// stays) and returns ErrRefill, and is called again with a buffer of
+	// the new e.Size; it must give up by itself, with its own error,
+	// after a few attempts. fill is not called for an entry without a
+	// body. The entry is sent only once fill has succeeded.
+	WriteEntryFill(ctx context.Context, e *Entry, fill func(buf []byte) error) error
+}
+
+// ErrRefill is returned by a BodyFiller's fill function to have it called
+// again with a buffer of the entry's updated size.
+var ErrRefill = errors.New("body changed: fill again")
+
+// WriteEntryFill implements BodyFiller.
+func (w *captureSender) WriteEntryFill(ctx context.Context, e *Entry, fill func(buf []byte) error) error {
+	if !w.inStream {
+		return fmt.Errorf("entry %q written before any stream began", e.Path)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if e.Type != TypeFile || e.Unchanged || w.indexOnly {
+		return w.batch.entry(e, nil, false)
+	}
+	return w.batch.entryFill(e, fill)
+}
+
 func (s *engineServer) Restore(stream grpc.ClientStreamingServer[enginepb.RestoreMessage, enginepb.RestoreResponse]) error {
 	restoreCalls.begin()
 	defer restoreCalls.end()

@@ -145,6 +145,9 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 	if c.prints != nil {
 		c.parent = nil
 	}
+	if f, ok := w.(pluginapi.BodyFiller); ok {
+		c.filler = f
+	}
 	c.checkDirs = opts.UnchangedDirs && (len(c.parent) > 0 || c.prints.Len() > 0)
 	var wg sync.WaitGroup
 	for range opts.Readers {
@@ -177,6 +180,10 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 	// so no goroutine outlives the call.
 	cancel()
 	wg.Wait()
+	// Files the readers opened for a sender that stopped early.
+	for it := range c.ordered {
+		it.closeFile()
+	}
 	c.closeDirs()
 	unix.Close(rootFd)
 	if err != nil {
@@ -197,6 +204,10 @@ type item struct {
 	buf     []byte
 	readErr error
 	cost    int64
+	// fd is the open file of a read-ahead body the sender reads itself
+	// (capturer.filler), fdOpen whether it is still open.
+	fd     int
+	fdOpen bool
 	// linked: the file has other names, which may follow as hard links.
 	linked bool
 }
@@ -211,7 +222,11 @@ const (
 )
 
 type capturer struct {
-	opts    CaptureOptions
+	opts CaptureOptions
+	// filler, if set, is the writer as a BodyFiller: the readers only
+	// open small files and read their xattrs, and the sender reads each
+	// body straight into the memory it is sent from.
+	filler  pluginapi.BodyFiller
 	rootFd  int
 	prefix  string // root + "/"
 	links   map[devIno]string
@@ -323,6 +338,11 @@ func (c *capturer) walk(ctx context.Context, dirRel string, from dirFrom) error 
 		// then.
 		descend := it.e.Type == pluginapi.TypeDir && !it.e.Unchanged
 		if !c.emit(ctx, it) {
+			if it.body == bodyReadAhead {
+				// The readers see every item of c.work through.
+				<-it.done
+				it.closeFile()
+			}
 			return ctx.Err()
 		}
 		if descend {
@@ -364,6 +384,11 @@ func (c *capturer) planBody(ctx context.Context, it *item, k *child) error {
 	case it.e.Size <= readAheadMax:
 		it.body = bodyReadAhead
 		it.cost = c.budget.clamp(it.e.Size)
+		if c.filler != nil {
+			// The bodies are not held here, but the files are open
+			// until sent: bound how many.
+			it.cost = c.budget.clamp(max(it.e.Size, c.opts.ReadAheadBytes/maxOpenAhead))
+		}
 		if err := c.budget.acquire(ctx, it.cost); err != nil {
 			return err
 		}
@@ -388,13 +413,75 @@ func (c *capturer) unchanged(rel string, st *unix.Stat_t) bool {
 func (c *capturer) readAhead(ctx context.Context) {
 	scratch := make([]byte, 1024)
 	for it := range c.work {
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			it.readErr = ctx.Err()
-		} else {
+		case c.filler != nil:
+			it.fd, it.readErr = openSmallFile(c.prefix+it.e.Path, &it.e, scratch)
+			it.fdOpen = it.readErr == nil
+		default:
 			it.buf, it.readErr = readSmallFile(c.prefix+it.e.Path, &it.e, scratch)
 		}
 		close(it.done)
 	}
+}
+
+// maxOpenAhead bounds the files open for the sender (CaptureOptions
+// .ReadAheadBytes / maxOpenAhead is the least a file costs of the
+// read-ahead budget when the sender reads the bodies).
+const maxOpenAhead = 512
+
+// closeFile closes the file a reader opened for the sender, if it did and
+// it is still open.
+func (it *item) closeFile() {
+	if it.fdOpen {
+		closeRaw(it.fd)
+		it.fdOpen = false
+	}
+}
+
+// openSmallFile opens the file at full, whose entry e was made from an
+// earlier lstat, and fills e.Xattrs from the open file (scratch is a
+// reusable buffer for that). fillSmallFile reads it.
+func openSmallFile(full string, e *pluginapi.Entry, scratch []byte) (int, error) {
+	fd, err := openCached(full)
+	if err != nil {
+		return -1, fmt.Errorf("open %q: %w", e.Path, err)
+	}
+	if e.Xattrs, err = readFdXattrs(fd, scratch); err != nil {
+		closeRaw(fd)
+		return -1, fmt.Errorf("%q: %w", e.Path, err)
+	}
+	return fd, nil
+}
+
+// fillSmallFile reads the file open as fd into buf, which is e.Size bytes,
+// as readSmallFile does: if the file changed since e was made (it reads
+// short, or size, mtime or ctime differ after the read), it updates e from
+// the open file and returns pluginapi.ErrRefill, to be called again with a
+// buffer of the new size, at most readAttempts times in all (*attempts
+// counts them).
+func fillSmallFile(fd int, e *pluginapi.Entry, buf []byte, attempts *int) error {
+	*attempts++
+	n, err := preadFull(fd, buf)
+	if err != nil {
+		return fmt.Errorf("read %q: %w", e.Path, err)
+	}
+	var st unix.Stat_t
+	if err := fstatRaw(fd, &st); err != nil {
+		return fmt.Errorf("fstat %q: %w", e.Path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Ino != e.Inode {
+		return fmt.Errorf("%q was replaced: %w", e.Path, ErrFileChanged)
+	}
+	if n == len(buf) && int64(n) == e.Size && sameContentStat(e, &st) {
+		return nil
+	}
+	if *attempts >= readAttempts {
+		return fmt.Errorf("%q: %w", e.Path, ErrFileChanged)
+	}
+	*e = refreshEntry(e, &st)
+	return pluginapi.ErrRefill
 }
 
 // readSmallFile reads the whole file at full, whose entry e was made from an
@@ -403,11 +490,11 @@ func (c *capturer) readAhead(ctx context.Context) {
 // the body always matches e. It also fills e.Xattrs from the open file;
 // scratch is a reusable buffer for that.
 func readSmallFile(full string, e *pluginapi.Entry, scratch []byte) ([]byte, error) {
-	fd, err := unix.Open(full, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := openCached(full)
 	if err != nil {
 		return nil, fmt.Errorf("open %q: %w", e.Path, err)
 	}
-	defer unix.Close(fd)
+	defer closeRaw(fd)
 	if e.Xattrs, err = readFdXattrs(fd, scratch); err != nil {
 		return nil, fmt.Errorf("%q: %w", e.Path, err)
 	}
@@ -420,7 +507,7 @@ func readSmallFile(full string, e *pluginapi.Entry, scratch []byte) ([]byte, err
 			return nil, fmt.Errorf("read %q: %w", e.Path, err)
 		}
 		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
+		if err := fstatRaw(fd, &st); err != nil {
 			putBuf(buf)
 			return nil, fmt.Errorf("fstat %q: %w", e.Path, err)
 		}
@@ -449,19 +536,17 @@ func refreshEntry(e *pluginapi.Entry, st *unix.Stat_t) pluginapi.Entry {
 // preadFull reads from fd at offset 0 until buf is full or a read comes
 // back short. A regular file reads short only at its end, so this saves the
 // extra read that would return 0; a file that grows meanwhile is caught by
-// the fstat that follows.
+// the fstat that follows. (A read from the page cache alone may also come
+// back short, where the cached part ends: it reads on then.)
 func preadFull(fd int, buf []byte) (int, error) {
 	n := 0
 	for n < len(buf) {
-		m, err := unix.Pread(fd, buf[n:], int64(n))
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
+		m, nowait, err := preadCached(fd, buf[n:], int64(n))
 		if err != nil {
 			return n, err
 		}
 		n += m
-		if m == 0 || n < len(buf) {
+		if m == 0 || n < len(buf) && !nowait {
 			break
 		}
 	}
@@ -499,6 +584,13 @@ func (c *capturer) sendItem(ctx context.Context, w pluginapi.CaptureWriter, it *
 				return nil
 			}
 			return it.readErr
+		}
+		if it.fdOpen {
+			defer it.closeFile()
+			attempts := 0
+			return c.filler.WriteEntryFill(ctx, &it.e, func(buf []byte) error {
+				return fillSmallFile(it.fd, &it.e, buf, &attempts)
+			})
 		}
 		err := w.WriteEntry(ctx, &it.e, bytes.NewReader(it.buf))
 		putBuf(it.buf)

@@ -174,6 +174,22 @@ func (e *dirEngine) walk(ctx context.Context, req *pluginapi.CaptureRequest, w p
 			}
 		case fi.Mode().IsRegular():
 			ent.Type, ent.Size = pluginapi.TypeFile, fi.Size()
+			if f, ok := w.(pluginapi.BodyFiller); ok && req.Options["fill"] == "1" && !req.IndexOnly {
+				// Read the body straight into the writer's buffer.
+				file, err := os.Open(full)
+				if err != nil {
+					return err
+				}
+				err = f.WriteEntryFill(ctx, ent, func(buf []byte) error {
+					_, err := io.ReadFull(file, buf)
+					return err
+				})
+				file.Close()
+				if err != nil {
+					return err
+				}
+				continue
+			}
 			if !req.IndexOnly {
 				f, err := os.Open(full)
 				if err != nil {
