@@ -106,15 +106,9 @@ type entryWithBody struct {
 	body   []byte
 }
 
-// roundTrip packs items with a batcher and reads them back, returning the
-// messages' records and what was read.
-func roundTrip(t *testing.T, items []entryWithBody) ([][]*enginepb.Record, []entryWithBody) {
-	t.Helper()
-	return roundTripWith(t, items, false)
-}
-
-// roundTripWith is roundTrip, the bodies of files given with
-// batcher.entryFill when fill is set.
+// roundTripWith packs items with a batcher and reads them back, returning
+// the messages' records and what was read; with fill set, the bodies of
+// files are given with batcher.entryFill.
 func roundTripWith(t *testing.T, items []entryWithBody, fill bool) ([][]*enginepb.Record, []entryWithBody) {
 	t.Helper()
 	var msgs [][]*enginepb.Record
