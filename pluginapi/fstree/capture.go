@@ -84,6 +84,23 @@ type CaptureOptions struct {
 	ReadAheadBytes int64
 }
 
+// RequestOptions are the CaptureOptions that carry out req for a stream:
+// its excludes, its parent index in whichever form the host sent it, and
+// what it asks for (index only, parent xattrs, unchanged subtrees). An
+// engine that captures one directory tree passes them to Capture as they
+// are, so every file-tree engine honours a request the same way.
+func RequestOptions(stream string, req *pluginapi.CaptureRequest) CaptureOptions {
+	return CaptureOptions{
+		Stream:             stream,
+		Excludes:           req.Excludes,
+		Parent:             req.Parent,
+		ParentFingerprints: req.ParentFingerprints,
+		IndexOnly:          req.IndexOnly,
+		ParentXattrs:       req.ParentXattrs,
+		UnchangedDirs:      req.UnchangedDirs,
+	}
+}
+
 // Capture sends the tree under root to w as one stream: BeginStream(
 // opts.Stream), then one WriteEntry per directory, regular file, symlink and
 // hard link beneath root (root itself is not sent), depth-first in

@@ -77,16 +77,7 @@ func (Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w plug
 	if err := w.WriteMetadata(ctx, pluginapi.Metadata{Version: MetadataVersion, JSON: meta}); err != nil {
 		return err
 	}
-	return fstree.Capture(ctx, realPath, fstree.CaptureOptions{
-		Stream:   Stream,
-		Excludes: req.Excludes,
-		Parent:   req.Parent,
-
-		ParentFingerprints: req.ParentFingerprints,
-		IndexOnly:          req.IndexOnly,
-		ParentXattrs:       req.ParentXattrs,
-		UnchangedDirs:      req.UnchangedDirs,
-	}, w)
+	return fstree.Capture(ctx, realPath, fstree.RequestOptions(Stream, req), w)
 }
 
 // Restore writes the "rootfs" stream to req.Target (or, if empty, the

@@ -27,14 +27,5 @@ func (*Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w plu
 	if err := w.WriteMetadata(ctx, md); err != nil {
 		return err
 	}
-	return fstree.Capture(ctx, venv, fstree.CaptureOptions{
-		Stream:   StreamName,
-		Excludes: req.Excludes,
-		Parent:   req.Parent,
-
-		ParentFingerprints: req.ParentFingerprints,
-		IndexOnly:          req.IndexOnly,
-		ParentXattrs:       req.ParentXattrs,
-		UnchangedDirs:      req.UnchangedDirs,
-	}, w)
+	return fstree.Capture(ctx, venv, fstree.RequestOptions(StreamName, req), w)
 }
