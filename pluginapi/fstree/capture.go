@@ -507,14 +507,11 @@ func fillSmallFile(fd int, e *pluginapi.Entry, buf []byte, attempts *int) error 
 // the body always matches e. It also fills e.Xattrs from the open file;
 // scratch is a reusable buffer for that.
 func readSmallFile(full string, e *pluginapi.Entry, scratch []byte) ([]byte, error) {
-	fd, err := openCached(full)
+	fd, err := openSmallFile(full, e, scratch)
 	if err != nil {
-		return nil, fmt.Errorf("open %q: %w", e.Path, err)
+		return nil, err
 	}
 	defer closeRaw(fd)
-	if e.Xattrs, err = readFdXattrs(fd, scratch); err != nil {
-		return nil, fmt.Errorf("%q: %w", e.Path, err)
-	}
 	for range readAttempts {
 		// One byte more than expected, to notice a file that grew.
 		buf := getBuf(int(e.Size) + 1)
@@ -532,7 +529,7 @@ func readSmallFile(full string, e *pluginapi.Entry, scratch []byte) ([]byte, err
 			putBuf(buf)
 			return nil, fmt.Errorf("%q was replaced: %w", e.Path, ErrFileChanged)
 		}
-		if int64(n) == e.Size && st.Size == e.Size && st.Mtim.Nano() == e.MtimeNs && st.Ctim.Nano() == e.CtimeNs {
+		if int64(n) == e.Size && sameContentStat(e, &st) {
 			return buf[:n], nil
 		}
 		putBuf(buf)
