@@ -586,7 +586,9 @@ func (s *Store) removeOrphans(ctx context.Context, st *GCStats) error {
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefix}})
 			for it.Rewind(); it.Valid(); it.Next() {
 				item := it.Item()
-				if prefix == kindChunk && item.UserMeta() != metaFile {
+				if item.UserMeta() != metaFile {
+					// Inline: no file to keep. Every locator, of a
+					// chunk or a pack, is written with metaFile.
 					continue
 				}
 				err := item.Value(func(v []byte) error {
