@@ -538,13 +538,7 @@ func (b *batcher) entryFill(e *Entry, fill func([]byte) error) error {
 			return err
 		}
 		if where == fillRing {
-			b.ring.head += uint64(len(buf))
-			b.recs = append(b.recs, &enginepb.Record{Kind: &enginepb.Record_Shared{Shared: &enginepb.SharedFrame{Position: pos, Length: uint32(len(buf))}}})
-			b.ringBytes += len(buf)
-			if b.ringBytes >= BatchBytes || len(b.recs) >= maxBatchRecords {
-				return b.flush()
-			}
-			return nil
+			return b.sendFrame(pos, len(buf))
 		}
 		if b.buf == nil {
 			// The batch went out when e was added; buf, the end of its
@@ -615,15 +609,23 @@ func (b *batcher) ringBody(e *Entry, body io.Reader) error {
 			}
 			return fmt.Errorf("read %q: %w", e.Path, err)
 		}
-		b.ring.head += uint64(len(frame))
 		remaining -= int64(len(frame))
-		b.recs = append(b.recs, &enginepb.Record{Kind: &enginepb.Record_Shared{Shared: &enginepb.SharedFrame{Position: pos, Length: uint32(len(frame))}}})
-		b.ringBytes += len(frame)
-		if b.ringBytes >= BatchBytes || len(b.recs) >= maxBatchRecords {
-			if err := b.flush(); err != nil {
-				return err
-			}
+		if err := b.sendFrame(pos, len(frame)); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// sendFrame hands the n bytes written at pos of the ring to the host: the
+// ring's head moves past them and the batch gets their position, going out
+// once it holds a batch's worth of ring bytes or records.
+func (b *batcher) sendFrame(pos uint64, n int) error {
+	b.ring.head += uint64(n)
+	b.recs = append(b.recs, &enginepb.Record{Kind: &enginepb.Record_Shared{Shared: &enginepb.SharedFrame{Position: pos, Length: uint32(n)}}})
+	b.ringBytes += n
+	if b.ringBytes >= BatchBytes || len(b.recs) >= maxBatchRecords {
+		return b.flush()
 	}
 	return nil
 }
