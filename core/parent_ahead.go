@@ -171,6 +171,13 @@ func (a *parentAhead) guessForm() parentForm {
 // startParentAhead starts preparing the parent a create will most likely
 // choose, on a Writer of its own; nil if there is no likely parent.
 func (m *Manager) startParentAhead(ctx context.Context, opts CreateOptions) *parentAhead {
+	return m.startParentAheadIn(ctx, opts, formUnknown)
+}
+
+// startParentAheadIn is startParentAhead with the engine's form already
+// known (formUnknown if not): set before the preparation starts, so it
+// reads the index in that form.
+func (m *Manager) startParentAheadIn(ctx context.Context, opts CreateOptions, form parentForm) *parentAhead {
 	guess := m.guessParent(ctx, opts)
 	if guess == nil {
 		return nil
@@ -180,6 +187,7 @@ func (m *Manager) startParentAhead(ctx context.Context, opts CreateOptions) *par
 		return nil
 	}
 	a := &parentAhead{id: guess.ID, done: make(chan struct{})}
+	a.setForm(form)
 	go func() {
 		defer close(a.done)
 		a.p = prepareParent(ctx, w, guess, a.guessForm)

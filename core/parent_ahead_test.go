@@ -83,9 +83,10 @@ func TestParentAheadFormGuess(t *testing.T) {
 	require.NoError(t, err)
 
 	start := func(form parentForm) *parentAhead {
-		a := m.startParentAhead(ctx, CreateOptions{Engine: "dir", Target: src, Parent: s1.ID})
+		// The form is set before the preparation starts: "known in
+		// time" must not depend on which goroutine runs first.
+		a := m.startParentAheadIn(ctx, CreateOptions{Engine: "dir", Target: src, Parent: s1.ID}, form)
 		require.NotNil(t, a)
-		a.setForm(form)
 		<-a.done
 		return a
 	}
