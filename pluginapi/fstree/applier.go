@@ -187,7 +187,15 @@ type Applier struct {
 	// openParent to mark when a stream goes back into one.
 	earlyDirs map[string]*earlyDir
 
-	jobs       chan *fileJob
+	// queues are the workers' job queues, one each: every file of a
+	// directory goes to the queue of the worker the directory was given
+	// (dirHandle.worker), so no two workers create entries in the same
+	// directory at once. Creating an entry takes its directory's i_rwsem
+	// exclusively; workers sharing a directory spun on it
+	// (rwsem_spin_on_owner under path_openat), burning CPU a 2-core
+	// machine lacks.
+	queues     []chan *fileJob
+	nextWorker int // where the search for the least busy worker starts
 	jobsClosed bool
 	pending    sync.WaitGroup // jobs queued and not yet written
 	workers    sync.WaitGroup
@@ -206,6 +214,10 @@ type Applier struct {
 type dirHandle struct {
 	fd   int
 	refs atomic.Int32
+	// worker is the index of the worker writing this directory's files
+	// (Applier.queues), -1 until its first file; set and read only by
+	// the goroutine calling Apply.
+	worker int
 	// fin, if set, is the metadata this fresh directory of a new target
 	// gets once its last user lets it go: the Applier has moved past it
 	// in the stream and every file queued into it is written, so nothing
@@ -226,7 +238,7 @@ type earlyDir struct {
 }
 
 func newDirHandle(fd int) *dirHandle {
-	d := &dirHandle{fd: fd}
+	d := &dirHandle{fd: fd, worker: -1}
 	d.refs.Store(1)
 	return d
 }
@@ -310,7 +322,7 @@ func NewApplier(root string, opts ApplyOptions) (*Applier, error) {
 		dirty:    make(map[string]bool),
 		fresh:    make(map[string]bool),
 		tmpDirs:  make(map[string]string),
-		jobs:     make(chan *fileJob, 4*opts.Workers),
+		queues:   make([]chan *fileJob, opts.Workers),
 		memory:   newBudget(opts.WriteBehindBytes),
 	}
 	if opts.RecordWritten {
@@ -323,9 +335,10 @@ func NewApplier(root string, opts ApplyOptions) (*Applier, error) {
 		a.earlyDirs = make(map[string]*earlyDir)
 	}
 	a.stack = []openDir{{path: "", dir: a.rootDir}}
-	for range opts.Workers {
+	for i := range a.queues {
+		a.queues[i] = make(chan *fileJob, workerQueueLen)
 		a.workers.Add(1)
-		go a.work(a.jobs)
+		go a.work(a.queues[i])
 	}
 	return a, nil
 }
@@ -752,12 +765,38 @@ func (a *Applier) applyFile(ctx context.Context, dir *dirHandle, name string, e 
 	job.dir = dir.ref()
 	a.pending.Add(1)
 	select {
-	case a.jobs <- job:
+	case a.queues[a.workerFor(dir)] <- job:
 		return nil
 	case <-ctx.Done():
 		a.finishJob(job)
 		return ctx.Err()
 	}
+}
+
+// workerQueueLen is the length of each worker's queue. Memory is bounded
+// by WriteBehindBytes; this only lets the Apply goroutine run ahead of a
+// worker busy with a large directory, on to directories given to others.
+const workerQueueLen = 64
+
+// workerFor returns the worker that writes the files of dir, giving dir
+// one if it has none yet: the worker with the fewest queued jobs, looking
+// from the one after the last given, so consecutive directories go to
+// different workers when several are idle.
+func (a *Applier) workerFor(dir *dirHandle) int {
+	if dir.worker >= 0 {
+		return dir.worker
+	}
+	n := len(a.queues)
+	best, bestLen := -1, 0
+	for k := range n {
+		i := (a.nextWorker + k) % n
+		if l := len(a.queues[i]); best < 0 || l < bestLen {
+			best, bestLen = i, l
+		}
+	}
+	a.nextWorker = (best + 1) % n
+	dir.worker = best
+	return best
 }
 
 // work writes queued file bodies until the job channel closes.
@@ -1533,7 +1572,9 @@ func removeCreatedParents(dir, top string) {
 
 func (a *Applier) stopWorkers() {
 	if !a.jobsClosed {
-		close(a.jobs)
+		for _, q := range a.queues {
+			close(q)
+		}
 		a.jobsClosed = true
 		a.workers.Wait()
 	}
