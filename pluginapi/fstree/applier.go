@@ -22,9 +22,13 @@ import (
 // Defaults of ApplyOptions.
 const (
 	// DefaultWorkers is the default number of goroutines writing files.
-	// Creating a file is mostly kernel work (inode, directory entry,
-	// journal), which parallelises beyond the core count.
-	DefaultWorkers = 8
+	// Creating a file is kernel work that needs a core (on a restore's
+	// time scale nothing waits for the device): the workers make their
+	// system calls without yielding their P (see rawOpenat), so more
+	// workers than cores only queue. Three keep two cores busy beside the
+	// host's decoding when one worker is held up in a large directory
+	// (each directory's files go to one worker, Applier.queues).
+	DefaultWorkers = 3
 	// DefaultWriteBehindBytes bounds the memory of bodies queued for the
 	// workers.
 	DefaultWriteBehindBytes = 64 << 20
@@ -655,7 +659,7 @@ func (a *Applier) applyFreshDir(dir *dirHandle, name string, e *pluginapi.Entry)
 	if e.Mode&0o700 == 0o700 {
 		created = e.Mode & createPerm
 	}
-	if err := unix.Mkdirat(dir.fd, name, created); err != nil {
+	if err := rawMkdirat(dir.fd, name, created); err != nil {
 		return fmt.Errorf("mkdir: %w", err)
 	}
 	m := dirMeta{e: cloneEntry(e)}
@@ -879,7 +883,7 @@ const createPerm = 0o755
 func (a *Applier) writeFile(dir *dirHandle, name string, direct bool, e *pluginapi.Entry, data []byte, src io.Reader) error {
 	var fd int
 	tmp, err := a.create(name, direct, func(n string) (err error) {
-		fd, err = unix.Openat(dir.fd, n, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, e.Mode&createPerm)
+		fd, err = rawOpenat(dir.fd, n, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, e.Mode&createPerm)
 		return err
 	})
 	if err != nil {
@@ -887,7 +891,7 @@ func (a *Applier) writeFile(dir *dirHandle, name string, direct bool, e *plugina
 	}
 	var st unix.Stat_t
 	if err := a.fillFile(fd, e, data, src, &st); err != nil {
-		unix.Close(fd)
+		rawClose(fd)
 		_ = unix.Unlinkat(dir.fd, tmp, 0)
 		return err
 	}
@@ -895,17 +899,17 @@ func (a *Applier) writeFile(dir *dirHandle, name string, direct bool, e *plugina
 	// after the rename (which sets the ctime). A failing close (not on
 	// local file systems) still fails the restore.
 	if err := a.publish(dir, tmp, name); err != nil {
-		unix.Close(fd)
+		rawClose(fd)
 		return err
 	}
 	if a.written != nil {
 		if tmp != name {
 			// The rename moved the ctime.
-			err = unix.Fstat(fd, &st)
+			err = rawFstat(fd, &st)
 		}
 		a.recordWritten(&st, err, e.Path)
 	}
-	if err := unix.Close(fd); err != nil {
+	if err := rawClose(fd); err != nil {
 		return fmt.Errorf("close: %w", err)
 	}
 	return nil
@@ -962,7 +966,7 @@ func (a *Applier) Written() map[string]pluginapi.IndexEntry {
 // its statistics after the last change in st.
 func (a *Applier) fillFile(fd int, e *pluginapi.Entry, data []byte, src io.Reader, st *unix.Stat_t) error {
 	if src == nil {
-		if err := writeAll(fd, data); err != nil {
+		if err := rawWriteAll(fd, data); err != nil {
 			return fmt.Errorf("write: %w", err)
 		}
 	} else if err := copyExact(fd, src, e.Size); err != nil {
@@ -977,7 +981,7 @@ func (a *Applier) fillFile(fd int, e *pluginapi.Entry, data []byte, src io.Reade
 	if err := futimens(fd, e.MtimeNs); err != nil {
 		return fmt.Errorf("set mtime: %w", err)
 	}
-	if err := unix.Fstat(fd, st); err != nil {
+	if err := rawFstat(fd, st); err != nil {
 		return fmt.Errorf("stat: %w", err)
 	}
 	changed := false
@@ -1012,7 +1016,7 @@ func copyExact(fd int, src io.Reader, size int64) error {
 		if _, err := io.ReadFull(src, buf[:n]); err != nil {
 			return fmt.Errorf("read body: %w", err)
 		}
-		if err := writeAll(fd, buf[:n]); err != nil {
+		if err := rawWriteAll(fd, buf[:n]); err != nil {
 			return fmt.Errorf("write: %w", err)
 		}
 		size -= int64(n)
