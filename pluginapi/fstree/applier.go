@@ -22,9 +22,13 @@ import (
 // Defaults of ApplyOptions.
 const (
 	// DefaultWorkers is the default number of goroutines writing files.
-	// Creating a file is mostly kernel work (inode, directory entry,
-	// journal), which parallelises beyond the core count.
-	DefaultWorkers = 8
+	// Creating a file is kernel work that needs a core (on a restore's
+	// time scale nothing waits for the device): the workers make their
+	// system calls without yielding their P (see rawOpenat), so more
+	// workers than cores only queue. Three keep two cores busy beside the
+	// host's decoding when one worker is held up in a large directory
+	// (each directory's files go to one worker, Applier.queues).
+	DefaultWorkers = 3
 	// DefaultWriteBehindBytes bounds the memory of bodies queued for the
 	// workers.
 	DefaultWriteBehindBytes = 64 << 20
@@ -187,7 +191,15 @@ type Applier struct {
 	// openParent to mark when a stream goes back into one.
 	earlyDirs map[string]*earlyDir
 
-	jobs       chan *fileJob
+	// queues are the workers' job queues, one each: every file of a
+	// directory goes to the queue of the worker the directory was given
+	// (dirHandle.worker), so no two workers create entries in the same
+	// directory at once. Creating an entry takes its directory's i_rwsem
+	// exclusively; workers sharing a directory spun on it
+	// (rwsem_spin_on_owner under path_openat), burning CPU a 2-core
+	// machine lacks.
+	queues     []chan *fileJob
+	nextWorker int // where the search for the least busy worker starts
 	jobsClosed bool
 	pending    sync.WaitGroup // jobs queued and not yet written
 	workers    sync.WaitGroup
@@ -206,6 +218,10 @@ type Applier struct {
 type dirHandle struct {
 	fd   int
 	refs atomic.Int32
+	// worker is the index of the worker writing this directory's files
+	// (Applier.queues), -1 until its first file; set and read only by
+	// the goroutine calling Apply.
+	worker int
 	// fin, if set, is the metadata this fresh directory of a new target
 	// gets once its last user lets it go: the Applier has moved past it
 	// in the stream and every file queued into it is written, so nothing
@@ -226,7 +242,7 @@ type earlyDir struct {
 }
 
 func newDirHandle(fd int) *dirHandle {
-	d := &dirHandle{fd: fd}
+	d := &dirHandle{fd: fd, worker: -1}
 	d.refs.Store(1)
 	return d
 }
@@ -310,7 +326,7 @@ func NewApplier(root string, opts ApplyOptions) (*Applier, error) {
 		dirty:    make(map[string]bool),
 		fresh:    make(map[string]bool),
 		tmpDirs:  make(map[string]string),
-		jobs:     make(chan *fileJob, 4*opts.Workers),
+		queues:   make([]chan *fileJob, opts.Workers),
 		memory:   newBudget(opts.WriteBehindBytes),
 	}
 	if opts.RecordWritten {
@@ -323,9 +339,10 @@ func NewApplier(root string, opts ApplyOptions) (*Applier, error) {
 		a.earlyDirs = make(map[string]*earlyDir)
 	}
 	a.stack = []openDir{{path: "", dir: a.rootDir}}
-	for range opts.Workers {
+	for i := range a.queues {
+		a.queues[i] = make(chan *fileJob, workerQueueLen)
 		a.workers.Add(1)
-		go a.work(a.jobs)
+		go a.work(a.queues[i])
 	}
 	return a, nil
 }
@@ -642,7 +659,7 @@ func (a *Applier) applyFreshDir(dir *dirHandle, name string, e *pluginapi.Entry)
 	if e.Mode&0o700 == 0o700 {
 		created = e.Mode & createPerm
 	}
-	if err := unix.Mkdirat(dir.fd, name, created); err != nil {
+	if err := rawMkdirat(dir.fd, name, created); err != nil {
 		return fmt.Errorf("mkdir: %w", err)
 	}
 	m := dirMeta{e: cloneEntry(e)}
@@ -752,12 +769,38 @@ func (a *Applier) applyFile(ctx context.Context, dir *dirHandle, name string, e 
 	job.dir = dir.ref()
 	a.pending.Add(1)
 	select {
-	case a.jobs <- job:
+	case a.queues[a.workerFor(dir)] <- job:
 		return nil
 	case <-ctx.Done():
 		a.finishJob(job)
 		return ctx.Err()
 	}
+}
+
+// workerQueueLen is the length of each worker's queue. Memory is bounded
+// by WriteBehindBytes; this only lets the Apply goroutine run ahead of a
+// worker busy with a large directory, on to directories given to others.
+const workerQueueLen = 64
+
+// workerFor returns the worker that writes the files of dir, giving dir
+// one if it has none yet: the worker with the fewest queued jobs, looking
+// from the one after the last given, so consecutive directories go to
+// different workers when several are idle.
+func (a *Applier) workerFor(dir *dirHandle) int {
+	if dir.worker >= 0 {
+		return dir.worker
+	}
+	n := len(a.queues)
+	best, bestLen := -1, 0
+	for k := range n {
+		i := (a.nextWorker + k) % n
+		if l := len(a.queues[i]); best < 0 || l < bestLen {
+			best, bestLen = i, l
+		}
+	}
+	a.nextWorker = (best + 1) % n
+	dir.worker = best
+	return best
 }
 
 // work writes queued file bodies until the job channel closes.
@@ -840,7 +883,7 @@ const createPerm = 0o755
 func (a *Applier) writeFile(dir *dirHandle, name string, direct bool, e *pluginapi.Entry, data []byte, src io.Reader) error {
 	var fd int
 	tmp, err := a.create(name, direct, func(n string) (err error) {
-		fd, err = unix.Openat(dir.fd, n, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, e.Mode&createPerm)
+		fd, err = rawOpenat(dir.fd, n, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, e.Mode&createPerm)
 		return err
 	})
 	if err != nil {
@@ -848,7 +891,7 @@ func (a *Applier) writeFile(dir *dirHandle, name string, direct bool, e *plugina
 	}
 	var st unix.Stat_t
 	if err := a.fillFile(fd, e, data, src, &st); err != nil {
-		unix.Close(fd)
+		rawClose(fd)
 		_ = unix.Unlinkat(dir.fd, tmp, 0)
 		return err
 	}
@@ -856,17 +899,17 @@ func (a *Applier) writeFile(dir *dirHandle, name string, direct bool, e *plugina
 	// after the rename (which sets the ctime). A failing close (not on
 	// local file systems) still fails the restore.
 	if err := a.publish(dir, tmp, name); err != nil {
-		unix.Close(fd)
+		rawClose(fd)
 		return err
 	}
 	if a.written != nil {
 		if tmp != name {
 			// The rename moved the ctime.
-			err = unix.Fstat(fd, &st)
+			err = rawFstat(fd, &st)
 		}
 		a.recordWritten(&st, err, e.Path)
 	}
-	if err := unix.Close(fd); err != nil {
+	if err := rawClose(fd); err != nil {
 		return fmt.Errorf("close: %w", err)
 	}
 	return nil
@@ -923,7 +966,7 @@ func (a *Applier) Written() map[string]pluginapi.IndexEntry {
 // its statistics after the last change in st.
 func (a *Applier) fillFile(fd int, e *pluginapi.Entry, data []byte, src io.Reader, st *unix.Stat_t) error {
 	if src == nil {
-		if err := writeAll(fd, data); err != nil {
+		if err := rawWriteAll(fd, data); err != nil {
 			return fmt.Errorf("write: %w", err)
 		}
 	} else if err := copyExact(fd, src, e.Size); err != nil {
@@ -938,7 +981,7 @@ func (a *Applier) fillFile(fd int, e *pluginapi.Entry, data []byte, src io.Reade
 	if err := futimens(fd, e.MtimeNs); err != nil {
 		return fmt.Errorf("set mtime: %w", err)
 	}
-	if err := unix.Fstat(fd, st); err != nil {
+	if err := rawFstat(fd, st); err != nil {
 		return fmt.Errorf("stat: %w", err)
 	}
 	changed := false
@@ -973,7 +1016,7 @@ func copyExact(fd int, src io.Reader, size int64) error {
 		if _, err := io.ReadFull(src, buf[:n]); err != nil {
 			return fmt.Errorf("read body: %w", err)
 		}
-		if err := writeAll(fd, buf[:n]); err != nil {
+		if err := rawWriteAll(fd, buf[:n]); err != nil {
 			return fmt.Errorf("write: %w", err)
 		}
 		size -= int64(n)
@@ -1533,7 +1576,9 @@ func removeCreatedParents(dir, top string) {
 
 func (a *Applier) stopWorkers() {
 	if !a.jobsClosed {
-		close(a.jobs)
+		for _, q := range a.queues {
+			close(q)
+		}
 		a.jobsClosed = true
 		a.workers.Wait()
 	}

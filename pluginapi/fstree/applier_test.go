@@ -453,3 +453,48 @@ func TestApplierRejectsBadExclude(t *testing.T) {
 	_, err := NewApplier(t.TempDir(), ApplyOptions{InPlace: true, Excludes: []string{"[oops"}})
 	require.ErrorIs(t, err, path.ErrBadPattern)
 }
+
+// TestWorkerPerDirectory: every file of a directory goes to the worker the
+// directory was given, and idle workers take consecutive directories in
+// turn, so no two workers create in one directory at once.
+func TestWorkerPerDirectory(t *testing.T) {
+	a := &Applier{queues: make([]chan *fileJob, 3)}
+	for i := range a.queues {
+		a.queues[i] = make(chan *fileJob, workerQueueLen)
+	}
+	d0, d1, d2, d3 := newDirHandle(-1), newDirHandle(-1), newDirHandle(-1), newDirHandle(-1)
+	assert.Equal(t, 0, a.workerFor(d0))
+	assert.Equal(t, 1, a.workerFor(d1))
+	assert.Equal(t, 0, a.workerFor(d0), "a directory keeps its worker")
+	assert.Equal(t, 2, a.workerFor(d2))
+	// Worker 0 is busy: the next directory goes to an idle one.
+	a.queues[0] <- &fileJob{}
+	assert.Equal(t, 1, a.workerFor(d3))
+	assert.Equal(t, 0, a.workerFor(d0), "even when its queue is the longest")
+}
+
+// TestRoundTripManyDirectoriesEachWorkerCount restores a tree of many
+// directories, each with files, subdirectories and files after them (so a
+// directory's files are queued before and after its subdirectories'), with
+// one worker and with more workers than directories at a level.
+func TestRoundTripManyDirectoriesEachWorkerCount(t *testing.T) {
+	src := t.TempDir()
+	for i := range 12 {
+		d := filepath.Join(src, fmt.Sprintf("pkg%02d", i))
+		require.NoError(t, os.MkdirAll(filepath.Join(d, "sub", "deeper"), 0o755))
+		for j := range 5 {
+			body := []byte(strings.Repeat(fmt.Sprintf("%d-%d\n", i, j), i*50+j+1))
+			require.NoError(t, os.WriteFile(filepath.Join(d, fmt.Sprintf("a%d.py", j)), body, 0o644))
+			require.NoError(t, os.WriteFile(filepath.Join(d, fmt.Sprintf("z%d.py", j)), body, 0o600))
+			require.NoError(t, os.WriteFile(filepath.Join(d, "sub", fmt.Sprintf("m%d.py", j)), body, 0o755))
+			require.NoError(t, os.WriteFile(filepath.Join(d, "sub", "deeper", fmt.Sprintf("n%d", j)), body, 0o644))
+		}
+	}
+	snap := capture(t, src, CaptureOptions{})
+	for _, workers := range []int{1, 2, DefaultWorkers, 16} {
+		dst := filepath.Join(t.TempDir(), "restored")
+		require.NoError(t, restore(t, snap.recs, dst, ApplyOptions{Workers: workers}))
+		again := capture(t, dst, CaptureOptions{})
+		assert.Equal(t, comparable(snap.recs), comparable(again.recs), "workers=%d", workers)
+	}
+}
