@@ -202,6 +202,11 @@ type packer struct {
 	// firstSealed counts them.
 	mixFirst    bool
 	firstSealed atomic.Int64
+	// asyncErr is the first error of a pack sealed on its own goroutine
+	// (Writer.sealAsync), returned by every flush after it: a Writer may
+	// rely on a member of that pack, so no commit may succeed. Guarded
+	// by mu.
+	asyncErr error
 }
 
 func (p *packer) init(s *Store) {
@@ -247,6 +252,19 @@ func (p *packer) add(w *Writer, h Hash, data []byte, kind string) error {
 	p.open = nil
 	p.sealing[b] = struct{}{}
 	p.mu.Unlock()
+	if w != nil && w.sealAsync.Load() {
+		// flush waits for it (b is in p.sealing until seal ends).
+		go func() {
+			if err := p.seal(b); err != nil {
+				p.mu.Lock()
+				if p.asyncErr == nil {
+					p.asyncErr = err
+				}
+				p.mu.Unlock()
+			}
+		}()
+		return nil
+	}
 	return p.seal(b)
 }
 
@@ -338,6 +356,9 @@ func (p *packer) flush() error {
 	}
 	for len(p.sealing) > 0 {
 		p.sealed.Wait()
+	}
+	if err == nil {
+		err = p.asyncErr
 	}
 	p.mu.Unlock()
 	return err
