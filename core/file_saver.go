@@ -282,6 +282,7 @@ func (fs *fileSaver) queue(ctx context.Context, pf *pendingFile, buf []byte) err
 func (fs *fileSaver) close() {
 	close(fs.jobs)
 	fs.wg.Wait()
+	dropLargeBufs()
 }
 
 // countingReader counts the bytes read through it.

@@ -327,6 +327,10 @@ func (w *Writer) putPendingIndex(ctx context.Context) error {
 	order, chunks := w.pendingOrder, w.pendingIndex
 	w.pendingOrder, w.pendingIndex = nil, nil
 	w.mu.Unlock()
+	// The packs fill while the next are laid out; commit's packer.flush
+	// waits for them and reports their errors.
+	w.sealAsync.Store(true)
+	defer w.sealAsync.Store(false)
 	for i := len(order) - 1; i >= 0; i-- {
 		h := order[i]
 		if err := w.put(ctx, h, chunks[h], true); err != nil {

@@ -49,7 +49,7 @@ type kv struct {
 // of CPU and ~100 MB of buffers per venv-full create). stored is the
 // encoded length.
 func (s *Store) putFile(key []byte, data []byte, encode func(dst, src []byte) []byte) (e kv, stored int, err error) {
-	sp := scratchPool.Get().(*[]byte)
+	sp := getScratch()
 	if bound := len(data) + len(data)>>6 + 64; cap(*sp) < bound {
 		*sp = make([]byte, 0, bound)
 	}
@@ -65,13 +65,13 @@ func (s *Store) putFile(key []byte, data []byte, encode func(dst, src []byte) []
 			e = kv{key: key, val: bytes.Clone(out)}
 		}
 		*sp = out[:0]
-		scratchPool.Put(sp)
+		putScratch(sp)
 		return e, stored, nil
 	}
 	f, loc, err := s.files.create(out)
 	if cap(out) <= 8<<20 {
 		*sp = out[:0]
-		scratchPool.Put(sp)
+		putScratch(sp)
 	}
 	if err != nil {
 		return kv{}, 0, err
@@ -881,7 +881,7 @@ func (s *Store) encodeBig(dst, src []byte) []byte { return s.codec.EncodeLevel(d
 // codec's methods): a large one is returned in a pooled buffer (buf, nil
 // for a small one) that the queue recycles once the value is in Badger.
 func (s *Store) encodeValue(data []byte, encode func(dst, src []byte) []byte) (enc []byte, buf *[]byte) {
-	sp := scratchPool.Get().(*[]byte)
+	sp := getScratch()
 	// Room for the worst case (zstd's raw blocks, or our raw fallback
 	// and header), so that EncodeAll never grows the scratch by copying:
 	// it did for every pack (2 MiB, ~600 KB encoded) taken from a pool
@@ -898,7 +898,7 @@ func (s *Store) encodeValue(data []byte, encode func(dst, src []byte) []byte) (e
 	}
 	if cap(out) <= 8<<20 {
 		*sp = out[:0]
-		scratchPool.Put(sp)
+		putScratch(sp)
 	}
 	return enc, buf
 }
@@ -908,7 +908,31 @@ func (s *Store) encodeValue(data []byte, encode func(dst, src []byte) []byte) (e
 // until the batch is written. Encoding into a pooled buffer and keeping an
 // exact-size copy halves the memory the queue holds and the garbage the
 // Go heap must absorb (measured: peak Go heap of a venv-full snapshot).
+// The first few grown to a pack's size stay out of the collector's reach
+// (scratchKept; keptBufs says why).
 var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 256<<10); return &b }}
+
+// scratchKept: one scratch buffer per worker compressing at once, and one
+// for the commit's goroutine.
+var scratchKept = keptBufs{max: 4}
+
+// scratchKeepMin: scratch buffers at least this large (a pack's bound)
+// go to scratchKept first.
+const scratchKeepMin = packTarget
+
+func getScratch() *[]byte {
+	if b := scratchKept.get(); b != nil {
+		return b
+	}
+	return scratchPool.Get().(*[]byte)
+}
+
+func putScratch(b *[]byte) {
+	if cap(*b) >= scratchKeepMin && scratchKept.put(b) {
+		return
+	}
+	scratchPool.Put(b)
+}
 
 // bigChunkLevel is the zstd level of chunks stored alone (files above
 // packMaxChunk, in FastCDC pieces: mostly .so binaries); packs of small
@@ -977,12 +1001,12 @@ func (s *Store) encode(data []byte) []byte { return s.encodeLevel(data, 0) }
 
 // encodeLevel is encode at another level (0: the codec's).
 func (s *Store) encodeLevel(data []byte, level zstd.EncoderLevel) []byte {
-	bp := scratchPool.Get().(*[]byte)
+	bp := getScratch()
 	buf := s.codec.EncodeLevel((*bp)[:0], data, level)
 	enc := bytes.Clone(buf)
 	if cap(buf) <= 8<<20 {
 		*bp = buf[:0]
-		scratchPool.Put(bp)
+		putScratch(bp)
 	}
 	return enc
 }

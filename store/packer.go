@@ -202,6 +202,11 @@ type packer struct {
 	// firstSealed counts them.
 	mixFirst    bool
 	firstSealed atomic.Int64
+	// asyncErr is the first error of a pack sealed on its own goroutine
+	// (Writer.sealAsync), returned by every flush after it: a Writer may
+	// rely on a member of that pack, so no commit may succeed. Guarded
+	// by mu.
+	asyncErr error
 }
 
 func (p *packer) init(s *Store) {
@@ -211,12 +216,57 @@ func (p *packer) init(s *Store) {
 	p.sealing = map[*packBuf]struct{}{}
 }
 
-// packBufPool recycles the raw buffers of sealed packs (1 MiB each, one
-// per ~25 small files: otherwise the largest source of garbage).
+// packBufPool recycles the raw buffers of packs (2 MiB each, one per ~300
+// small files: otherwise the largest source of garbage); packBufsKept
+// holds the first few of them out of the collector's reach (keptBufs).
 var packBufPool = sync.Pool{New: func() any { b := make([]byte, 0, packBufCap); return &b }}
 
+// packBufsKept: a create has an open pack, one being laid out by kind and
+// one sealing per worker at most; a restore's pack cache holds
+// packCacheEntries, so it still takes most of its buffers from the pool.
+var packBufsKept = keptBufs{max: 6}
+
+// keptBufs is a free list of large buffers that, unlike a sync.Pool, the
+// garbage collector does not empty. A create collects every ~80 ms (GOGC
+// 25, cmd/ptest-snap), and a sync.Pool drops what it holds within two
+// collections: an initial create of venv-full made 12-18 new pack buffers
+// (2.25 MiB each) and grew 28-30 encoding scratch buffers (58 MB in all),
+// each zeroed by the runtime and faulted in anew, for the 4-6 of each it
+// uses at once. It keeps at most max buffers, for the life of the process.
+type keptBufs struct {
+	mu   sync.Mutex
+	bufs []*[]byte
+	max  int
+}
+
+// get returns a kept buffer, or nil when there is none.
+func (k *keptBufs) get() *[]byte {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	n := len(k.bufs)
+	if n == 0 {
+		return nil
+	}
+	b := k.bufs[n-1]
+	k.bufs[n-1] = nil
+	k.bufs = k.bufs[:n-1]
+	return b
+}
+
+// put keeps b unless max buffers are kept already; it reports whether it
+// did.
+func (k *keptBufs) put(b *[]byte) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if len(k.bufs) >= k.max {
+		return false
+	}
+	k.bufs = append(k.bufs, b)
+	return true
+}
+
 func newPackBuf() *packBuf {
-	b := &packBuf{members: map[Hash]packMember{}, raw: (*packBufPool.Get().(*[]byte))[:0]}
+	b := &packBuf{members: map[Hash]packMember{}, raw: getPackBuf()}
 	_, _ = rand.Read(b.id[:])
 	return b
 }
@@ -247,6 +297,19 @@ func (p *packer) add(w *Writer, h Hash, data []byte, kind string) error {
 	p.open = nil
 	p.sealing[b] = struct{}{}
 	p.mu.Unlock()
+	if w != nil && w.sealAsync.Load() {
+		// flush waits for it (b is in p.sealing until seal ends).
+		go func() {
+			if err := p.seal(b); err != nil {
+				p.mu.Lock()
+				if p.asyncErr == nil {
+					p.asyncErr = err
+				}
+				p.mu.Unlock()
+			}
+		}()
+		return nil
+	}
 	return p.seal(b)
 }
 
@@ -284,7 +347,7 @@ func (p *packer) seal(b *packBuf) error {
 	p.sealed.Broadcast()
 	p.mu.Unlock()
 	// No reader can reach b any more (get holds p.mu): reuse its buffer.
-	packBufPool.Put(&b.raw)
+	putPackBuf(b.raw)
 	return err
 }
 
@@ -338,6 +401,9 @@ func (p *packer) flush() error {
 	}
 	for len(p.sealing) > 0 {
 		p.sealed.Wait()
+	}
+	if err == nil {
+		err = p.asyncErr
 	}
 	p.mu.Unlock()
 	return err
@@ -451,14 +517,21 @@ type packLoad struct {
 // chunk. A larger pack (none is written) gets its own memory.
 const packBufCap = packTarget + packMaxChunk
 
-func getPackBuf() []byte { return (*packBufPool.Get().(*[]byte))[:0] }
+func getPackBuf() []byte {
+	if b := packBufsKept.get(); b != nil {
+		return (*b)[:0]
+	}
+	return (*packBufPool.Get().(*[]byte))[:0]
+}
 
 func putPackBuf(b []byte) {
 	if cap(b) != packBufCap {
 		return
 	}
 	b = b[:0]
-	packBufPool.Put(&b)
+	if !packBufsKept.put(&b) {
+		packBufPool.Put(&b)
+	}
 }
 
 // unpin drops a reader's pin of p (nil: nothing); p's bytes must not be

@@ -34,6 +34,11 @@ type Writer struct {
 	// hasParent is set by UseParent: the packer compresses the packs of
 	// such a Writer harder (incrementalPackLevel).
 	hasParent atomic.Bool
+	// sealAsync is set while putPendingIndex stores the change index at
+	// commit, from one goroutine: the packs it fills are compressed on
+	// goroutines of their own (packer.add) rather than by that goroutine
+	// in turn, so that both cores work in the commit's tail.
+	sealAsync atomic.Bool
 }
 
 // NewWriter starts writing a snapshot.
