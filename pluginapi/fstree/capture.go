@@ -145,6 +145,7 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	c := &capturer{
 		opts:    opts,
 		rootFd:  rootFd,
@@ -152,12 +153,11 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 		links:   make(map[devIno]string),
 		ordered: make(chan *item, 1024),
 		work:    make(chan *item, 256),
-		dirWork: make(chan *dirJob, dirQueue),
+		sched:   newDirSched(),
 		budget:  newBudget(opts.ReadAheadBytes),
 		scratch: make([]byte, 1024),
 		parent:  opts.Parent[opts.Stream],
 		prints:  opts.ParentFingerprints[opts.Stream],
-		jobs:    map[string]*dirJob{},
 	}
 	if c.prints != nil {
 		c.parent = nil
@@ -166,6 +166,9 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 		c.filler = f
 	}
 	c.checkDirs = opts.UnchangedDirs && (len(c.parent) > 0 || c.prints.Len() > 0)
+	// The directory readers wait on a condition, not on ctx.
+	stopSched := context.AfterFunc(ctx, c.sched.close)
+	defer stopSched()
 	var wg sync.WaitGroup
 	for range opts.Readers {
 		wg.Add(1)
@@ -186,8 +189,9 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 		defer wg.Done()
 		defer close(c.ordered)
 		defer close(c.work)
-		defer close(c.dirWork)
-		if err := c.walk(ctx, "", dirFrom{}); err != nil {
+		defer c.sched.close()
+		root := &dirJob{done: make(chan struct{})}
+		if err := c.walk(ctx, root); err != nil {
 			c.emit(ctx, &item{err: err})
 		}
 	}()
@@ -249,7 +253,7 @@ type capturer struct {
 	links   map[devIno]string
 	ordered chan *item // walker → sender, in stream order
 	work    chan *item // walker → readers
-	dirWork chan *dirJob
+	sched   *dirSched
 	budget  *budget
 	scratch []byte // xattr list buffer, walker only
 	// parent is the parent index of the stream (opts.Parent's), or nil.
@@ -257,9 +261,9 @@ type capturer struct {
 	// prints is the parent index of the stream as fingerprints, or nil;
 	// when set, parent is nil.
 	prints *pluginapi.ParentFingerprints
-	// jobs are the directory listings queued or kept for the walk, by
-	// path (queueDir, listing); walker goroutine only.
-	jobs map[string]*dirJob
+	// kept are the listings subtree took that the walk will need again,
+	// by path (keepListing, listing); walker goroutine only.
+	kept map[string]dirListing
 	// checkDirs: send unchanged subtrees as one entry (UnchangedDirs);
 	// checked holds the directories checked so far (subtree).
 	checkDirs bool
@@ -282,24 +286,17 @@ func (c *capturer) excluded(rel, name string) bool {
 	return matchExcludes(c.opts.Excludes, rel, name)
 }
 
-// walk sends the entries beneath the directory dirRel ("" for the root),
-// whose listing was queued for the directory readers (or walk reads it).
-func (c *capturer) walk(ctx context.Context, dirRel string, from dirFrom) error {
-	l, err := c.listing(ctx, dirRel, from)
+// walk sends the entries beneath the directory of job j (the root's has
+// no path), listed ahead by the directory readers or read by listing.
+func (c *capturer) walk(ctx context.Context, j *dirJob) error {
+	l, err := c.listing(ctx, j)
 	if err != nil {
 		return err
 	}
 	kids := l.kids
-	// Hand this directory's subdirectories to the directory readers now,
-	// so their listings are ready by the time the walk gets there.
 	// One allocation for the directory's items instead of one per entry;
 	// the slice lives until the sender is done with its last item.
 	items := make([]item, len(kids))
-	for i := range kids {
-		if kids[i].st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			c.queueDir(kids[i].rel, dirFrom{l.dir, kids[i].name})
-		}
-	}
 	for i := range kids {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -312,7 +309,7 @@ func (c *capturer) walk(ctx context.Context, dirRel string, from dirFrom) error 
 		case unix.S_IFDIR:
 			it.e.Type = pluginapi.TypeDir
 			if c.checkDirs {
-				res, err := c.subtree(ctx, k, l.dir)
+				res, err := c.subtree(ctx, k)
 				if err != nil {
 					return err
 				}
@@ -363,7 +360,7 @@ func (c *capturer) walk(ctx context.Context, dirRel string, from dirFrom) error 
 			return ctx.Err()
 		}
 		if descend {
-			if err := c.walk(ctx, k.rel, dirFrom{l.dir, k.name}); err != nil {
+			if err := c.walk(ctx, k.job); err != nil {
 				return err
 			}
 		}
