@@ -220,14 +220,9 @@ func (h *listedDir) openSub(name string) (fd int, ok bool, err error) {
 	if h.pending <= 0 {
 		return -1, false, nil
 	}
-	for {
-		fd, err = unix.Openat(h.fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if !errors.Is(err, unix.EINTR) {
-			break
-		}
-	}
+	fd, err = openDirCached(h.fd, name)
 	if h.pending--; h.pending == 0 {
-		unix.Close(h.fd)
+		closeRaw(h.fd)
 	}
 	return fd, true, err
 }
@@ -237,7 +232,7 @@ func (h *listedDir) close() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.pending > 0 {
-		unix.Close(h.fd)
+		closeRaw(h.fd)
 		h.pending = 0
 	}
 }
@@ -246,7 +241,7 @@ func (h *listedDir) close() {
 // subdirectories, or closes fd and returns nil when it has none.
 func (c *capturer) keepDir(fd int, nsub int) *listedDir {
 	if nsub == 0 {
-		unix.Close(fd)
+		closeRaw(fd)
 		return nil
 	}
 	h := &listedDir{fd: fd, pending: nsub}
