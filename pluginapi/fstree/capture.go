@@ -147,17 +147,18 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	c := &capturer{
-		opts:    opts,
-		rootFd:  rootFd,
-		prefix:  strings.TrimSuffix(root, "/") + "/",
-		links:   make(map[devIno]string),
-		ordered: make(chan *item, 1024),
-		work:    make(chan *item, 256),
-		sched:   newDirSched(),
-		budget:  newBudget(opts.ReadAheadBytes),
-		scratch: make([]byte, 1024),
-		parent:  opts.Parent[opts.Stream],
-		prints:  opts.ParentFingerprints[opts.Stream],
+		opts:        opts,
+		rootFd:      rootFd,
+		prefix:      strings.TrimSuffix(root, "/") + "/",
+		links:       make(map[devIno]string),
+		ordered:     make(chan *item, 1024),
+		work:        make(chan *item, 256),
+		sched:       newDirSched(),
+		budget:      newBudget(opts.ReadAheadBytes),
+		scratch:     make([]byte, 1024),
+		listScratch: newListScratch(),
+		parent:      opts.Parent[opts.Stream],
+		prints:      opts.ParentFingerprints[opts.Stream],
 	}
 	if c.prints != nil {
 		c.parent = nil
@@ -256,6 +257,8 @@ type capturer struct {
 	sched   *dirSched
 	budget  *budget
 	scratch []byte // xattr list buffer, walker only
+	// listScratch is the walker's, for the directories it lists itself.
+	listScratch *listScratch
 	// parent is the parent index of the stream (opts.Parent's), or nil.
 	parent map[string]pluginapi.IndexEntry
 	// prints is the parent index of the stream as fingerprints, or nil;
@@ -793,10 +796,19 @@ func readDirEntries(fd int) ([]dirent, error) {
 	}
 }
 
-// parseDirents appends the entries of a getdents64 buffer: each record is
-// d_ino (8 bytes), d_off (8), d_reclen (2), d_type (1), then the
-// NUL-terminated name.
+// parseDirents appends the entries of a getdents64 buffer.
 func parseDirents(b []byte, ents []dirent) []dirent {
+	forDirents(b, func(name []byte, typ uint8) {
+		ents = append(ents, dirent{name: string(name), typ: typ})
+	})
+	return ents
+}
+
+// forDirents calls fn with the name and d_type of each entry of a
+// getdents64 buffer but "." and "..": each record is d_ino (8 bytes),
+// d_off (8), d_reclen (2), d_type (1), then the NUL-terminated name. name
+// is only valid during the call.
+func forDirents(b []byte, fn func(name []byte, typ uint8)) {
 	const nameOff = 19
 	for len(b) >= nameOff {
 		reclen := int(binary.NativeEndian.Uint16(b[16:18]))
@@ -815,9 +827,8 @@ func parseDirents(b []byte, ents []dirent) []dirent {
 		if string(name) == "." || string(name) == ".." {
 			continue
 		}
-		ents = append(ents, dirent{name: string(name), typ: rec[18]})
+		fn(name, rec[18])
 	}
-	return ents
 }
 
 // direntTypeAt returns the d_type of name in dirFd from an lstat, for file

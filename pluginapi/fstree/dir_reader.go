@@ -1,14 +1,17 @@
 package fstree
 
 import (
+	"bytes"
 	"container/heap"
 	"context"
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -301,7 +304,7 @@ type child struct {
 
 // readDirsAhead lists queued directories until the queue closes.
 func (c *capturer) readDirsAhead(ctx context.Context) {
-	scratch := make([]byte, 1024)
+	scratch := newListScratch()
 	for {
 		j := c.sched.next()
 		if j == nil {
@@ -344,7 +347,7 @@ func (c *capturer) subJobs(j *dirJob) []*dirJob {
 // xattrs. A file that will be read ahead gets its xattrs from its open
 // file later instead; an unchanged one whose xattrs the host takes from
 // the parent gets none.
-func (c *capturer) readDir(rel string, from dirFrom, scratch []byte) (l dirListing, err error) {
+func (c *capturer) readDir(rel string, from dirFrom, scratch *listScratch) (l dirListing, err error) {
 	fd := c.rootFd
 	var nsub int
 	if rel != "" {
@@ -376,26 +379,113 @@ func (c *capturer) rootHandle() *listedDir {
 	return &listedDir{fd: c.rootFd, pending: math.MaxInt}
 }
 
-// readOpenDir is readDir of the directory rel open as fd.
-func (c *capturer) readOpenDir(fd int, rel string, scratch []byte) (kids []child, excluded bool, err error) {
-	ents, err := readDirEntries(fd)
-	if err != nil {
-		return nil, false, fmt.Errorf("read directory %q: %w", rel, err)
+// listScratch is the reusable memory of one goroutine listing
+// directories.
+type listScratch struct {
+	xattrs []byte // xattr name lists
+	dents  []byte // getdents64 records
+	// names holds the names of the directory being listed, each
+	// NUL-terminated (for fstatat), at the offsets in refs.
+	names []byte
+	refs  []nameRef
+}
+
+// nameRef is one name in listScratch.names.
+type nameRef struct{ off, n int32 }
+
+func newListScratch() *listScratch {
+	return &listScratch{xattrs: make([]byte, 1024), dents: make([]byte, 32<<10)}
+}
+
+// name returns the bytes of r's name, without its NUL.
+func (s *listScratch) name(r nameRef) []byte { return s.names[r.off : r.off+r.n] }
+
+// list reads the names of the directory open as fd into s (refs, sorted
+// by name), without "." and "..".
+func (s *listScratch) list(fd int) error {
+	s.names, s.refs = s.names[:0], s.refs[:0]
+	for {
+		n, err := unix.Getdents(fd, s.dents)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n <= 0 {
+			break
+		}
+		s.parse(s.dents[:n])
 	}
 	// slices.SortFunc: sort.Slice's reflection-based swapper cost 6%
 	// of the directory reader's time on venv-full.
-	slices.SortFunc(ents, func(a, b dirent) int { return strings.Compare(a.name, b.name) })
-	kids = make([]child, 0, len(ents))
-	for _, de := range ents {
-		k := child{name: de.name, rel: de.name}
-		if rel != "" {
-			k.rel = rel + "/" + de.name
+	slices.SortFunc(s.refs, func(a, b nameRef) int { return bytes.Compare(s.name(a), s.name(b)) })
+	return nil
+}
+
+// parse appends the entries of a getdents64 buffer.
+func (s *listScratch) parse(b []byte) {
+	forDirents(b, func(name []byte, _ uint8) {
+		s.refs = append(s.refs, nameRef{off: int32(len(s.names)), n: int32(len(name))})
+		s.names = append(append(s.names, name...), 0)
+	})
+}
+
+// lstatAt is fstatat(2) of name (NUL-terminated) in the directory open as
+// dirFd, without following a symlink: unix.Fstatat, minus the copy of the
+// name it makes to terminate it.
+func lstatAt(dirFd int, name []byte, st *unix.Stat_t) error {
+	for {
+		_, _, errno := unix.Syscall6(unix.SYS_NEWFSTATAT, uintptr(dirFd), uintptr(unsafe.Pointer(&name[0])),
+			uintptr(unsafe.Pointer(st)), unix.AT_SYMLINK_NOFOLLOW, 0, 0)
+		runtime.KeepAlive(name)
+		switch errno {
+		case 0:
+			return nil
+		case unix.EINTR:
+			continue
 		}
+		return errno
+	}
+}
+
+// readOpenDir is readDir of the directory rel open as fd.
+func (c *capturer) readOpenDir(fd int, rel string, scratch *listScratch) (kids []child, excluded bool, err error) {
+	if err := scratch.list(fd); err != nil {
+		return nil, false, fmt.Errorf("read directory %q: %w", rel, err)
+	}
+	// Every entry's path, in one string: its rel and its name are
+	// slices of it (one allocation per directory, not two per entry).
+	size := 0
+	for _, r := range scratch.refs {
+		size += len(rel) + 1 + int(r.n)
+	}
+	var sb strings.Builder
+	sb.Grow(size)
+	for _, r := range scratch.refs {
+		if rel != "" {
+			sb.WriteString(rel)
+			sb.WriteByte('/')
+		}
+		sb.Write(scratch.name(r))
+	}
+	paths := sb.String()
+	kids = make([]child, 0, len(scratch.refs))
+	at := 0
+	for _, r := range scratch.refs {
+		k := child{}
+		start := at
+		if rel != "" {
+			at += len(rel) + 1
+		}
+		k.name = paths[at : at+int(r.n)]
+		at += int(r.n)
+		k.rel = paths[start:at]
 		if c.excluded(k.rel, k.name) {
 			excluded = true
 			continue
 		}
-		if err := unix.Fstatat(fd, k.name, &k.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := lstatAt(fd, scratch.names[r.off:r.off+r.n+1], &k.st); err != nil {
 			if errors.Is(err, unix.ENOENT) {
 				continue // removed since listed
 			}
@@ -426,7 +516,7 @@ func (c *capturer) readOpenDir(fd int, rel string, scratch []byte) (kids []child
 		// 8,000 system calls of venv-full's second capture.
 		k.xattrsLater = c.checkDirs && k.st.Mode&unix.S_IFMT != unix.S_IFREG
 		if !c.readsAhead(&k) && !k.xattrsFromParent && !k.xattrsLater {
-			if k.xattrs, err = readXattrsAt(fd, k.name, c.prefix+k.rel, scratch); err != nil {
+			if k.xattrs, err = readXattrsAt(fd, k.name, c.prefix+k.rel, scratch.xattrs); err != nil {
 				return nil, false, err
 			}
 		}
@@ -444,7 +534,7 @@ func (c *capturer) listing(ctx context.Context, j *dirJob) (dirListing, error) {
 		return l, nil
 	}
 	if c.sched.claim(j) {
-		j.dirListing, j.err = c.readDir(j.rel, j.from, c.scratch)
+		j.dirListing, j.err = c.readDir(j.rel, j.from, c.listScratch)
 		c.sched.add(c.subJobs(j), nil)
 	} else {
 		select {
