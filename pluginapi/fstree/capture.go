@@ -82,6 +82,12 @@ type CaptureOptions struct {
 	// ReadAheadBytes bounds the memory held by bodies read ahead
 	// (0: DefaultReadAheadBytes).
 	ReadAheadBytes int64
+	// Prelude, if set, is called once the walk has begun (directories
+	// are being listed ahead), before BeginStream: an engine writes its
+	// metadata there, so that collecting it overlaps the listing instead
+	// of delaying it. An error from it ends the capture and is returned
+	// as it is.
+	Prelude func(ctx context.Context) error
 }
 
 // RequestOptions are the CaptureOptions that carry out req for a stream:
@@ -132,10 +138,6 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 	rootFd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("capture %s: %w", root, err)
-	}
-	if err := w.BeginStream(ctx, opts.Stream); err != nil {
-		unix.Close(rootFd)
-		return err
 	}
 	if opts.Readers <= 0 {
 		opts.Readers = DefaultReaders
@@ -197,7 +199,17 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 		}
 	}()
 
-	err = c.send(ctx, w)
+	// BeginStream's and the prelude's errors are returned as they are.
+	var early error
+	if opts.Prelude != nil {
+		early = opts.Prelude(ctx)
+	}
+	if early == nil {
+		early = w.BeginStream(ctx, opts.Stream)
+	}
+	if early == nil {
+		err = c.send(ctx, w)
+	}
 	// Stop the walker and the readers whatever happened, and wait for them
 	// so no goroutine outlives the call.
 	cancel()
@@ -208,6 +220,9 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 	}
 	c.closeDirs()
 	unix.Close(rootFd)
+	if early != nil {
+		return early
+	}
 	if err != nil {
 		return fmt.Errorf("capture %s: %w", root, err)
 	}

@@ -2,6 +2,7 @@ package fstree
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -165,4 +166,31 @@ func TestCaptureWideTreeOrder(t *testing.T) {
 		assert.Equal(t, []byte("changed"), find(t, second.recs, "p37/s09/leaf/b.py").body)
 		assert.Len(t, second.recs, 40+15+4, "prints %v", prints)
 	}
+}
+
+// TestCapturePrelude: the prelude runs before the stream begins (an
+// engine's metadata comes first), and its error ends the capture as it is,
+// with every directory the walk had opened meanwhile closed.
+func TestCapturePrelude(t *testing.T) {
+	root := deepTree(t)
+	before := openFDs(t)
+
+	w := &memWriter{}
+	opts := CaptureOptions{Stream: "rootfs", Prelude: func(ctx context.Context) error {
+		assert.Empty(t, w.streams, "prelude before BeginStream")
+		return w.WriteMetadata(ctx, pluginapi.Metadata{Version: 1})
+	}}
+	require.NoError(t, Capture(context.Background(), root, opts, w))
+	assert.Len(t, w.meta, 1)
+	assert.Equal(t, []string{"rootfs"}, w.streams)
+	assert.Equal(t, paths(capture(t, root, CaptureOptions{}).recs), paths(w.recs))
+
+	errPrelude := errors.New("no metadata")
+	w = &memWriter{}
+	opts.Prelude = func(context.Context) error { return errPrelude }
+	err := Capture(context.Background(), root, opts, w)
+	assert.Same(t, errPrelude, err)
+	assert.Empty(t, w.streams)
+	assert.Empty(t, w.recs)
+	assert.Equal(t, before, openFDs(t))
 }
