@@ -73,9 +73,6 @@ type dirJob struct {
 	key   []uint32
 	done  chan struct{} // closed when a reader has set dirListing or err
 	state jobState
-	// byReader: a reader listed it (and counts it as ahead of the walk
-	// until the walk takes it).
-	byReader bool
 	dirListing
 	err error
 }
@@ -111,7 +108,6 @@ func (s *dirSched) next() *dirJob {
 		j := heap.Pop(&s.queue).(*dirJob)
 		if j.state == jobQueued {
 			j.state = jobReading
-			j.byReader = true
 			return j
 		}
 		// Listed by the walk meanwhile.
