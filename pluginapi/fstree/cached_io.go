@@ -108,7 +108,42 @@ func fstatRaw(fd int, st *unix.Stat_t) error {
 	return nil
 }
 
-// closeRaw closes a regular file opened read-only, which never waits.
+// closeRaw closes a regular file or directory opened read-only, which
+// never waits.
 func closeRaw(fd int) {
 	_, _, _ = unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+}
+
+// openDirCached opens the directory name in the directory open as dirFd
+// (with O_NOFOLLOW and O_CLOEXEC), without giving up the P when the kernel
+// can do it from its caches, as it nearly always can for a directory the
+// walk has just lstat'ed.
+func openDirCached(dirFd int, name string) (int, error) {
+	const flags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	if !noCachedOpen.Load() {
+		p, err := unix.BytePtrFromString(name)
+		if err != nil {
+			return -1, err
+		}
+		how := unix.OpenHow{Flags: flags, Resolve: resolveCached}
+		fd, _, errno := unix.RawSyscall6(unix.SYS_OPENAT2, uintptr(dirFd), uintptr(unsafe.Pointer(p)),
+			uintptr(unsafe.Pointer(&how)), unsafe.Sizeof(how), 0, 0)
+		runtime.KeepAlive(p)
+		switch errno {
+		case 0:
+			return int(fd), nil
+		case unix.EAGAIN, unix.EINTR:
+			// Not in the caches: the usual, blocking way.
+		case unix.ENOSYS, unix.EINVAL, unix.EPERM:
+			noCachedOpen.Store(true)
+		default:
+			return -1, errno
+		}
+	}
+	for {
+		fd, err := unix.Openat(dirFd, name, flags, 0)
+		if !errors.Is(err, unix.EINTR) {
+			return fd, err
+		}
+	}
 }

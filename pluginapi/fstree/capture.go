@@ -82,6 +82,12 @@ type CaptureOptions struct {
 	// ReadAheadBytes bounds the memory held by bodies read ahead
 	// (0: DefaultReadAheadBytes).
 	ReadAheadBytes int64
+	// Prelude, if set, is called once the walk has begun (directories
+	// are being listed ahead), before BeginStream: an engine writes its
+	// metadata there, so that collecting it overlaps the listing instead
+	// of delaying it. An error from it ends the capture and is returned
+	// as it is.
+	Prelude func(ctx context.Context) error
 }
 
 // RequestOptions are the CaptureOptions that carry out req for a stream:
@@ -133,10 +139,6 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 	if err != nil {
 		return fmt.Errorf("capture %s: %w", root, err)
 	}
-	if err := w.BeginStream(ctx, opts.Stream); err != nil {
-		unix.Close(rootFd)
-		return err
-	}
 	if opts.Readers <= 0 {
 		opts.Readers = DefaultReaders
 	}
@@ -145,19 +147,20 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	c := &capturer{
-		opts:    opts,
-		rootFd:  rootFd,
-		prefix:  strings.TrimSuffix(root, "/") + "/",
-		links:   make(map[devIno]string),
-		ordered: make(chan *item, 1024),
-		work:    make(chan *item, 256),
-		dirWork: make(chan *dirJob, dirQueue),
-		budget:  newBudget(opts.ReadAheadBytes),
-		scratch: make([]byte, 1024),
-		parent:  opts.Parent[opts.Stream],
-		prints:  opts.ParentFingerprints[opts.Stream],
-		jobs:    map[string]*dirJob{},
+		opts:        opts,
+		rootFd:      rootFd,
+		prefix:      strings.TrimSuffix(root, "/") + "/",
+		links:       make(map[devIno]string),
+		ordered:     make(chan *item, 1024),
+		work:        make(chan *item, 256),
+		sched:       newDirSched(),
+		budget:      newBudget(opts.ReadAheadBytes),
+		scratch:     make([]byte, 1024),
+		listScratch: newListScratch(),
+		parent:      opts.Parent[opts.Stream],
+		prints:      opts.ParentFingerprints[opts.Stream],
 	}
 	if c.prints != nil {
 		c.parent = nil
@@ -166,6 +169,9 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 		c.filler = f
 	}
 	c.checkDirs = opts.UnchangedDirs && (len(c.parent) > 0 || c.prints.Len() > 0)
+	// The directory readers wait on a condition, not on ctx.
+	stopSched := context.AfterFunc(ctx, c.sched.close)
+	defer stopSched()
 	var wg sync.WaitGroup
 	for range opts.Readers {
 		wg.Add(1)
@@ -186,13 +192,24 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 		defer wg.Done()
 		defer close(c.ordered)
 		defer close(c.work)
-		defer close(c.dirWork)
-		if err := c.walk(ctx, "", dirFrom{}); err != nil {
+		defer c.sched.close()
+		root := &dirJob{done: make(chan struct{})}
+		if err := c.walk(ctx, root); err != nil {
 			c.emit(ctx, &item{err: err})
 		}
 	}()
 
-	err = c.send(ctx, w)
+	// BeginStream's and the prelude's errors are returned as they are.
+	var early error
+	if opts.Prelude != nil {
+		early = opts.Prelude(ctx)
+	}
+	if early == nil {
+		early = w.BeginStream(ctx, opts.Stream)
+	}
+	if early == nil {
+		err = c.send(ctx, w)
+	}
 	// Stop the walker and the readers whatever happened, and wait for them
 	// so no goroutine outlives the call.
 	cancel()
@@ -203,6 +220,9 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 	}
 	c.closeDirs()
 	unix.Close(rootFd)
+	if early != nil {
+		return early
+	}
 	if err != nil {
 		return fmt.Errorf("capture %s: %w", root, err)
 	}
@@ -249,17 +269,19 @@ type capturer struct {
 	links   map[devIno]string
 	ordered chan *item // walker → sender, in stream order
 	work    chan *item // walker → readers
-	dirWork chan *dirJob
+	sched   *dirSched
 	budget  *budget
 	scratch []byte // xattr list buffer, walker only
+	// listScratch is the walker's, for the directories it lists itself.
+	listScratch *listScratch
 	// parent is the parent index of the stream (opts.Parent's), or nil.
 	parent map[string]pluginapi.IndexEntry
 	// prints is the parent index of the stream as fingerprints, or nil;
 	// when set, parent is nil.
 	prints *pluginapi.ParentFingerprints
-	// jobs are the directory listings queued or kept for the walk, by
-	// path (queueDir, listing); walker goroutine only.
-	jobs map[string]*dirJob
+	// kept are the listings subtree took that the walk will need again,
+	// by path (keepListing, listing); walker goroutine only.
+	kept map[string]dirListing
 	// checkDirs: send unchanged subtrees as one entry (UnchangedDirs);
 	// checked holds the directories checked so far (subtree).
 	checkDirs bool
@@ -282,24 +304,17 @@ func (c *capturer) excluded(rel, name string) bool {
 	return matchExcludes(c.opts.Excludes, rel, name)
 }
 
-// walk sends the entries beneath the directory dirRel ("" for the root),
-// whose listing was queued for the directory readers (or walk reads it).
-func (c *capturer) walk(ctx context.Context, dirRel string, from dirFrom) error {
-	l, err := c.listing(ctx, dirRel, from)
+// walk sends the entries beneath the directory of job j (the root's has
+// no path), listed ahead by the directory readers or read by listing.
+func (c *capturer) walk(ctx context.Context, j *dirJob) error {
+	l, err := c.listing(ctx, j)
 	if err != nil {
 		return err
 	}
 	kids := l.kids
-	// Hand this directory's subdirectories to the directory readers now,
-	// so their listings are ready by the time the walk gets there.
 	// One allocation for the directory's items instead of one per entry;
 	// the slice lives until the sender is done with its last item.
 	items := make([]item, len(kids))
-	for i := range kids {
-		if kids[i].st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			c.queueDir(kids[i].rel, dirFrom{l.dir, kids[i].name})
-		}
-	}
 	for i := range kids {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -312,7 +327,7 @@ func (c *capturer) walk(ctx context.Context, dirRel string, from dirFrom) error 
 		case unix.S_IFDIR:
 			it.e.Type = pluginapi.TypeDir
 			if c.checkDirs {
-				res, err := c.subtree(ctx, k, l.dir)
+				res, err := c.subtree(ctx, k)
 				if err != nil {
 					return err
 				}
@@ -363,7 +378,7 @@ func (c *capturer) walk(ctx context.Context, dirRel string, from dirFrom) error 
 			return ctx.Err()
 		}
 		if descend {
-			if err := c.walk(ctx, k.rel, dirFrom{l.dir, k.name}); err != nil {
+			if err := c.walk(ctx, k.job); err != nil {
 				return err
 			}
 		}
@@ -796,10 +811,19 @@ func readDirEntries(fd int) ([]dirent, error) {
 	}
 }
 
-// parseDirents appends the entries of a getdents64 buffer: each record is
-// d_ino (8 bytes), d_off (8), d_reclen (2), d_type (1), then the
-// NUL-terminated name.
+// parseDirents appends the entries of a getdents64 buffer.
 func parseDirents(b []byte, ents []dirent) []dirent {
+	forDirents(b, func(name []byte, typ uint8) {
+		ents = append(ents, dirent{name: string(name), typ: typ})
+	})
+	return ents
+}
+
+// forDirents calls fn with the name and d_type of each entry of a
+// getdents64 buffer but "." and "..": each record is d_ino (8 bytes),
+// d_off (8), d_reclen (2), d_type (1), then the NUL-terminated name. name
+// is only valid during the call.
+func forDirents(b []byte, fn func(name []byte, typ uint8)) {
 	const nameOff = 19
 	for len(b) >= nameOff {
 		reclen := int(binary.NativeEndian.Uint16(b[16:18]))
@@ -818,9 +842,8 @@ func parseDirents(b []byte, ents []dirent) []dirent {
 		if string(name) == "." || string(name) == ".." {
 			continue
 		}
-		ents = append(ents, dirent{name: string(name), typ: rec[18]})
+		fn(name, rec[18])
 	}
-	return ents
 }
 
 // direntTypeAt returns the d_type of name in dirFd from an lstat, for file

@@ -1,13 +1,17 @@
 package fstree
 
 import (
+	"bytes"
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -24,25 +28,151 @@ import (
 const (
 	// dirReaders is the number of goroutines listing directories ahead.
 	// With one, the walk was bound by it (readDirsAhead was 68 % of the
-	// plugin's CPU, the walker mostly waiting on its listings), so two
+	// plugin's CPU, the walk mostly waiting on its listings), so two
 	// let the listing use both cores of an idle 2-core machine. On a
 	// loaded one the cores are the limit either way: one against two,
 	// 6 alternating second creates each at load ~6, CPU 0.525 and
 	// 0.490 s, wall 0.73 and 0.68 s (medians), within the noise (as an
 	// earlier measurement at load 5-6 found).
 	dirReaders = 2
-	// dirQueue bounds the directories queued for them; when it is full
-	// the walk lists the directory itself, so it never waits for room.
-	dirQueue = 256
+	// maxAheadDirs and maxAheadEntries bound the listings the readers
+	// hold ahead of the walk (and so the memory and directory
+	// descriptors they keep): past either, they wait for the walk to
+	// take some.
+	maxAheadDirs    = 512
+	maxAheadEntries = 32 << 10
 )
 
-// dirJob is one directory listed ahead of the walk.
+// Which directories are listed ahead, and in what order. The readers
+// themselves make a job for every subdirectory of a directory they list,
+// and always take the queued job that comes first in the walk's order, so
+// they work depth-first just ahead of the walk, both of them, whatever the
+// walk is doing. (When the walk made the jobs, for the subdirectories of
+// the directories it had reached, a narrow stretch of the tree left a
+// reader without work: on venv-full's second capture each reader idled
+// ~45 % of the walk, while the walk waited on them ~75 % of it.) A job the
+// walk needs that no reader has started yet, the walk lists itself, so it
+// never waits for a reader held back by the bounds above.
+
+// jobState is where a dirJob is; guarded by dirSched.mu.
+type jobState uint8
+
+const (
+	jobQueued  jobState = iota // in the queue, not started
+	jobReading                 // taken by a reader
+	jobTaken                   // listed by the walk itself, or taken from a reader
+)
+
+// dirJob is the listing of one directory, made ahead of the walk by a
+// reader or, when the walk needs it first, by the walk.
 type dirJob struct {
 	rel  string
 	from dirFrom
-	done chan struct{} // closed when the listing or err is set
+	// key is the directory's place in the walk's order: its parent's
+	// key and its index among the parent's sorted entries.
+	key   []uint32
+	done  chan struct{} // closed when a reader has set dirListing or err
+	state jobState
 	dirListing
 	err error
+}
+
+// dirSched is the queue of directories to list, in the walk's order.
+type dirSched struct {
+	mu    sync.Mutex
+	wake  sync.Cond // work queued, room ahead, or closed
+	queue jobQueue
+	// aheadDirs and aheadEntries count the listings readers made that
+	// the walk has not taken yet.
+	aheadDirs, aheadEntries int
+	closed                  bool
+}
+
+func newDirSched() *dirSched {
+	s := &dirSched{}
+	s.wake.L = &s.mu
+	return s
+}
+
+// next returns the next job for a reader, or nil once the queue is closed.
+func (s *dirSched) next() *dirJob {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		for !s.closed && (len(s.queue) == 0 || s.aheadDirs >= maxAheadDirs || s.aheadEntries >= maxAheadEntries) {
+			s.wake.Wait()
+		}
+		if s.closed {
+			return nil
+		}
+		j := heap.Pop(&s.queue).(*dirJob)
+		if j.state == jobQueued {
+			j.state = jobReading
+			return j
+		}
+		// Listed by the walk meanwhile.
+	}
+}
+
+// add queues jobs; a reader that listed a directory counts it ahead.
+func (s *dirSched) add(jobs []*dirJob, listed *dirJob) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if listed != nil {
+		s.aheadDirs++
+		s.aheadEntries += len(listed.kids)
+	}
+	for _, j := range jobs {
+		heap.Push(&s.queue, j)
+	}
+	if len(jobs) > 0 {
+		s.wake.Broadcast()
+	}
+}
+
+// claim marks j taken by the walk, and reports whether the walk must list
+// it itself (no reader has started it).
+func (s *dirSched) claim(j *dirJob) (self bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	self = j.state == jobQueued
+	j.state = jobTaken
+	return self
+}
+
+// taken tells that the walk took the listing a reader made of j.
+func (s *dirSched) taken(j *dirJob) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	full := s.aheadDirs >= maxAheadDirs || s.aheadEntries >= maxAheadEntries
+	s.aheadDirs--
+	s.aheadEntries -= len(j.kids)
+	if full {
+		s.wake.Broadcast()
+	}
+}
+
+// close ends the readers' loops; jobs still queued are never listed.
+func (s *dirSched) close() {
+	s.mu.Lock()
+	s.closed = true
+	s.wake.Broadcast()
+	s.mu.Unlock()
+}
+
+// jobQueue is a heap of jobs, the first in the walk's order on top.
+type jobQueue []*dirJob
+
+func (q jobQueue) Len() int           { return len(q) }
+func (q jobQueue) Less(i, k int) bool { return slices.Compare(q[i].key, q[k].key) < 0 }
+func (q jobQueue) Swap(i, k int)      { q[i], q[k] = q[k], q[i] }
+func (q *jobQueue) Push(x any)        { *q = append(*q, x.(*dirJob)) }
+func (q *jobQueue) Pop() any {
+	old := *q
+	j := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	return j
 }
 
 // dirListing is what readDir found in one directory.
@@ -89,14 +219,9 @@ func (h *listedDir) openSub(name string) (fd int, ok bool, err error) {
 	if h.pending <= 0 {
 		return -1, false, nil
 	}
-	for {
-		fd, err = unix.Openat(h.fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if !errors.Is(err, unix.EINTR) {
-			break
-		}
-	}
+	fd, err = openDirCached(h.fd, name)
 	if h.pending--; h.pending == 0 {
-		unix.Close(h.fd)
+		closeRaw(h.fd)
 	}
 	return fd, true, err
 }
@@ -106,7 +231,7 @@ func (h *listedDir) close() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.pending > 0 {
-		unix.Close(h.fd)
+		closeRaw(h.fd)
 		h.pending = 0
 	}
 }
@@ -115,7 +240,7 @@ func (h *listedDir) close() {
 // subdirectories, or closes fd and returns nil when it has none.
 func (c *capturer) keepDir(fd int, nsub int) *listedDir {
 	if nsub == 0 {
-		unix.Close(fd)
+		closeRaw(fd)
 		return nil
 	}
 	h := &listedDir{fd: fd, pending: nsub}
@@ -165,35 +290,51 @@ type child struct {
 	// xattrsFromParent: an unchanged file whose xattrs were not read,
 	// since the host takes the parent's (CaptureOptions.ParentXattrs).
 	xattrsFromParent bool
+	// job is the listing of a directory (see subJobs).
+	job *dirJob
 	// xattrsLater: a directory or symlink whose xattrs were not read,
 	// since it will most likely not be sent (checkDirs): the walk reads
 	// them if it sends it (walk).
 	xattrsLater bool
 }
 
-// submitDir queues the listing of rel for the directory readers, or
-// returns nil if the queue is full.
-func (c *capturer) submitDir(rel string, from dirFrom) *dirJob {
-	j := &dirJob{rel: rel, from: from, done: make(chan struct{})}
-	select {
-	case c.dirWork <- j:
-		return j
-	default:
-		return nil
-	}
-}
-
 // readDirsAhead lists queued directories until the queue closes.
 func (c *capturer) readDirsAhead(ctx context.Context) {
-	scratch := make([]byte, 1024)
-	for j := range c.dirWork {
+	scratch := newListScratch()
+	for {
+		j := c.sched.next()
+		if j == nil {
+			return
+		}
 		if err := ctx.Err(); err != nil {
 			j.err = err
 		} else {
 			j.dirListing, j.err = c.readDir(j.rel, j.from, scratch)
 		}
+		c.sched.add(c.subJobs(j), j)
 		close(j.done)
 	}
+}
+
+// subJobs makes the jobs of the subdirectories of j, which was just listed
+// (kids' job fields), to be queued.
+func (c *capturer) subJobs(j *dirJob) []*dirJob {
+	if j.err != nil {
+		return nil
+	}
+	var jobs []*dirJob
+	for i := range j.kids {
+		k := &j.kids[i]
+		if k.st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			continue
+		}
+		key := make([]uint32, len(j.key)+1)
+		copy(key, j.key)
+		key[len(j.key)] = uint32(i)
+		k.job = &dirJob{rel: k.rel, from: dirFrom{j.dir, k.name}, key: key, done: make(chan struct{})}
+		jobs = append(jobs, k.job)
+	}
+	return jobs
 }
 
 // readDir lists the directory rel ("" for the root): its entries sorted by
@@ -202,7 +343,7 @@ func (c *capturer) readDirsAhead(ctx context.Context) {
 // xattrs. A file that will be read ahead gets its xattrs from its open
 // file later instead; an unchanged one whose xattrs the host takes from
 // the parent gets none.
-func (c *capturer) readDir(rel string, from dirFrom, scratch []byte) (l dirListing, err error) {
+func (c *capturer) readDir(rel string, from dirFrom, scratch *listScratch) (l dirListing, err error) {
 	fd := c.rootFd
 	var nsub int
 	if rel != "" {
@@ -234,26 +375,113 @@ func (c *capturer) rootHandle() *listedDir {
 	return &listedDir{fd: c.rootFd, pending: math.MaxInt}
 }
 
-// readOpenDir is readDir of the directory rel open as fd.
-func (c *capturer) readOpenDir(fd int, rel string, scratch []byte) (kids []child, excluded bool, err error) {
-	ents, err := readDirEntries(fd)
-	if err != nil {
-		return nil, false, fmt.Errorf("read directory %q: %w", rel, err)
+// listScratch is the reusable memory of one goroutine listing
+// directories.
+type listScratch struct {
+	xattrs []byte // xattr name lists
+	dents  []byte // getdents64 records
+	// names holds the names of the directory being listed, each
+	// NUL-terminated (for fstatat), at the offsets in refs.
+	names []byte
+	refs  []nameRef
+}
+
+// nameRef is one name in listScratch.names.
+type nameRef struct{ off, n int32 }
+
+func newListScratch() *listScratch {
+	return &listScratch{xattrs: make([]byte, 1024), dents: make([]byte, 32<<10)}
+}
+
+// name returns the bytes of r's name, without its NUL.
+func (s *listScratch) name(r nameRef) []byte { return s.names[r.off : r.off+r.n] }
+
+// list reads the names of the directory open as fd into s (refs, sorted
+// by name), without "." and "..".
+func (s *listScratch) list(fd int) error {
+	s.names, s.refs = s.names[:0], s.refs[:0]
+	for {
+		n, err := unix.Getdents(fd, s.dents)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n <= 0 {
+			break
+		}
+		s.parse(s.dents[:n])
 	}
 	// slices.SortFunc: sort.Slice's reflection-based swapper cost 6%
 	// of the directory reader's time on venv-full.
-	slices.SortFunc(ents, func(a, b dirent) int { return strings.Compare(a.name, b.name) })
-	kids = make([]child, 0, len(ents))
-	for _, de := range ents {
-		k := child{name: de.name, rel: de.name}
-		if rel != "" {
-			k.rel = rel + "/" + de.name
+	slices.SortFunc(s.refs, func(a, b nameRef) int { return bytes.Compare(s.name(a), s.name(b)) })
+	return nil
+}
+
+// parse appends the entries of a getdents64 buffer.
+func (s *listScratch) parse(b []byte) {
+	forDirents(b, func(name []byte, _ uint8) {
+		s.refs = append(s.refs, nameRef{off: int32(len(s.names)), n: int32(len(name))})
+		s.names = append(append(s.names, name...), 0)
+	})
+}
+
+// lstatAt is fstatat(2) of name (NUL-terminated) in the directory open as
+// dirFd, without following a symlink: unix.Fstatat, minus the copy of the
+// name it makes to terminate it.
+func lstatAt(dirFd int, name []byte, st *unix.Stat_t) error {
+	for {
+		_, _, errno := unix.Syscall6(unix.SYS_NEWFSTATAT, uintptr(dirFd), uintptr(unsafe.Pointer(&name[0])),
+			uintptr(unsafe.Pointer(st)), unix.AT_SYMLINK_NOFOLLOW, 0, 0)
+		runtime.KeepAlive(name)
+		switch errno {
+		case 0:
+			return nil
+		case unix.EINTR:
+			continue
 		}
+		return errno
+	}
+}
+
+// readOpenDir is readDir of the directory rel open as fd.
+func (c *capturer) readOpenDir(fd int, rel string, scratch *listScratch) (kids []child, excluded bool, err error) {
+	if err := scratch.list(fd); err != nil {
+		return nil, false, fmt.Errorf("read directory %q: %w", rel, err)
+	}
+	// Every entry's path, in one string: its rel and its name are
+	// slices of it (one allocation per directory, not two per entry).
+	size := 0
+	for _, r := range scratch.refs {
+		size += len(rel) + 1 + int(r.n)
+	}
+	var sb strings.Builder
+	sb.Grow(size)
+	for _, r := range scratch.refs {
+		if rel != "" {
+			sb.WriteString(rel)
+			sb.WriteByte('/')
+		}
+		sb.Write(scratch.name(r))
+	}
+	paths := sb.String()
+	kids = make([]child, 0, len(scratch.refs))
+	at := 0
+	for _, r := range scratch.refs {
+		k := child{}
+		start := at
+		if rel != "" {
+			at += len(rel) + 1
+		}
+		k.name = paths[at : at+int(r.n)]
+		at += int(r.n)
+		k.rel = paths[start:at]
 		if c.excluded(k.rel, k.name) {
 			excluded = true
 			continue
 		}
-		if err := unix.Fstatat(fd, k.name, &k.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := lstatAt(fd, scratch.names[r.off:r.off+r.n+1], &k.st); err != nil {
 			if errors.Is(err, unix.ENOENT) {
 				continue // removed since listed
 			}
@@ -284,7 +512,7 @@ func (c *capturer) readOpenDir(fd int, rel string, scratch []byte) (kids []child
 		// 8,000 system calls of venv-full's second capture.
 		k.xattrsLater = c.checkDirs && k.st.Mode&unix.S_IFMT != unix.S_IFREG
 		if !c.readsAhead(&k) && !k.xattrsFromParent && !k.xattrsLater {
-			if k.xattrs, err = readXattrsAt(fd, k.name, c.prefix+k.rel, scratch); err != nil {
+			if k.xattrs, err = readXattrsAt(fd, k.name, c.prefix+k.rel, scratch.xattrs); err != nil {
 				return nil, false, err
 			}
 		}
@@ -293,46 +521,38 @@ func (c *capturer) readOpenDir(fd int, rel string, scratch []byte) (kids []child
 	return kids, excluded, nil
 }
 
-// listing returns the entries of directory rel (readDir's): from the job
-// queued for it (queueDir), if any, or read now, opened as from says.
-// Walker goroutine only.
-func (c *capturer) listing(ctx context.Context, rel string, from dirFrom) (dirListing, error) {
-	j, ok := c.jobs[rel]
-	if !ok {
-		return c.readDir(rel, from, c.scratch)
+// listing returns the listing of the directory of job j: kept by subtree
+// for the walk, made by a reader, or made now if no reader has started
+// it. Walker goroutine only.
+func (c *capturer) listing(ctx context.Context, j *dirJob) (dirListing, error) {
+	if l, ok := c.kept[j.rel]; ok {
+		delete(c.kept, j.rel)
+		return l, nil
 	}
-	delete(c.jobs, rel)
-	select {
-	case <-j.done:
-		return j.dirListing, j.err
-	case <-ctx.Done():
-		return dirListing{}, ctx.Err()
+	if c.sched.claim(j) {
+		j.dirListing, j.err = c.readDir(j.rel, j.from, c.listScratch)
+		c.sched.add(c.subJobs(j), nil)
+	} else {
+		select {
+		case <-j.done:
+		case <-ctx.Done():
+			return dirListing{}, ctx.Err()
+		}
+		c.sched.taken(j)
 	}
+	l, err := j.dirListing, j.err
+	// The walk holds the listing as long as it needs it; the job (which
+	// the parent's listing holds) does not.
+	j.dirListing = dirListing{}
+	return l, err
 }
 
-// queueDir has the directory readers list rel ahead of the walk, unless it
-// is queued already or the queue is full. Walker goroutine only.
-func (c *capturer) queueDir(rel string, from dirFrom) {
-	if _, ok := c.jobs[rel]; ok {
-		return
-	}
-	// A directory subtree checked is listed already: its listing is in
-	// jobs if the walk will need it (keepListing), and not needed if it
-	// is unchanged. Queued again, it was listed a second time for
-	// nothing.
-	if _, ok := c.checked[rel]; ok {
-		return
-	}
-	if j := c.submitDir(rel, from); j != nil {
-		c.jobs[rel] = j
-	}
-}
-
-// keepListing puts a listing the walk will need again back for listing.
+// keepListing keeps a listing the walk will need again for listing.
 func (c *capturer) keepListing(rel string, l dirListing) {
-	j := &dirJob{rel: rel, done: make(chan struct{}), dirListing: l}
-	close(j.done)
-	c.jobs[rel] = j
+	if c.kept == nil {
+		c.kept = map[string]dirListing{}
+	}
+	c.kept[rel] = l
 }
 
 // readsAhead reports whether the walk will hand k to a reader (see

@@ -2,6 +2,7 @@ package fstree
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -117,5 +118,79 @@ func TestOpenDirRefusesSymlinkAndFile(t *testing.T) {
 	require.NoError(t, unix.Lstat(filepath.Join(root, "real"), &want))
 	assert.Equal(t, want.Ino, st.Ino)
 	c.closeDirs()
+	assert.Equal(t, before, openFDs(t))
+}
+
+// TestCaptureWideTreeOrder: a tree with more directories than the readers
+// may list ahead of the walk (maxAheadDirs) is sent whole, in pre-order
+// with siblings sorted, and every directory is closed after — the walk
+// lists the directories the held-back readers have not started itself.
+// With a parent, an unchanged subtree is one entry and a changed file deep
+// in another is found.
+func TestCaptureWideTreeOrder(t *testing.T) {
+	root := t.TempDir()
+	var want []string
+	for i := range 40 {
+		top := fmt.Sprintf("p%02d", i)
+		want = append(want, top)
+		for k := range 16 {
+			sub := fmt.Sprintf("%s/s%02d", top, k)
+			require.NoError(t, os.MkdirAll(filepath.Join(root, sub, "leaf"), 0o755))
+			writeFile(t, filepath.Join(root, sub, "a.py"), sub, 0o644)
+			writeFile(t, filepath.Join(root, sub, "leaf", "b.py"), sub, 0o644)
+			want = append(want, sub, sub+"/a.py", sub+"/leaf", sub+"/leaf/b.py")
+		}
+	}
+	require.Greater(t, 40*16*2, maxAheadDirs)
+	before := openFDs(t)
+
+	first := capture(t, root, CaptureOptions{})
+	assert.Equal(t, want, paths(first.recs))
+	assert.Equal(t, before, openFDs(t))
+
+	parent := pluginapi.ParentIndex{"rootfs": {}}
+	for _, r := range first.recs {
+		e := pluginapi.IndexEntry{Size: r.e.Size, MtimeNs: r.e.MtimeNs, CtimeNs: r.e.CtimeNs, Inode: r.e.Inode}
+		if r.e.Type == pluginapi.TypeDir {
+			e.Type, e.Size = pluginapi.TypeDir, 0
+		}
+		parent["rootfs"][r.e.Path] = e
+	}
+	writeFile(t, filepath.Join(root, "p37", "s09", "leaf", "b.py"), "changed", 0o644)
+	for _, prints := range []bool{false, true} {
+		second := capture(t, root, withParent(t, CaptureOptions{UnchangedDirs: true}, parent, prints))
+		assert.Equal(t, before, openFDs(t))
+		assert.True(t, find(t, second.recs, "p00").e.Unchanged)
+		assert.False(t, find(t, second.recs, "p37").e.Unchanged)
+		assert.True(t, find(t, second.recs, "p37/s08").e.Unchanged)
+		assert.Equal(t, []byte("changed"), find(t, second.recs, "p37/s09/leaf/b.py").body)
+		assert.Len(t, second.recs, 40+15+4, "prints %v", prints)
+	}
+}
+
+// TestCapturePrelude: the prelude runs before the stream begins (an
+// engine's metadata comes first), and its error ends the capture as it is,
+// with every directory the walk had opened meanwhile closed.
+func TestCapturePrelude(t *testing.T) {
+	root := deepTree(t)
+	before := openFDs(t)
+
+	w := &memWriter{}
+	opts := CaptureOptions{Stream: "rootfs", Prelude: func(ctx context.Context) error {
+		assert.Empty(t, w.streams, "prelude before BeginStream")
+		return w.WriteMetadata(ctx, pluginapi.Metadata{Version: 1})
+	}}
+	require.NoError(t, Capture(context.Background(), root, opts, w))
+	assert.Len(t, w.meta, 1)
+	assert.Equal(t, []string{"rootfs"}, w.streams)
+	assert.Equal(t, paths(capture(t, root, CaptureOptions{}).recs), paths(w.recs))
+
+	errPrelude := errors.New("no metadata")
+	w = &memWriter{}
+	opts.Prelude = func(context.Context) error { return errPrelude }
+	err := Capture(context.Background(), root, opts, w)
+	assert.Same(t, errPrelude, err)
+	assert.Empty(t, w.streams)
+	assert.Empty(t, w.recs)
 	assert.Equal(t, before, openFDs(t))
 }

@@ -32,30 +32,23 @@ type subtreeResult struct {
 }
 
 // subtree reports whether the subtree of directory k (a child the walk
-// listed, from the directory parent) is unchanged, and what is beneath
+// listed) is unchanged, and what is beneath
 // it. Results are kept, so a directory inside a changed one is checked
 // once, and a changed directory's listing is kept for the walk. Walker
 // goroutine only.
-func (c *capturer) subtree(ctx context.Context, k *child, parent *listedDir) (subtreeResult, error) {
+func (c *capturer) subtree(ctx context.Context, k *child) (subtreeResult, error) {
 	if r, ok := c.checked[k.rel]; ok {
 		return r, nil
 	}
 	if !c.sameMeta(k, pluginapi.TypeDir) {
 		return subtreeResult{}, nil
 	}
-	l, err := c.listing(ctx, k.rel, dirFrom{parent, k.name})
+	l, err := c.listing(ctx, k.job)
 	if err != nil {
 		return subtreeResult{}, err
 	}
 	kids := l.kids
 	res := subtreeResult{unchanged: !l.excluded}
-	if res.unchanged {
-		for i := range kids {
-			if kids[i].st.Mode&unix.S_IFMT == unix.S_IFDIR {
-				c.queueDir(kids[i].rel, dirFrom{l.dir, kids[i].name})
-			}
-		}
-	}
 	for i := 0; i < len(kids) && res.unchanged; i++ {
 		kk := &kids[i]
 		switch kk.st.Mode & unix.S_IFMT {
@@ -67,7 +60,7 @@ func (c *capturer) subtree(ctx context.Context, k *child, parent *listedDir) (su
 			res.unchanged = c.sameMeta(kk, pluginapi.TypeSymlink)
 			res.files++
 		case unix.S_IFDIR:
-			sub, err := c.subtree(ctx, kk, l.dir)
+			sub, err := c.subtree(ctx, kk)
 			if err != nil {
 				return subtreeResult{}, err
 			}

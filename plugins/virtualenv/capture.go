@@ -16,16 +16,20 @@ func (*Engine) Capture(ctx context.Context, req *pluginapi.CaptureRequest, w plu
 	if err != nil {
 		return err
 	}
-	m, err := collectMetadata(venv, req)
-	if err != nil {
-		return fmt.Errorf("capture virtualenv %s: %w", venv, err)
+	opts := fstree.RequestOptions(StreamName, req)
+	// The metadata (pyvenv.cfg, every distribution's METADATA: ~6 ms
+	// for venv-full) is collected while the walk lists the first
+	// directories, not before it starts.
+	opts.Prelude = func(ctx context.Context) error {
+		m, err := collectMetadata(venv, req)
+		if err != nil {
+			return fmt.Errorf("capture virtualenv %s: %w", venv, err)
+		}
+		md, err := m.encode()
+		if err != nil {
+			return err
+		}
+		return w.WriteMetadata(ctx, md)
 	}
-	md, err := m.encode()
-	if err != nil {
-		return err
-	}
-	if err := w.WriteMetadata(ctx, md); err != nil {
-		return err
-	}
-	return fstree.Capture(ctx, venv, fstree.RequestOptions(StreamName, req), w)
+	return fstree.Capture(ctx, venv, opts, w)
 }
