@@ -160,9 +160,9 @@ func boolInt(b bool) int64 {
 
 // Through an engine in a plugin process, unwrapped, the snapshot's own
 // change index goes to the listing packed as it was read (ownIndex) and
-// the plan decodes it beside the listing (ownMaps): the restore keeps the
-// unchanged subtrees and files, rewrites only what changed, and a second
-// restore finds nothing to do.
+// the plan looks its files up directory by directory (ownFiles): the
+// restore keeps the unchanged subtrees and files, rewrites only what
+// changed, and a second restore finds nothing to do.
 func TestRestoreInPlacePackedOwnIndexThroughPlugin(t *testing.T) {
 	ctx := context.Background()
 	host := pluginapi.NewHost(pluginapi.HostOptions{})
