@@ -25,7 +25,7 @@ func TestOwnFilesLooksUpFilesByDirectory(t *testing.T) {
 	m := openManager(t, map[string]pluginapi.Engine{"dir": newDirEngine()})
 	snap, err := m.Create(ctx, CreateOptions{Engine: "dir", Target: src})
 	require.NoError(t, err)
-	own := m.loadOwnIndex(ctx, snap)
+	own := m.loadOwnIndex(ctx, snap, formPrinted)
 	require.NoError(t, own.err)
 	files := newOwnFiles(own.dirs)
 	stream := snap.Streams[0].Name

@@ -132,7 +132,9 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 		ownc = make(chan ownIndex, 1)
 		treesc = make(chan map[store.Hash]*store.Tree, 1)
 		go func() {
-			own := m.loadOwnIndex(octx, snap)
+			// In the form the engine most likely takes: it has not
+			// said yet (see ownIndex).
+			own := m.loadOwnIndex(octx, snap, formPrinted)
 			ownc <- own
 			want := !own.hasDirs()
 			if !want {
@@ -226,9 +228,17 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 			m.log.Warn("restore: snapshot's change index unreadable", "snapshot", snap.ID, "err", own.err)
 			own = ownIndex{}
 		}
-		var parent map[string]*pluginapi.PackedIndex
+		if form := parentFormOf(eng); ownListing && own.hasDirs() && own.form != form {
+			// A wrong guess (an engine in this process, or a plugin
+			// that takes no fingerprints): read again in its form.
+			if own = m.loadOwnIndex(ctx, snap, form); own.err != nil {
+				m.log.Warn("restore: snapshot's change index unreadable", "snapshot", snap.ID, "err", own.err)
+				own = ownIndex{}
+			}
+		}
+		var parent *ownIndex
 		if ownListing && own.hasDirs() {
-			parent = own.packed
+			parent = &own
 		}
 		live = newLiveListing(snap.Stats.Files+snap.Stats.Dirs, snap.Stats.Dirs)
 		listStart := m.now()
@@ -351,13 +361,20 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 }
 
 // ownIndex is a snapshot's own change index, with its directories and
-// symlinks, packed as it was read (the form an engine in a plugin process
-// takes it in): building a map of its 46,508 records for venv-full, only
-// to pack them for the engine, was on the way to the target's listing.
-// The plan looks its files up directory by directory (ownFiles), once
-// the listing has begun.
+// symlinks, in the form the engine listing the target takes it, made as
+// it was read: fingerprinted (pluginapi.PrintedParent) for a plugin that
+// takes fingerprints, else packed (the form an engine in a plugin
+// process takes it in, decoded into a map for one in this one). Building
+// a map of its 46,508 records for venv-full, only to pack them for the
+// engine, was on the way to the target's listing; so was fingerprinting
+// the packed form once it was read (~10 ms of one core, after the index's
+// read and before the listing's request could go). The plan looks its
+// files up directory by directory (ownFiles), once the listing has
+// begun.
 type ownIndex struct {
-	packed map[string]*pluginapi.PackedIndex // by stream; nil: none
+	form   parentForm                        // formPrinted or formPacked
+	packed map[string]*pluginapi.PackedIndex // by stream (formPacked); nil: none
+	prints *pluginapi.PrintedParent          // formPrinted
 	n      int                               // records
 	hasDir bool                              // it has a directory's record
 	dirs   *store.IndexDirs                  // its files again, directory by directory
@@ -373,21 +390,34 @@ func (o ownIndex) hasDirs() bool { return o.hasDir }
 func (o ownIndex) records() int { return o.n }
 
 // loadOwnIndex reads snap's own change index with its directories and
-// symlinks (none if it has no index).
-func (m *Manager) loadOwnIndex(ctx context.Context, snap *store.Snapshot) ownIndex {
+// symlinks (none if it has no index), in form form.
+func (m *Manager) loadOwnIndex(ctx context.Context, snap *store.Snapshot, form parentForm) ownIndex {
 	// The first stream is most likely nearly all of it.
 	hint := int(min(max(snap.Stats.Files+snap.Stats.Dirs, 0), maxListingHint))
-	o := ownIndex{packed: map[string]*pluginapi.PackedIndex{}}
-	dirs, err := store.ChangeIndexWithDirsVisit(ctx, m.store, snap.ID, func(stream, path string, r store.IndexRecord) {
-		p := o.packed[stream]
-		if p == nil {
-			p = pluginapi.NewPackedIndex(hint)
-			hint = 0
-			o.packed[stream] = p
+	o := ownIndex{form: form}
+	var add func(stream, path string, e pluginapi.IndexEntry)
+	if form == formPrinted {
+		var err error
+		if o.prints, err = pluginapi.NewPrintedParent(hint); err != nil {
+			return ownIndex{err: err}
 		}
+		add = o.prints.Add
+	} else {
+		o.form, o.packed = formPacked, map[string]*pluginapi.PackedIndex{}
+		add = func(stream, path string, e pluginapi.IndexEntry) {
+			p := o.packed[stream]
+			if p == nil {
+				p = pluginapi.NewPackedIndex(hint)
+				hint = 0
+				o.packed[stream] = p
+			}
+			p.Add(path, e)
+		}
+	}
+	dirs, err := store.ChangeIndexWithDirsVisit(ctx, m.store, snap.ID, func(stream, path string, r store.IndexRecord) {
 		e := indexEntryOf(r)
 		o.hasDir = o.hasDir || e.Type == pluginapi.TypeDir
-		p.Add(path, e)
+		add(stream, path, e)
 		o.n++
 	})
 	if errors.Is(err, store.ErrNotFound) {
