@@ -30,7 +30,7 @@ type inplacePlanner struct {
 	live *liveListing
 	// own is the snapshot's own change index, with its directories and
 	// symlinks when the listing was given it (liveListing.run's parent).
-	own     *ownMaps
+	own     *ownFiles
 	last    *restoreIndex
 	lastIsS bool        // the last restore was of this very snapshot
 	lastSn  *treeLookup // the last restore's snapshot, when another one
@@ -47,7 +47,7 @@ type inplacePlanner struct {
 
 // newInplacePlanner returns the planner of an in-place restore of snapshot
 // snapID; filesHint is how many files the snapshot holds (0: no idea).
-func newInplacePlanner(live *liveListing, own *ownMaps, last *restoreIndex, lastSnap *treeLookup, snapID string, filesHint int64) *inplacePlanner {
+func newInplacePlanner(live *liveListing, own *ownFiles, last *restoreIndex, lastSnap *treeLookup, snapID string, filesHint int64) *inplacePlanner {
 	p := &inplacePlanner{live: live, own: own, last: last, kept: store.ChangeIndex{},
 		keptHint: int(min(max(filesHint, 0), maxListingHint))}
 	if last != nil {
@@ -137,18 +137,13 @@ func sameStat(r store.IndexRecord, cur *targetEntry) bool {
 	return r.Size == cur.Size && r.MtimeNs == cur.MtimeNs && r.CtimeNs == cur.CtimeNs && r.Inode == cur.Inode
 }
 
-// sameOwnStat is sameStat for a record of own, which must be a file's.
-func sameOwnStat(r pluginapi.IndexEntry, cur *targetEntry) bool {
-	return r.Type == 0 && r.Size == cur.Size && r.MtimeNs == cur.MtimeNs && r.CtimeNs == cur.CtimeNs && r.Inode == cur.Inode
-}
-
 // contentKnown reports whether the file cur at path holds node n's content
 // and, if its xattrs were not listed, n's xattrs: its statistics are those
 // recorded when it held them (in the snapshot's own change index, or in
 // the restore index of the last restore, of this snapshot or of another
 // one with the same content and xattrs there).
 func (p *inplacePlanner) contentKnown(ctx context.Context, stream, path string, cur *targetEntry, n *store.Node) (bool, error) {
-	if r, ok := p.own.get()[stream][path]; ok && sameOwnStat(r, cur) {
+	if r, ok := p.own.file(ctx, stream, path); ok && sameStat(r, cur) {
 		return true, nil
 	}
 	if p.last == nil {
@@ -252,14 +247,10 @@ func (p *inplacePlanner) rewrittenFiles() int {
 // for them, so recording them again only made each restore write and the
 // next one read ~40,000 records of venv-full more. The maps are the
 // planner's own, given away: the planner is done.
-func (p *inplacePlanner) keptIndex() store.ChangeIndex {
+func (p *inplacePlanner) keptIndex(ctx context.Context) store.ChangeIndex {
 	for stream, kept := range p.kept {
-		own := p.own.get()[stream]
-		if len(own) == 0 {
-			continue
-		}
 		for path, r := range kept {
-			if o, ok := own[path]; ok && o.Type == 0 && o.Size == r.Size && o.MtimeNs == r.MtimeNs && o.CtimeNs == r.CtimeNs && o.Inode == r.Inode {
+			if o, ok := p.own.file(ctx, stream, path); ok && o == r {
 				delete(kept, path)
 			}
 		}

@@ -159,10 +159,11 @@ func boolInt(b bool) int64 {
 }
 
 // Through an engine in a plugin process, unwrapped, the snapshot's own
-// change index goes to the listing packed as it was read (ownIndex) and
-// the plan decodes it beside the listing (ownMaps): the restore keeps the
-// unchanged subtrees and files, rewrites only what changed, and a second
-// restore finds nothing to do.
+// change index goes to the listing as it was read, fingerprinted or
+// packed as the engine takes it (ownIndex), and the plan looks its files
+// up directory by directory (ownFiles): the restore keeps the unchanged
+// subtrees and files, rewrites only what changed, and a second restore
+// finds nothing to do.
 func TestRestoreInPlacePackedOwnIndexThroughPlugin(t *testing.T) {
 	ctx := context.Background()
 	host := pluginapi.NewHost(pluginapi.HostOptions{})
@@ -181,10 +182,14 @@ func TestRestoreInPlacePackedOwnIndexThroughPlugin(t *testing.T) {
 	snap, err := m.Create(ctx, CreateOptions{Engine: "dir", Target: src})
 	require.NoError(t, err)
 	ref := snapTree(t, m, snap.ID)
-	own := m.loadOwnIndex(ctx, snap)
+	own := m.loadOwnIndex(ctx, snap, formPacked)
 	require.NoError(t, own.err)
 	require.True(t, own.hasDirs())
 	require.Greater(t, own.records(), int(snap.Stats.Dirs), "files, directories and symlinks")
+	printed := m.loadOwnIndex(ctx, snap, formPrinted)
+	require.NoError(t, printed.err)
+	require.True(t, printed.hasDirs())
+	require.Equal(t, own.records(), printed.prints.Len(), "the same records, fingerprinted")
 	keptIno := inode(t, filepath.Join(src, "site", "gamma", "m3.py"))
 
 	// A file beside kept ones changed, a package removed, one added.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strings"
+	"sync"
 
 	"github.com/pypj/ptest-snap/pluginapi"
 	"github.com/pypj/ptest-snap/store"
@@ -130,7 +132,9 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 		ownc = make(chan ownIndex, 1)
 		treesc = make(chan map[store.Hash]*store.Tree, 1)
 		go func() {
-			own := m.loadOwnIndex(octx, snap)
+			// In the form the engine most likely takes: it has not
+			// said yet (see ownIndex).
+			own := m.loadOwnIndex(octx, snap, formPrinted)
 			ownc <- own
 			want := !own.hasDirs()
 			if !want {
@@ -224,9 +228,17 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 			m.log.Warn("restore: snapshot's change index unreadable", "snapshot", snap.ID, "err", own.err)
 			own = ownIndex{}
 		}
-		var parent map[string]*pluginapi.PackedIndex
+		if form := parentFormOf(eng); ownListing && own.hasDirs() && own.form != form {
+			// A wrong guess (an engine in this process, or a plugin
+			// that takes no fingerprints): read again in its form.
+			if own = m.loadOwnIndex(ctx, snap, form); own.err != nil {
+				m.log.Warn("restore: snapshot's change index unreadable", "snapshot", snap.ID, "err", own.err)
+				own = ownIndex{}
+			}
+		}
+		var parent *ownIndex
 		if ownListing && own.hasDirs() {
-			parent = own.packed
+			parent = &own
 		}
 		live = newLiveListing(snap.Stats.Files+snap.Stats.Dirs, snap.Stats.Dirs)
 		listStart := m.now()
@@ -244,9 +256,9 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 		if err := live.begun(ctx); err != nil {
 			return fail(engineError(snap.Engine, fmt.Sprintf("list target %q", target), err))
 		}
-		// The listing's request, which packed own went out in, is sent:
-		// own is the plan's alone now.
-		prior.own = decodeOwn(own.packed)
+		// The plan looks files up in own directory by directory, from the
+		// chunks its read kept (the packed form is the listing's).
+		prior.own = newOwnFiles(own.dirs)
 		// Listed with own, the plan keeps few files one by one: most are
 		// beneath subtrees kept whole.
 		filesHint := snap.Stats.Files
@@ -349,42 +361,63 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 }
 
 // ownIndex is a snapshot's own change index, with its directories and
-// symlinks, packed as it was read (the form an engine in a plugin process
-// takes it in): building a map of its 46,508 records for venv-full, only
-// to pack them for the engine, was on the way to the target's listing.
-// The plan's own lookups take it decoded (ownMaps), once the listing has
+// symlinks, in the form the engine listing the target takes it, made as
+// it was read: fingerprinted (pluginapi.PrintedParent) for a plugin that
+// takes fingerprints, else packed (the form an engine in a plugin
+// process takes it in, decoded into a map for one in this one). Building
+// a map of its 46,508 records for venv-full, only to pack them for the
+// engine, was on the way to the target's listing; so was fingerprinting
+// the packed form once it was read (~10 ms of one core, after the index's
+// read and before the listing's request could go). The plan looks its
+// files up directory by directory (ownFiles), once the listing has
 // begun.
 type ownIndex struct {
-	packed map[string]*pluginapi.PackedIndex // by stream; nil: none
+	form   parentForm                        // formPrinted or formPacked
+	packed map[string]*pluginapi.PackedIndex // by stream (formPacked); nil: none
+	prints *pluginapi.PrintedParent          // formPrinted
 	n      int                               // records
-	dirs   bool                              // it has a directory's record
+	hasDir bool                              // it has a directory's record
+	dirs   *store.IndexDirs                  // its files again, directory by directory
 	err    error
 }
 
 // hasDirs reports whether the index has a directory's record: one from
 // before directories were recorded (store format 1) cannot tell the
 // listing of any unchanged subtree.
-func (o ownIndex) hasDirs() bool { return o.dirs }
+func (o ownIndex) hasDirs() bool { return o.hasDir }
 
 // records counts the index's records, files and others.
 func (o ownIndex) records() int { return o.n }
 
 // loadOwnIndex reads snap's own change index with its directories and
-// symlinks (none if it has no index).
-func (m *Manager) loadOwnIndex(ctx context.Context, snap *store.Snapshot) ownIndex {
+// symlinks (none if it has no index), in form form.
+func (m *Manager) loadOwnIndex(ctx context.Context, snap *store.Snapshot, form parentForm) ownIndex {
 	// The first stream is most likely nearly all of it.
 	hint := int(min(max(snap.Stats.Files+snap.Stats.Dirs, 0), maxListingHint))
-	o := ownIndex{packed: map[string]*pluginapi.PackedIndex{}}
-	err := store.ChangeIndexWithDirsVisit(ctx, m.store, snap.ID, func(stream, path string, r store.IndexRecord) {
-		p := o.packed[stream]
-		if p == nil {
-			p = pluginapi.NewPackedIndex(hint)
-			hint = 0
-			o.packed[stream] = p
+	o := ownIndex{form: form}
+	var add func(stream, path string, e pluginapi.IndexEntry)
+	if form == formPrinted {
+		var err error
+		if o.prints, err = pluginapi.NewPrintedParent(hint); err != nil {
+			return ownIndex{err: err}
 		}
+		add = o.prints.Add
+	} else {
+		o.form, o.packed = formPacked, map[string]*pluginapi.PackedIndex{}
+		add = func(stream, path string, e pluginapi.IndexEntry) {
+			p := o.packed[stream]
+			if p == nil {
+				p = pluginapi.NewPackedIndex(hint)
+				hint = 0
+				o.packed[stream] = p
+			}
+			p.Add(path, e)
+		}
+	}
+	dirs, err := store.ChangeIndexWithDirsVisit(ctx, m.store, snap.ID, func(stream, path string, r store.IndexRecord) {
 		e := indexEntryOf(r)
-		o.dirs = o.dirs || e.Type == pluginapi.TypeDir
-		p.Add(path, e)
+		o.hasDir = o.hasDir || e.Type == pluginapi.TypeDir
+		add(stream, path, e)
 		o.n++
 	})
 	if errors.Is(err, store.ErrNotFound) {
@@ -393,54 +426,59 @@ func (m *Manager) loadOwnIndex(ctx context.Context, snap *store.Snapshot) ownInd
 	if err != nil {
 		return ownIndex{err: err}
 	}
+	o.dirs = dirs
 	return o
 }
 
-// ownMaps is a snapshot's own change index decoded from its packed form
-// (ownIndex) by a goroutine of its own, beside the listing and the start
-// of the restore; the plan's first look-up waits for it.
-type ownMaps struct {
-	ready chan struct{}
-	idx   pluginapi.ParentIndex // set before ready closes; nil: none
+// ownFiles looks up the files of a snapshot's own change index for an
+// in-place plan, decoding each directory's records (store.IndexDirs) when
+// the plan first asks about a file there: listed with own, the plan asks
+// about the files of the directories that changed only (a few hundred on
+// venv-full after change small), and a map of every record, decoded for
+// them beside the listing, was ~17 ms of the host's CPU and 5 MB of fresh
+// memory while the cores were busiest. Safe for concurrent use.
+type ownFiles struct {
+	dirs *store.IndexDirs // nil: no index
+
+	mu    sync.Mutex
+	byDir map[string]map[string]map[string]store.IndexRecord // stream, directory, path
 }
 
-// decodeOwn starts decoding packed. The caller must not let anything
-// else use packed from now on but the decoded maps (which share its
-// bytes).
-func decodeOwn(packed map[string]*pluginapi.PackedIndex) *ownMaps {
-	o := &ownMaps{ready: make(chan struct{})}
-	if packed == nil {
-		close(o.ready)
-		return o
-	}
-	go func() {
-		defer close(o.ready)
-		idx := make(pluginapi.ParentIndex, len(packed))
-		for stream, p := range packed {
-			m, err := p.Map()
-			if err != nil {
-				// Only an optimization: without it more is rewritten.
-				return
-			}
-			idx[stream] = m
-		}
-		o.idx = idx
-	}()
-	return o
+// newOwnFiles returns the lookups of dirs (nil: an index without files).
+func newOwnFiles(dirs *store.IndexDirs) *ownFiles {
+	return &ownFiles{dirs: dirs, byDir: map[string]map[string]map[string]store.IndexRecord{}}
 }
 
-// get returns the decoded index, once it is (nil for no ownMaps).
-func (o *ownMaps) get() pluginapi.ParentIndex {
-	if o == nil {
-		return nil
+// file returns the record of the file at path of stream, if the index has
+// one. A directory whose records cannot be read has none: they are only
+// an optimization, and without them more is rewritten.
+func (o *ownFiles) file(ctx context.Context, stream, path string) (store.IndexRecord, bool) {
+	if o == nil || o.dirs == nil {
+		return store.IndexRecord{}, false
 	}
-	<-o.ready
-	return o.idx
+	dir := ""
+	if i := strings.LastIndexByte(path, '/'); i >= 0 {
+		dir = path[:i]
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	dirs := o.byDir[stream]
+	if dirs == nil {
+		dirs = map[string]map[string]store.IndexRecord{}
+		o.byDir[stream] = dirs
+	}
+	files, ok := dirs[dir]
+	if !ok {
+		files, _ = o.dirs.Files(ctx, stream, dir)
+		dirs[dir] = files
+	}
+	r, ok := files[path]
+	return r, ok
 }
 
 // planPrior is what an in-place plan compares the target's listing with.
 type planPrior struct {
-	own      *ownMaps      // the snapshot's own change index, if any (ownIndex)
+	own      *ownFiles     // the snapshot's own change index, if any (ownIndex)
 	last     *restoreIndex // the target's restore index, if any
 	lastSnap *treeLookup   // the last restore's snapshot, when another one
 }
@@ -551,7 +589,7 @@ func (m *Manager) recordRestoreIndex(ctx context.Context, eng pluginapi.Engine, 
 			// The written files into the kept ones, usually far more
 			// (on venv-full's undo of change small 6,300 into 38,000):
 			// the two sets are disjoint, as only files not kept are sent.
-			files = planner.keptIndex()
+			files = planner.keptIndex(ctx)
 			for stream, w := range written {
 				if files[stream] == nil {
 					files[stream] = w
@@ -561,7 +599,7 @@ func (m *Manager) recordRestoreIndex(ctx context.Context, eng pluginapi.Engine, 
 			}
 		}
 	case planner != nil && planner.rewrittenFiles()*relistDivisor <= planner.files:
-		files = planner.keptIndex()
+		files = planner.keptIndex(ctx)
 	default:
 		now, err := captureIndex(ctx, eng, target, options, snap.Excludes)
 		if err != nil {

@@ -187,18 +187,22 @@ func newLiveListing(entriesHint, dirsHint int64) *liveListing {
 // run captures target through eng into l and marks it done, with the
 // capture's error. excludes are the snapshot's (see captureIndex). parent,
 // if not nil, is the snapshot's own change index with its directories
-// and symlinks, packed (ownIndex): a directory whose subtree is still as
-// captured may then come as one entry (targetEntry.Subtree). It is done
-// with parent once the listing's first stream has begun (or the capture
-// returned).
-func (l *liveListing) run(ctx context.Context, eng pluginapi.Engine, target string, options map[string]string, excludes []string, parent map[string]*pluginapi.PackedIndex) error {
+// and symlinks, in eng's form (ownIndex): a directory whose subtree is
+// still as captured may then come as one entry (targetEntry.Subtree). It
+// is done with parent once the listing's first stream has begun (or the
+// capture returned).
+func (l *liveListing) run(ctx context.Context, eng pluginapi.Engine, target string, options map[string]string, excludes []string, parent *ownIndex) error {
 	// ParentXattrs: the plan trusts a file's xattrs only through its
 	// ctime (inplacePlanner.unchanged), so the engine need not read them.
 	req := &pluginapi.CaptureRequest{Target: target, Excludes: excludes, Options: options, IndexOnly: true, ParentXattrs: true}
 	if parent != nil {
-		var err error
-		if req.Parent, req.ParentPacked, err = pluginapi.ParentFor(eng, parent); err != nil {
-			return l.finish(err)
+		if parent.form == formPrinted {
+			req.ParentPrinted = parent.prints
+		} else {
+			var err error
+			if req.Parent, req.ParentPacked, err = pluginapi.ParentFor(eng, parent.packed); err != nil {
+				return l.finish(err)
+			}
 		}
 		req.UnchangedDirs = true
 		l.subtrees = true

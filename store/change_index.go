@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -602,23 +603,105 @@ func ChangeIndexWithDirsAs[T any](ctx context.Context, s *Store, id string, conv
 // stored with a snapshot (ErrNotFound if it has none), its directories' and
 // symlinks' included, stream by stream, from one goroutine at a time and in
 // no particular order within a stream. No map of the index is built: an
-// in-place restore packs the records for the engine as they are read.
-func ChangeIndexWithDirsVisit(ctx context.Context, s *Store, id string, visit func(stream, path string, r IndexRecord)) error {
+// in-place restore packs the records for the engine as they are read. The
+// IndexDirs returned reads the records of one directory at a time again,
+// from the chunks this read kept.
+func ChangeIndexWithDirsVisit(ctx context.Context, s *Store, id string, visit func(stream, path string, r IndexRecord)) (*IndexDirs, error) {
 	if err := s.check(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	b, err := s.indexRecord(id)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	roots, err := decodeIndexRoots(b)
 	if err != nil {
-		return fmt.Errorf("snapshot %s: %w", id, err)
+		return nil, fmt.Errorf("snapshot %s: %w", id, err)
 	}
-	if err := visitChangeIndex(ctx, s, roots, true, nil, nil, visit); err != nil {
-		return fmt.Errorf("change index of %s: %w", id, err)
+	d := &IndexDirs{streams: make(map[string]*indexDirsStream, len(roots))}
+	for st, root := range roots {
+		d.streams[st] = &indexDirsStream{packs: newIndexPacks(s), chunks: map[string][]Hash{"": {root}}}
 	}
-	return nil
+	dir := func(stream, path string, h Hash) {
+		c := d.streams[stream].chunks
+		c[path] = append(c[path], h)
+	}
+	if err := visitChangeIndexIn(ctx, s, roots, true, nil, dir, visit, func(st string) *indexPacks { return d.streams[st].packs }); err != nil {
+		return nil, fmt.Errorf("change index of %s: %w", id, err)
+	}
+	return d, nil
+}
+
+// IndexDirs gives the records of a change index's files directory by
+// directory, from the chunks of a read of the whole index
+// (ChangeIndexWithDirsVisit), which it holds. An in-place restore looks
+// up only the files the target's listing names one by one — on venv-full
+// after change small a few hundred, in the directories that changed — and
+// a map of all 46,508 records, built for those, was ~17 ms of the host's
+// CPU (and 5 MB of fresh memory) while the engine listed the target.
+// Safe for concurrent use.
+type IndexDirs struct {
+	streams map[string]*indexDirsStream
+}
+
+// indexDirsStream is one stream of an IndexDirs: its index chunks read,
+// and each directory's chunks (a large directory's root and fragments).
+type indexDirsStream struct {
+	packs  *indexPacks
+	chunks map[string][]Hash // by directory path, "" the root; read-only once made
+}
+
+// Files returns the records of the files directly in directory dir ("" the
+// root) of stream, by path (nil if it has none there).
+func (d *IndexDirs) Files(ctx context.Context, stream, dir string) (map[string]IndexRecord, error) {
+	if d == nil {
+		return nil, nil
+	}
+	st := d.streams[stream]
+	if st == nil {
+		return nil, nil
+	}
+	prefix := ""
+	if dir != "" {
+		prefix = dir + "/"
+	}
+	var out map[string]IndexRecord
+	var recs []indexEntry
+	var children []indexChild
+	// A large directory's fragments are children at its own prefix; the
+	// read noted them beside its root, but for the stream's root.
+	queue := slices.Clone(st.chunks[dir])
+	seen := map[Hash]bool{}
+	for len(queue) > 0 {
+		h := queue[0]
+		queue = queue[1:]
+		if seen[h] {
+			continue
+		}
+		seen[h] = true
+		b, err := st.packs.get(ctx, h)
+		if err != nil {
+			return nil, fmt.Errorf("change index, directory %q: %w", dir, err)
+		}
+		if recs, children, err = decodeIndexDir(b, prefix, true, recs[:0]); err != nil {
+			return nil, fmt.Errorf("change index, directory %q: chunk %s: %w", dir, h, err)
+		}
+		for _, c := range children {
+			if c.prefix == prefix {
+				queue = append(queue, c.h)
+			}
+		}
+		for _, r := range recs {
+			if r.r.Kind != IndexFile {
+				continue
+			}
+			if out == nil {
+				out = make(map[string]IndexRecord, len(recs))
+			}
+			out[r.path] = r.r
+		}
+	}
+	return out, nil
 }
 
 func changeIndexAs[T any](ctx context.Context, s *Store, id string, withMeta bool, conv func(IndexRecord) T) (map[string]map[string]T, error) {
@@ -687,6 +770,12 @@ func loadChangeIndexAs[T any](ctx context.Context, s *Store, roots map[string]Ha
 // called with every index chunk's hash, from one goroutine at a time; dirs,
 // if set, with the stream, path and hash of every chunk below the root.
 func visitChangeIndex(ctx context.Context, s *Store, roots map[string]Hash, withMeta bool, seen func(Hash), dirs func(stream, path string, h Hash), visit func(stream, path string, r IndexRecord)) error {
+	return visitChangeIndexIn(ctx, s, roots, withMeta, seen, dirs, visit, nil)
+}
+
+// visitChangeIndexIn is visitChangeIndex reading each stream through the
+// indexPacks packsOf returns for it (nil: one of its own).
+func visitChangeIndexIn(ctx context.Context, s *Store, roots map[string]Hash, withMeta bool, seen func(Hash), dirs func(stream, path string, h Hash), visit func(stream, path string, r IndexRecord), packsOf func(stream string) *indexPacks) error {
 	for _, st := range sortedKeys(roots) {
 		add := func(p string, r IndexRecord) {
 			if withMeta || r.Kind == IndexFile {
@@ -697,7 +786,11 @@ func visitChangeIndex(ctx context.Context, s *Store, roots map[string]Hash, with
 		if dirs != nil {
 			dir = func(prefix string, h Hash) { dirs(st, strings.TrimSuffix(prefix, "/"), h) }
 		}
-		if err := s.readIndexParallel(ctx, roots[st], add, seen, dir); err != nil {
+		packs := newIndexPacks(s)
+		if packsOf != nil {
+			packs = packsOf(st)
+		}
+		if err := s.readIndexParallel(ctx, packs, roots[st], add, seen, dir); err != nil {
 			return fmt.Errorf("stream %q: %w", st, err)
 		}
 	}
@@ -716,16 +809,15 @@ const maxIndexHint = 1 << 22
 const indexReaders = 4
 
 // readIndexParallel is walkIndex with indexReaders goroutines, all ended
-// before it returns; add, seen and dir (with each chunk below the root and
+// before it returns, reading through packs; add, seen and dir (with each chunk below the root and
 // its prefix) are called from one at a time.
-func (s *Store) readIndexParallel(ctx context.Context, root Hash, add func(string, IndexRecord), seen func(Hash), dir func(string, Hash)) error {
+func (s *Store) readIndexParallel(ctx context.Context, packs *indexPacks, root Hash, add func(string, IndexRecord), seen func(Hash), dir func(string, Hash)) error {
 	type job struct {
 		h      Hash
 		prefix string
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	packs := newIndexPacks(s)
 	var (
 		mu      sync.Mutex
 		queue   = []job{{h: root}}

@@ -3,6 +3,8 @@ package store
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -107,15 +109,69 @@ func TestParentChangeIndexWithDirs(t *testing.T) {
 	// ChangeIndexWithDirsVisit (in-place restores) hands over the same
 	// records, each once, by snapshot ID.
 	visited := ChangeIndex{}
-	require.NoError(t, ChangeIndexWithDirsVisit(ctx, s, "one", func(stream, path string, r IndexRecord) {
+	dirsOf, err := ChangeIndexWithDirsVisit(ctx, s, "one", func(stream, path string, r IndexRecord) {
 		if visited[stream] == nil {
 			visited[stream] = map[string]IndexRecord{}
 		}
 		assert.NotContains(t, visited[stream], path)
 		visited[stream][path] = r
-	}))
+	})
+	require.NoError(t, err)
 	assert.Equal(t, idx, visited)
-	assert.ErrorIs(t, ChangeIndexWithDirsVisit(ctx, s, "none", func(string, string, IndexRecord) {}), ErrNotFound)
+	// And then gives a directory's files again, one directory at a time.
+	files, err := dirsOf.Files(ctx, "rootfs", "lib/pkg")
+	require.NoError(t, err)
+	assert.Equal(t, map[string]IndexRecord{"lib/pkg/m.py": file}, files)
+	for _, dir := range []string{"", "lib", "empty", "nowhere"} {
+		files, err = dirsOf.Files(ctx, "rootfs", dir)
+		require.NoError(t, err)
+		assert.Empty(t, files, dir)
+	}
+	files, err = dirsOf.Files(ctx, "other", "lib/pkg")
+	require.NoError(t, err)
+	assert.Empty(t, files)
+	_, err = ChangeIndexWithDirsVisit(ctx, s, "none", func(string, string, IndexRecord) {})
+	assert.ErrorIs(t, err, ErrNotFound)
+}
+
+// TestIndexDirsFilesOfSplitDirectories: the files of directories large
+// enough to be stored in fragments (tree_split.go), the root's included,
+// come whole from IndexDirs.Files.
+func TestIndexDirsFilesOfSplitDirectories(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, "")
+	files := map[string]IndexRecord{}
+	for i := range 400 {
+		files[fmt.Sprintf("top_module_%03d.py", i)] = IndexRecord{Size: int64(i), MtimeNs: 1e18 + int64(i), CtimeNs: 1e18 + int64(i), Inode: uint64(1000 + i)}
+		files[fmt.Sprintf("pkg/sub_module_%03d.py", i)] = IndexRecord{Size: int64(i), MtimeNs: 2e18 + int64(i), CtimeNs: 2e18 + int64(i), Inode: uint64(5000 + i)}
+	}
+	w, err := s.NewWriter(ctx)
+	require.NoError(t, err)
+	tree, err := w.PutTree(ctx, &Tree{})
+	require.NoError(t, err)
+	snap := &Snapshot{ID: "big", Engine: "dir", EnvID: "e", CreatedAt: time.Now(), Streams: []Stream{{Name: "rootfs", Root: tree}}}
+	require.NoError(t, w.Commit(ctx, snap, ChangeIndex{"rootfs": files}))
+	dirsOf, err := ChangeIndexWithDirsVisit(ctx, s, "big", func(string, string, IndexRecord) {})
+	require.NoError(t, err)
+	require.Greater(t, len(dirsOf.streams["rootfs"].chunks["pkg"]), 1, "pkg is split")
+	want := map[string]map[string]IndexRecord{"": {}, "pkg": {}}
+	for p, r := range files {
+		dir, _ := splitDir(p)
+		want[dir][p] = r
+	}
+	for dir, w := range want {
+		got, err := dirsOf.Files(ctx, "rootfs", dir)
+		require.NoError(t, err)
+		assert.Equal(t, w, got, dir)
+	}
+}
+
+// splitDir splits a path into its directory ("" at the top) and name.
+func splitDir(p string) (string, string) {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[:i], p[i+1:]
+	}
+	return "", p
 }
 
 // parentIndex collects what ParentChangeIndexVisit hands over, asserting
