@@ -104,7 +104,7 @@ const valueThreshold = 1 << 10
 
 // Value-log files: see badgerOptions and reclaim (gc.go).
 const (
-	vlogFileSize = 8 << 20
+	vlogFileSize = 1 << 20
 	// vlogMaxEntries: Badger also starts a new value-log file after this
 	// many values; GC relies on it to rotate the active file (gc.go,
 	// rotateValueLog). A venv-full snapshot writes about 2,500 values of
@@ -122,9 +122,20 @@ const (
 //   - values above 1 KiB (packs, large chunks) go to the value log (big sequential writes, no
 //     rewriting by LSM compactions); small chunks and keys stay in the LSM,
 //     which compaction reclaims on its own after GC;
-//   - value-log files of 8 MiB, so that value-log GC can rewrite one file
-//     at a time and give space back (the default 1 GiB file would hold a
-//     whole venv); GC also rotates the active file first (gc.go, reclaim).
+//   - value-log files of 1 MiB (Badger's minimum), so that value-log GC can
+//     rewrite one file at a time and give space back (the default 1 GiB
+//     file would hold a whole venv); GC also rotates the active file first
+//     (gc.go, reclaim). Badger creates a new value-log file at every Open
+//     of a writable store, sized twice this, and maps it; its first write
+//     faults in a read-around window of the block device's read_ahead_kb
+//     (8 MiB on the project's machines) of zero-filled page-cache pages
+//     that Close then msyncs and truncates away. With 8 MiB files that was
+//     16 MiB mapped and 8 MiB faulted by every command that opens the
+//     store; 1 MiB files cap it at 2 MiB. Since packs and large chunks
+//     went to bulk files (StoreFormat 2) the value log holds only records
+//     and trees between 1 KiB and packMaxChunk: ~380 KB for a venv-full
+//     snapshot, ~3.4 KB for a second one. The figures below are of the
+//     format-1 layout, when packs were values:
 //     BenchmarkGCVenvFull (delete a venv-full snapshot whose other snapshot
 //     keeps half its site-packages: 49.6 MB of chunks deleted, disk 109 MB
 //     before) freed 50.3 MB of disk with 16 MiB files (5 files), 50.1 MB
