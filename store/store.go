@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -104,7 +105,7 @@ const valueThreshold = 1 << 10
 
 // Value-log files: see badgerOptions and reclaim (gc.go).
 const (
-	vlogFileSize = 8 << 20
+	vlogFileSize = 1 << 20
 	// vlogMaxEntries: Badger also starts a new value-log file after this
 	// many values; GC relies on it to rotate the active file (gc.go,
 	// rotateValueLog). A venv-full snapshot writes about 2,500 values of
@@ -122,9 +123,20 @@ const (
 //   - values above 1 KiB (packs, large chunks) go to the value log (big sequential writes, no
 //     rewriting by LSM compactions); small chunks and keys stay in the LSM,
 //     which compaction reclaims on its own after GC;
-//   - value-log files of 8 MiB, so that value-log GC can rewrite one file
-//     at a time and give space back (the default 1 GiB file would hold a
-//     whole venv); GC also rotates the active file first (gc.go, reclaim).
+//   - value-log files of 1 MiB (Badger's minimum), so that value-log GC can
+//     rewrite one file at a time and give space back (the default 1 GiB
+//     file would hold a whole venv); GC also rotates the active file first
+//     (gc.go, reclaim). Badger creates a new value-log file at every Open
+//     of a writable store, sized twice this, and maps it; its first write
+//     faults in a read-around window of the block device's read_ahead_kb
+//     (8 MiB on the project's machines) of zero-filled page-cache pages
+//     that Close then msyncs and truncates away. With 8 MiB files that was
+//     16 MiB mapped and 8 MiB faulted by every command that opens the
+//     store; 1 MiB files cap it at 2 MiB. Since packs and large chunks
+//     went to bulk files (StoreFormat 2) the value log holds only records
+//     and trees between 1 KiB and packMaxChunk: ~380 KB for a venv-full
+//     snapshot, ~3.4 KB for a second one. The figures below are of the
+//     format-1 layout, when packs were values:
 //     BenchmarkGCVenvFull (delete a venv-full snapshot whose other snapshot
 //     keeps half its site-packages: 49.6 MB of chunks deleted, disk 109 MB
 //     before) freed 50.3 MB of disk with 16 MiB files (5 files), 50.1 MB
@@ -143,14 +155,27 @@ const (
 //     must stay under 300 MB peak RSS while it also compresses and restores;
 //   - SyncWrites off: Writer.Commit calls Sync once, after the chunks and
 //     before the record, which is all the durability the invariants need.
-//   - no compaction of level 0 on Close (Badger's default): each process
-//     that wrote leaves its memtable as one small level-0 table, and
-//     Badger's compactors merge them in the background once there are
-//     NumLevelZeroTables of them. Compacting on every Close rewrote the
-//     level-1 table (5 MB for one venv-full snapshot) each time: 60–90 ms
-//     of every create's exit, against 10–14 ms without, on the project's
-//     machines (an unchanged second create of venv-full, side by side).
-func badgerOptions(dir string, logf func(string, ...any)) badger.Options {
+//   - compaction by the process that finds level 0 long, at its Close
+//     (compactL0, l0CompactAt), instead of Badger's background compactors
+//     in every process: each process that wrote leaves its memtable as one
+//     small level-0 table; compacting on every Close rewrote the level-1
+//     table (5 MB for one venv-full snapshot) each time: 60–90 ms of every
+//     create's exit, against 10–14 ms without, on the project's machines
+//     (an unchanged second create of venv-full, side by side).
+//     Compactors wait a random 0-1 s before their first compaction, so a
+//     command of a few hundred ms rarely compacted, and when one did it
+//     took a core from the command and its Close waited for it (115-460
+//     ms, every 5-6 second creates). Level 0 meanwhile grew without bound,
+//     since Close adds its table past NumLevelZeroTablesStall: 42 tables
+//     after 300 creates and deletes of a small tree, and an Open reads
+//     every table's index. A write stalled at NumLevelZeroTablesStall
+//     waits for a compactor, which a process without them would never
+//     have: the stall is set out of reach.
+func badgerOptions(dir string, logf func(string, ...any), compactL0 bool) badger.Options {
+	compactors := 0
+	if compactL0 {
+		compactors = 2
+	}
 	return badger.DefaultOptions(dbDir(dir)).
 		WithLogger(badgerLogger{logf}).
 		WithSyncWrites(false).
@@ -161,13 +186,13 @@ func badgerOptions(dir string, logf func(string, ...any)) badger.Options {
 		WithMemTableSize(16 << 20).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(4).
-		WithNumLevelZeroTablesStall(8).
+		WithNumLevelZeroTablesStall(math.MaxInt32).
 		WithBaseTableSize(8 << 20).
 		WithBlockCacheSize(0).
 		WithIndexCacheSize(0).
-		WithNumCompactors(2).
+		WithNumCompactors(compactors).
 		WithNumVersionsToKeep(1).
-		WithCompactL0OnClose(false).
+		WithCompactL0OnClose(compactL0).
 		WithDetectConflicts(true)
 }
 
@@ -229,7 +254,12 @@ func open(opts Options, lk *dirLock) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	bo := badgerOptions(opts.Dir, opts.Logf)
+	compact, err := l0Long(opts)
+	if err != nil {
+		codec.Close()
+		return nil, err
+	}
+	bo := badgerOptions(opts.Dir, opts.Logf, compact)
 	if opts.valueLogFileSize > 0 {
 		bo = bo.WithValueLogFileSize(opts.valueLogFileSize)
 	}
@@ -274,6 +304,44 @@ func open(opts Options, lk *dirLock) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// l0CompactAt is the level-0 table count from which a process compacts
+// level 0 into the levels below when it closes the store (badgerOptions).
+// An Open reads each table's index and every lookup that misses the
+// memtable probes each level-0 table, ~0.3-0.5 ms of an Open per table on
+// the project's machines (opens of stores with 2 and 42 level-0 tables);
+// a compaction rewrites the base level's tables that overlap, ~60-90 ms
+// for a store holding a venv-full snapshot. Every 8th writing command
+// pays it.
+const l0CompactAt = 8
+
+// l0Long reports whether the store's database has at least l0CompactAt
+// level-0 tables, from its manifest (Badger reads it again in Open; it is
+// a few KB). A missing manifest is a new database. The store's lock is
+// held: no other process changes the manifest.
+func l0Long(opts Options) (bool, error) {
+	f, err := os.Open(filepath.Join(dbDir(opts.Dir), badger.ManifestFilename))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read badger manifest: %w", err)
+	}
+	defer f.Close()
+	m, _, err := badger.ReplayManifestFile(f, 0, badgerOptions(opts.Dir, opts.Logf, false))
+	if err != nil {
+		// Badger's Open reports (or repairs) a damaged manifest; no
+		// compaction is no harm.
+		return false, nil
+	}
+	n := 0
+	for _, t := range m.Tables {
+		if t.Level == 0 {
+			n++
+		}
+	}
+	return n >= l0CompactAt, nil
 }
 
 // removeEmptyLogFiles removes the 0-byte memtable (.mem) and value-log
