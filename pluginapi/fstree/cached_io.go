@@ -41,29 +41,41 @@ var (
 // giving up the P when the kernel can do it from its caches.
 func openCached(path string) (int, error) {
 	const flags = unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC
-	if !noCachedOpen.Load() {
-		p, err := unix.BytePtrFromString(path)
-		if err != nil {
-			return -1, err
-		}
-		how := unix.OpenHow{Flags: flags, Resolve: resolveCached}
-		cwd := unix.AT_FDCWD
-		fd, _, errno := unix.RawSyscall6(unix.SYS_OPENAT2, uintptr(cwd), uintptr(unsafe.Pointer(p)),
-			uintptr(unsafe.Pointer(&how)), unsafe.Sizeof(how), 0, 0)
-		runtime.KeepAlive(p)
-		switch errno {
-		case 0:
-			return int(fd), nil
-		case unix.EAGAIN, unix.EINTR:
-			// Not in the caches: the usual, blocking way.
-		case unix.ENOSYS, unix.EINVAL, unix.EPERM:
-			// No openat2, or no RESOLVE_CACHED (or a seccomp filter).
-			noCachedOpen.Store(true)
-		default:
-			return -1, errno
-		}
+	if fd, ok, err := openat2Cached(unix.AT_FDCWD, path, flags); ok {
+		return fd, err
 	}
 	return unix.Open(path, flags, 0)
+}
+
+// openat2Cached opens name in dirFd with openat2 and RESOLVE_CACHED as a
+// raw call. ok is false when the caller must open it the usual, blocking
+// way: the lookup needs the disk, or the kernel lacks openat2 or
+// RESOLVE_CACHED (then noCachedOpen is set and no raw open is tried again).
+func openat2Cached(dirFd int, name string, flags uint64) (fd int, ok bool, err error) {
+	if noCachedOpen.Load() {
+		return -1, false, nil
+	}
+	p, err := unix.BytePtrFromString(name)
+	if err != nil {
+		return -1, true, err
+	}
+	how := unix.OpenHow{Flags: flags, Resolve: resolveCached}
+	r, _, errno := unix.RawSyscall6(unix.SYS_OPENAT2, uintptr(dirFd), uintptr(unsafe.Pointer(p)),
+		uintptr(unsafe.Pointer(&how)), unsafe.Sizeof(how), 0, 0)
+	runtime.KeepAlive(p)
+	switch errno {
+	case 0:
+		return int(r), true, nil
+	case unix.EAGAIN, unix.EINTR:
+		// Not in the caches: the usual, blocking way.
+		return -1, false, nil
+	case unix.ENOSYS, unix.EINVAL, unix.EPERM:
+		// No openat2, or no RESOLVE_CACHED (or a seccomp filter).
+		noCachedOpen.Store(true)
+		return -1, false, nil
+	default:
+		return -1, true, errno
+	}
 }
 
 // preadCached reads from fd at off into buf like pread(2); it keeps the P
@@ -120,25 +132,8 @@ func closeRaw(fd int) {
 // walk has just lstat'ed.
 func openDirCached(dirFd int, name string) (int, error) {
 	const flags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
-	if !noCachedOpen.Load() {
-		p, err := unix.BytePtrFromString(name)
-		if err != nil {
-			return -1, err
-		}
-		how := unix.OpenHow{Flags: flags, Resolve: resolveCached}
-		fd, _, errno := unix.RawSyscall6(unix.SYS_OPENAT2, uintptr(dirFd), uintptr(unsafe.Pointer(p)),
-			uintptr(unsafe.Pointer(&how)), unsafe.Sizeof(how), 0, 0)
-		runtime.KeepAlive(p)
-		switch errno {
-		case 0:
-			return int(fd), nil
-		case unix.EAGAIN, unix.EINTR:
-			// Not in the caches: the usual, blocking way.
-		case unix.ENOSYS, unix.EINVAL, unix.EPERM:
-			noCachedOpen.Store(true)
-		default:
-			return -1, errno
-		}
+	if fd, ok, err := openat2Cached(dirFd, name, flags); ok {
+		return fd, err
 	}
 	for {
 		fd, err := unix.Openat(dirFd, name, flags, 0)
