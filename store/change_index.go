@@ -341,7 +341,7 @@ func (w *Writer) putPendingIndex(ctx context.Context) error {
 	return nil
 }
 
-// indexRoots decodes the 'x' record: stream → root index chunk.
+// decodeIndexRoots decodes the 'x' record: stream → root index chunk.
 func decodeIndexRoots(b []byte) (map[string]Hash, error) {
 	if len(b) < 2 || b[0] != indexRootMagic || b[1] != indexRootVersion {
 		return nil, fmt.Errorf("%w: change index record header", ErrCorrupt)
@@ -584,6 +584,20 @@ func (s *Store) indexRecord(id string) ([]byte, error) {
 	return b, nil
 }
 
+// indexRoots reads snapshot id's change index record ('x') and decodes it:
+// stream → root index chunk (ErrNotFound if the snapshot has none).
+func (s *Store) indexRoots(id string) (map[string]Hash, error) {
+	b, err := s.indexRecord(id)
+	if err != nil {
+		return nil, err
+	}
+	roots, err := decodeIndexRoots(b)
+	if err != nil {
+		return nil, fmt.Errorf("change index of %s: %w", id, err)
+	}
+	return roots, nil
+}
+
 // ChangeIndex returns the change index stored with a snapshot (ErrNotFound
 // if it has none).
 func (s *Store) ChangeIndex(ctx context.Context, id string) (ChangeIndex, error) {
@@ -610,13 +624,9 @@ func ChangeIndexWithDirsVisit(ctx context.Context, s *Store, id string, visit fu
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	b, err := s.indexRecord(id)
+	roots, err := s.indexRoots(id)
 	if err != nil {
 		return nil, err
-	}
-	roots, err := decodeIndexRoots(b)
-	if err != nil {
-		return nil, fmt.Errorf("snapshot %s: %w", id, err)
 	}
 	d := &IndexDirs{streams: make(map[string]*indexDirsStream, len(roots))}
 	for st, root := range roots {
@@ -708,13 +718,9 @@ func changeIndexAs[T any](ctx context.Context, s *Store, id string, withMeta boo
 	if err := s.check(ctx); err != nil {
 		return nil, err
 	}
-	b, err := s.indexRecord(id)
+	roots, err := s.indexRoots(id)
 	if err != nil {
 		return nil, err
-	}
-	roots, err := decodeIndexRoots(b)
-	if err != nil {
-		return nil, fmt.Errorf("snapshot %s: %w", id, err)
 	}
 	// The snapshot's file count sizes the maps, as for a parent's index
 	// (loadChangeIndexAs); an in-place restore loads its snapshot's.
@@ -913,16 +919,12 @@ func (s *Store) IndexChunksUnder(ctx context.Context, root Hash, visit func(Hash
 // id's change index, stream by stream; a snapshot without one visits
 // nothing.
 func (s *Store) walkSnapshotIndex(ctx context.Context, id string, visit func(Hash) bool) error {
-	rec, err := s.indexRecord(id)
+	roots, err := s.indexRoots(id)
 	if errors.Is(err, ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
-	}
-	roots, err := decodeIndexRoots(rec)
-	if err != nil {
-		return fmt.Errorf("change index of %s: %w", id, err)
 	}
 	for _, st := range sortedKeys(roots) {
 		if err := s.walkIndex(ctx, roots[st], nil, visit); err != nil {

@@ -88,9 +88,7 @@ func putIndexedSnapshot(t *testing.T, s *Store, id string, dirs, files int, whol
 
 func indexRoot(t *testing.T, s *Store, id string) Hash {
 	t.Helper()
-	rec, err := s.indexRecord(id)
-	require.NoError(t, err)
-	roots, err := decodeIndexRoots(rec)
+	roots, err := s.indexRoots(id)
 	require.NoError(t, err)
 	return roots["rootfs"]
 }

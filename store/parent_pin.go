@@ -45,15 +45,13 @@ func (s *Store) pinRoots(ctx context.Context, id string) (*parentPin, error) {
 	for _, st := range snap.Streams {
 		p.trees = append(p.trees, st.Root)
 	}
-	rec, err := s.indexRecord(id)
+	roots, err := s.indexRoots(id)
 	switch {
 	case errors.Is(err, ErrNotFound):
 	case err != nil:
 		return nil, err
 	default:
-		if p.index, err = decodeIndexRoots(rec); err != nil {
-			return nil, fmt.Errorf("snapshot %s: %w", id, err)
-		}
+		p.index = roots
 	}
 	return p, nil
 }
