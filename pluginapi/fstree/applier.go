@@ -891,7 +891,7 @@ func (a *Applier) writeFile(dir *dirHandle, name string, direct bool, e *plugina
 	}
 	var st unix.Stat_t
 	if err := a.fillFile(fd, e, data, src, &st); err != nil {
-		rawClose(fd)
+		closeRaw(fd)
 		_ = unix.Unlinkat(dir.fd, tmp, 0)
 		return err
 	}
@@ -899,17 +899,17 @@ func (a *Applier) writeFile(dir *dirHandle, name string, direct bool, e *plugina
 	// after the rename (which sets the ctime). A failing close (not on
 	// local file systems) still fails the restore.
 	if err := a.publish(dir, tmp, name); err != nil {
-		rawClose(fd)
+		closeRaw(fd)
 		return err
 	}
 	if a.written != nil {
 		if tmp != name {
 			// The rename moved the ctime.
-			err = rawFstat(fd, &st)
+			err = fstatRaw(fd, &st)
 		}
 		a.recordWritten(&st, err, e.Path)
 	}
-	if err := rawClose(fd); err != nil {
+	if err := closeRaw(fd); err != nil {
 		return fmt.Errorf("close: %w", err)
 	}
 	return nil
@@ -981,7 +981,7 @@ func (a *Applier) fillFile(fd int, e *pluginapi.Entry, data []byte, src io.Reade
 	if err := futimens(fd, e.MtimeNs); err != nil {
 		return fmt.Errorf("set mtime: %w", err)
 	}
-	if err := rawFstat(fd, st); err != nil {
+	if err := fstatRaw(fd, st); err != nil {
 		return fmt.Errorf("stat: %w", err)
 	}
 	changed := false

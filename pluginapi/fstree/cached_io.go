@@ -60,12 +60,11 @@ func openat2Cached(dirFd int, name string, flags uint64) (fd int, ok bool, err e
 		return -1, true, err
 	}
 	how := unix.OpenHow{Flags: flags, Resolve: resolveCached}
-	r, _, errno := unix.RawSyscall6(unix.SYS_OPENAT2, uintptr(dirFd), uintptr(unsafe.Pointer(p)),
-		uintptr(unsafe.Pointer(&how)), unsafe.Sizeof(how), 0, 0)
+	r, err := rawOpenat2(dirFd, p, &how)
 	runtime.KeepAlive(p)
-	switch errno {
-	case 0:
-		return int(r), true, nil
+	switch err {
+	case nil:
+		return r, true, nil
 	case unix.EAGAIN, unix.EINTR:
 		// Not in the caches: the usual, blocking way.
 		return -1, false, nil
@@ -74,7 +73,7 @@ func openat2Cached(dirFd int, name string, flags uint64) (fd int, ok bool, err e
 		noCachedOpen.Store(true)
 		return -1, false, nil
 	default:
-		return -1, true, errno
+		return -1, true, err
 	}
 }
 
@@ -120,10 +119,16 @@ func fstatRaw(fd int, st *unix.Stat_t) error {
 	return nil
 }
 
-// closeRaw closes a regular file or directory opened read-only, which
-// never waits.
-func closeRaw(fd int) {
-	_, _, _ = unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+// closeRaw is close(2) of a file or directory on a local file system,
+// which never waits for a disk (a restored file's data is written back
+// later). It is not retried on EINTR: the descriptor is gone either way on
+// Linux. Callers closing what they only read ignore its error.
+func closeRaw(fd int) error {
+	_, _, errno := unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 // openDirCached opens the directory name in the directory open as dirFd

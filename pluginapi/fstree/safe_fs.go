@@ -213,25 +213,6 @@ func rawMkdirat(dirFd int, name string, mode uint32) error {
 	}
 }
 
-// rawFstat is fstat(2).
-func rawFstat(fd int, st *unix.Stat_t) error {
-	_, _, errno := unix.RawSyscall(unix.SYS_FSTAT, uintptr(fd), uintptr(unsafe.Pointer(st)), 0)
-	if errno != 0 {
-		return errno
-	}
-	return nil
-}
-
-// rawClose is close(2); it is not retried on EINTR (the descriptor is
-// gone either way on Linux).
-func rawClose(fd int) error {
-	_, _, errno := unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
-	if errno != 0 {
-		return errno
-	}
-	return nil
-}
-
 // rawWriteAll writes all of b to fd, a regular file being restored.
 func rawWriteAll(fd int, b []byte) error {
 	for len(b) > 0 {
