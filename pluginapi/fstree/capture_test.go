@@ -238,16 +238,22 @@ func TestCaptureMissingRoot(t *testing.T) {
 	assert.ErrorIs(t, err, os.ErrNotExist)
 }
 
-func TestReadSmallFileRereadsChangedFile(t *testing.T) {
+// grownSmallFile writes a small file, takes its entry as the walk would,
+// then lets the file grow ("much longer now") after the walk saw it.
+func grownSmallFile(t *testing.T) (string, pluginapi.Entry) {
+	t.Helper()
 	p := filepath.Join(t.TempDir(), "f")
 	writeFile(t, p, "short", 0o644)
 	var st unix.Stat_t
 	require.NoError(t, unix.Lstat(p, &st))
 	e := entryFromStat("f", &st)
 	e.Type, e.Size = pluginapi.TypeFile, st.Size
-
-	// The file grows after the walk saw it.
 	require.NoError(t, os.WriteFile(p, []byte("much longer now"), 0o644))
+	return p, e
+}
+
+func TestReadSmallFileRereadsChangedFile(t *testing.T) {
+	p, e := grownSmallFile(t)
 	body, err := readSmallFile(p, &e, nil)
 	require.NoError(t, err)
 	assert.Equal(t, "much longer now", string(body))

@@ -58,15 +58,7 @@ func TestCaptureFillsBodiesLikeWriteEntry(t *testing.T) {
 }
 
 func TestFillSmallFileRereadsChangedFile(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "f")
-	writeFile(t, p, "short", 0o644)
-	var st unix.Stat_t
-	require.NoError(t, unix.Lstat(p, &st))
-	e := entryFromStat("f", &st)
-	e.Type, e.Size = pluginapi.TypeFile, st.Size
-
-	// The file grows after the walk saw it.
-	require.NoError(t, os.WriteFile(p, []byte("much longer now"), 0o644))
+	p, e := grownSmallFile(t)
 	fd, err := openSmallFile(p, &e, nil)
 	require.NoError(t, err)
 	defer unix.Close(fd)
