@@ -118,13 +118,8 @@ func TestPluginRoundTrip(t *testing.T) {
 // plugin (the host already names it).
 func TestEngineErrorsNameTheEngineOnce(t *testing.T) {
 	ctx := context.Background()
-	host := pluginapi.NewHost(pluginapi.HostOptions{})
-	defer host.Close()
-	p, err := host.Launch(ctx, pluginapi.Spec{Name: "dir", Path: dirPluginPath(t)})
-	require.NoError(t, err)
-	defer p.Close()
 	missing := filepath.Join(t.TempDir(), "missing")
-	for name, eng := range map[string]pluginapi.Engine{"in-process": newDirEngine(), "plugin": p} {
+	for name, eng := range dirEngines(t) {
 		t.Run(name, func(t *testing.T) {
 			m := openManager(t, map[string]pluginapi.Engine{"dir": eng})
 			_, err := m.Create(ctx, CreateOptions{Engine: "dir", Target: missing})

@@ -40,14 +40,7 @@ func TestRestoreInPlaceKeepsExcluded(t *testing.T) {
 	ctx := context.Background()
 	engines := map[string]func(t *testing.T) pluginapi.Engine{
 		"in-process": func(*testing.T) pluginapi.Engine { return newDirEngine() },
-		"plugin": func(t *testing.T) pluginapi.Engine {
-			host := pluginapi.NewHost(pluginapi.HostOptions{})
-			t.Cleanup(func() { host.Close() })
-			p, err := host.Launch(ctx, pluginapi.Spec{Name: "dir", Path: dirPluginPath(t)})
-			require.NoError(t, err)
-			t.Cleanup(func() { p.Close() })
-			return p
-		},
+		"plugin":     func(t *testing.T) pluginapi.Engine { return launchDirPlugin(t) },
 	}
 	for name, newEngine := range engines {
 		t.Run(name, func(t *testing.T) {

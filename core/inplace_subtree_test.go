@@ -63,12 +63,7 @@ func (w listingTap) WriteEntry(ctx context.Context, en *pluginapi.Entry, body io
 // takes only a full stream is listed entry by entry, as before.
 func TestRestoreInPlaceKeepsUnchangedSubtreesWhole(t *testing.T) {
 	ctx := context.Background()
-	host := pluginapi.NewHost(pluginapi.HostOptions{})
-	defer host.Close()
-	p, err := host.Launch(ctx, pluginapi.Spec{Name: "dir", Path: dirPluginPath(t)})
-	require.NoError(t, err)
-	defer p.Close()
-	for name, base := range map[string]pluginapi.Engine{"in-process": newDirEngine(), "plugin": p} {
+	for name, base := range dirEngines(t) {
 		for _, sparse := range []bool{true, false} {
 			t.Run(fmt.Sprintf("%s sparse=%v", name, sparse), func(t *testing.T) {
 				eng := base
@@ -166,11 +161,7 @@ func boolInt(b bool) int64 {
 // finds nothing to do.
 func TestRestoreInPlacePackedOwnIndexThroughPlugin(t *testing.T) {
 	ctx := context.Background()
-	host := pluginapi.NewHost(pluginapi.HostOptions{})
-	defer host.Close()
-	p, err := host.Launch(ctx, pluginapi.Spec{Name: "dir", Path: dirPluginPath(t)})
-	require.NoError(t, err)
-	defer p.Close()
+	p := launchDirPlugin(t)
 	src := filepath.Join(t.TempDir(), "src")
 	makeTree(t, src)
 	for _, pkg := range []string{"alpha", "beta", "gamma"} {

@@ -97,10 +97,17 @@ func TestRestoreInPlaceXattrsUnreadInListing(t *testing.T) {
 // the test and stopped at its end.
 func dirEngines(t *testing.T) map[string]pluginapi.Engine {
 	t.Helper()
+	return map[string]pluginapi.Engine{"in-process": newDirEngine(), "plugin": launchDirPlugin(t)}
+}
+
+// launchDirPlugin launches the dir engine's plugin for the test and stops
+// it, and its host, at the test's end.
+func launchDirPlugin(t *testing.T) *pluginapi.Plugin {
+	t.Helper()
 	host := pluginapi.NewHost(pluginapi.HostOptions{})
 	t.Cleanup(func() { host.Close() })
 	p, err := host.Launch(context.Background(), pluginapi.Spec{Name: "dir", Path: dirPluginPath(t)})
 	require.NoError(t, err)
 	t.Cleanup(func() { p.Close() })
-	return map[string]pluginapi.Engine{"in-process": newDirEngine(), "plugin": p}
+	return p
 }
