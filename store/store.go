@@ -371,9 +371,10 @@ func l0Long(opts Options) (bool, error) {
 // (a test framework through the Go API) adds a level-0 table each time
 // its memtable fills, and without this its level 0 grew for as long as it
 // ran: every lookup that misses the memtable probes each level-0 table.
-// A short command does not get past the count: it flushes its memtable at
-// Close, so its commits see level 0 as Open found it, and l0Long took care
-// of that.
+// A short command's commit rarely gets past the count: its memtable goes to
+// level 0 at Close, unless the command filled it (16 MiB of keys and small
+// values) before, so its commits see level 0 as Open found it, which
+// l0Long took care of.
 //
 // The compaction is Badger's Flatten, the one public call that compacts:
 // level 0 into the base level, then, where the store has grown past one
