@@ -12,13 +12,12 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"runtime"
 	"runtime/debug"
 	"slices"
-	"sync"
 	"syscall"
 
 	"github.com/pypj/ptest-snap/internal/devprof"
+	"github.com/pypj/ptest-snap/internal/gctune"
 )
 
 func main() {
@@ -97,51 +96,13 @@ const (
 // unless the user set GOGC or GOMEMLIMIT, and returns the function that
 // puts the previous settings back.
 func tuneGCForCreate() (restore func()) {
-	return tuneGC(nil)
-}
-
-// tuneGC is tuneGCForCreate calling switched, if set, once the first
-// collection has switched to createGCPercent.
-func tuneGC(switched func()) (restore func()) {
-	_, gogc := os.LookupEnv("GOGC")
-	_, limit := os.LookupEnv("GOMEMLIMIT")
-	if gogc || limit {
+	if gctune.UserSet() {
 		return func() {}
 	}
-	var mu sync.Mutex
-	active := true
-	prevPercent := debug.SetGCPercent(-1)
-	prevLimit := debug.SetMemoryLimit(createQuietHeap)
-	onFirstGC(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if active {
-			debug.SetGCPercent(createGCPercent)
-			debug.SetMemoryLimit(createMemoryLimit)
-		}
-		if switched != nil {
-			switched()
-		}
+	return gctune.Quiet(createQuietHeap, func() {
+		debug.SetGCPercent(createGCPercent)
+		debug.SetMemoryLimit(createMemoryLimit)
 	})
-	return func() {
-		mu.Lock()
-		defer mu.Unlock()
-		active = false
-		debug.SetGCPercent(prevPercent)
-		debug.SetMemoryLimit(prevLimit)
-	}
-}
-
-// gcSentinel is an object only onFirstGC points to; its pointer field
-// keeps it out of the tiny allocator, whose blocks may never be finalized.
-type gcSentinel struct {
-	_ *byte
-	_ [8]byte
-}
-
-// onFirstGC calls f on the finalizer goroutine after the next collection.
-func onFirstGC(f func()) {
-	runtime.SetFinalizer(new(gcSentinel), func(*gcSentinel) { f() })
 }
 
 // run executes one command line and returns the process exit code. Ctrl-C
