@@ -142,12 +142,17 @@ func (r *bodyRing) unmapLocked() {
 	}
 }
 
-// ringMapFlags map the ring shared and populated: a create of venv-full
-// writes every page of the 16 MiB ring within its first few hundred
-// milliseconds anyway, and 4,096 separate first-touch faults in each
-// process cost more than populating the mapping in one call (perf of a
-// create: 52 of the plugin's 1,172 samples were faults in the ring).
-const ringMapFlags = unix.MAP_SHARED | unix.MAP_POPULATE
+// ringMapFlags map the ring shared, without MAP_POPULATE. Populating
+// 16 MiB of fresh shared memory took 9-17 ms of the host's launch, and it
+// holds the process's mmap lock meanwhile: every other mmap of the host
+// (a new thread's stack, Badger's files while the store opens beside the
+// launch) waited for it, 14.5 ms of a second create's store open (strace
+// -T). A create that moves few bodies (a second create of venv-full: ~5 MB
+// of the ring) faults in only the pages it uses; one that fills the ring
+// faults each page once per process (~1-2.5 us a page, ~4 ms a process
+// for 4,096 pages where populating cost ~9.6 ms in the host and ~1.8 ms in
+// the plugin).
+const ringMapFlags = unix.MAP_SHARED
 
 // newHostRing creates a ring and returns it with the file to hand to the
 // plugin.

@@ -30,6 +30,7 @@ import (
 type parentPin struct {
 	id    string
 	files int64 // the snapshot's file count: the size of its index
+	dirs  int64 // its directory count: about its index's chunk count
 	trees []Hash
 	index map[string]Hash // stream → root index chunk; empty without an index
 }
@@ -41,7 +42,7 @@ func (s *Store) pinRoots(ctx context.Context, id string) (*parentPin, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &parentPin{id: id, files: snap.Stats.Files}
+	p := &parentPin{id: id, files: snap.Stats.Files, dirs: snap.Stats.Dirs}
 	for _, st := range snap.Streams {
 		p.trees = append(p.trees, st.Root)
 	}
@@ -182,23 +183,35 @@ func ParentChangeIndexVisit(ctx context.Context, w *Writer, visit func(stream, p
 	if len(p.index) == 0 {
 		return nil, fmt.Errorf("change index of %s: %w", p.id, ErrNotFound)
 	}
-	var seen []Hash
+	// The index has a chunk per directory (and a few per large one):
+	// the slice and maps below are made for that many rather than grown
+	// (venv-full: 7,962 chunks; growing them was ~4.5 MB of the 16 MB the
+	// read allocated, on the critical path of a second create).
+	n := int(min(p.dirs+1, maxIndexHint))
+	seen := make([]Hash, 0, n)
 	dirs := ParentIndexDirs{}
 	addDir := func(stream, path string, h Hash) {
 		m := dirs[stream]
 		if m == nil {
-			m = map[string]Hash{}
+			m = make(map[string]Hash, n)
 			dirs[stream] = m
 		}
 		m[path] = h
 	}
 	// From the pinned roots, not the record: the parent may have been
 	// deleted since it was pinned.
-	if err := visitChangeIndex(ctx, w.s, p.index, true, func(h Hash) { seen = append(seen, h) }, addDir, visit); err != nil {
+	packsOf := func(string) *indexPacks { return newIndexPacksFor(w.s, n) }
+	if err := visitChangeIndexIn(ctx, w.s, p.index, true, func(h Hash) { seen = append(seen, h) }, addDir, visit, packsOf); err != nil {
 		return nil, fmt.Errorf("change index of %s: %w", p.id, err)
 	}
 	w.mu.Lock()
 	if w.pin != nil && !w.done {
+		if len(w.known) < len(seen) {
+			// Made once for what it holds and the index, not grown.
+			known := make(map[Hash]struct{}, len(w.known)+len(seen))
+			maps.Copy(known, w.known)
+			w.known = known
+		}
 		for _, h := range seen {
 			w.known[h] = struct{}{}
 		}

@@ -52,6 +52,10 @@ type Options struct {
 	// valueLogFileSize overrides the value-log file size (tests use small
 	// files so that value-log GC has whole files to rewrite).
 	valueLogFileSize int64
+
+	// memTableSize overrides the memtable size (tests use small memtables
+	// so that one open store flushes many level-0 tables).
+	memTableSize int64
 }
 
 // Store is an open content-addressed store. It is safe for concurrent use.
@@ -65,6 +69,16 @@ type Store struct {
 	bigLevel zstd.EncoderLevel
 	events   *EventLog
 	closed   atomic.Bool
+
+	// badgerCompacts: Badger's own compactors run in this process (the
+	// store was opened with level 0 long, l0Long), so commits leave level
+	// 0 to them (compactL0IfLong).
+	badgerCompacts bool
+	// l0Mu guards l0Running, set while a compaction a commit started runs;
+	// l0Done waits for its goroutine (Close).
+	l0Mu      sync.Mutex
+	l0Running bool
+	l0Done    sync.WaitGroup
 
 	// live writers and the chunks they reference, protected from GC (see
 	// gc.go): refs counts, per chunk, the live writers that put or found it.
@@ -171,6 +185,9 @@ const (
 //     every table's index. A write stalled at NumLevelZeroTablesStall
 //     waits for a compactor, which a process without them would never
 //     have: the stall is set out of reach.
+//     A process that keeps the store open and fills level 0 itself (its
+//     memtable flushed again and again) compacts it from a commit
+//     (compactL0IfLong).
 func badgerOptions(dir string, logf func(string, ...any), compactL0 bool) badger.Options {
 	compactors := 0
 	if compactL0 {
@@ -263,6 +280,9 @@ func open(opts Options, lk *dirLock) (*Store, error) {
 	if opts.valueLogFileSize > 0 {
 		bo = bo.WithValueLogFileSize(opts.valueLogFileSize)
 	}
+	if opts.memTableSize > 0 {
+		bo = bo.WithMemTableSize(opts.memTableSize)
+	}
 	if err := makeBulkDir(opts.Dir); err != nil {
 		codec.Close()
 		return nil, err
@@ -278,7 +298,7 @@ func open(opts Options, lk *dirLock) (*Store, error) {
 	}
 	s := &Store{
 		dir: opts.Dir, opts: opts, db: db, lock: lk, codec: codec, bigLevel: big,
-		refs: map[Hash]int32{}, pins: map[*parentPin]struct{}{},
+		refs: map[Hash]int32{}, pins: map[*parentPin]struct{}{}, badgerCompacts: compact,
 	}
 	s.files.init(opts.Dir)
 	s.chunks.init(s)
@@ -342,6 +362,63 @@ func l0Long(opts Options) (bool, error) {
 		}
 	}
 	return n >= l0CompactAt, nil
+}
+
+// compactL0IfLong compacts level 0 into the levels below, on a goroutine of
+// the store's, when a commit finds l0CompactAt tables or more there and no
+// compactor of Badger's runs in this process. l0Long decides only at Open,
+// from what earlier processes left; a process that keeps the store open
+// (a test framework through the Go API) adds a level-0 table each time
+// its memtable fills, and without this its level 0 grew for as long as it
+// ran: every lookup that misses the memtable probes each level-0 table.
+// A short command's commit rarely gets past the count: its memtable goes to
+// level 0 at Close, unless the command filled it (16 MiB of keys and small
+// values) before, so its commits see level 0 as Open found it, which
+// l0Long took care of.
+//
+// The compaction is Badger's Flatten, the one public call that compacts:
+// level 0 into the base level, then, where the store has grown past one
+// level below 0, those into the last. It holds gcMu, as GC's own Flatten
+// does, so the two never compact at once; writes go on meanwhile. Close
+// waits for it.
+func (s *Store) compactL0IfLong() {
+	if s.badgerCompacts || level0Count(s.db) < l0CompactAt {
+		return
+	}
+	s.l0Mu.Lock()
+	if s.l0Running || s.closed.Load() {
+		s.l0Mu.Unlock()
+		return
+	}
+	s.l0Running = true
+	s.l0Done.Add(1)
+	s.l0Mu.Unlock()
+	go func() {
+		defer s.l0Done.Done()
+		defer func() {
+			s.l0Mu.Lock()
+			s.l0Running = false
+			s.l0Mu.Unlock()
+		}()
+		s.gcMu.Lock()
+		defer s.gcMu.Unlock()
+		if s.closed.Load() {
+			return
+		}
+		if err := s.db.Flatten(1); err != nil {
+			badgerLogger{s.opts.Logf}.Warningf("compacting level 0 (%d tables): %v", level0Count(s.db), err)
+		}
+	}()
+}
+
+// level0Count counts the tables in db's level 0.
+func level0Count(db *badger.DB) int {
+	for _, l := range db.Levels() {
+		if l.Level == 0 {
+			return l.NumTables
+		}
+	}
+	return 0
 }
 
 // removeEmptyLogFiles removes the 0-byte memtable (.mem) and value-log
@@ -434,7 +511,22 @@ func (s *Store) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return ErrClosed
 	}
-	// A running GC finishes before the database closes under it.
+	err := s.closeDB()
+	// A level-0 compaction a commit started has finished (it held gcMu)
+	// or finds the store closed; none starts after this barrier, since
+	// closed was set before it (compactL0IfLong).
+	s.l0Mu.Lock()
+	running := s.l0Running
+	s.l0Mu.Unlock()
+	if running {
+		s.l0Done.Wait()
+	}
+	return err
+}
+
+// closeDB flushes what is queued and closes the database once a running GC
+// or level-0 compaction has finished.
+func (s *Store) closeDB() error {
 	s.gcMu.Lock()
 	defer s.gcMu.Unlock()
 	// Chunks queued but not written belong to writers that will never

@@ -456,6 +456,7 @@ func (w *Writer) commit(ctx context.Context, snap *Snapshot, index func() ([]byt
 	snap.FormatMajor, snap.FormatMinor, snap.Stats = rec.FormatMajor, rec.FormatMinor, rec.Stats
 	w.release()
 	s.releaseMappedPages()
+	s.compactL0IfLong()
 	return nil
 }
 
