@@ -81,12 +81,12 @@ type ApplyOptions struct {
 	Excludes []string
 	// Sparse (in place) takes a sparse stream (pluginapi.RestoreRequest.Sparse):
 	// it names only what changes — entries to write, entries marked Delete,
-	// which are removed at once (through the parent's directory fd, never
-	// following a symlink), and, marked Unchanged, the directories along
-	// their paths. Nothing else is listed or deleted: the host compared
-	// the target with the snapshot. A hard link may name a file the stream
-	// did not send (kept as it was) if the target holds a regular file
-	// there.
+	// which are removed while the stream goes on (through the parent's
+	// directory fd, never following a symlink; see Applier.delete), and,
+	// marked Unchanged, the directories along their paths. Nothing else
+	// is listed or deleted: the host compared the target with the
+	// snapshot. A hard link may name a file the stream did not send (kept
+	// as it was) if the target holds a regular file there.
 	Sparse bool
 	// RecordWritten keeps the statistics of every regular file written,
 	// taken after its last change (Written), for the host's restore index.
@@ -203,8 +203,12 @@ type Applier struct {
 	jobsClosed bool
 	pending    sync.WaitGroup // jobs queued and not yet written
 	workers    sync.WaitGroup
-	memory     *budget
-	tmpSeq     atomic.Uint64
+	// deletes are the sparse deletions under way (Applier.delete), at
+	// most maxDeletes at once: deleteSlots holds one token each.
+	deletes     sync.WaitGroup
+	deleteSlots chan struct{}
+	memory      *budget
+	tmpSeq      atomic.Uint64
 
 	errMu sync.Mutex
 	err   error // the first failure; the Applier is unusable afterwards
@@ -328,6 +332,8 @@ func NewApplier(root string, opts ApplyOptions) (*Applier, error) {
 		tmpDirs:  make(map[string]string),
 		queues:   make([]chan *fileJob, opts.Workers),
 		memory:   newBudget(opts.WriteBehindBytes),
+
+		deleteSlots: make(chan struct{}, maxDeletes),
 	}
 	if opts.RecordWritten {
 		a.written = make(map[string]pluginapi.IndexEntry)
@@ -435,7 +441,7 @@ func (a *Applier) apply(ctx context.Context, e *pluginapi.Entry, body io.Reader)
 		return fmt.Errorf("%w: path sent twice", pluginapi.ErrUnsafePath)
 	}
 	parent, name := splitPath(e.Path)
-	if parent != "" && a.seen[parent].typ != pluginapi.TypeDir {
+	if p := a.seen[parent]; parent != "" && (p.typ != pluginapi.TypeDir || p.deleted) {
 		return fmt.Errorf("%w: parent %q is not a directory sent earlier", pluginapi.ErrUnsafePath, parent)
 	}
 	switch e.Type {
@@ -444,7 +450,7 @@ func (a *Applier) apply(ctx context.Context, e *pluginapi.Entry, body io.Reader)
 		return fmt.Errorf("invalid entry type %d", e.Type)
 	}
 	if e.Delete {
-		return a.delete(parent, name)
+		return a.delete(ctx, e.Path, e.Type, parent, name)
 	}
 	a.seen[e.Path] = seenEntry{typ: e.Type, unchanged: e.Unchanged}
 	if e.Unchanged {
@@ -535,10 +541,23 @@ func (a *Applier) keep(e *pluginapi.Entry) error {
 	return nil
 }
 
+// maxDeletes bounds the deletions a sparse restore runs at once.
+const maxDeletes = 4
+
 // delete removes, in a sparse restore, an entry the snapshot lacks (with
 // everything beneath it) from its parent, a directory sent earlier. It is
-// not remembered as seen: nothing may be sent beneath it.
-func (a *Applier) delete(parent, name string) error {
+// remembered as deleted: nothing may be sent at its path or beneath it.
+//
+// The removal runs on a goroutine of its own while the stream goes on;
+// the file workers and hard links wait for it only at Finish (and
+// applyHardlink). Removing a file whose blocks are on the disk waits for
+// the device: the file system is mounted with discard and, without a
+// journal, ext4 discards freed blocks within the unlink. Undoing change
+// small deletes a package of 80 files of 65 KB, 0.08-2 ms each on this
+// machine (synced, then unlinked one by one, 3 runs); the Apply goroutine
+// sat in it 6-110 ms (traces of 2 restores), with the rest of the stream
+// waiting behind it.
+func (a *Applier) delete(ctx context.Context, path string, typ pluginapi.EntryType, parent, name string) error {
 	if !a.opts.InPlace || !a.opts.Sparse {
 		return fmt.Errorf("%w: entry marked delete outside a sparse in-place restore", pluginapi.ErrUnsafePath)
 	}
@@ -547,9 +566,25 @@ func (a *Applier) delete(parent, name string) error {
 		return err
 	}
 	a.dirty[parent] = true
-	if err := removeAllAt(dir.fd, name); err != nil {
-		return fmt.Errorf("delete: %w", err)
+	a.seen[path] = seenEntry{typ: typ, deleted: true}
+	select {
+	case a.deleteSlots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
+	d := dir.ref()
+	a.deletes.Go(func() {
+		defer func() {
+			d.unref()
+			<-a.deleteSlots
+		}()
+		if a.stopped.Load() {
+			return
+		}
+		if err := removeAllAt(d.fd, name); err != nil {
+			a.fail(fmt.Errorf("apply %q: delete: %w", path, err))
+		}
+	})
 	return nil
 }
 
@@ -557,6 +592,7 @@ func (a *Applier) delete(parent, name string) error {
 type seenEntry struct {
 	typ       pluginapi.EntryType
 	unchanged bool
+	deleted   bool // a sparse deletion (Applier.delete)
 }
 
 // direntTypes is the d_type of each entry type.
@@ -1100,12 +1136,14 @@ func (a *Applier) applyHardlink(dir *dirHandle, name string, e *pluginapi.Entry)
 		return fmt.Errorf("hard link target: %w", err)
 	}
 	s, sent := a.seen[e.LinkTarget]
-	if sent && s.typ != pluginapi.TypeFile || !sent && !a.opts.Sparse {
+	if sent && (s.typ != pluginapi.TypeFile || s.deleted) || !sent && !a.opts.Sparse {
 		return fmt.Errorf("%w: hard link target %q is not a file earlier in the stream", pluginapi.ErrUnsafePath, e.LinkTarget)
 	}
 	// The target may still be queued for a worker (and, in place, not yet
-	// renamed to its name): wait for every queued file.
+	// renamed to its name), or beneath a deletion under way: wait for
+	// every queued file and deletion.
 	a.pending.Wait()
+	a.deletes.Wait()
 	if err := a.Err(); err != nil {
 		return err
 	}
@@ -1151,10 +1189,10 @@ func (a *Applier) applyHardlink(dir *dirHandle, name string, e *pluginapi.Entry)
 	return nil
 }
 
-// Finish waits for every queued file, deletes (in place) whatever the
-// stream did not mention, then sets each directory's owner, mode, xattrs
-// and mtime, deepest first, so writing into a directory does not change
-// its restored mtime afterwards. It releases the Applier's resources. If
+// Finish waits for every queued file and sparse deletion, deletes (in
+// place) whatever the stream did not mention, then sets each directory's
+// owner, mode, xattrs and mtime, deepest first, so writing into a
+// directory does not change its restored mtime afterwards. It releases the Applier's resources. If
 // it fails, a new target is removed as by Close.
 func (a *Applier) Finish(ctx context.Context) (err error) {
 	if a.done {
@@ -1574,6 +1612,9 @@ func removeCreatedParents(dir, top string) {
 	}
 }
 
+// stopWorkers ends the file workers once they have written what is queued
+// (or dropped it, stopped) and waits for them and for the deletions under
+// way.
 func (a *Applier) stopWorkers() {
 	if !a.jobsClosed {
 		for _, q := range a.queues {
@@ -1582,6 +1623,7 @@ func (a *Applier) stopWorkers() {
 		a.jobsClosed = true
 		a.workers.Wait()
 	}
+	a.deletes.Wait()
 }
 
 func (a *Applier) release() {

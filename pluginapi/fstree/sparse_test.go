@@ -1,6 +1,7 @@
 package fstree
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -168,4 +169,61 @@ func TestSparseDeleteRefusals(t *testing.T) {
 	orphan := []record{{stream: "rootfs", e: pluginapi.Entry{Path: "d/victim", Type: pluginapi.TypeFile, Delete: true}}}
 	require.ErrorIs(t, restore(t, orphan, dst, ApplyOptions{InPlace: true, Sparse: true}), pluginapi.ErrUnsafePath)
 	assert.FileExists(t, filepath.Join(outside, "victim"))
+}
+
+// Deletions run while the stream goes on, more at once than maxDeletes:
+// when Finish returns every one is done and the directories they were in
+// have the snapshot's mtimes; an entry at or beneath a deleted path is
+// refused, and a hard link never names a deleted file.
+func TestSparseDeletionsInBackground(t *testing.T) {
+	src := t.TempDir()
+	for i := range 3 {
+		writeFile(t, filepath.Join(src, fmt.Sprintf("pkg%d/keep.py", i)), "keep", 0o644)
+	}
+	snap := capture(t, src, CaptureOptions{})
+	dst := filepath.Join(t.TempDir(), "dst")
+	require.NoError(t, restore(t, snap.recs, dst, ApplyOptions{}))
+	// What the snapshot lacks: more trees than maxDeletes, each of several
+	// files, in each of the snapshot's directories and at the root.
+	for i := range 3 {
+		for k := range 2*maxDeletes + 1 {
+			for f := range 5 {
+				writeFile(t, filepath.Join(dst, fmt.Sprintf("pkg%d/extra%d/m%d.py", i, k, f)), "extra", 0o644)
+			}
+		}
+		writeFile(t, filepath.Join(dst, fmt.Sprintf("extra-file%d", i)), "extra", 0o644)
+	}
+	sparse := sparsePlan(t, planInPlace(t, snap.recs, dst), dst)
+	deletes := 0
+	for _, r := range sparse {
+		if r.e.Delete {
+			deletes++
+		}
+	}
+	require.Equal(t, 3*(2*maxDeletes+1)+3, deletes)
+	require.NoError(t, restore(t, sparse, dst, ApplyOptions{InPlace: true, Sparse: true}))
+	assert.Equal(t, comparable(snap.recs), comparable(capture(t, dst, CaptureOptions{}).recs))
+
+	writeFile(t, filepath.Join(dst, "gone/f"), "f", 0o644)
+	writeFile(t, filepath.Join(dst, "gone-file"), "f", 0o644)
+	for name, recs := range map[string][]record{
+		"beneath a deleted directory": {
+			{stream: "rootfs", e: pluginapi.Entry{Path: "gone", Type: pluginapi.TypeDir, Delete: true}},
+			{stream: "rootfs", e: pluginapi.Entry{Path: "gone/f", Type: pluginapi.TypeFile, Mode: 0o644, Size: 1}, body: []byte("x"), hasBody: true},
+		},
+		"the deleted path again": {
+			{stream: "rootfs", e: pluginapi.Entry{Path: "gone", Type: pluginapi.TypeDir, Delete: true}},
+			{stream: "rootfs", e: pluginapi.Entry{Path: "gone", Type: pluginapi.TypeDir, Mode: 0o755}},
+		},
+		"a hard link to a deleted file": {
+			{stream: "rootfs", e: pluginapi.Entry{Path: "gone-file", Type: pluginapi.TypeFile, Delete: true}},
+			{stream: "rootfs", e: pluginapi.Entry{Path: "link", Type: pluginapi.TypeHardlink, LinkTarget: "gone-file"}},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := restore(t, recs, dst, ApplyOptions{InPlace: true, Sparse: true})
+			require.ErrorIs(t, err, pluginapi.ErrUnsafePath)
+			assert.NoFileExists(t, filepath.Join(dst, "link"))
+		})
+	}
 }

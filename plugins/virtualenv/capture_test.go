@@ -183,6 +183,9 @@ func TestCaptureParentIndexExcludesAndIndexOnly(t *testing.T) {
 		assert.False(t, me.e.Unchanged, me.e.Path)
 		assert.Nil(t, me.body, me.e.Path)
 	}
+	// Its metadata is only the version: the host reads none of it.
+	assert.Equal(t, indexOnlyMetadata, idx.md)
+	assert.NotEqual(t, first.md.JSON, idx.md.JSON)
 
 	// Excludes drop matching entries, directories with their contents.
 	ex := capture(t, f.golden, func(r *pluginapi.CaptureRequest) { r.Excludes = []string{"__pycache__", "bin/activate*"} })
