@@ -254,7 +254,7 @@ func grownSmallFile(t *testing.T) (string, pluginapi.Entry) {
 
 func TestReadSmallFileRereadsChangedFile(t *testing.T) {
 	p, e := grownSmallFile(t)
-	body, err := readSmallFile(p, &e, nil)
+	body, err := readSmallFile(unix.AT_FDCWD, p, &e, nil)
 	require.NoError(t, err)
 	assert.Equal(t, "much longer now", string(body))
 	assert.Equal(t, int64(len(body)), e.Size, "entry follows the body it is sent with")
@@ -262,7 +262,7 @@ func TestReadSmallFileRereadsChangedFile(t *testing.T) {
 	// Replaced by another file (another inode): refused.
 	writeFile(t, p+".new", "other", 0o644)
 	require.NoError(t, os.Rename(p+".new", p))
-	_, err = readSmallFile(p, &e, nil)
+	_, err = readSmallFile(unix.AT_FDCWD, p, &e, nil)
 	assert.ErrorIs(t, err, ErrFileChanged)
 }
 
