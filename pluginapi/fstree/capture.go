@@ -85,8 +85,8 @@ type CaptureOptions struct {
 	// Prelude, if set, is called once the walk has begun (directories
 	// are being listed ahead), before BeginStream: an engine writes its
 	// metadata there, so that collecting it overlaps the listing instead
-	// of delaying it. An error from it ends the capture and is returned
-	// as it is.
+	// of delaying it. No file is opened for its body before it returns.
+	// An error from it ends the capture and is returned as it is.
 	Prelude func(ctx context.Context) error
 }
 
@@ -172,11 +172,26 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 	// The directory readers wait on a condition, not on ctx.
 	stopSched := context.AfterFunc(ctx, c.sched.close)
 	defer stopSched()
+	// The readers start once the prelude is done. Nothing is sent before
+	// it, and with 4 readers, 2 directory readers and the walker runnable
+	// on 2 cores the prelude's goroutine, back from each read of a
+	// METADATA file, waited for a processor behind them: the host, with
+	// nothing to store until the first entry, idled meanwhile. The walker
+	// and the directory readers still start at once (the first listings
+	// are what the first entries need); the walker stops at the work
+	// queue's bound until the readers start.
+	readersGo := make(chan struct{})
 	var wg sync.WaitGroup
 	for range opts.Readers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			select {
+			case <-readersGo:
+			case <-ctx.Done():
+			}
+			// Even after ctx ends: the readers see every item of
+			// c.work through (readAhead marks each with ctx's error).
 			c.readAhead(ctx)
 		}()
 	}
@@ -204,6 +219,7 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 	if opts.Prelude != nil {
 		early = opts.Prelude(ctx)
 	}
+	close(readersGo)
 	if early == nil {
 		early = w.BeginStream(ctx, opts.Stream)
 	}
