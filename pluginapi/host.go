@@ -222,7 +222,7 @@ func (h *Host) Close() error {
 			defer wg.Done()
 			// A profiled plugin (internal/devprof) must be let finish its
 			// profile: stop it gracefully then too.
-			if p.restores.Load() > 0 || os.Getenv(devprof.EnvVar) != "" {
+			if p.restores.Load() > 0 || devprof.Enabled() {
 				p.Close()
 			} else {
 				p.kill()

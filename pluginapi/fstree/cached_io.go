@@ -37,14 +37,15 @@ var (
 	noNowaitRead atomic.Bool
 )
 
-// openCached opens path read-only (with O_NOFOLLOW and O_CLOEXEC), without
-// giving up the P when the kernel can do it from its caches.
-func openCached(path string) (int, error) {
+// openCached opens name in dirFd (a path relative to it, or an absolute
+// path and unix.AT_FDCWD) read-only (with O_NOFOLLOW and O_CLOEXEC),
+// without giving up the P when the kernel can do it from its caches.
+func openCached(dirFd int, name string) (int, error) {
 	const flags = unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC
-	if fd, ok, err := openat2Cached(unix.AT_FDCWD, path, flags); ok {
+	if fd, ok, err := openat2Cached(dirFd, name, flags); ok {
 		return fd, err
 	}
-	return unix.Open(path, flags, 0)
+	return unix.Openat(dirFd, name, flags, 0)
 }
 
 // openat2Cached opens name in dirFd with openat2 and RESOLVE_CACHED as a

@@ -17,7 +17,7 @@ func TestCachedIO(t *testing.T) {
 	body := strings.Repeat("0123456789", 10000)
 	writeFile(t, p, body, 0o644)
 
-	fd, err := openCached(p)
+	fd, err := openCached(unix.AT_FDCWD, p)
 	require.NoError(t, err)
 	buf := make([]byte, len(body))
 	n, err := preadFull(fd, buf)
@@ -37,10 +37,10 @@ func TestCachedIO(t *testing.T) {
 	assert.ErrorIs(t, fstatRaw(fd, &st), unix.EBADF, "closed")
 
 	// Errors are the usual ones, whichever way the file was opened.
-	_, err = openCached(filepath.Join(dir, "missing"))
+	_, err = openCached(unix.AT_FDCWD, filepath.Join(dir, "missing"))
 	assert.ErrorIs(t, err, os.ErrNotExist)
 	require.NoError(t, os.Symlink("f", filepath.Join(dir, "link")))
-	_, err = openCached(filepath.Join(dir, "link"))
+	_, err = openCached(unix.AT_FDCWD, filepath.Join(dir, "link"))
 	assert.ErrorIs(t, err, unix.ELOOP, "symlinks are not followed")
 	_, _, err = preadCached(-1, buf, 0)
 	assert.ErrorIs(t, err, unix.EBADF)

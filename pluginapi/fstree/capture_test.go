@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -254,7 +255,7 @@ func grownSmallFile(t *testing.T) (string, pluginapi.Entry) {
 
 func TestReadSmallFileRereadsChangedFile(t *testing.T) {
 	p, e := grownSmallFile(t)
-	body, err := readSmallFile(p, &e, nil)
+	body, err := readSmallFile(unix.AT_FDCWD, p, &e, nil)
 	require.NoError(t, err)
 	assert.Equal(t, "much longer now", string(body))
 	assert.Equal(t, int64(len(body)), e.Size, "entry follows the body it is sent with")
@@ -262,7 +263,7 @@ func TestReadSmallFileRereadsChangedFile(t *testing.T) {
 	// Replaced by another file (another inode): refused.
 	writeFile(t, p+".new", "other", 0o644)
 	require.NoError(t, os.Rename(p+".new", p))
-	_, err = readSmallFile(p, &e, nil)
+	_, err = readSmallFile(unix.AT_FDCWD, p, &e, nil)
 	assert.ErrorIs(t, err, ErrFileChanged)
 }
 
@@ -411,4 +412,35 @@ func requireXattrsUnread(t *testing.T, want, got []record, unread ...string) {
 		}
 		assert.Equal(t, w, got[i], w.e.Path)
 	}
+}
+
+// TestCapturePreludeBeforeReads: no file is opened for its body before the
+// prelude is done (the readers wait for it, so that it is not left waiting
+// for a core behind them while the host has nothing to store): files the
+// prelude removes are left out, as files removed before they are read.
+func TestCapturePreludeBeforeReads(t *testing.T) {
+	root := deepTree(t)
+	var files []string
+	require.NoError(t, filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			files = append(files, p)
+		}
+		return err
+	}))
+	require.Len(t, files, 121)
+
+	w := &memWriter{}
+	opts := CaptureOptions{Stream: "rootfs", Prelude: func(ctx context.Context) error {
+		for _, p := range files {
+			if err := os.Remove(p); err != nil {
+				return err
+			}
+		}
+		return w.WriteMetadata(ctx, pluginapi.Metadata{Version: 1})
+	}}
+	require.NoError(t, Capture(context.Background(), root, opts, w))
+	for _, r := range w.recs {
+		assert.NotEqual(t, pluginapi.TypeFile, r.e.Type, "%s: read before the prelude removed it", r.e.Path)
+	}
+	assert.Len(t, w.recs, 3+9+27+81, "every directory, no file")
 }

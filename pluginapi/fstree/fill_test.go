@@ -59,7 +59,7 @@ func TestCaptureFillsBodiesLikeWriteEntry(t *testing.T) {
 
 func TestFillSmallFileRereadsChangedFile(t *testing.T) {
 	p, e := grownSmallFile(t)
-	fd, err := openSmallFile(p, &e, nil)
+	fd, err := openSmallFile(unix.AT_FDCWD, p, &e, nil)
 	require.NoError(t, err)
 	defer unix.Close(fd)
 	attempts := 0

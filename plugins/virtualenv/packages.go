@@ -70,6 +70,7 @@ func sitePackagesDirs(venv string) []string {
 // (PEP 610, dir_info.editable) and from legacy *.egg-link files.
 func scanDistributions(venv string) distributions {
 	d := distributions{Installed: map[string]string{}, Editable: map[string]string{}}
+	buf := make([]byte, metadataReadSize)
 	for _, rel := range sitePackagesDirs(venv) {
 		d.SitePackages = append(d.SitePackages, rel)
 		dir := filepath.Join(venv, rel)
@@ -81,7 +82,7 @@ func scanDistributions(venv string) distributions {
 			name := e.Name()
 			switch {
 			case strings.HasSuffix(name, ".dist-info") && e.IsDir():
-				n, v, ok := readMetadataHeaders(filepath.Join(dir, name, "METADATA"))
+				n, v, ok := readMetadataHeaders(filepath.Join(dir, name, "METADATA"), buf)
 				if !ok {
 					continue
 				}
@@ -95,7 +96,7 @@ func scanDistributions(venv string) distributions {
 				if e.IsDir() {
 					pkgInfo = filepath.Join(pkgInfo, "PKG-INFO")
 				}
-				if n, v, ok := readMetadataHeaders(pkgInfo); ok {
+				if n, v, ok := readMetadataHeaders(pkgInfo, buf); ok {
 					if _, have := d.Installed[normalizeName(n)]; !have {
 						d.Installed[normalizeName(n)] = v
 					}
@@ -112,7 +113,7 @@ func scanDistributions(venv string) distributions {
 				key := normalizeName(strings.TrimSuffix(name, ".egg-link"))
 				d.Editable[key] = project
 				if infos, _ := filepath.Glob(filepath.Join(project, "*.egg-info", "PKG-INFO")); len(infos) > 0 {
-					if n, v, ok := readMetadataHeaders(infos[0]); ok {
+					if n, v, ok := readMetadataHeaders(infos[0], buf); ok {
 						d.Installed[normalizeName(n)] = v
 						continue
 					}
@@ -126,16 +127,29 @@ func scanDistributions(venv string) distributions {
 	return d
 }
 
+// metadataReadSize is the scanner's first buffer for a metadata file,
+// reused from file to file: Name and Version are near the top (core
+// metadata puts them right after Metadata-Version), so one read of 4 KiB
+// almost always finds both, and a longer line grows the buffer. Each file
+// had a fresh 64 KiB buffer before, allocated, zeroed and faulted in, and
+// the read copied in up to 64 KiB of the long description after the
+// headers: BenchmarkMetadata on venv-full (94 distributions), loaded
+// machine, 3 alternating runs each: 2.6-6.5 ms -> 0.84-1.7 ms. The
+// metadata is collected before the capture sends its first file
+// (fstree.Capture's Prelude), so the host waits for it.
+const metadataReadSize = 4 << 10
+
 // readMetadataHeaders returns the Name and Version headers of a core
-// metadata file (RFC 822 style; headers end at the first blank line).
-func readMetadataHeaders(path string) (name, version string, ok bool) {
+// metadata file (RFC 822 style; headers end at the first blank line). buf
+// is the scanner's first buffer, which the caller may reuse afterwards.
+func readMetadataHeaders(path string, buf []byte) (name, version string, ok bool) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", "", false
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	sc.Buffer(buf, 1<<20)
 	for sc.Scan() {
 		line := sc.Bytes()
 		if len(bytes.TrimSpace(line)) == 0 {
