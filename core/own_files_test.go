@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -46,4 +47,39 @@ func TestOwnFilesLooksUpFilesByDirectory(t *testing.T) {
 	assert.False(t, ok)
 	_, ok = newOwnFiles(nil).file(ctx, stream, "top.txt")
 	assert.False(t, ok)
+}
+
+// TestLoadOwnIndexManyRecords: an own index of several batches
+// (ownBatch), fingerprinted or packed on loadOwnIndex's goroutine, holds
+// every record the store read, once.
+func TestLoadOwnIndexManyRecords(t *testing.T) {
+	ctx := context.Background()
+	src := filepath.Join(t.TempDir(), "src")
+	const dirs, perDir = 7, ownBatch / 3
+	for d := range dirs {
+		dir := filepath.Join(src, fmt.Sprintf("d%d", d))
+		require.NoError(t, os.MkdirAll(dir, 0o755))
+		for f := range perDir {
+			writeFile(t, filepath.Join(dir, fmt.Sprintf("f%03d", f)), []byte{byte(f)}, 0o644, fixedTime)
+		}
+	}
+	m := openManager(t, map[string]pluginapi.Engine{"dir": newDirEngine()})
+	snap, err := m.Create(ctx, CreateOptions{Engine: "dir", Target: src})
+	require.NoError(t, err)
+	want := dirs * (perDir + 1)
+	require.Greater(t, want, 2*ownBatch)
+
+	printed := m.loadOwnIndex(ctx, snap, formPrinted)
+	require.NoError(t, printed.err)
+	assert.True(t, printed.hasDirs())
+	assert.Equal(t, want, printed.records())
+	assert.Equal(t, want, printed.prints.Len())
+
+	packed := m.loadOwnIndex(ctx, snap, formPacked)
+	require.NoError(t, packed.err)
+	n := 0
+	for _, p := range packed.packed {
+		n += p.Len()
+	}
+	assert.Equal(t, want, n)
 }

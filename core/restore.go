@@ -134,7 +134,9 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 		go func() {
 			// In the form the engine most likely takes: it has not
 			// said yet (see ownIndex).
+			read := m.now()
 			own := m.loadOwnIndex(octx, snap, formPrinted)
+			m.log.Debug("restore: read own change index", "took", m.now().Sub(read), "records", own.records())
 			ownc <- own
 			want := !own.hasDirs()
 			if !want {
@@ -414,12 +416,34 @@ func (m *Manager) loadOwnIndex(ctx context.Context, snap *store.Snapshot, form p
 			p.Add(path, e)
 		}
 	}
+	// The records are fingerprinted (or packed) on a goroutine of their
+	// own, in batches, while the store's readers go on: called from the
+	// read, add ran under its lock, one record at a time, and a no-op
+	// in-place restore of venv-full waited 5-18 ms for the read after
+	// the engine was ready (the read took ~27 ms; the restore 0.13 s).
+	batches := make(chan []ownRecord, ownBatches)
+	added := make(chan struct{})
+	go func() {
+		defer close(added)
+		for b := range batches {
+			for i := range b {
+				add(b[i].stream, b[i].path, b[i].e)
+			}
+		}
+	}()
+	batch := make([]ownRecord, 0, ownBatch)
 	dirs, err := store.ChangeIndexWithDirsVisit(ctx, m.store, snap.ID, func(stream, path string, r store.IndexRecord) {
 		e := indexEntryOf(r)
 		o.hasDir = o.hasDir || e.Type == pluginapi.TypeDir
-		add(stream, path, e)
 		o.n++
+		if batch = append(batch, ownRecord{stream, path, e}); len(batch) == ownBatch {
+			batches <- batch
+			batch = make([]ownRecord, 0, ownBatch)
+		}
 	})
+	batches <- batch
+	close(batches)
+	<-added
 	if errors.Is(err, store.ErrNotFound) {
 		return ownIndex{}
 	}
@@ -429,6 +453,20 @@ func (m *Manager) loadOwnIndex(ctx context.Context, snap *store.Snapshot, form p
 	o.dirs = dirs
 	return o
 }
+
+// ownRecord is a record of a snapshot's own change index on its way to be
+// fingerprinted or packed (loadOwnIndex).
+type ownRecord struct {
+	stream, path string
+	e            pluginapi.IndexEntry
+}
+
+// ownBatch is how many records loadOwnIndex hands its fingerprinting
+// goroutine at a time, and ownBatches how many batches may wait for it.
+const (
+	ownBatch   = 512
+	ownBatches = 16
+)
 
 // ownFiles looks up the files of a snapshot's own change index for an
 // in-place plan, decoding each directory's records (store.IndexDirs) when
