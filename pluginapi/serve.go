@@ -30,9 +30,7 @@ import (
 // Restore calls still running, so an engine can remove a partial new
 // target before the process exits. Other calls are not waited for.
 func Serve(engine Engine) {
-	if !gctune.UserSet() {
-		gctune.Quiet(pluginQuietHeap, gctune.Defaults)
-	}
+	gctune.Quiet(pluginQuietHeap, gctune.Defaults)
 	defer restoreCalls.wait(restoreDrain)
 	defer devprof.Start(filepath.Base(os.Args[0]))()
 	plugin.Serve(&plugin.ServeConfig{

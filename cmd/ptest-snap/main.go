@@ -94,11 +94,8 @@ const (
 // tuneGCForCreate applies the create's collector settings (the collector
 // off up to createQuietHeap, then createGCPercent under createMemoryLimit)
 // unless the user set GOGC or GOMEMLIMIT, and returns the function that
-// puts the previous settings back.
+// puts the previous settings back (gctune.Quiet).
 func tuneGCForCreate() (restore func()) {
-	if gctune.UserSet() {
-		return func() {}
-	}
 	return gctune.Quiet(createQuietHeap, func() {
 		debug.SetGCPercent(createGCPercent)
 		debug.SetMemoryLimit(createMemoryLimit)

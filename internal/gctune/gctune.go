@@ -13,9 +13,9 @@ import (
 	"sync"
 )
 
-// UserSet reports whether the user set GOGC or GOMEMLIMIT, whose settings
+// userSet reports whether the user set GOGC or GOMEMLIMIT, whose settings
 // the runtime applied and a process must keep.
-func UserSet() bool {
+func userSet() bool {
 	_, gogc := os.LookupEnv("GOGC")
 	_, limit := os.LookupEnv("GOMEMLIMIT")
 	return gogc || limit
@@ -26,8 +26,12 @@ func UserSet() bool {
 // that collection (from the finalizer goroutine, shortly after it) after
 // is called to put the settings the process runs with from then on. The
 // returned restore puts back the settings Quiet found; after is not called
-// once restore ran.
+// once restore ran. If the user set GOGC or GOMEMLIMIT, Quiet changes
+// nothing and restore is a no-op: the user's settings win.
 func Quiet(heap int64, after func()) (restore func()) {
+	if userSet() {
+		return func() {}
+	}
 	return quiet(heap, after, nil)
 }
 

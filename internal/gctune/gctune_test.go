@@ -55,3 +55,28 @@ func TestQuiet(t *testing.T) {
 	assert.Equal(t, 100, p, "a collection after restore leaves the settings alone")
 	assert.EqualValues(t, int64(math.MaxInt64), l)
 }
+
+// TestQuietLeavesUserSettings: with GOGC or GOMEMLIMIT set by the user,
+// Quiet changes nothing and its restore is a no-op.
+func TestQuietLeavesUserSettings(t *testing.T) {
+	for _, env := range []string{"GOGC", "GOMEMLIMIT"} {
+		t.Run(env, func(t *testing.T) {
+			prevPercent, prevLimit := settings()
+			t.Cleanup(func() {
+				debug.SetGCPercent(prevPercent)
+				debug.SetMemoryLimit(prevLimit)
+			})
+			t.Setenv(env, "50") // read by Quiet, not applied: the runtime read it at start
+			debug.SetGCPercent(70)
+			debug.SetMemoryLimit(300 << 20)
+			restore := Quiet(64<<20, func() { debug.SetGCPercent(30) })
+			p, l := settings()
+			assert.Equal(t, 70, p)
+			assert.EqualValues(t, 300<<20, l)
+			restore()
+			p, l = settings()
+			assert.Equal(t, 70, p)
+			assert.EqualValues(t, 300<<20, l)
+		})
+	}
+}
