@@ -708,7 +708,7 @@ func (c *capturer) vanished(it *item, err error) bool {
 // streamed, the entry already sent would not match its body, so the capture
 // fails.
 func (c *capturer) streamFile(ctx context.Context, w pluginapi.CaptureWriter, it *item) error {
-	fd, err := unix.Openat(c.rootFd, it.e.Path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := openCached(c.rootFd, it.e.Path)
 	if err != nil {
 		if c.vanished(it, err) {
 			return nil
