@@ -792,9 +792,11 @@ func visitChangeIndexIn(ctx context.Context, s *Store, roots map[string]Hash, wi
 		if dirs != nil {
 			dir = func(prefix string, h Hash) { dirs(st, strings.TrimSuffix(prefix, "/"), h) }
 		}
-		packs := newIndexPacks(s)
+		var packs *indexPacks
 		if packsOf != nil {
 			packs = packsOf(st)
+		} else {
+			packs = newIndexPacks(s)
 		}
 		if err := s.readIndexParallel(ctx, packs, roots[st], add, seen, dir); err != nil {
 			return fmt.Errorf("stream %q: %w", st, err)
