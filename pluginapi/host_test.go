@@ -133,15 +133,16 @@ func makeTree(t *testing.T) string {
 
 func TestRoundTripThroughPlugin(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		inline bool
-	}{{"good", false}, {"good", true}, {"dir", false}} {
+		name    string
+		inline  bool
+		records bool
+	}{{"good", false, false}, {"good", true, false}, {"good", false, true}, {"good", true, true}, {"dir", false, false}} {
 		name := tc.name
-		t.Run(fmt.Sprintf("%s/inline=%v", name, tc.inline), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/inline=%v/records=%v", name, tc.inline, tc.records), func(t *testing.T) {
 			if _, err := os.Stat(spec(name).Path); err != nil {
 				t.Skipf("engine %s not built: %v", name, err)
 			}
-			h := newHostWith(t, pluginapi.HostOptions{InlineBodies: tc.inline})
+			h := newHostWith(t, pluginapi.HostOptions{InlineBodies: tc.inline, RecordMessages: tc.records})
 			p := launch(t, h, name)
 			ctx := context.Background()
 
