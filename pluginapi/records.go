@@ -459,8 +459,9 @@ func (b *batcher) flush() error {
 	var err error
 	if b.packed {
 		err = b.send(nil, b.pk)
-		// A fresh buffer, as below: the next batch is likely as large.
-		b.pk = make([]byte, 0, cap(b.pk))
+		// A fresh buffer, as below, of the size this batch reached (an
+		// index-only listing's timed batches are small).
+		b.pk = make([]byte, 0, len(b.pk)+len(b.pk)/8)
 		b.n = 0
 		b.bodyBytes = 0
 	} else {
