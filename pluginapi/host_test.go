@@ -655,9 +655,11 @@ func TestSilentPluginIsCutOff(t *testing.T) {
 // staying in use after an engine answered: inline, the host could not send
 // far enough to give the cue.)
 func TestRestoreEndedEarlyByTheEngine(t *testing.T) {
-	// A 1-byte file, then 8 MiB, 8 MiB - 1, 8 MiB, 8 MiB.
+	// A 1-byte file, then half the ring, half the ring - 1, half the
+	// ring, half the ring.
 	var entries []recorded
-	for i, size := range []int{1, 8 << 20, 8<<20 - 1, 8 << 20, 8 << 20} {
+	half := pluginapi.RingSize / 2
+	for i, size := range []int{1, half, half - 1, half, half} {
 		body := bytes.Repeat([]byte{byte(i + 1)}, size)
 		entries = append(entries, recorded{stream: "rootfs", body: body,
 			entry: pluginapi.Entry{Path: fmt.Sprintf("f%d", i), Type: pluginapi.TypeFile, Mode: 0o644, Size: int64(len(body))}})
