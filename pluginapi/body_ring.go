@@ -24,12 +24,13 @@ import (
 //
 // The host creates the ring (a memfd) and passes it to the plugin as file
 // descriptor 3, naming it in $PTEST_SNAP_BODY_RING_V2_FD. Layout: a 4 KiB
-// header, then RingSize data bytes. The header holds, little-endian and
-// accessed atomically: at 0 the consumed position (uint64, written by the
+// header, then the data bytes (RingSize in a ring this host makes; a
+// plugin takes the size from the descriptor's). The header holds,
+// little-endian and accessed atomically: at 0 the consumed position (uint64, written by the
 // consumer), at 8 the producer's waiting flag (uint32), at 12 the wake
 // sequence (uint32, a futex word). Positions count bytes written since the
 // ring was made and never wrap; a frame at position p lies at data offset
-// p mod RingSize and never crosses the end.
+// p mod the data size and never crosses the end.
 //
 // A producer (the plugin in Capture, the host in Restore) that finds the
 // ring full sleeps in futex(2) on the wake sequence, which works across the
@@ -43,8 +44,27 @@ import (
 // layout had no wake words and the producer polled; the variable's name
 // changed with the layout so that two builds never share a ring.)
 
-// RingSize is the data size of the shared-memory body ring.
-const RingSize = 16 << 20
+// RingSize is the data size of the shared-memory body ring the host makes.
+//
+// Every page of the ring a producer touches first costs it a page fault
+// that allocates and clears a page of shared memory (shmem_fault,
+// clear_page, ~1.6 us a page here): the ring was 16 MiB, and an in-place
+// undo of change small on venv-full, whose 12 MB of bodies go through it
+// once, faulted in ~3,000 pages of it in the host (perf record -e
+// page-faults), a create or full restore all 4,096. The producer never
+// needs more than a few batches (BatchBytes each) in flight, since the
+// consumer hands a frame back as soon as it has copied it out: with
+// 4 MiB, whose pages are reused lap after lap, the undo faults ~1,000
+// and takes 6-10 ms less CPU (CLI+engine, 2 x 20 alternating undos on
+// tmpfs), and a full create and a full restore of venv-full take no more.
+const RingSize = 4 << 20
+
+// The data sizes a plugin accepts in a ring the host passes: room for two
+// of the largest frames at least, whole pages, and not absurdly large.
+const (
+	minRingSize = 2 * MaxFrameSize
+	maxRingSize = 1 << 30
+)
 
 const (
 	ringHeader = 4096
@@ -185,10 +205,14 @@ func openPluginRing() *bodyRing {
 		return nil
 	}
 	var st unix.Stat_t
-	if unix.Fstat(fd, &st) != nil || st.Size != ringHeader+RingSize {
+	if unix.Fstat(fd, &st) != nil {
 		return nil
 	}
-	mem, err := unix.Mmap(fd, 0, ringHeader+RingSize, unix.PROT_READ|unix.PROT_WRITE, ringMapFlags)
+	size := st.Size - ringHeader
+	if size < minRingSize || size > maxRingSize || size%ringHeader != 0 {
+		return nil
+	}
+	mem, err := unix.Mmap(fd, 0, int(ringHeader+size), unix.PROT_READ|unix.PROT_WRITE, ringMapFlags)
 	_ = unix.Close(fd)
 	if err != nil {
 		return nil

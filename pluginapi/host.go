@@ -48,6 +48,11 @@ type HostOptions struct {
 	// travels inside the gRPC messages, as with an engine that does not
 	// use the ring. For tests and diagnosis.
 	InlineBodies bool
+	// RecordMessages turns packed records off: records then travel as
+	// Record messages, and a restore's report of written files as index
+	// entries, as with an engine that does not know packed records. For
+	// tests and diagnosis.
+	RecordMessages bool
 }
 
 // Spec names an engine binary to launch.
@@ -108,14 +113,18 @@ type Plugin struct {
 	rpc    enginepb.EngineClient
 	// stopProcess cancels the command's context: SIGKILL to the process.
 	stopProcess context.CancelFunc
-	// ring is the shared-memory body ring given to the plugin, or nil;
-	// ringOK says the engine maps it (asked once, for Restore).
-	ring     *bodyRing
-	ringOnce sync.Once
+	// ring is the shared-memory body ring given to the plugin, or nil.
+	ring *bodyRing
+	// infoSeen: an Info answer has been stored in ringOK (the engine maps
+	// the ring) and packedRecords (it exchanges packed records); Restore
+	// asks Info itself (infoOnce) if nobody did.
+	infoSeen      atomic.Bool
+	infoOnce      sync.Once
+	ringOK        atomic.Bool
+	packedRecords atomic.Bool
 	// sockDir holds the plugin's socket (Launch says why); removed once
 	// the process is gone.
 	sockDir string
-	ringOK  bool
 	// packedIndex: the engine's last Info said it decodes a packed
 	// parent index (index_wire.go).
 	packedIndex atomic.Bool

@@ -133,15 +133,16 @@ func makeTree(t *testing.T) string {
 
 func TestRoundTripThroughPlugin(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		inline bool
-	}{{"good", false}, {"good", true}, {"dir", false}} {
+		name    string
+		inline  bool
+		records bool
+	}{{"good", false, false}, {"good", true, false}, {"good", false, true}, {"good", true, true}, {"dir", false, false}} {
 		name := tc.name
-		t.Run(fmt.Sprintf("%s/inline=%v", name, tc.inline), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/inline=%v/records=%v", name, tc.inline, tc.records), func(t *testing.T) {
 			if _, err := os.Stat(spec(name).Path); err != nil {
 				t.Skipf("engine %s not built: %v", name, err)
 			}
-			h := newHostWith(t, pluginapi.HostOptions{InlineBodies: tc.inline})
+			h := newHostWith(t, pluginapi.HostOptions{InlineBodies: tc.inline, RecordMessages: tc.records})
 			p := launch(t, h, name)
 			ctx := context.Background()
 
@@ -654,9 +655,11 @@ func TestSilentPluginIsCutOff(t *testing.T) {
 // staying in use after an engine answered: inline, the host could not send
 // far enough to give the cue.)
 func TestRestoreEndedEarlyByTheEngine(t *testing.T) {
-	// A 1-byte file, then 8 MiB, 8 MiB - 1, 8 MiB, 8 MiB.
+	// A 1-byte file, then half the ring, half the ring - 1, half the
+	// ring, half the ring.
 	var entries []recorded
-	for i, size := range []int{1, 8 << 20, 8<<20 - 1, 8 << 20, 8 << 20} {
+	half := pluginapi.RingSize / 2
+	for i, size := range []int{1, half, half - 1, half, half} {
 		body := bytes.Repeat([]byte{byte(i + 1)}, size)
 		entries = append(entries, recorded{stream: "rootfs", body: body,
 			entry: pluginapi.Entry{Path: fmt.Sprintf("f%d", i), Type: pluginapi.TypeFile, Mode: 0o644, Size: int64(len(body))}})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	enginepb "github.com/pypj/ptest-snap/pluginapi/proto"
@@ -40,22 +41,34 @@ const MaxRestoreAnswerSize = 64 << 20
 // recordSource yields the records of successive messages.
 type recordSource struct {
 	// recv returns the next message's records, io.EOF after the last.
-	recv func() ([]*enginepb.Record, error)
-	recs []*enginepb.Record
-	err  error
+	recv   func() (wireBatch, error)
+	recs   []*enginepb.Record
+	packed packedReader
+	err    error
 }
 
-func (s *recordSource) next() (*enginepb.Record, error) {
-	for len(s.recs) == 0 {
-		if s.err != nil {
-			return nil, s.err
+func (s *recordSource) next() (record, error) {
+	for {
+		if len(s.recs) > 0 {
+			r := s.recs[0]
+			s.recs[0] = nil // let the GC have bodies already consumed
+			s.recs = s.recs[1:]
+			return recordFromProto(r), nil
 		}
-		s.recs, s.err = s.recv()
+		if s.packed.more() {
+			r, err := s.packed.next()
+			if err != nil {
+				s.recs, s.err = nil, err
+			}
+			return r, err
+		}
+		if s.err != nil {
+			return record{}, s.err
+		}
+		var b wireBatch
+		b, s.err = s.recv()
+		s.recs, s.packed.b = b.recs, b.packed
 	}
-	r := s.recs[0]
-	s.recs[0] = nil // let the GC have bodies already consumed
-	s.recs = s.recs[1:]
-	return r, nil
 }
 
 // protocolErrorf reports what a peer sent that breaks the protocol.
@@ -83,7 +96,7 @@ type entryReader struct {
 	ringBuf []byte
 }
 
-func newEntryReader(recv func() ([]*enginepb.Record, error), bodies bool) *entryReader {
+func newEntryReader(recv func() (wireBatch, error), bodies bool) *entryReader {
 	return &entryReader{src: recordSource{recv: recv}, bodies: bodies, streams: map[string]bool{}}
 }
 
@@ -99,9 +112,9 @@ func (r *entryReader) next() (begin string, e *Entry, body io.Reader, err error)
 	if err != nil {
 		return "", nil, nil, err
 	}
-	switch k := rec.GetKind().(type) {
-	case *enginepb.Record_BeginStream:
-		name := k.BeginStream
+	switch rec.kind {
+	case recBegin:
+		name := rec.name
 		if name == "" {
 			return "", nil, nil, protocolErrorf("stream with an empty name")
 		}
@@ -112,11 +125,11 @@ func (r *entryReader) next() (begin string, e *Entry, body io.Reader, err error)
 		r.stream = name
 		r.order = orderChecker{indexOnly: !r.bodies}
 		return name, nil, nil, nil
-	case *enginepb.Record_Entry:
+	case recEntry:
+		e := rec.entry
 		if r.stream == "" {
-			return "", nil, nil, protocolErrorf("entry %q before any stream began", k.Entry.GetPath())
+			return "", nil, nil, protocolErrorf("entry %q before any stream began", e.Path)
 		}
-		e := entryFromProto(k.Entry)
 		if err := r.order.check(e); err != nil {
 			return "", nil, nil, fmt.Errorf("stream %q: %w", r.stream, err)
 		}
@@ -129,7 +142,7 @@ func (r *entryReader) next() (begin string, e *Entry, body io.Reader, err error)
 		}
 		r.body = bodyReader{}
 		return "", e, nil, nil
-	case *enginepb.Record_Data, *enginepb.Record_Shared:
+	case recData, recShared:
 		return "", nil, nil, protocolErrorf("stream %q: data frame without a file to belong to", r.stream)
 	default:
 		return "", nil, nil, protocolErrorf("empty or unknown record")
@@ -170,20 +183,20 @@ func (b *bodyReader) nextFrame(inPlace bool) error {
 			return err
 		}
 		var frame []byte
-		switch k := rec.GetKind().(type) {
-		case *enginepb.Record_Data:
-			frame = k.Data
+		switch rec.kind {
+		case recData:
+			frame = rec.data
 			if err := b.checkFrame(int64(len(frame))); err != nil {
 				return err
 			}
-		case *enginepb.Record_Shared:
+		case recShared:
 			if b.owner.ring == nil {
 				return protocolErrorf("shared frame in %q, but no shared ring was offered", b.path)
 			}
-			if err := b.checkFrame(int64(k.Shared.GetLength())); err != nil {
+			if err := b.checkFrame(int64(rec.length)); err != nil {
 				return err
 			}
-			frame, err = b.owner.ring.view(k.Shared.GetPosition(), k.Shared.GetLength())
+			frame, err = b.owner.ring.view(rec.pos, rec.length)
 			if err != nil {
 				return err
 			}
@@ -408,9 +421,19 @@ func ComparePaths(a, b string) int {
 // straight into the batch's buffer (one allocation per message, not per
 // file) and cut into frames that fill it.
 type batcher struct {
-	// send delivers one message's records. It may keep them: every batch
-	// gets fresh buffers.
-	send func([]*enginepb.Record) error
+	// send delivers one message's records: as Record messages, or packed
+	// (see packed_records.go). It may keep them: every batch gets fresh
+	// buffers.
+	send func(recs []*enginepb.Record, packed []byte) error
+	// packed: the peer reads packed records; every record goes into pk,
+	// n counts them and bodyBytes counts pk's body bytes.
+	packed    bool
+	pk        []byte
+	n         int
+	bodyBytes int
+	// scratch is a packed batch's buffer for a body fillBuffer cannot
+	// place in the ring (it is copied into pk at once).
+	scratch []byte
 
 	recs  []*enginepb.Record
 	buf   []byte // body bytes of the batch being filled
@@ -430,26 +453,50 @@ type batcher struct {
 }
 
 func (b *batcher) flush() error {
-	if len(b.recs) == 0 {
+	if len(b.recs) == 0 && b.n == 0 {
 		return nil
 	}
-	err := b.send(b.recs)
-	// gRPC may use a sent message lazily (stats handlers), so neither the
-	// records nor the body buffer are reused.
-	b.recs = make([]*enginepb.Record, 0, len(b.recs))
-	b.buf = nil
+	var err error
+	if b.packed {
+		err = b.send(nil, b.pk)
+		// A fresh buffer, as below, of the size this batch reached (an
+		// index-only listing's timed batches are small).
+		b.pk = make([]byte, 0, len(b.pk)+len(b.pk)/8)
+		b.n = 0
+		b.bodyBytes = 0
+	} else {
+		err = b.send(b.recs, nil)
+		// gRPC may use a sent message lazily (stats handlers), so neither
+		// the records nor the body buffer are reused.
+		b.recs = make([]*enginepb.Record, 0, len(b.recs))
+		b.buf = nil
+	}
 	b.extra = 0
 	b.ringBytes = 0
 	return err
 }
 
-func (b *batcher) add(r *enginepb.Record, size int) error {
-	b.recs = append(b.recs, r)
+// records is how many records the batch holds.
+func (b *batcher) records() int {
+	if b.packed {
+		return b.n
+	}
+	return len(b.recs)
+}
+
+// added counts a record added to the batch, of about size bytes besides
+// any body, and sends the batch when it is full.
+func (b *batcher) added(size int) error {
 	b.extra += size
-	if len(b.recs) >= maxBatchRecords || b.extra >= BatchBytes {
+	if b.records() >= maxBatchRecords || b.extra >= BatchBytes {
 		return b.flush()
 	}
 	return nil
+}
+
+func (b *batcher) add(r *enginepb.Record, size int) error {
+	b.recs = append(b.recs, r)
+	return b.added(size)
 }
 
 func (b *batcher) beginStream(name string) error {
@@ -457,6 +504,11 @@ func (b *batcher) beginStream(name string) error {
 		return errors.New("stream with an empty name")
 	}
 	b.order = orderChecker{indexOnly: b.indexOnly}
+	if b.packed {
+		b.pk = appendPackedBegin(b.pk, name)
+		b.n++
+		return b.added(len(name) + 8)
+	}
 	return b.add(&enginepb.Record{Kind: &enginepb.Record_BeginStream{BeginStream: name}}, len(name)+8)
 }
 
@@ -469,7 +521,14 @@ func (b *batcher) entry(e *Entry, body io.Reader, withBody bool) error {
 	for k, v := range e.Xattrs {
 		size += len(k) + len(v) + 8
 	}
-	if err := b.add(&enginepb.Record{Kind: &enginepb.Record_Entry{Entry: entryToProto(e)}}, size); err != nil {
+	if b.packed {
+		b.pk = appendPackedRecordEntry(b.pk, e)
+		b.n++
+		err := b.added(size)
+		if err != nil {
+			return err
+		}
+	} else if err := b.add(&enginepb.Record{Kind: &enginepb.Record_Entry{Entry: entryToProto(e)}}, size); err != nil {
 		return err
 	}
 	if !withBody {
@@ -480,6 +539,9 @@ func (b *batcher) entry(e *Entry, body io.Reader, withBody bool) error {
 	}
 	if b.ring != nil {
 		return b.ringBody(e, body)
+	}
+	if b.packed {
+		return b.packedBody(e, body)
 	}
 	for remaining := e.Size; remaining > 0; {
 		if b.buf == nil {
@@ -504,6 +566,42 @@ func (b *batcher) entry(e *Entry, body io.Reader, withBody bool) error {
 		remaining -= n
 		b.recs = append(b.recs, &enginepb.Record{Kind: &enginepb.Record_Data{Data: frame}})
 		if len(b.buf) == cap(b.buf) || len(b.recs) >= maxBatchRecords {
+			if err := b.flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// packedBody reads e's body into the packed batch, in data records that
+// fill batches to BatchBytes of body.
+func (b *batcher) packedBody(e *Entry, body io.Reader) error {
+	for remaining := e.Size; remaining > 0; {
+		free := int64(BatchBytes - b.bodyBytes)
+		if free <= 0 {
+			if err := b.flush(); err != nil {
+				return err
+			}
+			continue
+		}
+		n := min(remaining, free)
+		if b.pk == nil {
+			b.pk = make([]byte, 0, BatchBytes+BatchBytes/8)
+		}
+		b.pk = appendPackedData(b.pk, int(n))
+		at := len(b.pk)
+		b.pk = slices.Grow(b.pk, int(n))[:at+int(n)]
+		if _, err := io.ReadFull(body, b.pk[at:]); err != nil {
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				return fmt.Errorf("body of %q is shorter than its size %d", e.Path, e.Size)
+			}
+			return fmt.Errorf("read %q: %w", e.Path, err)
+		}
+		remaining -= n
+		b.bodyBytes += int(n)
+		b.n++
+		if b.bodyBytes >= BatchBytes || b.n >= maxBatchRecords {
 			if err := b.flush(); err != nil {
 				return err
 			}
@@ -583,6 +681,13 @@ func (b *batcher) fillBuffer(n int64) (buf []byte, where int, pos uint64, err er
 		// there, from a buffer of its own (once per RingSize bytes).
 		return make([]byte, n), fillOwn, 0, nil
 	}
+	if b.packed {
+		// Copied into the batch by entry, at once.
+		if cap(b.scratch) < int(n) {
+			b.scratch = make([]byte, MaxFrameSize)
+		}
+		return b.scratch[:n], fillOwn, 0, nil
+	}
 	if b.buf != nil && int64(cap(b.buf)-len(b.buf)) < n {
 		if err := b.flush(); err != nil {
 			return nil, 0, 0, err
@@ -622,9 +727,14 @@ func (b *batcher) ringBody(e *Entry, body io.Reader) error {
 // once it holds a batch's worth of ring bytes or records.
 func (b *batcher) sendFrame(pos uint64, n int) error {
 	b.ring.head += uint64(n)
-	b.recs = append(b.recs, &enginepb.Record{Kind: &enginepb.Record_Shared{Shared: &enginepb.SharedFrame{Position: pos, Length: uint32(n)}}})
+	if b.packed {
+		b.pk = appendPackedShared(b.pk, pos, n)
+		b.n++
+	} else {
+		b.recs = append(b.recs, &enginepb.Record{Kind: &enginepb.Record_Shared{Shared: &enginepb.SharedFrame{Position: pos, Length: uint32(n)}}})
+	}
 	b.ringBytes += n
-	if b.ringBytes >= BatchBytes || len(b.recs) >= maxBatchRecords {
+	if b.ringBytes >= BatchBytes || b.records() >= maxBatchRecords {
 		return b.flush()
 	}
 	return nil

@@ -107,15 +107,20 @@ type entryWithBody struct {
 }
 
 // roundTripWith packs items with a batcher and reads them back, returning
-// the messages' records and what was read; with fill set, the bodies of
-// files are given with batcher.entryFill.
-func roundTripWith(t *testing.T, items []entryWithBody, fill bool) ([][]*enginepb.Record, []entryWithBody) {
+// the messages and what was read; with fill set, the bodies of files are
+// given with batcher.entryFill; with packed, the records go packed.
+func roundTripWith(t *testing.T, items []entryWithBody, fill, packed bool) ([]wireBatch, []entryWithBody) {
 	t.Helper()
-	var msgs [][]*enginepb.Record
-	b := batcher{send: func(recs []*enginepb.Record) error {
-		msgs = append(msgs, recs)
+	var msgs []wireBatch
+	b := batcher{send: func(recs []*enginepb.Record, pk []byte) error {
+		if packed {
+			require.Empty(t, recs)
+		} else {
+			require.Empty(t, pk)
+		}
+		msgs = append(msgs, wireBatch{recs: recs, packed: pk})
 		return nil
-	}}
+	}, packed: packed}
 	cur := ""
 	for _, it := range items {
 		if it.stream != cur {
@@ -123,7 +128,8 @@ func roundTripWith(t *testing.T, items []entryWithBody, fill bool) ([][]*enginep
 			require.NoError(t, b.beginStream(cur))
 		}
 		e := it.e
-		if fill && e.Type == TypeFile {
+		withBody := e.Type == TypeFile && !e.Unchanged
+		if fill && withBody {
 			require.NoError(t, b.entryFill(&e, func(buf []byte) error {
 				require.Len(t, buf, len(it.body))
 				copy(buf, it.body)
@@ -131,14 +137,14 @@ func roundTripWith(t *testing.T, items []entryWithBody, fill bool) ([][]*enginep
 			}))
 			continue
 		}
-		require.NoError(t, b.entry(&e, bytes.NewReader(it.body), e.Type == TypeFile))
+		require.NoError(t, b.entry(&e, bytes.NewReader(it.body), withBody))
 	}
 	require.NoError(t, b.flush())
 
 	i := 0
-	r := newEntryReader(func() ([]*enginepb.Record, error) {
+	r := newEntryReader(func() (wireBatch, error) {
 		if i == len(msgs) {
-			return nil, io.EOF
+			return wireBatch{}, io.EOF
 		}
 		i++
 		return msgs[i-1], nil
@@ -173,30 +179,44 @@ func TestBatcherRoundTrip(t *testing.T) {
 		body := bytes.Repeat([]byte{byte(i + 1)}, n)
 		items = append(items, entryWithBody{stream: "rootfs", e: Entry{Path: fmt.Sprintf("d/f%02d", i), Type: TypeFile, Mode: 0o644, Size: int64(n)}, body: body})
 	}
+	items = append(items,
+		entryWithBody{stream: "rootfs", e: Entry{Path: "d/link", Type: TypeSymlink, Mode: 0o777, UID: 1 << 31, GID: 7, MtimeNs: -5, LinkTarget: "../x y"}},
+		entryWithBody{stream: "rootfs", e: Entry{Path: "d/same", Type: TypeDir, Mode: 0o1777, Unchanged: true, CtimeNs: 1 << 62, Inode: 1<<64 - 1, SubtreeFiles: 3, SubtreeDirs: 1, SubtreeBytes: 1 << 40}},
+		entryWithBody{stream: "rootfs", e: Entry{Path: "d/x", Type: TypeFile, Mode: 0o4755, Size: 2, Xattrs: map[string][]byte{"user.a": []byte("1"), "user.empty": {}, "security.capability": {0, 1, 2}}}, body: []byte("hi")},
+		entryWithBody{stream: "rootfs", e: Entry{Path: "d/y", Type: TypeFile, Unchanged: true, XattrsFromParent: true, Size: 9}},
+		entryWithBody{stream: "rootfs", e: Entry{Path: "d/z", Type: TypeHardlink, LinkTarget: "d/x"}},
+	)
 	for i := range 5000 { // many small files share messages
 		items = append(items, entryWithBody{stream: "volume:data", e: Entry{Path: fmt.Sprintf("s%05d", i), Type: TypeFile, Size: 3}, body: []byte("abc")})
 	}
-	for _, fill := range []bool{false, true} {
-		batcherRoundTrip(t, items, fill)
+	for _, packed := range []bool{false, true} {
+		for _, fill := range []bool{false, true} {
+			batcherRoundTrip(t, items, fill, packed)
+		}
 	}
 }
 
-func batcherRoundTrip(t *testing.T, items []entryWithBody, fill bool) {
-	msgs, got := roundTripWith(t, items, fill)
+func batcherRoundTrip(t *testing.T, items []entryWithBody, fill, packed bool) {
+	msgs, got := roundTripWith(t, items, fill, packed)
 	require.Equal(t, len(items), len(got))
 	for i := range items {
 		require.Equal(t, items[i].e, got[i].e)
 		require.Equal(t, items[i].stream, got[i].stream)
-		if items[i].e.Size > 0 {
+		if items[i].e.Size > 0 && !items[i].e.Unchanged {
 			require.True(t, bytes.Equal(items[i].body, got[i].body), items[i].e.Path)
 		}
 	}
 	total := 0
-	for _, recs := range msgs {
-		size := proto.Size(&enginepb.CaptureResponse{Records: recs})
+	for _, m := range msgs {
+		size := proto.Size(&enginepb.CaptureResponse{Records: m.recs, Packed: m.packed})
 		require.LessOrEqual(t, size, MaxMessageSize)
-		for _, r := range recs {
+		for _, r := range m.recs {
 			require.LessOrEqual(t, len(r.GetData()), MaxFrameSize)
+		}
+		for p := (packedReader{b: m.packed}); p.more(); {
+			r, err := p.next()
+			require.NoError(t, err)
+			require.LessOrEqual(t, len(r.data), MaxFrameSize)
 		}
 		total += size
 	}
@@ -229,12 +249,12 @@ func TestEntryReaderRefuses(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sent := false
-			r := newEntryReader(func() ([]*enginepb.Record, error) {
+			r := newEntryReader(func() (wireBatch, error) {
 				if sent {
-					return nil, io.EOF
+					return wireBatch{}, io.EOF
 				}
 				sent = true
-				return tc.recs, nil
+				return wireBatch{recs: tc.recs}, nil
 			}, true)
 			var err error
 			for err == nil {
@@ -273,12 +293,12 @@ func FuzzEntryReader(f *testing.F) {
 			return
 		}
 		sent := false
-		r := newEntryReader(func() ([]*enginepb.Record, error) {
+		r := newEntryReader(func() (wireBatch, error) {
 			if sent {
-				return nil, io.EOF
+				return wireBatch{}, io.EOF
 			}
 			sent = true
-			return m.GetRecords(), nil
+			return wireBatch{recs: m.GetRecords(), packed: m.GetPacked()}, nil
 		}, true)
 		for {
 			_, e, body, err := r.next()
@@ -311,12 +331,12 @@ func TestEntryReaderDelete(t *testing.T) {
 	begin := &enginepb.Record{Kind: &enginepb.Record_BeginStream{BeginStream: "rootfs"}}
 	for _, sparse := range []bool{false, true} {
 		sent := false
-		r := newEntryReader(func() ([]*enginepb.Record, error) {
+		r := newEntryReader(func() (wireBatch, error) {
 			if sent {
-				return nil, io.EOF
+				return wireBatch{}, io.EOF
 			}
 			sent = true
-			return []*enginepb.Record{begin, del}, nil
+			return wireBatch{recs: []*enginepb.Record{begin, del}}, nil
 		}, true)
 		r.deletes = sparse
 		_, _, _, err := r.next()

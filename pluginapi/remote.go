@@ -39,7 +39,7 @@ func (p *Plugin) Info(ctx context.Context) (Info, error) {
 	if err != nil {
 		return Info{}, p.fail(ctx, "info", err)
 	}
-	p.packedIndex.Store(resp.GetPackedIndex())
+	p.storeInfo(resp)
 	info := infoFromProto(resp)
 	p.fingerprints.Store(info.Has(CapParentFingerprints))
 	return info, nil
@@ -74,6 +74,7 @@ func (p *Plugin) Capture(ctx context.Context, req *CaptureRequest, w CaptureWrit
 	if err != nil {
 		return fmt.Errorf("engine %q: %s: %w", p.name, op, err)
 	}
+	wire.PackedRecords = p.packedRecords.Load()
 	var ring *bodyRing
 	complete := false
 	if !req.IndexOnly && p.ring.acquire() {
@@ -143,20 +144,27 @@ func (p *Plugin) Capture(ctx context.Context, req *CaptureRequest, w CaptureWrit
 		return p.writerFailed(ctx, op, err, p.kill)
 	}
 	firstRecs := first.GetRecords()
-	entries := newEntryReader(func() ([]*enginepb.Record, error) {
-		if firstRecs != nil {
-			recs := firstRecs
-			firstRecs = nil
-			return recs, nil
+	firstPacked := first.GetPacked()
+	if len(firstPacked) > 0 && !wire.PackedRecords {
+		return p.fail(ctx, op, protocolErrorf("packed records sent, but not asked for"))
+	}
+	entries := newEntryReader(func() (wireBatch, error) {
+		if firstRecs != nil || firstPacked != nil {
+			b := wireBatch{recs: firstRecs, packed: firstPacked}
+			firstRecs, firstPacked = nil, nil
+			return b, nil
 		}
 		msg, err := recv()
 		if err != nil {
-			return nil, err
+			return wireBatch{}, err
 		}
 		if msg.GetMetadata() != nil {
-			return nil, protocolErrorf("metadata sent twice")
+			return wireBatch{}, protocolErrorf("metadata sent twice")
 		}
-		return msg.GetRecords(), nil
+		if len(msg.GetPacked()) > 0 && !wire.PackedRecords {
+			return wireBatch{}, protocolErrorf("packed records sent, but not asked for")
+		}
+		return wireBatch{recs: msg.GetRecords(), packed: msg.GetPacked()}, nil
 	}, !req.IndexOnly)
 	entries.ring = ring
 
@@ -202,9 +210,11 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 	p.restores.Add(1)
 	defer p.restores.Add(-1)
 	wire := restoreRequestToProto(req)
+	ringOK, packed := p.restoreWire(ctx)
+	wire.PackedRecords = packed
 	var ring *bodyRing
 	complete := false
-	if p.ringAccepted(ctx) && p.ring.acquire() {
+	if ringOK && p.ring.acquire() {
 		ring = p.ring
 		ring.head = atomic.LoadUint64(ring.consumedPtr())
 		wire.SharedBodies = true
@@ -256,9 +266,9 @@ func (p *Plugin) Restore(ctx context.Context, req *RestoreRequest, r RestoreRead
 		}
 		engineEnded = true
 	}
-	b := batcher{send: func(recs []*enginepb.Record) error {
-		return stream.Send(&enginepb.RestoreMessage{Records: recs})
-	}, ring: ring, ctx: callCtx}
+	b := batcher{send: func(recs []*enginepb.Record, packed []byte) error {
+		return stream.Send(&enginepb.RestoreMessage{Records: recs, Packed: packed})
+	}, ring: ring, ctx: callCtx, packed: wire.PackedRecords}
 	current := ""
 	ready, _ := r.(ReadyReader)
 	for !engineEnded {
@@ -352,20 +362,29 @@ func (p *Plugin) writerFailed(ctx context.Context, op string, err error, stop fu
 	return err
 }
 
-// ringAccepted reports whether the engine maps the body ring and takes
-// shared frames in Restore; its Info says so, asked once.
-func (p *Plugin) ringAccepted(ctx context.Context) bool {
-	if p.ring == nil {
-		return false
+// storeInfo keeps what an Info answer says of the wire.
+func (p *Plugin) storeInfo(resp *enginepb.InfoResponse) {
+	p.packedIndex.Store(resp.GetPackedIndex())
+	p.ringOK.Store(resp.GetBodyRing())
+	p.packedRecords.Store(resp.GetPackedRecords() && !p.host.opts.RecordMessages)
+	p.infoSeen.Store(true)
+}
+
+// restoreWire reports whether the engine maps the body ring and takes
+// shared frames in Restore, and whether it reads packed records; its
+// Info says so, asked here once unless the host asked it already (as the
+// core does before every restore).
+func (p *Plugin) restoreWire(ctx context.Context) (ring, packed bool) {
+	if !p.infoSeen.Load() {
+		p.infoOnce.Do(func() {
+			ctx, cancel := p.host.callContext(ctx)
+			defer cancel()
+			if info, err := p.rpc.Info(ctx, &enginepb.InfoRequest{}); err == nil {
+				p.storeInfo(info)
+			}
+		})
 	}
-	p.ringOnce.Do(func() {
-		ctx, cancel := p.host.callContext(ctx)
-		defer cancel()
-		if info, err := p.rpc.Info(ctx, &enginepb.InfoRequest{}); err == nil {
-			p.ringOK = info.GetBodyRing()
-		}
-	})
-	return p.ringOK
+	return p.ring != nil && p.ringOK.Load(), p.packedRecords.Load()
 }
 
 // isTransport reports whether err came from the gRPC stream rather than

@@ -81,6 +81,7 @@ func (s *engineServer) Info(ctx context.Context, _ *enginepb.InfoRequest) (*engi
 	resp := infoToProto(info)
 	resp.BodyRing = s.ring != nil
 	resp.PackedIndex = true
+	resp.PackedRecords = true
 	return resp, nil
 }
 
@@ -95,9 +96,10 @@ func (s *engineServer) Identify(ctx context.Context, req *enginepb.IdentifyReque
 func (s *engineServer) Capture(req *enginepb.CaptureRequest, stream grpc.ServerStreamingServer[enginepb.CaptureResponse]) error {
 	w := &captureSender{stream: stream, indexOnly: req.GetIndexOnly()}
 	w.batch.indexOnly = w.indexOnly
-	w.batch.send = func(recs []*enginepb.Record) error {
-		return stream.Send(&enginepb.CaptureResponse{Records: recs})
+	w.batch.send = func(recs []*enginepb.Record, packed []byte) error {
+		return stream.Send(&enginepb.CaptureResponse{Records: recs, Packed: packed})
 	}
+	w.batch.packed = req.GetPackedRecords()
 	if req.GetSharedBodies() && s.ring.acquire() {
 		defer s.ring.release()
 		// Continue where the host's reading stopped; a cancelled capture
@@ -306,20 +308,21 @@ func (s *engineServer) Restore(stream grpc.ClientStreamingServer[enginepb.Restor
 		ring.next = atomic.LoadUint64(ring.consumedPtr())
 	}
 	firstRecs := first.GetRecords()
-	entries := newEntryReader(func() ([]*enginepb.Record, error) {
-		if firstRecs != nil {
-			recs := firstRecs
-			firstRecs = nil
-			return recs, nil
+	firstPacked := first.GetPacked()
+	entries := newEntryReader(func() (wireBatch, error) {
+		if firstRecs != nil || firstPacked != nil {
+			b := wireBatch{recs: firstRecs, packed: firstPacked}
+			firstRecs, firstPacked = nil, nil
+			return b, nil
 		}
 		msg, err := stream.Recv()
 		if err != nil {
-			return nil, err
+			return wireBatch{}, err
 		}
 		if msg.GetRequest() != nil {
-			return nil, protocolErrorf("a second restore request")
+			return wireBatch{}, protocolErrorf("a second restore request")
 		}
-		return msg.GetRecords(), nil
+		return wireBatch{recs: msg.GetRecords(), packed: msg.GetPacked()}, nil
 	}, true)
 	entries.ring = ring
 	entries.deletes = first.GetRequest().GetSparse()
@@ -330,7 +333,7 @@ func (s *engineServer) Restore(stream grpc.ClientStreamingServer[enginepb.Restor
 	if res == nil {
 		res = &RestoreResult{}
 	}
-	return stream.SendAndClose(restoreResultToProto(res))
+	return stream.SendAndClose(restoreResultToProto(res, first.GetRequest().GetPackedRecords()))
 }
 
 // restoreReceiver is the RestoreReader a plugin's engine reads from.

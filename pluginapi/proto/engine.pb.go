@@ -135,7 +135,13 @@ type InfoResponse struct {
 	// packed_index: the engine decodes ParentStream.packed (see README,
 	// "Packed parent index"). Engines that do not know it leave it false
 	// and get the parent index as entries.
-	PackedIndex   bool `protobuf:"varint,6,opt,name=packed_index,json=packedIndex,proto3" json:"packed_index,omitempty"`
+	PackedIndex bool `protobuf:"varint,6,opt,name=packed_index,json=packedIndex,proto3" json:"packed_index,omitempty"`
+	// packed_records: the engine reads records packed (RestoreMessage.packed)
+	// and sends them packed to a host that asks for it
+	// (CaptureRequest.packed_records); see README, "Packed records".
+	// Engines that do not know it leave it false and exchange Record
+	// messages only.
+	PackedRecords bool `protobuf:"varint,7,opt,name=packed_records,json=packedRecords,proto3" json:"packed_records,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -208,6 +214,13 @@ func (x *InfoResponse) GetBodyRing() bool {
 func (x *InfoResponse) GetPackedIndex() bool {
 	if x != nil {
 		return x.PackedIndex
+	}
+	return false
+}
+
+func (x *InfoResponse) GetPackedRecords() bool {
+	if x != nil {
+		return x.PackedRecords
 	}
 	return false
 }
@@ -507,8 +520,11 @@ type CaptureRequest struct {
 	// fingerprint_key: the 16-byte SipHash key of the parent streams'
 	// fingerprints (ParentStream.fingerprints), drawn anew for each request.
 	FingerprintKey []byte `protobuf:"bytes,11,opt,name=fingerprint_key,json=fingerprintKey,proto3" json:"fingerprint_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// packed_records (only to an engine whose InfoResponse says
+	// packed_records): the host reads CaptureResponse.packed.
+	PackedRecords bool `protobuf:"varint,12,opt,name=packed_records,json=packedRecords,proto3" json:"packed_records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CaptureRequest) Reset() {
@@ -616,6 +632,13 @@ func (x *CaptureRequest) GetFingerprintKey() []byte {
 		return x.FingerprintKey
 	}
 	return nil
+}
+
+func (x *CaptureRequest) GetPackedRecords() bool {
+	if x != nil {
+		return x.PackedRecords
+	}
+	return false
 }
 
 // Metadata is the engine's versioned JSON about the environment.
@@ -1045,7 +1068,11 @@ type CaptureResponse struct {
 	Metadata *Metadata `protobuf:"bytes,1,opt,name=metadata,proto3" json:"metadata,omitempty"`
 	// records continue across messages: an entry's frames may follow in the
 	// next messages.
-	Records       []*Record `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
+	Records []*Record `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
+	// packed holds further records, after those of records, in the packed
+	// form (see README, "Packed records"); only when the request set
+	// packed_records.
+	Packed        []byte `protobuf:"bytes,3,opt,name=packed,proto3" json:"packed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1094,6 +1121,13 @@ func (x *CaptureResponse) GetRecords() []*Record {
 	return nil
 }
 
+func (x *CaptureResponse) GetPacked() []byte {
+	if x != nil {
+		return x.Packed
+	}
+	return nil
+}
+
 type RestoreRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Target         string                 `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
@@ -1113,7 +1147,11 @@ type RestoreRequest struct {
 	// the records hold only entries to write, entries to delete, and, as
 	// unchanged, the directories along their paths; leave everything else
 	// alone.
-	Sparse        bool `protobuf:"varint,10,opt,name=sparse,proto3" json:"sparse,omitempty"`
+	Sparse bool `protobuf:"varint,10,opt,name=sparse,proto3" json:"sparse,omitempty"`
+	// packed_records (only to an engine whose InfoResponse says
+	// packed_records): records may come packed (RestoreMessage.packed), and
+	// the host reads a written report sent as ParentStream.packed.
+	PackedRecords bool `protobuf:"varint,11,opt,name=packed_records,json=packedRecords,proto3" json:"packed_records,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1218,11 +1256,22 @@ func (x *RestoreRequest) GetSparse() bool {
 	return false
 }
 
+func (x *RestoreRequest) GetPackedRecords() bool {
+	if x != nil {
+		return x.PackedRecords
+	}
+	return false
+}
+
 type RestoreMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// request is set in the first message, and only there.
-	Request       *RestoreRequest `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
-	Records       []*Record       `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
+	Request *RestoreRequest `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	Records []*Record       `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
+	// packed holds further records, after those of records, in the packed
+	// form (see README, "Packed records"); only when the request set
+	// packed_records.
+	Packed        []byte `protobuf:"bytes,3,opt,name=packed,proto3" json:"packed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1267,6 +1316,13 @@ func (x *RestoreMessage) GetRequest() *RestoreRequest {
 func (x *RestoreMessage) GetRecords() []*Record {
 	if x != nil {
 		return x.Records
+	}
+	return nil
+}
+
+func (x *RestoreMessage) GetPacked() []byte {
+	if x != nil {
+		return x.Packed
 	}
 	return nil
 }
@@ -1352,14 +1408,15 @@ var File_pluginapi_proto_engine_proto protoreflect.FileDescriptor
 const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\n" +
 	"\x1cpluginapi/proto/engine.proto\x12\x13ptestsnap.engine.v1\"\r\n" +
-	"\vInfoRequest\"\xcb\x01\n" +
+	"\vInfoRequest\"\xf2\x01\n" +
 	"\fInfoResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12)\n" +
 	"\x10protocol_version\x18\x03 \x01(\x05R\x0fprotocolVersion\x12\"\n" +
 	"\fcapabilities\x18\x04 \x03(\tR\fcapabilities\x12\x1b\n" +
 	"\tbody_ring\x18\x05 \x01(\bR\bbodyRing\x12!\n" +
-	"\fpacked_index\x18\x06 \x01(\bR\vpackedIndex\"\xb2\x01\n" +
+	"\fpacked_index\x18\x06 \x01(\bR\vpackedIndex\x12%\n" +
+	"\x0epacked_records\x18\a \x01(\bR\rpackedRecords\"\xb2\x01\n" +
 	"\x0fIdentifyRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12K\n" +
 	"\aoptions\x18\x02 \x03(\v21.ptestsnap.engine.v1.IdentifyRequest.OptionsEntryR\aoptions\x1a:\n" +
@@ -1380,7 +1437,7 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
 	"\aentries\x18\x02 \x03(\v2\x1f.ptestsnap.engine.v1.IndexEntryR\aentries\x12\x16\n" +
 	"\x06packed\x18\x03 \x01(\fR\x06packed\x12\"\n" +
-	"\ffingerprints\x18\x04 \x01(\fR\ffingerprints\"\xce\x04\n" +
+	"\ffingerprints\x18\x04 \x01(\fR\ffingerprints\"\xf5\x04\n" +
 	"\x0eCaptureRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12\x1a\n" +
 	"\bexcludes\x18\x02 \x03(\tR\bexcludes\x12>\n" +
@@ -1394,7 +1451,8 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\rparent_xattrs\x18\t \x01(\bR\fparentXattrs\x12%\n" +
 	"\x0eunchanged_dirs\x18\n" +
 	" \x01(\bR\runchangedDirs\x12'\n" +
-	"\x0ffingerprint_key\x18\v \x01(\fR\x0efingerprintKey\x1a6\n" +
+	"\x0ffingerprint_key\x18\v \x01(\fR\x0efingerprintKey\x12%\n" +
+	"\x0epacked_records\x18\f \x01(\bR\rpackedRecords\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a:\n" +
@@ -1435,10 +1493,11 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\x04kind\"A\n" +
 	"\vSharedFrame\x12\x1a\n" +
 	"\bposition\x18\x01 \x01(\x04R\bposition\x12\x16\n" +
-	"\x06length\x18\x02 \x01(\rR\x06length\"\x83\x01\n" +
+	"\x06length\x18\x02 \x01(\rR\x06length\"\x9b\x01\n" +
 	"\x0fCaptureResponse\x129\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x1d.ptestsnap.engine.v1.MetadataR\bmetadata\x125\n" +
-	"\arecords\x18\x02 \x03(\v2\x1b.ptestsnap.engine.v1.RecordR\arecords\"\xbc\x03\n" +
+	"\arecords\x18\x02 \x03(\v2\x1b.ptestsnap.engine.v1.RecordR\arecords\x12\x16\n" +
+	"\x06packed\x18\x03 \x01(\fR\x06packed\"\xe3\x03\n" +
 	"\x0eRestoreRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12'\n" +
 	"\x0foriginal_target\x18\x02 \x01(\tR\x0eoriginalTarget\x12\x19\n" +
@@ -1450,13 +1509,15 @@ const file_pluginapi_proto_engine_proto_rawDesc = "" +
 	"\rshared_bodies\x18\b \x01(\bR\fsharedBodies\x12\x1a\n" +
 	"\bexcludes\x18\t \x03(\tR\bexcludes\x12\x16\n" +
 	"\x06sparse\x18\n" +
-	" \x01(\bR\x06sparse\x1a:\n" +
+	" \x01(\bR\x06sparse\x12%\n" +
+	"\x0epacked_records\x18\v \x01(\bR\rpackedRecords\x1a:\n" +
 	"\fOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x86\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9e\x01\n" +
 	"\x0eRestoreMessage\x12=\n" +
 	"\arequest\x18\x01 \x01(\v2#.ptestsnap.engine.v1.RestoreRequestR\arequest\x125\n" +
-	"\arecords\x18\x02 \x03(\v2\x1b.ptestsnap.engine.v1.RecordR\arecords\"\xad\x01\n" +
+	"\arecords\x18\x02 \x03(\v2\x1b.ptestsnap.engine.v1.RecordR\arecords\x12\x16\n" +
+	"\x06packed\x18\x03 \x01(\fR\x06packed\"\xad\x01\n" +
 	"\x0fRestoreResponse\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12\x1a\n" +
 	"\bmessages\x18\x02 \x03(\tR\bmessages\x12;\n" +
