@@ -5,6 +5,7 @@ import (
 	"container/list"
 	"context"
 	"errors"
+	"math"
 	"sync"
 	"sync/atomic"
 
@@ -52,6 +53,14 @@ type chunkFuture struct {
 	// went before that, so the worker releases the pin. Both guarded by
 	// chunkReader.mu.
 	settled, dropped bool
+	// size is the chunk's length when the request knew it (a file of
+	// one chunk), else 0; prev is the chunk requested from the store
+	// before this one, until this one is settled; place is where this
+	// one was found (store.ChunkPlace). Guarded by chunkReader.mu; they
+	// let a worker guess where a chunk lies (chunkReader.guess).
+	size  int
+	prev  *chunkFuture
+	place store.ChunkPlace
 }
 
 // chunkReader fetches chunks ahead of their use with a bounded pool of
@@ -71,6 +80,10 @@ type chunkReader struct {
 	lru      *list.List
 	lruBytes int
 	fetched  int64 // chunks read from the store
+	// lastJob is the chunk last handed to the workers (chunkFuture.prev);
+	// guessed and guessedRight count the guesses tried and right.
+	lastJob               *chunkFuture
+	guessed, guessedRight int64
 
 	// again counts, for each chunk the snapshot references more than
 	// once, the references not yet requested; nil until countRefs has
@@ -324,9 +337,19 @@ func (cr *chunkReader) work(ctx context.Context) {
 		// Not GetChunk: a worker does not wait for a pack another
 		// worker is decompressing, it moves on to the next chunks and
 		// so starts on the next pack (GetChunkFunc says why).
-		cr.st.GetChunkPinnedFrom(ctx, f.h, cr.refs.Load(), func(data []byte, pin store.ChunkPin, err error) {
+		cr.mu.Lock()
+		guess := cr.guessLocked(f)
+		if guess.Known() {
+			cr.guessed++
+		}
+		cr.mu.Unlock()
+		cr.st.GetChunkPinnedGuess(ctx, f.h, cr.refs.Load(), guess, func(data []byte, pin store.ChunkPin, place store.ChunkPlace, err error) {
 			cr.mu.Lock()
 			f.data, f.pin, f.err, f.settled = data, pin, err, true
+			f.place, f.prev = place, nil
+			if guess.Known() && place == guess {
+				cr.guessedRight++
+			}
 			dropped := f.dropped
 			cr.mu.Unlock()
 			close(f.done)
@@ -335,6 +358,35 @@ func (cr *chunkReader) work(ctx context.Context) {
 			}
 		})
 	}
+}
+
+// guessBack bounds how many chunks still being read a guess steps over.
+const guessBack = 8
+
+// guessLocked returns where f's chunk most likely lies, if its length is
+// known: right after the last chunk requested before it whose place is
+// known, past the lengths of those requested between, which are still
+// being read (store.GetChunkPinnedGuess says why, and why a wrong guess is
+// harmless). cr.mu is held.
+func (cr *chunkReader) guessLocked(f *chunkFuture) store.ChunkPlace {
+	if f.size <= 0 {
+		return store.ChunkPlace{}
+	}
+	skip := 0
+	q := f.prev
+	for range guessBack {
+		switch {
+		case q == nil:
+			return store.ChunkPlace{}
+		case q.settled:
+			return q.place.After(skip, f.size)
+		case q.size <= 0:
+			return store.ChunkPlace{}
+		}
+		skip += q.size
+		q = q.prev
+	}
+	return store.ChunkPlace{}
 }
 
 // chunkWeightAt is the memory reserved for chunk k of a file of size: an
@@ -352,8 +404,9 @@ func chunkWeightAt(size int64, k int) int64 {
 }
 
 // request returns a future for chunk h, reserving weight bytes (released
-// by release). It blocks while too many bytes are ahead.
-func (cr *chunkReader) request(ctx context.Context, h store.Hash, weight int64) (*chunkFuture, error) {
+// by release). It blocks while too many bytes are ahead. size is the
+// chunk's length if known (a file of one chunk), else 0.
+func (cr *chunkReader) request(ctx context.Context, h store.Hash, weight int64, size int64) (*chunkFuture, error) {
 	if err := cr.sem.Acquire(ctx, weight); err != nil {
 		return nil, err
 	}
@@ -382,7 +435,11 @@ func (cr *chunkReader) request(ctx context.Context, h store.Hash, weight int64) 
 		cr.mu.Unlock()
 		return f, nil
 	}
-	f := &chunkFuture{h: h, done: make(chan struct{}), refs: 1}
+	f := &chunkFuture{h: h, done: make(chan struct{}), refs: 1, prev: cr.lastJob}
+	if size > 0 && size <= math.MaxInt32 {
+		f.size = int(size)
+	}
+	cr.lastJob = f
 	cr.inflight[h] = f
 	cr.fetched++
 	cr.mu.Unlock()
@@ -439,6 +496,14 @@ func (cr *chunkReader) release(f *chunkFuture, weight int64) {
 		delete(cr.recent, old.h)
 		cr.lruBytes -= len(old.data)
 	}
+}
+
+// counts returns the chunks read from the store, and of them those whose
+// place was guessed and those found there (guessLocked).
+func (cr *chunkReader) counts() (fetched, guessed, right int64) {
+	cr.mu.Lock()
+	defer cr.mu.Unlock()
+	return cr.fetched, cr.guessed, cr.guessedRight
 }
 
 // close stops the workers; no request may follow.
