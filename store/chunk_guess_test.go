@@ -18,7 +18,7 @@ func guessed(s *Store, h Hash, guess ChunkPlace) ([]byte, ChunkPlace, error) {
 		err   error
 	}
 	c := make(chan res, 1)
-	s.GetChunkPinnedGuess(context.Background(), h, nil, guess, func(b []byte, pin ChunkPin, place ChunkPlace, err error) {
+	s.GetChunkPinnedGuess(context.Background(), h, nil, guess, nil, func(b []byte, pin ChunkPin, place ChunkPlace, err error) {
 		c <- res{bytes.Clone(b), place, err}
 		pin.Release()
 	})
@@ -108,4 +108,73 @@ func TestGetChunkPinnedGuessCorrupt(t *testing.T) {
 	require.ErrorIs(t, err, ErrCorrupt)
 	assert.Contains(t, err.Error(), bad.String())
 	assert.Zero(t, s.packGuesses.Load())
+}
+
+// A guess into a pack being decompressed waits for it, on the goroutine
+// decompressing it, as GetChunkFunc does: then a right guess is the chunk
+// without a lookup, and a wrong one is looked up there. placed says where
+// a looked-up chunk is before its pack is read.
+func TestGetChunkPinnedGuessIntoLoadingPack(t *testing.T) {
+	ctx := context.Background()
+	s := openTest(t, "")
+	files := testFiles(23, 40, 3000)
+	snap := writeSnapshot(t, s, "snap", files)
+	chunks := fileChunks(t, s, snap)
+	names := sortedKeys(files)
+	_, p0, err := guessed(s, chunks[names[0]][0], ChunkPlace{})
+	require.NoError(t, err)
+
+	type res struct {
+		b     []byte
+		place ChunkPlace
+		err   error
+	}
+	for _, c := range []struct {
+		name  string
+		guess ChunkPlace
+		hit   bool
+	}{
+		{"right", p0.After(0, len(files[names[1]])), true},
+		{"wrong", p0.After(7, len(files[names[1]])), false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s.packCache = packCache{}
+			id := p0.ref.id
+			_, load, leader := s.packCache.begin(id)
+			require.True(t, leader)
+			hits := s.packGuesses.Load()
+			got := make(chan res, 1)
+			var placedAt []ChunkPlace
+			s.GetChunkPinnedGuess(ctx, chunks[names[1]][0], nil, c.guess, func(p ChunkPlace) { placedAt = append(placedAt, p) },
+				func(b []byte, pin ChunkPin, place ChunkPlace, err error) {
+					got <- res{bytes.Clone(b), place, err}
+					pin.Release()
+				})
+			select {
+			case <-got:
+				t.Fatal("handed out before its pack was decompressed")
+			default:
+			}
+			raw, err := s.loadPack(id)
+			require.NoError(t, err)
+			waiters := s.packCache.finish(id, load, raw, err)
+			require.Len(t, waiters, 1, "queued on the load")
+			for _, w := range waiters {
+				w(load.p, load.err)
+			}
+			s.packCache.unpin(load.p)
+			r := <-got
+			require.NoError(t, r.err)
+			assert.Equal(t, files[names[1]], r.b)
+			want := p0.After(0, len(files[names[1]]))
+			assert.Equal(t, want, r.place)
+			if c.hit {
+				assert.Equal(t, hits+1, s.packGuesses.Load())
+				assert.Empty(t, placedAt, "no lookup")
+			} else {
+				assert.Equal(t, hits, s.packGuesses.Load())
+				assert.Equal(t, []ChunkPlace{want}, placedAt, "looked up")
+			}
+		})
+	}
 }

@@ -579,7 +579,7 @@ func (s *Store) GetChunkFunc(ctx context.Context, h Hash, done func([]byte, erro
 // GetChunkFuncFrom is GetChunkFunc taking a packed chunk's place from refs
 // (ResolveChunks; nil or without h: looked up) instead of a Badger lookup.
 func (s *Store) GetChunkFuncFrom(ctx context.Context, h Hash, refs *ChunkRefs, done func([]byte, error)) {
-	s.getChunkFrom(ctx, h, refs, ChunkPlace{}, false, func(data []byte, _ ChunkPin, _ ChunkPlace, err error) { done(data, err) })
+	s.getChunkFrom(ctx, h, refs, ChunkPlace{}, false, nil, func(data []byte, _ ChunkPin, _ ChunkPlace, err error) { done(data, err) })
 }
 
 // ChunkPin keeps the decompressed pack that a chunk from GetChunkPinnedFrom
@@ -611,7 +611,7 @@ func (p ChunkPin) Pinned() bool { return p.p != nil }
 // as before (pin is then zero), so pins cannot hold more memory than that
 // whatever order the chunks are read in.
 func (s *Store) GetChunkPinnedFrom(ctx context.Context, h Hash, refs *ChunkRefs, done func(data []byte, pin ChunkPin, err error)) {
-	s.getChunkFrom(ctx, h, refs, ChunkPlace{}, true, func(data []byte, pin ChunkPin, _ ChunkPlace, err error) { done(data, pin, err) })
+	s.getChunkFrom(ctx, h, refs, ChunkPlace{}, true, nil, func(data []byte, pin ChunkPin, _ ChunkPlace, err error) { done(data, pin, err) })
 }
 
 // ChunkPlace is where a packed chunk lies: its pack and its bytes there.
@@ -651,36 +651,57 @@ func (p ChunkPlace) After(skip, n int) ChunkPlace {
 // place reads awscli's ~6,300 small files: looking each chunk up in
 // Badger was ~36 ms of the CLI's ~160 ms of CPU (pprof of 8 undos), and
 // the hash that checks a guess is the one that verifies the chunk anyway.
-func (s *Store) GetChunkPinnedGuess(ctx context.Context, h Hash, refs *ChunkRefs, guess ChunkPlace, done func(data []byte, pin ChunkPin, place ChunkPlace, err error)) {
-	s.getChunkFrom(ctx, h, refs, guess, true, done)
+//
+// A guess into a pack being decompressed waits for it as GetChunkFunc
+// does, and placed, if not nil, is called with the chunk's place as soon
+// as a lookup has found it, before its pack is read: a reader guessing
+// the next chunks need not wait for the pack to be decompressed.
+func (s *Store) GetChunkPinnedGuess(ctx context.Context, h Hash, refs *ChunkRefs, guess ChunkPlace, placed func(ChunkPlace), done func(data []byte, pin ChunkPin, place ChunkPlace, err error)) {
+	s.getChunkFrom(ctx, h, refs, guess, true, placed, done)
 }
 
-// guessChunk returns h's bytes at guess when its pack is cached and they
-// hash to h, pinned as getChunkFrom hands them (ok false: not there).
-func (s *Store) guessChunk(h Hash, guess ChunkPlace, pinned bool) (raw []byte, pin ChunkPin, ok bool) {
+// guessChunk tries h at guess: in guess's pack when it is decompressed or
+// being decompressed (then on the goroutine doing that, once it is done),
+// never loading a pack for a guess. It reports whether it took h on:
+// then done is called, with h's bytes at guess when they hash to h, else
+// as getChunkFrom does without a guess.
+func (s *Store) guessChunk(ctx context.Context, h Hash, refs *ChunkRefs, guess ChunkPlace, pinned bool, placed func(ChunkPlace), done func([]byte, ChunkPin, ChunkPlace, error)) bool {
 	if !guess.ok {
-		return nil, ChunkPin{}, false
+		return false
 	}
-	s.packCache.mu.Lock()
-	p, cached := s.packCache.getLocked(guess.ref.id)
-	s.packCache.mu.Unlock()
-	if !cached {
-		return nil, ChunkPin{}, false
-	}
-	b, err := packRange(guess.ref.id, p.raw, guess.ref.off, guess.ref.n)
-	if err != nil || SumChunk(b) != h {
+	// try hands h on from p (pinned) if it lies at guess, or unpins p.
+	try := func(p *cachedPack) bool {
+		b, err := packRange(guess.ref.id, p.raw, guess.ref.off, guess.ref.n)
+		if err != nil || SumChunk(b) != h {
+			s.packCache.unpin(p)
+			return false
+		}
+		s.packGuesses.Add(1)
+		if pinned && !s.packCache.holdsTooMany() {
+			done(b, ChunkPin{c: &s.packCache, p: p}, guess, nil)
+			return true
+		}
+		b = bytes.Clone(b)
 		s.packCache.unpin(p)
-		return nil, ChunkPin{}, false
+		done(b, ChunkPin{}, guess, nil)
+		return true
 	}
-	if pinned && !s.packCache.holdsTooMany() {
-		return b, ChunkPin{c: &s.packCache, p: p}, true
+	p, queued := s.packCache.cachedOrQueue(guess.ref.id, func(p *cachedPack, err error) {
+		if err == nil && try(p) {
+			return
+		}
+		s.getChunkFrom(ctx, h, refs, ChunkPlace{}, pinned, placed, done)
+	})
+	switch {
+	case queued:
+		return true
+	case p == nil:
+		return false
 	}
-	b = bytes.Clone(b)
-	s.packCache.unpin(p)
-	return b, ChunkPin{}, true
+	return try(p)
 }
 
-func (s *Store) getChunkFrom(ctx context.Context, h Hash, refs *ChunkRefs, guess ChunkPlace, pinned bool, done func([]byte, ChunkPin, ChunkPlace, error)) {
+func (s *Store) getChunkFrom(ctx context.Context, h Hash, refs *ChunkRefs, guess ChunkPlace, pinned bool, placed func(ChunkPlace), done func([]byte, ChunkPin, ChunkPlace, error)) {
 	if err := s.check(ctx); err != nil {
 		done(nil, ChunkPin{}, ChunkPlace{}, err)
 		return
@@ -693,9 +714,7 @@ func (s *Store) getChunkFrom(ctx context.Context, h Hash, refs *ChunkRefs, guess
 	var off, n int
 	if r, ok := refs.ref(h); ok {
 		id, off, n = r.id, r.off, r.n
-	} else if raw, pin, ok := s.guessChunk(h, guess, pinned); ok {
-		s.packGuesses.Add(1)
-		done(raw, pin, guess, nil)
+	} else if s.guessChunk(ctx, h, refs, guess, pinned, placed, done) {
 		return
 	} else {
 		raw, rid, roff, rn, packed, bad, err := s.lookupChunk(h)
@@ -711,6 +730,9 @@ func (s *Store) getChunkFrom(ctx context.Context, h Hash, refs *ChunkRefs, guess
 		id, off, n = rid, roff, rn
 	}
 	place := ChunkPlace{ref: packRef{id: id, off: off, n: n}, ok: true}
+	if placed != nil {
+		placed(place)
+	}
 	extract := func(p *cachedPack, err error) {
 		var raw []byte
 		if err == nil && pinned && !s.packCache.holdsTooMany() {
