@@ -122,14 +122,16 @@ type chunkReader struct {
 
 	// refs, once countRefs has resolved them, says where the snapshot's
 	// packed chunks are, so the workers need no Badger lookup for them
-	// (store.ChunkRefs). An in-place restore (no countRefs) looks each
-	// chunk up: resolving the ~6,300 chunks beneath a directory the
+	// (store.ChunkRefs). An in-place restore (no countRefs) does not
+	// resolve them: resolving the ~6,300 chunks beneath a directory the
 	// target lacks (awscli, undoing change small on venv-full) in one
 	// pass, on a goroutine of its own as the walk reached it, was measured
 	// without gain — the pass took 12-25 ms, about what the lookups it
 	// saved cost (Badger's share of the host's CPU was ~10 ms), and the
 	// host's CPU stayed at 204 ms median either way (perf, 6 alternating
-	// warm runs each).
+	// warm runs each). It finds most of them where it guesses instead,
+	// right after the chunk read before (guessLocked), with no lookup and
+	// no pass.
 	refs atomic.Pointer[store.ChunkRefs]
 }
 
