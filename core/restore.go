@@ -343,7 +343,9 @@ func (m *Manager) restore(ctx context.Context, opts RestoreOptions, op *OpInfo) 
 	}
 	res := &RestoreResult{RestoreResult: *er, Snapshot: snap, Stats: rr.stats}
 	res.Stats.Planned = planner != nil
-	m.log.Debug("restore: engine done", "target", target, "took", m.now().Sub(phase))
+	fetched, guessed, right := rr.chunks.counts()
+	m.log.Debug("restore: engine done", "target", target, "took", m.now().Sub(phase),
+		"chunks_read", fetched, "places_guessed", guessed, "guessed_right", right)
 
 	// Remember what the target looks like now, so the next in-place
 	// restore trusts what it finds untouched.

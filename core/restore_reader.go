@@ -214,8 +214,14 @@ func (rr *restoreReader) walk(ctx context.Context, stream string, root store.Has
 			return err
 		}
 		if sendBody {
+			// A file of one chunk says the chunk's length, with
+			// which the chunk reader guesses where it lies.
+			var size int64
+			if len(n.Content) == 1 {
+				size = n.Size
+			}
 			for k, h := range n.Content {
-				f, err := rr.chunks.request(ctx, h, chunkWeightAt(n.Size, k))
+				f, err := rr.chunks.request(ctx, h, chunkWeightAt(n.Size, k), size)
 				if err != nil {
 					close(item.futures)
 					return err

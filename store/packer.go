@@ -610,6 +610,22 @@ func (c *packCache) beginOrQueue(id packID, then func(*cachedPack, error)) (p *c
 	return nil, l, true
 }
 
+// cachedOrQueue returns the cached pack id (pinned), or queues then on
+// its load in progress (queued), or, when id is neither cached nor being
+// loaded, nothing: it starts no load.
+func (c *packCache) cachedOrQueue(id packID, then func(*cachedPack, error)) (p *cachedPack, queued bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.getLocked(id); ok {
+		return p, false
+	}
+	if l, ok := c.loading[id]; ok {
+		l.waiters = append(l.waiters, then)
+		return nil, true
+	}
+	return nil, false
+}
+
 // finish ends a load with the pack's bytes raw (or err): it publishes the
 // pack pinned once for the leader and once for each reader of the load,
 // wakes the readers waiting for it and returns the queued waiters, which

@@ -103,6 +103,9 @@ type Store struct {
 	packCache packCache
 	packSizes packSizes    // stored and raw size per pack (stored_size.go)
 	packLoads atomic.Int64 // packs decompressed (cache misses), for benchmarks
+	// packGuesses counts the chunks found where a reader guessed
+	// (GetChunkPinnedGuess), for tests and benchmarks.
+	packGuesses atomic.Int64
 
 	readSinceRel atomic.Int64 // value bytes read since the last releaseMappedPages
 

@@ -43,6 +43,7 @@ snapshot has it, file by file; a new target is removed.`,
 			if p.Options, err = parseKV(cmd, "option", options); err != nil {
 				return err
 			}
+			defer tuneGCForRestore()()
 			svc, err := a.service(cmd.Context())
 			if err != nil {
 				return err

@@ -3,8 +3,10 @@ package main
 import (
 	"math"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 )
@@ -53,6 +55,45 @@ func TestTuneGCForCreate(t *testing.T) {
 		t.Run(env, func(t *testing.T) {
 			t.Setenv(env, "200")
 			restore := tuneGCForCreate()
+			assert.EqualValues(t, softMemoryLimit, debug.SetMemoryLimit(-1), "the user's settings stand")
+			assert.Equal(t, 100, debug.SetGCPercent(100))
+			restore()
+		})
+	}
+}
+
+// TestTuneGCForRestore: a restore runs with the collector off up to
+// restoreQuietHeap, its first collection puts the CLI's defaults (GOGC 100
+// under softMemoryLimit), and restore puts the previous settings back;
+// GOGC or GOMEMLIMIT set by the user win.
+func TestTuneGCForRestore(t *testing.T) {
+	prevLimit := debug.SetMemoryLimit(-1)
+	prevPercent := debug.SetGCPercent(100)
+	t.Cleanup(func() {
+		debug.SetMemoryLimit(prevLimit)
+		debug.SetGCPercent(prevPercent)
+	})
+	for _, env := range []string{"GOGC", "GOMEMLIMIT"} {
+		t.Setenv(env, "") // restored after the test
+		os.Unsetenv(env)
+	}
+	debug.SetMemoryLimit(softMemoryLimit)
+
+	restore := tuneGCForRestore()
+	assert.EqualValues(t, restoreQuietHeap, debug.SetMemoryLimit(-1), "quiet until the first collection")
+	assert.Equal(t, -1, debug.SetGCPercent(-1))
+	runtime.GC() // the first collection: the defaults from then on
+	assert.Eventually(t, func() bool { return debug.SetMemoryLimit(-1) == softMemoryLimit }, 5*time.Second, time.Millisecond,
+		"the soft limit after the first collection")
+	assert.Equal(t, 100, debug.SetGCPercent(100), "GOGC 100 after the first collection")
+	restore()
+	assert.EqualValues(t, softMemoryLimit, debug.SetMemoryLimit(-1), "limit restored")
+	assert.Equal(t, 100, debug.SetGCPercent(100), "GOGC restored")
+
+	for _, env := range []string{"GOGC", "GOMEMLIMIT"} {
+		t.Run(env, func(t *testing.T) {
+			t.Setenv(env, "200")
+			restore := tuneGCForRestore()
 			assert.EqualValues(t, softMemoryLimit, debug.SetMemoryLimit(-1), "the user's settings stand")
 			assert.Equal(t, 100, debug.SetGCPercent(100))
 			restore()
