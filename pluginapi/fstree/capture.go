@@ -163,6 +163,7 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 		listScratch: newListScratch(),
 		parent:      opts.Parent[opts.Stream],
 		prints:      opts.ParentFingerprints[opts.Stream],
+		rawList:     opts.IndexOnly,
 	}
 	if c.prints != nil {
 		c.parent = nil
@@ -309,6 +310,9 @@ type capturer struct {
 	// machine's processors busy reading ahead, while the host has
 	// nothing to store.
 	hungry atomic.Bool
+	// rawList: listings make raw system calls (IndexOnly; see
+	// readOpenDir).
+	rawList bool
 	// dirs are the directory handles made (keepDir), for closeDirs.
 	dirsMu sync.Mutex
 	dirs   []*listedDir

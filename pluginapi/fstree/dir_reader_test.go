@@ -194,3 +194,26 @@ func TestCapturePrelude(t *testing.T) {
 	assert.Empty(t, w.recs)
 	assert.Equal(t, before, openFDs(t))
 }
+
+// TestReadOpenDirRawOrNot: a directory listed with raw system calls (as
+// an IndexOnly capture lists) and the usual way gives the same children.
+func TestReadOpenDirRawOrNot(t *testing.T) {
+	root := deepTree(t)
+	writeFile(t, filepath.Join(root, "d1", "g.txt"), "g", 0o600)
+	require.NoError(t, os.Symlink("g.txt", filepath.Join(root, "d1", "link")))
+	for _, rel := range []string{"", "d1", "d2/d0"} {
+		list := func(raw bool) []child {
+			fd, err := unix.Open(filepath.Join(root, rel), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			require.NoError(t, err)
+			defer unix.Close(fd)
+			c := &capturer{prefix: root + "/", opts: CaptureOptions{Stream: "rootfs"}, rawList: raw}
+			kids, excluded, err := c.readOpenDir(fd, rel, newListScratch())
+			require.NoError(t, err)
+			assert.False(t, excluded)
+			return kids
+		}
+		raw, usual := list(true), list(false)
+		assert.Equal(t, usual, raw, rel)
+		assert.NotEmpty(t, raw, rel)
+	}
+}
