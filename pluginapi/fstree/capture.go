@@ -313,9 +313,13 @@ type capturer struct {
 	// rawList: listings make raw system calls (IndexOnly; see
 	// readOpenDir).
 	rawList bool
-	// dirs are the directory handles made (keepDir), for closeDirs.
-	dirsMu sync.Mutex
-	dirs   []*listedDir
+	// dirs are the directory handles made (keepDir), and openJobs the
+	// jobs of directories opened ahead (openSubdir), for closeDirs.
+	dirsMu   sync.Mutex
+	dirs     []*listedDir
+	openJobs []*dirJob
+	// openAhead counts the directories opened ahead and not yet listed.
+	openAhead atomic.Int32
 }
 
 func (c *capturer) emit(ctx context.Context, it *item) bool {

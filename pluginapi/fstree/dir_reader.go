@@ -212,10 +212,13 @@ type listedDir struct {
 }
 
 // dirFrom says where a directory is opened from: its parent's handle and
-// its name there, or (dir nil) its path from the root.
+// its name there, or (dir nil) its path from the root; or it is open
+// already (open: fd, see openSubdir).
 type dirFrom struct {
 	dir  *listedDir
 	name string
+	fd   int
+	open bool
 }
 
 // openSub opens the subdirectory name of h; ok is false if h is closed.
@@ -257,17 +260,31 @@ func (c *capturer) keepDir(fd int, nsub int) *listedDir {
 }
 
 // closeDirs closes the handles of directories some of whose
-// subdirectories were never opened (the capture ended early). Called once
-// every goroutine of the capture has ended.
+// subdirectories were never opened, and the directories opened ahead that
+// were never listed (the capture ended early). Called once every
+// goroutine of the capture has ended.
 func (c *capturer) closeDirs() {
 	for _, h := range c.dirs {
 		h.close()
 	}
 	c.dirs = nil
+	for _, j := range c.openJobs {
+		if j.from.open {
+			closeRaw(j.from.fd)
+			j.from.open = false
+		}
+	}
+	c.openJobs = nil
 }
 
-// openDir opens the directory rel as from says.
-func (c *capturer) openDir(rel string, from dirFrom) (int, error) {
+// openDir opens the directory rel as from says, or takes the descriptor
+// it was opened with ahead (then from is marked so).
+func (c *capturer) openDir(rel string, from *dirFrom) (int, error) {
+	if from.open {
+		from.open = false
+		c.openAhead.Add(-1)
+		return from.fd, nil
+	}
 	if from.dir == nil {
 		return openDirBeneath(c.rootFd, rel)
 	}
@@ -289,6 +306,10 @@ type child struct {
 	st         entryStat
 	linkTarget string
 	xattrs     map[string][]byte
+	// dirOpen: a directory opened by openSubdir, as dirFd, which its
+	// job takes (subJobs).
+	dirOpen bool
+	dirFd   int32
 	// unchanged: a regular file the parent index has with the same size,
 	// mtime, ctime and inode (looked up once, here, off the walk's
 	// goroutine).
@@ -336,7 +357,7 @@ func (c *capturer) readDirsAhead(ctx context.Context) {
 		if err := ctx.Err(); err != nil {
 			j.err = err
 		} else {
-			j.dirListing, j.err = c.readDir(j.rel, j.from, scratch)
+			j.dirListing, j.err = c.readDir(j.rel, &j.from, scratch)
 		}
 		c.sched.add(c.subJobs(j), j)
 		close(j.done)
@@ -349,7 +370,7 @@ func (c *capturer) subJobs(j *dirJob) []*dirJob {
 	if j.err != nil {
 		return nil
 	}
-	var jobs []*dirJob
+	var jobs, opened []*dirJob
 	for i := range j.kids {
 		k := &j.kids[i]
 		if k.st.Mode&unix.S_IFMT != unix.S_IFDIR {
@@ -358,8 +379,18 @@ func (c *capturer) subJobs(j *dirJob) []*dirJob {
 		key := make([]uint32, len(j.key)+1)
 		copy(key, j.key)
 		key[len(j.key)] = uint32(i)
-		k.job = &dirJob{rel: k.rel, from: dirFrom{j.dir, k.name}, key: key, done: make(chan struct{})}
+		k.job = &dirJob{rel: k.rel, from: dirFrom{dir: j.dir, name: k.name}, key: key, done: make(chan struct{})}
+		if k.dirOpen {
+			k.job.from.fd, k.job.from.open = int(k.dirFd), true
+			k.dirOpen = false
+			opened = append(opened, k.job)
+		}
 		jobs = append(jobs, k.job)
+	}
+	if len(opened) > 0 {
+		c.dirsMu.Lock()
+		c.openJobs = append(c.openJobs, opened...)
+		c.dirsMu.Unlock()
 	}
 	return jobs
 }
@@ -370,7 +401,7 @@ func (c *capturer) subJobs(j *dirJob) []*dirJob {
 // xattrs. A file that will be read ahead gets its xattrs from its open
 // file later instead; an unchanged one whose xattrs the host takes from
 // the parent gets none.
-func (c *capturer) readDir(rel string, from dirFrom, scratch *listScratch) (l dirListing, err error) {
+func (c *capturer) readDir(rel string, from *dirFrom, scratch *listScratch) (l dirListing, err error) {
 	fd := c.rootFd
 	var nsub int
 	if rel != "" {
@@ -388,7 +419,7 @@ func (c *capturer) readDir(rel string, from dirFrom, scratch *listScratch) (l di
 	}
 	kids, excluded, err := c.readOpenDir(fd, rel, scratch)
 	for i := range kids {
-		if kids[i].st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if kids[i].st.Mode&unix.S_IFMT == unix.S_IFDIR && !kids[i].dirOpen {
 			nsub++
 		}
 	}
@@ -414,8 +445,11 @@ type listScratch struct {
 	st    unix.Stat_t // each entry's lstat
 }
 
-// nameRef is one name in listScratch.names.
-type nameRef struct{ off, n int32 }
+// nameRef is one name in listScratch.names, and its d_type.
+type nameRef struct {
+	off, n int32
+	typ    uint8
+}
 
 func newListScratch() *listScratch {
 	return &listScratch{xattrs: make([]byte, 1024), dents: make([]byte, 32<<10)}
@@ -460,8 +494,8 @@ func (s *listScratch) list(fd int, raw bool) error {
 
 // parse appends the entries of a getdents64 buffer.
 func (s *listScratch) parse(b []byte) {
-	forDirents(b, func(name []byte, _ uint8) {
-		s.refs = append(s.refs, nameRef{off: int32(len(s.names)), n: int32(len(name))})
+	forDirents(b, func(name []byte, typ uint8) {
+		s.refs = append(s.refs, nameRef{off: int32(len(s.names)), n: int32(len(name)), typ: typ})
 		s.names = append(append(s.names, name...), 0)
 	})
 }
@@ -546,11 +580,15 @@ func (c *capturer) readOpenDir(fd int, rel string, scratch *listScratch) (kids [
 			excluded = true
 			continue
 		}
-		if err := lstatAt(fd, scratch.names[r.off:r.off+r.n+1], &scratch.st, raw); err != nil {
-			if errors.Is(err, unix.ENOENT) {
-				continue // removed since listed
+		cname := scratch.names[r.off : r.off+r.n+1]
+		if r.typ != unix.DT_DIR || !c.openSubdir(fd, cname, &k, &scratch.st) {
+			if err := lstatAt(fd, cname, &scratch.st, raw); err != nil {
+				if errors.Is(err, unix.ENOENT) {
+					continue // removed since listed
+				}
+				c.closeOpened(kids)
+				return nil, false, fmt.Errorf("lstat %q: %w", k.rel, err)
 			}
-			return nil, false, fmt.Errorf("lstat %q: %w", k.rel, err)
 		}
 		k.st.set(&scratch.st)
 		switch k.st.Mode & unix.S_IFMT {
@@ -566,6 +604,7 @@ func (c *capturer) readOpenDir(fd int, rel string, scratch *listScratch) (kids [
 			k.xattrsFromParent = (k.unchanged || c.opts.IndexOnly) && c.opts.ParentXattrs && k.st.Nlink == 1
 		case unix.S_IFLNK:
 			if k.linkTarget, err = readlinkat(fd, k.name); err != nil {
+				c.closeOpened(kids)
 				return nil, false, fmt.Errorf("readlink %q: %w", k.rel, err)
 			}
 		default:
@@ -579,12 +618,60 @@ func (c *capturer) readOpenDir(fd int, rel string, scratch *listScratch) (kids [
 		k.xattrsLater = c.checkDirs && k.st.Mode&unix.S_IFMT != unix.S_IFREG
 		if !c.readsAhead(&k) && !k.xattrsFromParent && !k.xattrsLater {
 			if k.xattrs, err = readXattrsAt(fd, k.name, c.prefix+k.rel, scratch.xattrs); err != nil {
+				c.closeOpened(append(kids, k))
 				return nil, false, err
 			}
 		}
 		kids = append(kids, k)
 	}
 	return kids, excluded, nil
+}
+
+// A subdirectory is opened as its parent is listed, where it was lstat'ed:
+// openat of its name in the parent and fstat of the open directory, which
+// its own listing then takes (dirFrom.open), instead of lstat of its name
+// there and openat of it again later: each of venv-full's 7,963
+// directories was looked up twice (__d_lookup_rcu alone was a third of
+// the lstats' time). The open is the one openDirCached makes (from the
+// caches, O_NOFOLLOW, O_DIRECTORY); whatever keeps it from opening a
+// directory (not in the caches, replaced by a symlink or a file, removed,
+// no permission, too many open ahead) leaves the entry to the lstat, as
+// before, and its listing opens it. At most maxDirsOpenAhead are open
+// ahead at once.
+const maxDirsOpenAhead = 256
+
+// openSubdir opens the subdirectory name (NUL-terminated) of the
+// directory open as dirFd and fills st from it, and k's dirOpen and
+// dirFd; false if it did not (st is then garbage).
+func (c *capturer) openSubdir(dirFd int, name []byte, k *child, st *unix.Stat_t) bool {
+	if noCachedOpen.Load() || c.openAhead.Load() >= maxDirsOpenAhead {
+		return false
+	}
+	how := unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: resolveCached}
+	fd, err := rawOpenat2(dirFd, &name[0], &how)
+	runtime.KeepAlive(name)
+	if err != nil {
+		return false
+	}
+	if err := fstatRaw(fd, st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR || fd > math.MaxInt32 {
+		closeRaw(fd)
+		return false
+	}
+	c.openAhead.Add(1)
+	k.dirOpen, k.dirFd = true, int32(fd)
+	return true
+}
+
+// closeOpened closes the directories openSubdir opened for kids, a
+// listing given up.
+func (c *capturer) closeOpened(kids []child) {
+	for i := range kids {
+		if kids[i].dirOpen {
+			closeRaw(int(kids[i].dirFd))
+			kids[i].dirOpen = false
+			c.openAhead.Add(-1)
+		}
+	}
 }
 
 // listing returns the listing of the directory of job j: kept by subtree
@@ -596,7 +683,7 @@ func (c *capturer) listing(ctx context.Context, j *dirJob) (dirListing, error) {
 		return l, nil
 	}
 	if c.sched.claim(j) {
-		j.dirListing, j.err = c.readDir(j.rel, j.from, c.listScratch)
+		j.dirListing, j.err = c.readDir(j.rel, &j.from, c.listScratch)
 		c.sched.add(c.subJobs(j), nil)
 	} else {
 		select {
