@@ -73,10 +73,17 @@ func TestCaptureClosesDirectories(t *testing.T) {
 	assert.False(t, find(t, second.recs, "d1").e.Unchanged)
 	assert.Equal(t, []byte("changed"), find(t, second.recs, "d1/d2/f.py").body)
 
+	// An IndexOnly listing opens subdirectories ahead (openSubdir).
+	third := capture(t, root, CaptureOptions{Parent: parent, UnchangedDirs: true, IndexOnly: true})
+	assert.Equal(t, before, openFDs(t), "index-only capture with unchanged subtrees")
+	assert.Equal(t, paths(second.recs), paths(third.recs))
+
 	for _, failAfter := range []int{1, 3, 20} {
-		err := Capture(context.Background(), root, CaptureOptions{Stream: "rootfs"}, &memWriter{failAfter: failAfter})
-		require.ErrorIs(t, err, errWriterStop)
-		assert.Equal(t, before, openFDs(t), "capture stopped after %d entries", failAfter)
+		for _, indexOnly := range []bool{false, true} {
+			err := Capture(context.Background(), root, CaptureOptions{Stream: "rootfs", IndexOnly: indexOnly}, &memWriter{failAfter: failAfter})
+			require.ErrorIs(t, err, errWriterStop)
+			assert.Equal(t, before, openFDs(t), "capture (index only: %v) stopped after %d entries", indexOnly, failAfter)
+		}
 	}
 }
 
@@ -220,6 +227,18 @@ func TestCaptureWideTreeOrder(t *testing.T) {
 		assert.True(t, find(t, second.recs, "p37/s08").e.Unchanged)
 		assert.Equal(t, []byte("changed"), find(t, second.recs, "p37/s09/leaf/b.py").body)
 		assert.Len(t, second.recs, 40+15+4, "prints %v", prints)
+
+		// An IndexOnly listing (subdirectories opened ahead) finds the
+		// same, and one stopped early closes every directory it
+		// opened ahead, listed or not.
+		third := capture(t, root, withParent(t, CaptureOptions{UnchangedDirs: true, IndexOnly: true}, parent, prints))
+		assert.Equal(t, before, openFDs(t))
+		assert.Equal(t, paths(second.recs), paths(third.recs))
+		for _, failAfter := range []int{1, 2} {
+			err := Capture(context.Background(), root, CaptureOptions{Stream: "rootfs", IndexOnly: true}, &memWriter{failAfter: failAfter})
+			require.ErrorIs(t, err, errWriterStop)
+			assert.Equal(t, before, openFDs(t), "stopped after %d entries", failAfter)
+		}
 	}
 }
 
@@ -250,23 +269,25 @@ func TestCapturePrelude(t *testing.T) {
 	assert.Equal(t, before, openFDs(t))
 }
 
-// TestReadOpenDirRawOrNot: a directory listed with raw system calls (as
-// an IndexOnly capture lists) and the usual way gives the same children.
+// TestReadOpenDirRawOrNot: a directory listed as an IndexOnly capture lists
+// it (raw system calls, subdirectories opened as they are listed) and the
+// usual way gives the same children.
 func TestReadOpenDirRawOrNot(t *testing.T) {
 	root := deepTree(t)
 	writeFile(t, filepath.Join(root, "d1", "g.txt"), "g", 0o600)
 	require.NoError(t, os.Symlink("g.txt", filepath.Join(root, "d1", "link")))
 	for _, rel := range []string{"", "d1", "d2/d0"} {
-		list := func(raw bool) []child {
+		list := func(indexOnly bool) []child {
 			fd, err := unix.Open(filepath.Join(root, rel), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 			require.NoError(t, err)
 			defer unix.Close(fd)
-			c := &capturer{prefix: root + "/", opts: CaptureOptions{Stream: "rootfs"}, rawList: raw}
+			c := &capturer{prefix: root + "/", opts: CaptureOptions{Stream: "rootfs", IndexOnly: indexOnly}, rawList: indexOnly}
 			kids, excluded, err := c.readOpenDir(fd, rel, newListScratch())
 			require.NoError(t, err)
 			assert.False(t, excluded)
 			for i := range kids {
-				assert.Equal(t, kids[i].st.Mode&unix.S_IFMT == unix.S_IFDIR, kids[i].dirOpen, kids[i].rel)
+				isDir := kids[i].st.Mode&unix.S_IFMT == unix.S_IFDIR
+				assert.Equal(t, isDir && indexOnly, kids[i].dirOpen, kids[i].rel)
 			}
 			c.closeOpened(kids)
 			assert.Zero(t, c.openAhead.Load())
