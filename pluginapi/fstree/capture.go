@@ -163,6 +163,7 @@ func Capture(ctx context.Context, root string, opts CaptureOptions, w pluginapi.
 		listScratch: newListScratch(),
 		parent:      opts.Parent[opts.Stream],
 		prints:      opts.ParentFingerprints[opts.Stream],
+		rawList:     opts.IndexOnly,
 	}
 	if c.prints != nil {
 		c.parent = nil
@@ -300,10 +301,8 @@ type capturer struct {
 	// kept are the listings subtree took that the walk will need again,
 	// by path (keepListing, listing); walker goroutine only.
 	kept map[string]dirListing
-	// checkDirs: send unchanged subtrees as one entry (UnchangedDirs);
-	// checked holds the directories checked so far (subtree).
+	// checkDirs: send unchanged subtrees as one entry (UnchangedDirs).
 	checkDirs bool
-	checked   map[string]subtreeResult
 	// hungry is set while the sender waits for the next item or its
 	// body: the goroutine that hands it over then yields its processor
 	// (handOver), or the sender, ready to run, may wait behind the
@@ -311,9 +310,16 @@ type capturer struct {
 	// machine's processors busy reading ahead, while the host has
 	// nothing to store.
 	hungry atomic.Bool
-	// dirs are the directory handles made (keepDir), for closeDirs.
-	dirsMu sync.Mutex
-	dirs   []*listedDir
+	// rawList: listings make raw system calls (IndexOnly; see
+	// readOpenDir).
+	rawList bool
+	// dirs are the directory handles made (keepDir), and openJobs the
+	// jobs of directories opened ahead (openSubdir), for closeDirs.
+	dirsMu   sync.Mutex
+	dirs     []*listedDir
+	openJobs []*dirJob
+	// openAhead counts the directories opened ahead and not yet listed.
+	openAhead atomic.Int32
 }
 
 func (c *capturer) emit(ctx context.Context, it *item) bool {
@@ -358,7 +364,7 @@ func (c *capturer) walk(ctx context.Context, j *dirJob) error {
 		}
 		k := &kids[i]
 		it := &items[i]
-		it.e = entryFromStat(k.rel, &k.st)
+		it.e = k.st.entry(k.rel)
 		it.e.Xattrs = k.xattrs
 		switch k.st.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:
@@ -429,7 +435,7 @@ func (c *capturer) planBody(ctx context.Context, it *item, k *child) error {
 	st := &k.st
 	if st.Nlink > 1 {
 		it.linked = true
-		key := devIno{uint64(st.Dev), st.Ino}
+		key := devIno{st.Dev, st.Ino}
 		if first, ok := c.links[key]; ok {
 			it.e.Type = pluginapi.TypeHardlink
 			it.e.LinkTarget = first
@@ -470,12 +476,12 @@ func (c *capturer) planBody(ctx context.Context, it *item, k *child) error {
 
 // unchanged reports whether the parent index has the file at rel with the
 // same size, mtime, ctime and inode.
-func (c *capturer) unchanged(rel string, st *unix.Stat_t) bool {
+func (c *capturer) unchanged(rel string, st *entryStat) bool {
 	if c.prints != nil {
-		return c.prints.File(rel, st.Size, st.Mtim.Nano(), st.Ctim.Nano(), st.Ino)
+		return c.prints.File(rel, st.Size, st.MtimeNs, st.CtimeNs, st.Ino)
 	}
 	p, ok := c.parent[rel]
-	return ok && p.Type == 0 && p.Size == st.Size && p.MtimeNs == st.Mtim.Nano() && p.CtimeNs == st.Ctim.Nano() && p.Inode == st.Ino
+	return ok && p.Type == 0 && p.Size == st.Size && p.MtimeNs == st.MtimeNs && p.CtimeNs == st.CtimeNs && p.Inode == st.Ino
 }
 
 // readAhead reads the bodies of small files until the work channel closes.
@@ -796,6 +802,19 @@ func (r *exactReader) WriteTo(w io.Writer) (int64, error) {
 		if err != nil {
 			return total, err
 		}
+	}
+}
+
+// entry is entryFromStat of the entry s is the lstat of.
+func (s *entryStat) entry(rel string) pluginapi.Entry {
+	return pluginapi.Entry{
+		Path:    rel,
+		Mode:    s.Mode & 0o7777,
+		UID:     s.Uid,
+		GID:     s.Gid,
+		MtimeNs: s.MtimeNs,
+		CtimeNs: s.CtimeNs,
+		Inode:   s.Ino,
 	}
 }
 

@@ -75,6 +75,12 @@ type dirJob struct {
 	state jobState
 	dirListing
 	err error
+	// checked: res is what subtree found of the directory (set and
+	// read by the walker only). Kept here rather than in a map by path:
+	// a map of venv-full's 7,963 directories, filled by every in-place
+	// listing, was ~2 % of its CPU (hashing, growing).
+	checked bool
+	res     subtreeResult
 }
 
 // dirSched is the queue of directories to list, in the walk's order.
@@ -206,10 +212,13 @@ type listedDir struct {
 }
 
 // dirFrom says where a directory is opened from: its parent's handle and
-// its name there, or (dir nil) its path from the root.
+// its name there, or (dir nil) its path from the root; or it is open
+// already (open: fd, see openSubdir).
 type dirFrom struct {
 	dir  *listedDir
 	name string
+	fd   int
+	open bool
 }
 
 // openSub opens the subdirectory name of h; ok is false if h is closed.
@@ -251,17 +260,31 @@ func (c *capturer) keepDir(fd int, nsub int) *listedDir {
 }
 
 // closeDirs closes the handles of directories some of whose
-// subdirectories were never opened (the capture ended early). Called once
-// every goroutine of the capture has ended.
+// subdirectories were never opened, and the directories opened ahead that
+// were never listed (the capture ended early). Called once every
+// goroutine of the capture has ended.
 func (c *capturer) closeDirs() {
 	for _, h := range c.dirs {
 		h.close()
 	}
 	c.dirs = nil
+	for _, j := range c.openJobs {
+		if j.from.open {
+			closeRaw(j.from.fd)
+			j.from.open = false
+		}
+	}
+	c.openJobs = nil
 }
 
-// openDir opens the directory rel as from says.
-func (c *capturer) openDir(rel string, from dirFrom) (int, error) {
+// openDir opens the directory rel as from says, or takes the descriptor
+// it was opened with ahead (then from is marked so).
+func (c *capturer) openDir(rel string, from *dirFrom) (int, error) {
+	if from.open {
+		from.open = false
+		c.openAhead.Add(-1)
+		return from.fd, nil
+	}
 	if from.dir == nil {
 		return openDirBeneath(c.rootFd, rel)
 	}
@@ -280,9 +303,13 @@ func (c *capturer) openDir(rel string, from dirFrom) (int, error) {
 // child is what the walk needs of one entry of a directory.
 type child struct {
 	name, rel  string
-	st         unix.Stat_t
+	st         entryStat
 	linkTarget string
 	xattrs     map[string][]byte
+	// dirOpen: a directory opened by openSubdir, as dirFd, which its
+	// job takes (subJobs).
+	dirOpen bool
+	dirFd   int32
 	// unchanged: a regular file the parent index has with the same size,
 	// mtime, ctime and inode (looked up once, here, off the walk's
 	// goroutine).
@@ -298,6 +325,27 @@ type child struct {
 	xattrsLater bool
 }
 
+// entryStat is what the walk uses of an entry's lstat: 64 bytes of the
+// 144 of a unix.Stat_t. A listing holds one per entry (46,509 for
+// venv-full) until the walk is past its directory, and an in-place
+// restore's listing, which sends a handful of them, allocated, cleared
+// and copied ~10 MB of children, ~2/3 of it Stat_t fields nobody reads.
+type entryStat struct {
+	Mode, Uid, Gid   uint32
+	Size             int64
+	MtimeNs, CtimeNs int64
+	Ino, Dev, Nlink  uint64
+}
+
+// set fills s from st.
+func (s *entryStat) set(st *unix.Stat_t) {
+	*s = entryStat{
+		Mode: st.Mode, Uid: st.Uid, Gid: st.Gid, Size: st.Size,
+		MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano(),
+		Ino: st.Ino, Dev: uint64(st.Dev), Nlink: uint64(st.Nlink),
+	}
+}
+
 // readDirsAhead lists queued directories until the queue closes.
 func (c *capturer) readDirsAhead(ctx context.Context) {
 	scratch := newListScratch()
@@ -309,7 +357,7 @@ func (c *capturer) readDirsAhead(ctx context.Context) {
 		if err := ctx.Err(); err != nil {
 			j.err = err
 		} else {
-			j.dirListing, j.err = c.readDir(j.rel, j.from, scratch)
+			j.dirListing, j.err = c.readDir(j.rel, &j.from, scratch)
 		}
 		c.sched.add(c.subJobs(j), j)
 		close(j.done)
@@ -322,7 +370,7 @@ func (c *capturer) subJobs(j *dirJob) []*dirJob {
 	if j.err != nil {
 		return nil
 	}
-	var jobs []*dirJob
+	var jobs, opened []*dirJob
 	for i := range j.kids {
 		k := &j.kids[i]
 		if k.st.Mode&unix.S_IFMT != unix.S_IFDIR {
@@ -331,8 +379,18 @@ func (c *capturer) subJobs(j *dirJob) []*dirJob {
 		key := make([]uint32, len(j.key)+1)
 		copy(key, j.key)
 		key[len(j.key)] = uint32(i)
-		k.job = &dirJob{rel: k.rel, from: dirFrom{j.dir, k.name}, key: key, done: make(chan struct{})}
+		k.job = &dirJob{rel: k.rel, from: dirFrom{dir: j.dir, name: k.name}, key: key, done: make(chan struct{})}
+		if k.dirOpen {
+			k.job.from.fd, k.job.from.open = int(k.dirFd), true
+			k.dirOpen = false
+			opened = append(opened, k.job)
+		}
 		jobs = append(jobs, k.job)
+	}
+	if len(opened) > 0 {
+		c.dirsMu.Lock()
+		c.openJobs = append(c.openJobs, opened...)
+		c.dirsMu.Unlock()
 	}
 	return jobs
 }
@@ -343,7 +401,7 @@ func (c *capturer) subJobs(j *dirJob) []*dirJob {
 // xattrs. A file that will be read ahead gets its xattrs from its open
 // file later instead; an unchanged one whose xattrs the host takes from
 // the parent gets none.
-func (c *capturer) readDir(rel string, from dirFrom, scratch *listScratch) (l dirListing, err error) {
+func (c *capturer) readDir(rel string, from *dirFrom, scratch *listScratch) (l dirListing, err error) {
 	fd := c.rootFd
 	var nsub int
 	if rel != "" {
@@ -361,7 +419,7 @@ func (c *capturer) readDir(rel string, from dirFrom, scratch *listScratch) (l di
 	}
 	kids, excluded, err := c.readOpenDir(fd, rel, scratch)
 	for i := range kids {
-		if kids[i].st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if kids[i].st.Mode&unix.S_IFMT == unix.S_IFDIR && !kids[i].dirOpen {
 			nsub++
 		}
 	}
@@ -384,10 +442,14 @@ type listScratch struct {
 	// NUL-terminated (for fstatat), at the offsets in refs.
 	names []byte
 	refs  []nameRef
+	st    unix.Stat_t // each entry's lstat
 }
 
-// nameRef is one name in listScratch.names.
-type nameRef struct{ off, n int32 }
+// nameRef is one name in listScratch.names, and its d_type.
+type nameRef struct {
+	off, n int32
+	typ    uint8
+}
 
 func newListScratch() *listScratch {
 	return &listScratch{xattrs: make([]byte, 1024), dents: make([]byte, 32<<10)}
@@ -397,11 +459,22 @@ func newListScratch() *listScratch {
 func (s *listScratch) name(r nameRef) []byte { return s.names[r.off : r.off+r.n] }
 
 // list reads the names of the directory open as fd into s (refs, sorted
-// by name), without "." and "..".
-func (s *listScratch) list(fd int) error {
+// by name), without "." and "..", with raw system calls if raw is set
+// (an IndexOnly listing; see readOpenDir).
+func (s *listScratch) list(fd int, raw bool) error {
 	s.names, s.refs = s.names[:0], s.refs[:0]
 	for {
-		n, err := unix.Getdents(fd, s.dents)
+		var n int
+		var err error
+		if raw {
+			r, _, errno := unix.RawSyscall(unix.SYS_GETDENTS64, uintptr(fd), uintptr(unsafe.Pointer(&s.dents[0])), uintptr(len(s.dents)))
+			n = int(r)
+			if errno != 0 {
+				err = errno
+			}
+		} else {
+			n, err = unix.Getdents(fd, s.dents)
+		}
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
@@ -421,19 +494,26 @@ func (s *listScratch) list(fd int) error {
 
 // parse appends the entries of a getdents64 buffer.
 func (s *listScratch) parse(b []byte) {
-	forDirents(b, func(name []byte, _ uint8) {
-		s.refs = append(s.refs, nameRef{off: int32(len(s.names)), n: int32(len(name))})
+	forDirents(b, func(name []byte, typ uint8) {
+		s.refs = append(s.refs, nameRef{off: int32(len(s.names)), n: int32(len(name)), typ: typ})
 		s.names = append(append(s.names, name...), 0)
 	})
 }
 
 // lstatAt is fstatat(2) of name (NUL-terminated) in the directory open as
 // dirFd, without following a symlink: unix.Fstatat, minus the copy of the
-// name it makes to terminate it.
-func lstatAt(dirFd int, name []byte, st *unix.Stat_t) error {
+// name it makes to terminate it; a raw system call if raw is set (see
+// readOpenDir).
+func lstatAt(dirFd int, name []byte, st *unix.Stat_t, raw bool) error {
 	for {
-		_, _, errno := unix.Syscall6(unix.SYS_NEWFSTATAT, uintptr(dirFd), uintptr(unsafe.Pointer(&name[0])),
-			uintptr(unsafe.Pointer(st)), unix.AT_SYMLINK_NOFOLLOW, 0, 0)
+		var errno unix.Errno
+		if raw {
+			_, _, errno = unix.RawSyscall6(unix.SYS_NEWFSTATAT, uintptr(dirFd), uintptr(unsafe.Pointer(&name[0])),
+				uintptr(unsafe.Pointer(st)), unix.AT_SYMLINK_NOFOLLOW, 0, 0)
+		} else {
+			_, _, errno = unix.Syscall6(unix.SYS_NEWFSTATAT, uintptr(dirFd), uintptr(unsafe.Pointer(&name[0])),
+				uintptr(unsafe.Pointer(st)), unix.AT_SYMLINK_NOFOLLOW, 0, 0)
+		}
 		runtime.KeepAlive(name)
 		switch errno {
 		case 0:
@@ -445,9 +525,28 @@ func lstatAt(dirFd int, name []byte, st *unix.Stat_t) error {
 	}
 }
 
+// An IndexOnly listing (an in-place restore's, of the tree it restores,
+// nearly always in the caches) makes its getdents and lstats as raw system
+// calls (see cached_io.go): made the usual way, each of venv-full's
+// ~62,000 of them told the scheduler it might block, and the runtime's
+// monitor thread, finding the readers' Ps in system calls, woke every
+// 20 µs to look at them. No-op in-place restores of venv-full, CPU of the
+// host and the engine: 185.2 -> 173.9 ms (medians of 30 alternating runs).
+// A raw call that waits for the disk holds its P, which may be every P
+// with two directory readers; an IndexOnly capture has no body readers
+// that would then wait to start their reads, only the walker, which waits
+// for the listings anyway, and the sender of its few entries. Other
+// captures list the usual way: there, with a tree not in the caches, the
+// body readers' reads would wait behind the listings' (and timing the
+// listings to tell a cold tree from a loaded machine did not work: on this
+// 2-core machine at load 3, warm captures of venv-full had 0 to 6
+// listings slower than 50 µs per entry and 2 ms in all). capturer.rawList
+// says which.
+
 // readOpenDir is readDir of the directory rel open as fd.
 func (c *capturer) readOpenDir(fd int, rel string, scratch *listScratch) (kids []child, excluded bool, err error) {
-	if err := scratch.list(fd); err != nil {
+	raw := c.rawList
+	if err := scratch.list(fd, raw); err != nil {
 		return nil, false, fmt.Errorf("read directory %q: %w", rel, err)
 	}
 	// Every entry's path, in one string: its rel and its name are
@@ -481,12 +580,17 @@ func (c *capturer) readOpenDir(fd int, rel string, scratch *listScratch) (kids [
 			excluded = true
 			continue
 		}
-		if err := lstatAt(fd, scratch.names[r.off:r.off+r.n+1], &k.st); err != nil {
-			if errors.Is(err, unix.ENOENT) {
-				continue // removed since listed
+		cname := scratch.names[r.off : r.off+r.n+1]
+		if r.typ != unix.DT_DIR || !c.opts.IndexOnly || !c.openSubdir(fd, cname, &k, &scratch.st) {
+			if err := lstatAt(fd, cname, &scratch.st, raw); err != nil {
+				if errors.Is(err, unix.ENOENT) {
+					continue // removed since listed
+				}
+				c.closeOpened(kids)
+				return nil, false, fmt.Errorf("lstat %q: %w", k.rel, err)
 			}
-			return nil, false, fmt.Errorf("lstat %q: %w", k.rel, err)
 		}
+		k.st.set(&scratch.st)
 		switch k.st.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:
 		case unix.S_IFREG:
@@ -500,6 +604,7 @@ func (c *capturer) readOpenDir(fd int, rel string, scratch *listScratch) (kids [
 			k.xattrsFromParent = (k.unchanged || c.opts.IndexOnly) && c.opts.ParentXattrs && k.st.Nlink == 1
 		case unix.S_IFLNK:
 			if k.linkTarget, err = readlinkat(fd, k.name); err != nil {
+				c.closeOpened(kids)
 				return nil, false, fmt.Errorf("readlink %q: %w", k.rel, err)
 			}
 		default:
@@ -513,12 +618,63 @@ func (c *capturer) readOpenDir(fd int, rel string, scratch *listScratch) (kids [
 		k.xattrsLater = c.checkDirs && k.st.Mode&unix.S_IFMT != unix.S_IFREG
 		if !c.readsAhead(&k) && !k.xattrsFromParent && !k.xattrsLater {
 			if k.xattrs, err = readXattrsAt(fd, k.name, c.prefix+k.rel, scratch.xattrs); err != nil {
+				c.closeOpened(append(kids, k))
 				return nil, false, err
 			}
 		}
 		kids = append(kids, k)
 	}
 	return kids, excluded, nil
+}
+
+// A subdirectory is opened as its parent is listed, where it was lstat'ed:
+// openat of its name in the parent and fstat of the open directory, which
+// its own listing then takes (dirFrom.open), instead of lstat of its name
+// there and openat of it again later: each of venv-full's 7,963
+// directories was looked up twice (__d_lookup_rcu alone was a third of
+// the lstats' time). The open is the one openDirCached makes (from the
+// caches, O_NOFOLLOW, O_DIRECTORY); whatever keeps it from opening a
+// directory (not in the caches, replaced by a symlink or a file, removed,
+// no permission, too many open ahead) leaves the entry to the lstat, as
+// before, and its listing opens it. At most maxDirsOpenAhead are open
+// ahead at once, and only in an IndexOnly listing: a capture that reads
+// bodies keeps up to maxOpenAhead files open besides, and its second
+// capture of venv-full was no cheaper with them (CPU 195.0 -> 194.7 ms,
+// 10 alternating creates).
+const maxDirsOpenAhead = 256
+
+// openSubdir opens the subdirectory name (NUL-terminated) of the
+// directory open as dirFd and fills st from it, and k's dirOpen and
+// dirFd; false if it did not (st is then garbage).
+func (c *capturer) openSubdir(dirFd int, name []byte, k *child, st *unix.Stat_t) bool {
+	if noCachedOpen.Load() || c.openAhead.Load() >= maxDirsOpenAhead {
+		return false
+	}
+	how := unix.OpenHow{Flags: unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC, Resolve: resolveCached}
+	fd, err := rawOpenat2(dirFd, &name[0], &how)
+	runtime.KeepAlive(name)
+	if err != nil {
+		return false
+	}
+	if err := fstatRaw(fd, st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR || fd > math.MaxInt32 {
+		closeRaw(fd)
+		return false
+	}
+	c.openAhead.Add(1)
+	k.dirOpen, k.dirFd = true, int32(fd)
+	return true
+}
+
+// closeOpened closes the directories openSubdir opened for kids, a
+// listing given up.
+func (c *capturer) closeOpened(kids []child) {
+	for i := range kids {
+		if kids[i].dirOpen {
+			closeRaw(int(kids[i].dirFd))
+			kids[i].dirOpen = false
+			c.openAhead.Add(-1)
+		}
+	}
 }
 
 // listing returns the listing of the directory of job j: kept by subtree
@@ -530,7 +686,7 @@ func (c *capturer) listing(ctx context.Context, j *dirJob) (dirListing, error) {
 		return l, nil
 	}
 	if c.sched.claim(j) {
-		j.dirListing, j.err = c.readDir(j.rel, j.from, c.listScratch)
+		j.dirListing, j.err = c.readDir(j.rel, &j.from, c.listScratch)
 		c.sched.add(c.subJobs(j), nil)
 	} else {
 		select {

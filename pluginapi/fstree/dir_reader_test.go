@@ -73,10 +73,17 @@ func TestCaptureClosesDirectories(t *testing.T) {
 	assert.False(t, find(t, second.recs, "d1").e.Unchanged)
 	assert.Equal(t, []byte("changed"), find(t, second.recs, "d1/d2/f.py").body)
 
+	// An IndexOnly listing opens subdirectories ahead (openSubdir).
+	third := capture(t, root, CaptureOptions{Parent: parent, UnchangedDirs: true, IndexOnly: true})
+	assert.Equal(t, before, openFDs(t), "index-only capture with unchanged subtrees")
+	assert.Equal(t, paths(second.recs), paths(third.recs))
+
 	for _, failAfter := range []int{1, 3, 20} {
-		err := Capture(context.Background(), root, CaptureOptions{Stream: "rootfs"}, &memWriter{failAfter: failAfter})
-		require.ErrorIs(t, err, errWriterStop)
-		assert.Equal(t, before, openFDs(t), "capture stopped after %d entries", failAfter)
+		for _, indexOnly := range []bool{false, true} {
+			err := Capture(context.Background(), root, CaptureOptions{Stream: "rootfs", IndexOnly: indexOnly}, &memWriter{failAfter: failAfter})
+			require.ErrorIs(t, err, errWriterStop)
+			assert.Equal(t, before, openFDs(t), "capture (index only: %v) stopped after %d entries", indexOnly, failAfter)
+		}
 	}
 }
 
@@ -100,17 +107,17 @@ func TestOpenDirRefusesSymlinkAndFile(t *testing.T) {
 	require.NoError(t, err)
 	h := c.keepDir(fd, 3)
 	for _, name := range []string{"link", "file"} {
-		_, err := c.openDir(name, dirFrom{h, name})
+		_, err := c.openDir(name, &dirFrom{dir: h, name: name})
 		assert.ErrorIs(t, err, pluginapi.ErrUnsafePath, name)
 	}
-	sub, err := c.openDir("real", dirFrom{h, "real"})
+	sub, err := c.openDir("real", &dirFrom{dir: h, name: "real"})
 	require.NoError(t, err)
 	require.NoError(t, unix.Close(sub))
 	assert.Equal(t, before, openFDs(t), "the parent is closed after its last subdirectory")
 
 	// One more than counted is opened by its path, not through the
 	// closed descriptor.
-	sub, err = c.openDir("real", dirFrom{h, "real"})
+	sub, err = c.openDir("real", &dirFrom{dir: h, name: "real"})
 	require.NoError(t, err)
 	var st, want unix.Stat_t
 	require.NoError(t, unix.Fstat(sub, &st))
@@ -118,6 +125,61 @@ func TestOpenDirRefusesSymlinkAndFile(t *testing.T) {
 	require.NoError(t, unix.Lstat(filepath.Join(root, "real"), &want))
 	assert.Equal(t, want.Ino, st.Ino)
 	c.closeDirs()
+	assert.Equal(t, before, openFDs(t))
+}
+
+// TestOpenSubdir: a directory is opened as its parent is listed, with the
+// statistics of an lstat of it; a symlink to a directory, a file, a name
+// that is gone, or a directory past maxDirsOpenAhead are not (the lstat
+// then decides, as without opening ahead). A directory opened ahead is
+// what its listing takes, and closeDirs closes one never listed.
+func TestOpenSubdir(t *testing.T) {
+	root := t.TempDir()
+	require.NoError(t, os.Mkdir(filepath.Join(root, "real"), 0o755))
+	require.NoError(t, os.Symlink("real", filepath.Join(root, "link")))
+	writeFile(t, filepath.Join(root, "file"), "x", 0o644)
+	rootFd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	require.NoError(t, err)
+	defer unix.Close(rootFd)
+	before := openFDs(t)
+	cname := func(s string) []byte { return append([]byte(s), 0) }
+
+	c := &capturer{rootFd: rootFd}
+	var st, want unix.Stat_t
+	for _, name := range []string{"link", "file", "gone"} {
+		var k child
+		assert.False(t, c.openSubdir(rootFd, cname(name), &k, &st), name)
+		assert.False(t, k.dirOpen, name)
+	}
+	assert.Equal(t, before, openFDs(t))
+
+	var k child
+	require.True(t, c.openSubdir(rootFd, cname("real"), &k, &st))
+	require.True(t, k.dirOpen)
+	require.NoError(t, unix.Lstat(filepath.Join(root, "real"), &want))
+	want.Atim, st.Atim = unix.Timespec{}, unix.Timespec{} // listing it may move the atime
+	assert.Equal(t, want, st)
+	assert.EqualValues(t, 1, c.openAhead.Load())
+
+	// Its job's listing takes the descriptor as it is.
+	j := &dirJob{rel: "real", from: dirFrom{name: "real", fd: int(k.dirFd), open: true}}
+	fd, err := c.openDir("real", &j.from)
+	require.NoError(t, err)
+	assert.Equal(t, int(k.dirFd), fd)
+	assert.False(t, j.from.open)
+	assert.Zero(t, c.openAhead.Load())
+	require.NoError(t, unix.Close(fd))
+
+	// One never listed is closed at the end.
+	var k2 child
+	require.True(t, c.openSubdir(rootFd, cname("real"), &k2, &st))
+	c.openJobs = append(c.openJobs, &dirJob{from: dirFrom{fd: int(k2.dirFd), open: true}})
+	c.closeDirs()
+	assert.Equal(t, before, openFDs(t))
+
+	c.openAhead.Store(maxDirsOpenAhead)
+	var k3 child
+	assert.False(t, c.openSubdir(rootFd, cname("real"), &k3, &st), "past maxDirsOpenAhead")
 	assert.Equal(t, before, openFDs(t))
 }
 
@@ -165,6 +227,18 @@ func TestCaptureWideTreeOrder(t *testing.T) {
 		assert.True(t, find(t, second.recs, "p37/s08").e.Unchanged)
 		assert.Equal(t, []byte("changed"), find(t, second.recs, "p37/s09/leaf/b.py").body)
 		assert.Len(t, second.recs, 40+15+4, "prints %v", prints)
+
+		// An IndexOnly listing (subdirectories opened ahead) finds the
+		// same, and one stopped early closes every directory it
+		// opened ahead, listed or not.
+		third := capture(t, root, withParent(t, CaptureOptions{UnchangedDirs: true, IndexOnly: true}, parent, prints))
+		assert.Equal(t, before, openFDs(t))
+		assert.Equal(t, paths(second.recs), paths(third.recs))
+		for _, failAfter := range []int{1, 2} {
+			err := Capture(context.Background(), root, CaptureOptions{Stream: "rootfs", IndexOnly: true}, &memWriter{failAfter: failAfter})
+			require.ErrorIs(t, err, errWriterStop)
+			assert.Equal(t, before, openFDs(t), "stopped after %d entries", failAfter)
+		}
 	}
 }
 
@@ -193,4 +267,37 @@ func TestCapturePrelude(t *testing.T) {
 	assert.Empty(t, w.streams)
 	assert.Empty(t, w.recs)
 	assert.Equal(t, before, openFDs(t))
+}
+
+// TestReadOpenDirRawOrNot: a directory listed as an IndexOnly capture lists
+// it (raw system calls, subdirectories opened as they are listed) and the
+// usual way gives the same children.
+func TestReadOpenDirRawOrNot(t *testing.T) {
+	root := deepTree(t)
+	writeFile(t, filepath.Join(root, "d1", "g.txt"), "g", 0o600)
+	require.NoError(t, os.Symlink("g.txt", filepath.Join(root, "d1", "link")))
+	for _, rel := range []string{"", "d1", "d2/d0"} {
+		list := func(indexOnly bool) []child {
+			fd, err := unix.Open(filepath.Join(root, rel), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			require.NoError(t, err)
+			defer unix.Close(fd)
+			c := &capturer{prefix: root + "/", opts: CaptureOptions{Stream: "rootfs", IndexOnly: indexOnly}, rawList: indexOnly}
+			kids, excluded, err := c.readOpenDir(fd, rel, newListScratch())
+			require.NoError(t, err)
+			assert.False(t, excluded)
+			for i := range kids {
+				isDir := kids[i].st.Mode&unix.S_IFMT == unix.S_IFDIR
+				assert.Equal(t, isDir && indexOnly, kids[i].dirOpen, kids[i].rel)
+			}
+			c.closeOpened(kids)
+			assert.Zero(t, c.openAhead.Load())
+			for i := range kids {
+				kids[i].dirFd = 0
+			}
+			return kids
+		}
+		raw, usual := list(true), list(false)
+		assert.Equal(t, usual, raw, rel)
+		assert.NotEmpty(t, raw, rel)
+	}
 }

@@ -33,12 +33,12 @@ type subtreeResult struct {
 
 // subtree reports whether the subtree of directory k (a child the walk
 // listed) is unchanged, and what is beneath
-// it. Results are kept, so a directory inside a changed one is checked
-// once, and a changed directory's listing is kept for the walk. Walker
-// goroutine only.
+// it. Results are kept on k's job, so a directory inside a changed one is
+// checked once, and a changed directory's listing is kept for the walk,
+// which goes through the same children again. Walker goroutine only.
 func (c *capturer) subtree(ctx context.Context, k *child) (subtreeResult, error) {
-	if r, ok := c.checked[k.rel]; ok {
-		return r, nil
+	if k.job.checked {
+		return k.job.res, nil
 	}
 	if !c.sameMeta(k, pluginapi.TypeDir) {
 		return subtreeResult{}, nil
@@ -76,10 +76,7 @@ func (c *capturer) subtree(ctx context.Context, k *child) (subtreeResult, error)
 		res = subtreeResult{}
 		c.keepListing(k.rel, l)
 	}
-	if c.checked == nil {
-		c.checked = map[string]subtreeResult{}
-	}
-	c.checked[k.rel] = res
+	k.job.checked, k.job.res = true, res
 	return res, nil
 }
 
@@ -87,8 +84,8 @@ func (c *capturer) subtree(ctx context.Context, k *child) (subtreeResult, error)
 // with k's ctime and inode.
 func (c *capturer) sameMeta(k *child, typ pluginapi.EntryType) bool {
 	if c.prints != nil {
-		return c.prints.Meta(typ, k.rel, k.st.Ctim.Nano(), k.st.Ino)
+		return c.prints.Meta(typ, k.rel, k.st.CtimeNs, k.st.Ino)
 	}
 	p, ok := c.parent[k.rel]
-	return ok && p.Type == typ && p.CtimeNs == k.st.Ctim.Nano() && p.Inode == k.st.Ino
+	return ok && p.Type == typ && p.CtimeNs == k.st.CtimeNs && p.Inode == k.st.Ino
 }
