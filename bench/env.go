@@ -18,6 +18,10 @@ const (
 	toolTarZstd3    = "tar | zstd -3 -T0"
 	toolCp          = "cp -a"
 	toolRmCp        = "rm -rf + cp -a"
+	// toolSnapRemoved and toolCpRemoved create, in a new directory, only
+	// the package change small removes: what undoing it must at least do.
+	toolSnapRemoved = "ptest-snap restore of the removed package alone"
+	toolCpRemoved   = "cp -a of the removed package alone"
 	toolUntar       = "zstd -d | tar -x"
 	toolRestic      = "restic"
 	toolKopia       = "kopia"

@@ -75,6 +75,9 @@ func TestSmokeRun(t *testing.T) {
 		assert.Contains(t, md, "| "+s.name+" | ptest-snap", "every scenario timed ptest-snap")
 	}
 	assert.Contains(t, md, "| in-place restore undoing small | ptest-snap full restore |")
+	// The undo's floor, timed beside it: the removed package created alone.
+	assert.Contains(t, md, "| in-place restore undoing small | ptest-snap restore of the removed package alone |")
+	assert.Contains(t, md, "| in-place restore undoing small | cp -a of the removed package alone |")
 	assert.Contains(t, md, "| second snapshot after small | per-file zstd -3 of the changed files (ratio of stored bytes) |")
 	assert.Contains(t, md, "| 2× | 240 |")
 
