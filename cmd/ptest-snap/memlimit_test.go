@@ -28,10 +28,11 @@ func TestSetMemoryLimit(t *testing.T) {
 	assert.EqualValues(t, softMemoryLimit, debug.SetMemoryLimit(-1))
 }
 
-// TestTuneGCForCreate: a create runs with the collector off up to
-// createQuietHeap (gctune says what the first collection switches to) and
-// puts the previous settings back; GOGC or GOMEMLIMIT set by the user win.
-func TestTuneGCForCreate(t *testing.T) {
+// withCLIDefaultGC gives a test the CLI's collector settings (GOGC 100
+// under softMemoryLimit) with neither GOGC nor GOMEMLIMIT set, and puts
+// the process's settings and environment back after it.
+func withCLIDefaultGC(t *testing.T) {
+	t.Helper()
 	prevLimit := debug.SetMemoryLimit(-1)
 	prevPercent := debug.SetGCPercent(100)
 	t.Cleanup(func() {
@@ -43,6 +44,13 @@ func TestTuneGCForCreate(t *testing.T) {
 		os.Unsetenv(env)
 	}
 	debug.SetMemoryLimit(softMemoryLimit)
+}
+
+// TestTuneGCForCreate: a create runs with the collector off up to
+// createQuietHeap (gctune says what the first collection switches to) and
+// puts the previous settings back; GOGC or GOMEMLIMIT set by the user win.
+func TestTuneGCForCreate(t *testing.T) {
+	withCLIDefaultGC(t)
 
 	restore := tuneGCForCreate()
 	assert.EqualValues(t, createQuietHeap, debug.SetMemoryLimit(-1), "quiet until the first collection")
@@ -51,15 +59,7 @@ func TestTuneGCForCreate(t *testing.T) {
 	assert.EqualValues(t, softMemoryLimit, debug.SetMemoryLimit(-1), "limit restored")
 	assert.Equal(t, 100, debug.SetGCPercent(100), "GOGC restored")
 
-	for _, env := range []string{"GOGC", "GOMEMLIMIT"} {
-		t.Run(env, func(t *testing.T) {
-			t.Setenv(env, "200")
-			restore := tuneGCForCreate()
-			assert.EqualValues(t, softMemoryLimit, debug.SetMemoryLimit(-1), "the user's settings stand")
-			assert.Equal(t, 100, debug.SetGCPercent(100))
-			restore()
-		})
-	}
+	userSettingsWin(t, tuneGCForCreate)
 }
 
 // TestTuneGCForRestore: a restore runs with the collector off up to
@@ -67,17 +67,7 @@ func TestTuneGCForCreate(t *testing.T) {
 // under softMemoryLimit), and restore puts the previous settings back;
 // GOGC or GOMEMLIMIT set by the user win.
 func TestTuneGCForRestore(t *testing.T) {
-	prevLimit := debug.SetMemoryLimit(-1)
-	prevPercent := debug.SetGCPercent(100)
-	t.Cleanup(func() {
-		debug.SetMemoryLimit(prevLimit)
-		debug.SetGCPercent(prevPercent)
-	})
-	for _, env := range []string{"GOGC", "GOMEMLIMIT"} {
-		t.Setenv(env, "") // restored after the test
-		os.Unsetenv(env)
-	}
-	debug.SetMemoryLimit(softMemoryLimit)
+	withCLIDefaultGC(t)
 
 	restore := tuneGCForRestore()
 	assert.EqualValues(t, restoreQuietHeap, debug.SetMemoryLimit(-1), "quiet until the first collection")
@@ -90,10 +80,16 @@ func TestTuneGCForRestore(t *testing.T) {
 	assert.EqualValues(t, softMemoryLimit, debug.SetMemoryLimit(-1), "limit restored")
 	assert.Equal(t, 100, debug.SetGCPercent(100), "GOGC restored")
 
+	userSettingsWin(t, tuneGCForRestore)
+}
+
+// userSettingsWin checks that tune changes nothing when the user set GOGC
+// or GOMEMLIMIT.
+func userSettingsWin(t *testing.T, tune func() (restore func())) {
 	for _, env := range []string{"GOGC", "GOMEMLIMIT"} {
 		t.Run(env, func(t *testing.T) {
 			t.Setenv(env, "200")
-			restore := tuneGCForRestore()
+			restore := tune()
 			assert.EqualValues(t, softMemoryLimit, debug.SetMemoryLimit(-1), "the user's settings stand")
 			assert.Equal(t, 100, debug.SetGCPercent(100))
 			restore()
