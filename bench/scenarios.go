@@ -134,6 +134,7 @@ func secondSnapshotRun(ctx context.Context, e *benchEnv, run int, change func(st
 	if err := change(x, uint64(run)+1); err != nil {
 		return nil, err
 	}
+	e.deleted()
 	if s, err = e.timed(ctx, e.create(store, "second", x), store); err != nil {
 		return nil, err
 	}
@@ -181,6 +182,9 @@ func restoreEmpty(ctx context.Context, e *benchEnv, _ int) (map[string]Sample, e
 	if err != nil {
 		return nil, err
 	}
+	if err := e.afterDeletions(ctx, store, e.data, archive); err != nil {
+		return nil, err
+	}
 	res := map[string]Sample{}
 	if res[toolSnap], err = e.timed(ctx, e.snap(store, "restore", "base", "--target", e.fresh("restored")), ""); err != nil {
 		return nil, err
@@ -213,7 +217,11 @@ func restoreInPlace(ctx context.Context, e *benchEnv, run int) (map[string]Sampl
 	if err := run2(ctx, e.create(store, "base", x)); err != nil {
 		return nil, err
 	}
-	// The full restore this is compared with, made before any deletion.
+	// The full restore this is compared with, made before this run's
+	// deletions and after the pause for the previous run's.
+	if err := e.afterDeletions(ctx, store); err != nil {
+		return nil, err
+	}
 	s, err := e.timed(ctx, e.snap(store, "restore", "base", "--target", e.fresh("restored")), "")
 	if err != nil {
 		return nil, err
@@ -256,6 +264,7 @@ func restoreInPlace(ctx context.Context, e *benchEnv, run int) (map[string]Sampl
 	if res[toolRmCp], err = e.timed(ctx, shell(fmt.Sprintf("rm -rf %q && cp -a %q %q", y, e.data, y)), ""); err != nil {
 		return nil, err
 	}
+	e.deleted()
 	return res, nil
 }
 
